@@ -1,0 +1,485 @@
+//! [`Engine`]: the cloneable handle users hold.
+//!
+//! It validates requests (nothing invalid reaches an actor), applies the sold-out fast path,
+//! routes commands to shard mailboxes, and serves queries from read models.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use rust_decimal::Decimal;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::EngineConfig;
+use crate::domain::{
+    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate, SkuView,
+    TransitionOptions,
+};
+use crate::error::{EngineError, EngineResult};
+use crate::event::{JournalFactory, NullJournal};
+use crate::order::OrderCommand;
+use crate::pending::Pending;
+use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg};
+use crate::snowflake::shard_of;
+use crate::state_machine::OrderEventKind;
+
+/// Longest SKU id, user id and payment id, in bytes.
+pub const ID_BYTES_MAX: usize = 64;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Longest name, reason or tracking number, in bytes.
+pub const TEXT_BYTES_MAX: usize = 256;
+
+/// A handle to a running engine. Cheap to clone; every clone talks to the same shards. The
+/// shards stop when the last clone is dropped (or at [`Engine::shutdown`]).
+///
+/// Commands return a [`Pending`]: `.await` it, or `.wait()` on a plain thread. Queries
+/// (`get_order`, `list_orders`, `get_sku`) answer at once from read models and never queue
+/// behind a busy actor.
+///
+/// # Example
+/// ```
+/// use surge_engine::{CreateOrder, Engine, EngineConfig, SkuSpec, SaleRules};
+/// use rust_decimal::Decimal;
+///
+/// let engine = Engine::in_memory(EngineConfig::default()).unwrap();
+/// engine.create_sku(SkuSpec {
+///     sku_id: "phone".into(), name: "Phone".into(), price: Decimal::new(59990, 2),
+///     initial_stock: 1, rules: SaleRules::default(),
+/// }).wait().unwrap();
+///
+/// let order = engine.create_order(CreateOrder::new("alice", &[("phone", 1)], "k1")).wait().unwrap();
+/// assert_eq!(order.total, Decimal::new(59990, 2));
+/// let late = engine.create_order(CreateOrder::new("bob", &[("phone", 1)], "k1")).wait();
+/// assert_eq!(late.unwrap_err().code(), "sold_out");
+///
+/// let paid = engine.pay(order.order_id, "psp-1", order.total, Default::default()).wait().unwrap();
+/// assert_eq!(paid.status.as_str(), "paid");
+/// assert_eq!(engine.get_sku("phone").unwrap().sold, 1);
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<EngineConfig>,
+    shard_count: usize,
+    clock: Arc<dyn Clock>,
+    external: Vec<Sender<ShardMsg>>,
+    internal: Vec<Sender<ShardMsg>>,
+    read: Arc<ReadModels>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for tx in &self.internal {
+            let _ = tx.send(ShardMsg::Shutdown);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Builds an [`Engine`] with an injected clock and journal.
+pub struct EngineBuilder {
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    journal: JournalFactory,
+}
+
+impl EngineBuilder {
+    /// Use this clock (tests pass a [`crate::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Use these journals, one per shard (the persistence crate passes its WAL).
+    pub fn journal(mut self, factory: JournalFactory) -> Self {
+        self.journal = factory;
+        self
+    }
+
+    /// Start the shard threads.
+    ///
+    /// # Errors
+    /// `invalid_config` for a bad configuration or if a thread cannot be spawned.
+    pub fn start(mut self) -> EngineResult<Engine> {
+        self.config.validate()?;
+        let n = self.config.effective_shard_count();
+        let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
+        let read = Arc::new(ReadModels::default());
+        let (mut external, mut external_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut internal, mut internal_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::bounded(config.mailbox_capacity);
+            external.push(tx);
+            external_rx.push(rx);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            internal.push(tx);
+            internal_rx.push(rx);
+        }
+        let mut shards = Vec::with_capacity(n);
+        for (id, (ext, int)) in external_rx.into_iter().zip(internal_rx).enumerate() {
+            shards.push(Shard::new(ShardParts {
+                id,
+                config: config.clone(),
+                clock: self.clock.clone(),
+                external: ext,
+                internal: int,
+                peers: internal.clone(),
+                read: read.clone(),
+                journal: (self.journal)(id),
+            })?);
+        }
+        let mut inner = Inner { config, shard_count: n, clock: self.clock, external, internal, read, threads: Vec::new() };
+        for (id, shard) in shards.into_iter().enumerate() {
+            let t = std::thread::Builder::new()
+                .name(format!("surge-shard-{id}"))
+                .spawn(move || shard.run())
+                .map_err(|e| EngineError::InvalidConfig { message: format!("cannot spawn shard thread: {e}") })?;
+            inner.threads.push(t);
+        }
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+}
+
+fn check_text(what: &str, value: &str, max: usize) -> EngineResult<()> {
+    if value.is_empty() || value.len() > max {
+        return Err(EngineError::invalid(format!("{what} must be 1..={max} bytes")));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// An engine with the system clock and no durability (mode `none`).
+    ///
+    /// # Errors
+    /// `invalid_config`.
+    pub fn in_memory(config: EngineConfig) -> EngineResult<Engine> {
+        Self::builder(config).start()
+    }
+
+    /// A builder, to inject a clock or a journal.
+    pub fn builder(config: EngineConfig) -> EngineBuilder {
+        EngineBuilder { config, clock: Arc::new(SystemClock), journal: Box::new(|_| Box::new(NullJournal)) }
+    }
+
+    /// The configuration in force (with `shard_count` resolved).
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The engine clock, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn submit<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> ShardMsg) -> Pending<T> {
+        let (tx, rx) = oneshot::channel();
+        match self.inner.external[shard].try_send(make(tx)) {
+            Ok(()) => Pending::waiting(rx),
+            Err(TrySendError::Full(_)) => Pending::ready(Err(EngineError::Overloaded)),
+            Err(TrySendError::Disconnected(_)) => Pending::ready(Err(EngineError::ShuttingDown)),
+        }
+    }
+
+    fn sku_shard(&self, sku_id: &str) -> usize {
+        shard_for_key(sku_id, self.inner.shard_count)
+    }
+
+    // ---- SKUs -------------------------------------------------------------------------------
+
+    /// Create a SKU with its initial stock and rules.
+    ///
+    /// # Errors
+    /// `invalid_request` (empty or long id/name, negative price, sale window ends before it
+    /// starts), `sku_already_exists`.
+    pub fn create_sku(&self, spec: SkuSpec) -> Pending<SkuView> {
+        let check = || -> EngineResult<()> {
+            check_text("sku_id", &spec.sku_id, ID_BYTES_MAX)?;
+            check_text("name", &spec.name, TEXT_BYTES_MAX)?;
+            if spec.price.is_sign_negative() {
+                return Err(EngineError::invalid("price must not be negative"));
+            }
+            if let (Some(a), Some(b)) = (spec.rules.sale_starts_at_ms, spec.rules.sale_ends_at_ms) {
+                if b <= a {
+                    return Err(EngineError::invalid("sale_ends_at_ms must be after sale_starts_at_ms"));
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = check() {
+            return Pending::ready(Err(e));
+        }
+        let sku_id: Arc<str> = Arc::from(spec.sku_id.as_str());
+        self.submit(self.sku_shard(&sku_id), |r| ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r)))
+    }
+
+    /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
+    ///
+    /// # Errors
+    /// `unknown_sku`, `invalid_request`.
+    pub fn update_sku(&self, sku_id: &str, update: SkuUpdate) -> Pending<SkuView> {
+        if let Some(name) = &update.name {
+            if let Err(e) = check_text("name", name, TEXT_BYTES_MAX) {
+                return Pending::ready(Err(e));
+            }
+        }
+        if update.price.is_some_and(|p| p.is_sign_negative()) {
+            return Pending::ready(Err(EngineError::invalid("price must not be negative")));
+        }
+        let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
+            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
+        };
+        self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r)))
+    }
+
+    /// Add (`delta > 0`) or remove (`delta < 0`) stock, with a reason for the audit trail.
+    ///
+    /// # Errors
+    /// `unknown_sku`; `invalid_adjustment` if available would go below 0; `invalid_request` for
+    /// a zero delta or a missing reason.
+    pub fn adjust_stock(&self, sku_id: &str, delta: i64, reason: &str) -> Pending<SkuView> {
+        if delta == 0 {
+            return Pending::ready(Err(EngineError::invalid("delta must not be 0")));
+        }
+        if let Err(e) = check_text("reason", reason, TEXT_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
+        let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
+            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
+        };
+        let reason = Box::from(reason);
+        self.submit(shared.shard, |reply| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Adjust { delta, reason, reply }))
+    }
+
+    /// Counters and rules of one SKU (consistent snapshot; never torn).
+    ///
+    /// # Errors
+    /// `unknown_sku`.
+    pub fn get_sku(&self, sku_id: &str) -> EngineResult<SkuView> {
+        self.inner
+            .read
+            .skus
+            .get(sku_id)
+            .map(|s| s.view())
+            .ok_or_else(|| EngineError::UnknownSku { sku_id: sku_id.to_owned() })
+    }
+
+    /// Every SKU, sorted by id.
+    pub fn list_skus(&self) -> Vec<SkuView> {
+        let mut all: Vec<SkuView> = self.inner.read.skus.iter().map(|s| s.view()).collect();
+        all.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
+        all
+    }
+
+    // ---- orders -----------------------------------------------------------------------------
+
+    /// Validate a create request without running it.
+    fn check_create(&self, req: &CreateOrder) -> EngineResult<()> {
+        let cfg = &self.inner.config;
+        check_text("user_id", &req.user_id, ID_BYTES_MAX)?;
+        check_text("idempotency_key", &req.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        if req.items.is_empty() || req.items.len() > cfg.order_items_max {
+            return Err(EngineError::invalid(format!("an order has 1..={} items", cfg.order_items_max)));
+        }
+        for (i, (sku_id, qty)) in req.items.iter().enumerate() {
+            check_text("sku_id", sku_id, ID_BYTES_MAX)?;
+            if *qty == 0 || *qty > cfg.item_qty_max {
+                return Err(EngineError::invalid(format!("qty must be 1..={}", cfg.item_qty_max)));
+            }
+            if req.items[..i].iter().any(|(s, _)| s == sku_id) {
+                return Err(EngineError::invalid(format!("sku {sku_id} appears twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Create an order: reserve every line item (a saga), snapshot prices, compute the total.
+    ///
+    /// Idempotent by `(user_id, idempotency_key)`: a retry with the same items returns the same
+    /// order. Business rejections are not recorded, so a retry after `sold_out` runs again.
+    ///
+    /// # Errors
+    /// `invalid_request`; `unknown_sku`, `sold_out`, `insufficient_stock`,
+    /// `purchase_limit_exceeded`, `sale_not_started`, `sale_ended`, `sku_paused` (the first
+    /// rejection in item order, with its sku_id; nothing stays reserved); `idempotency_conflict`;
+    /// `overloaded`.
+    pub fn create_order(&self, req: CreateOrder) -> Pending<Arc<Order>> {
+        if let Err(e) = self.check_create(&req) {
+            return Pending::ready(Err(e));
+        }
+        // Sold-out fast path: a hint the SKU actors publish; the actor stays the authority.
+        for (sku_id, _) in &req.items {
+            match self.inner.read.skus.get(&**sku_id) {
+                None => return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_string() })),
+                Some(s) if s.sold_out_hint() => {
+                    return Pending::ready(Err(EngineError::SoldOut { sku_id: sku_id.to_string() }))
+                }
+                Some(_) => {}
+            }
+        }
+        let shard = shard_for_key(&req.user_id, self.inner.shard_count);
+        self.submit(shard, |r| ShardMsg::CreateOrder(req, r))
+    }
+
+    fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {
+        if let Some(reason) = &cmd.opts.reason {
+            if reason.len() > TEXT_BYTES_MAX {
+                return Pending::ready(Err(EngineError::invalid("reason must be at most 256 bytes")));
+            }
+        }
+        let shard = shard_of(order_id.0, self.inner.shard_count);
+        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r))))
+    }
+
+    /// Move an order by an event that takes no parameters (`cancel`, `start_packing`,
+    /// `deliver`, `complete`, `request_refund`, `confirm_refund`, `reject_refund`,
+    /// `open_dispute`), as `by`.
+    ///
+    /// # Errors
+    /// `unknown_order`, `invalid_transition` (with from and event), `version_conflict`,
+    /// `invalid_request` for events that need parameters (use [`Engine::pay`],
+    /// [`Engine::ship`], [`Engine::resolve_dispute`]) or are the engine's own
+    /// (`payment_deadline`, `auto_complete`).
+    pub fn transition(
+        &self,
+        order_id: OrderId,
+        event: OrderEventKind,
+        by: Initiator,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
+        use OrderEventKind as E;
+        if matches!(event, E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete) {
+            return Pending::ready(Err(EngineError::invalid(format!("{event} cannot be sent through transition()"))));
+        }
+        self.command(order_id, OrderCommand { opts, ..OrderCommand::new(event, by) })
+    }
+
+    /// Payment callback from the PSP. Idempotent by `payment_id`: the same payment twice is
+    /// acknowledged once.
+    ///
+    /// # Errors
+    /// `amount_mismatch` (amount ≠ total), `already_paid` (a *different* payment for a paid
+    /// order: refund it), `order_not_payable` (canceled or otherwise closed: refund it),
+    /// `unknown_order`, `version_conflict`, `invalid_request`.
+    pub fn pay(&self, order_id: OrderId, payment_id: &str, amount: Decimal, opts: TransitionOptions) -> Pending<Arc<Order>> {
+        if let Err(e) = check_text("payment_id", payment_id, ID_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
+        let cmd = OrderCommand {
+            opts,
+            payment: Some((Box::from(payment_id), amount)),
+            ..OrderCommand::new(OrderEventKind::Pay, Initiator::Psp)
+        };
+        self.command(order_id, cmd)
+    }
+
+    /// Cancel an unpaid order (user or admin); its reservations are released before the reply.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`].
+    pub fn cancel_order(&self, order_id: OrderId, by: Initiator, opts: TransitionOptions) -> Pending<Arc<Order>> {
+        self.transition(order_id, OrderEventKind::Cancel, by, opts)
+    }
+
+    /// Hand a paid or packing order to the carrier.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`]; `invalid_request` for an empty or long tracking number.
+    pub fn ship(&self, order_id: OrderId, tracking_number: &str, opts: TransitionOptions) -> Pending<Arc<Order>> {
+        if let Err(e) = check_text("tracking_number", tracking_number, TEXT_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
+        let cmd = OrderCommand {
+            opts,
+            tracking_number: Some(Box::from(tracking_number)),
+            ..OrderCommand::new(OrderEventKind::Ship, Initiator::Admin)
+        };
+        self.command(order_id, cmd)
+    }
+
+    /// Resolve a dispute: to `completed` or to `refunding`.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`].
+    pub fn resolve_dispute(
+        &self,
+        order_id: OrderId,
+        resolution: DisputeResolution,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
+        let cmd = OrderCommand {
+            opts,
+            resolution: Some(resolution),
+            ..OrderCommand::new(OrderEventKind::ResolveDispute, Initiator::Admin)
+        };
+        self.command(order_id, cmd)
+    }
+
+    /// One order, from the read model.
+    ///
+    /// # Errors
+    /// `unknown_order`.
+    pub fn get_order(&self, order_id: OrderId) -> EngineResult<Arc<Order>> {
+        self.inner.read.orders.get(&order_id).map(|o| o.clone()).ok_or(EngineError::UnknownOrder { order_id })
+    }
+
+    /// A user's orders, newest first, optionally only one status; `page` counts from 0.
+    ///
+    /// # Errors
+    /// `invalid_request` if `limit` is 0 or above `list_limit_max`.
+    pub fn list_orders(&self, q: &ListOrders) -> EngineResult<Vec<Arc<Order>>> {
+        if q.limit == 0 || q.limit > self.inner.config.list_limit_max {
+            return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
+        }
+        // Copy the ids out so no guard is held while reading the order map.
+        let ids: Vec<OrderId> = match self.inner.read.user_orders.get(q.user_id.as_str()) {
+            Some(ids) => ids.clone(),
+            None => return Ok(Vec::new()),
+        };
+        let skip = q.page.saturating_mul(q.limit);
+        Ok(ids
+            .iter()
+            .rev()
+            .filter_map(|id| self.inner.read.orders.get(id).map(|o| o.clone()))
+            .filter(|o| q.status.is_none_or(|s| o.status == s))
+            .skip(skip)
+            .take(q.limit)
+            .collect())
+    }
+
+    /// Block until every shard is idle: all sagas, side effects and due timers have run. For
+    /// tests and simulations (after moving a [`crate::ManualClock`]) and for orderly shutdown;
+    /// gives up after 10,000 rounds if callers keep submitting.
+    pub fn settle(&self) {
+        for _ in 0..10_000 {
+            let mut waits = Vec::with_capacity(self.inner.shard_count);
+            for tx in &self.inner.internal {
+                let (btx, brx) = oneshot::channel();
+                if tx.send(ShardMsg::Barrier(btx)).is_err() {
+                    return;
+                }
+                waits.push(brx);
+            }
+            let busy = waits.into_iter().map(|w| w.recv().unwrap_or(false)).fold(false, |a, b| a | b);
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Number of shard threads.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shard_count
+    }
+
+    /// Live orders in the read model (all statuses).
+    pub fn order_count(&self) -> usize {
+        self.inner.read.orders.len()
+    }
+}

@@ -1,0 +1,67 @@
+//! # surge-engine
+//!
+//! The heart of Surge: an in-process order and inventory engine for flash-sale traffic. Every
+//! SKU and every order is an *actor* (exclusive state, reachable only by messages, one message
+//! at a time) hosted on a small number of shard threads, so stock decisions for one SKU are
+//! serialized without a lock and millions of live orders cost only memory.
+//!
+//! ## Guarantees
+//! * **Never oversell**: for every SKU, `available + reserved + sold == stocked_total`, and no
+//!   counter is ever negative; asserted after every applied event.
+//! * **No partial order**: `create_order` is a saga; if any line item is refused, what was
+//!   reserved is released before the caller hears the rejection.
+//! * **Never twice**: `create_order` is idempotent by `(user_id, idempotency_key)`, `pay` by
+//!   `payment_id`; reserve, confirm and release are idempotent per order.
+//!
+//! ## Example
+//! ```
+//! use surge_engine::{CreateOrder, Engine, EngineConfig, SkuSpec, SaleRules};
+//! use rust_decimal::Decimal;
+//!
+//! let engine = Engine::in_memory(EngineConfig::default()).unwrap();
+//! engine.create_sku(SkuSpec {
+//!     sku_id: "tee".into(), name: "T-shirt".into(), price: Decimal::new(1990, 2),
+//!     initial_stock: 100, rules: SaleRules { per_user_limit: Some(2), ..Default::default() },
+//! }).wait().unwrap();
+//! let order = engine.create_order(CreateOrder::new("u1", &[("tee", 2)], "checkout-1")).wait().unwrap();
+//! assert_eq!(order.total.to_string(), "39.80");
+//! let again = engine.create_order(CreateOrder::new("u1", &[("tee", 1)], "checkout-2")).wait();
+//! assert_eq!(again.unwrap_err().code(), "purchase_limit_exceeded");
+//! ```
+//!
+//! ## Async
+//! Every command returns a [`Pending`], which is a `Future`:
+//! ```
+//! # use surge_engine::{Engine, EngineConfig};
+//! # async fn f(engine: Engine) -> Result<(), surge_engine::EngineError> {
+//! let sku = engine.adjust_stock("tee", 50, "restock").await?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+mod engine;
+pub mod error;
+pub mod event;
+mod order;
+mod pending;
+mod shard;
+mod sku;
+pub mod snowflake;
+pub mod state_machine;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::EngineConfig;
+pub use domain::{
+    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderStatus,
+    Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
+};
+pub use engine::{Engine, EngineBuilder, ID_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, TEXT_BYTES_MAX};
+pub use error::{EngineError, EngineResult};
+pub use event::{Event, Journal, JournalFactory, NullJournal, OrderEvent, SkuEvent};
+pub use pending::Pending;
+pub use state_machine::OrderEventKind;
+pub use rust_decimal::Decimal;

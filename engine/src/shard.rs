@@ -1,0 +1,701 @@
+//! Shard threads: each hosts many SKU and order actors and drains its mailboxes in batches.
+//!
+//! # Shape
+//! A shard owns plain `HashMap`s of actors (virtual actors, as Orleans grains or LMAX's single
+//! writer): no actor is a task or a thread, so millions of live orders cost memory only. It
+//! receives from two channels:
+//!
+//! * `external`, bounded (`mailbox_capacity`): requests from [`crate::Engine`] handles. A full
+//!   mailbox is answered `overloaded` by the sender at once.
+//! * `internal`, from other shards: saga steps (reserve, confirm, release, their answers),
+//!   barriers and shutdown. It is unbounded by type but bounded by construction: every internal
+//!   message is caused by an external request (at most `order_items_max` each) or by a timer (at
+//!   most `timers_per_tick_max` per tick), and internal messages are drained first, so sagas in
+//!   flight finish before new ones start. It must never block or drop, or a saga could deadlock or
+//!   leak stock.
+//!
+//! # Batches
+//! One loop turn handles up to `batch_size_max` messages, then *flushes*: the batch's events go
+//! to the [`Journal`], and only after it returns are the batch's replies and cross-shard
+//! messages released. This is where group commit slots in.
+//!
+//! # Sagas
+//! `create_order` runs on the shard of the *user* (which owns the user's idempotency records and
+//! orders): it mints the order id, asks every SKU actor to reserve concurrently, and when all have
+//! answered either creates the order or releases what was granted (compensation, idempotent) and
+//! returns the first rejection in item order.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::domain::{
+    CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec, SkuUpdate, SkuView,
+    UserId,
+};
+use crate::error::{EngineError, EngineResult};
+use crate::event::{Event, Journal, OrderEvent, SkuEvent};
+use crate::order::{self, Decision, OrderCommand};
+use crate::sku::{Grant, SkuActor, SkuShared};
+use crate::snowflake::Snowflake;
+use crate::state_machine::{OrderEventKind, StockEffect, TimerEffect};
+
+/// Where a caller waits for its answer.
+pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
+
+/// The SKU actor's messages.
+pub(crate) enum SkuMsg {
+    Create(SkuSpec, Reply<SkuView>),
+    Update(SkuUpdate, Reply<SkuView>),
+    Adjust { delta: i64, reason: Box<str>, reply: Reply<SkuView> },
+    Reserve { order_id: OrderId, user_id: UserId, qty: u32, item: u8, reply_shard: usize },
+    Confirm { order_id: OrderId, reply_shard: usize },
+    Release { order_id: OrderId, reply_shard: usize },
+    Restock { order_id: OrderId, reply_shard: usize },
+}
+
+/// The order actor's messages.
+pub(crate) enum OrderMsg {
+    /// A state-machine event; timers send it without a reply.
+    Command(OrderCommand, Option<Reply<Arc<Order>>>),
+    /// A SKU actor's answer to `Reserve` for line item `item`.
+    Reserved { item: u8, result: Result<Grant, EngineError> },
+    /// A SKU actor finished a confirm, release or restock.
+    StockDone,
+}
+
+/// Everything a shard's mailboxes carry.
+pub(crate) enum ShardMsg {
+    Sku(SkuId, SkuMsg),
+    Order(OrderId, OrderMsg),
+    /// Start a create-order saga (sent to the user's shard).
+    CreateOrder(CreateOrder, Reply<Arc<Order>>),
+    /// Answer `true` if this shard did or has work since the previous barrier.
+    Barrier(oneshot::Sender<bool>),
+    Shutdown,
+}
+
+/// Read models: what queries read without messaging actors (dashmap is for reads only; no stock
+/// decision ever reads it).
+#[derive(Default)]
+pub(crate) struct ReadModels {
+    pub orders: DashMap<OrderId, Arc<Order>>,
+    /// A user's order ids in creation order (ids increase, all minted by the user's shard).
+    pub user_orders: DashMap<UserId, Vec<OrderId>>,
+    pub skus: DashMap<SkuId, Arc<SkuShared>>,
+}
+
+/// The shard that hosts the actor keyed by `key` (SKU ids, user ids). Fixed-key SipHash, so the
+/// placement is the same in every process.
+pub(crate) fn shard_for_key(key: &str, shard_count: usize) -> usize {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shard_count.max(1) as u64) as usize
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    PaymentDeadline,
+    AutoComplete,
+}
+
+struct Saga {
+    user_id: UserId,
+    items: Vec<(SkuId, u32)>,
+    idempotency_key: Arc<str>,
+    grants: Vec<Option<Result<Grant, EngineError>>>,
+    /// Set once compensation started: the rejection to return when it ends.
+    compensating: Option<EngineError>,
+}
+
+enum FlightState {
+    Creating(Box<Saga>),
+    /// A transition waiting for its stock effects; the answer to give when they are done.
+    Effect(Arc<Order>),
+}
+
+/// An order with messages out to SKU actors. Commands for it wait in `queued` so an order still
+/// handles one thing at a time, including its side effects.
+struct InFlight {
+    waiters: Vec<Reply<Arc<Order>>>,
+    acks_left: usize,
+    state: FlightState,
+    queued: VecDeque<OrderMsg>,
+}
+
+enum Deferred {
+    Order(Reply<Arc<Order>>, EngineResult<Arc<Order>>),
+    Sku(Reply<SkuView>, EngineResult<SkuView>),
+    Barrier(oneshot::Sender<bool>, bool),
+}
+
+/// One shard's state. Runs on its own thread ([`Shard::run`]).
+pub(crate) struct Shard {
+    id: usize,
+    shard_count: usize,
+    config: Arc<EngineConfig>,
+    clock: Arc<dyn Clock>,
+    external: Receiver<ShardMsg>,
+    internal: Receiver<ShardMsg>,
+    peers: Vec<Sender<ShardMsg>>,
+    read: Arc<ReadModels>,
+    journal: Box<dyn Journal>,
+    ids: Snowflake,
+    skus: HashMap<SkuId, SkuActor>,
+    orders: HashMap<OrderId, Arc<Order>>,
+    in_flight: HashMap<OrderId, InFlight>,
+    idempotency: HashMap<(UserId, Arc<str>), OrderId>,
+    timers: BTreeSet<(i64, OrderId, TimerKind)>,
+    local: VecDeque<ShardMsg>,
+    events: Vec<Event>,
+    outbox: Vec<(usize, ShardMsg)>,
+    replies: Vec<Deferred>,
+    handled_since_barrier: u64,
+}
+
+/// Channels and shared parts a shard is built from.
+pub(crate) struct ShardParts {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub external: Receiver<ShardMsg>,
+    pub internal: Receiver<ShardMsg>,
+    pub peers: Vec<Sender<ShardMsg>>,
+    pub read: Arc<ReadModels>,
+    pub journal: Box<dyn Journal>,
+}
+
+impl Shard {
+    pub fn new(p: ShardParts) -> EngineResult<Self> {
+        let shard_count = p.peers.len();
+        Ok(Self {
+            id: p.id,
+            shard_count,
+            ids: Snowflake::new(p.config.node_id, p.id, shard_count)?,
+            config: p.config,
+            clock: p.clock,
+            external: p.external,
+            internal: p.internal,
+            peers: p.peers,
+            read: p.read,
+            journal: p.journal,
+            skus: HashMap::new(),
+            orders: HashMap::new(),
+            in_flight: HashMap::new(),
+            idempotency: HashMap::new(),
+            timers: BTreeSet::new(),
+            local: VecDeque::new(),
+            events: Vec::new(),
+            outbox: Vec::new(),
+            replies: Vec::new(),
+            handled_since_barrier: 0,
+        })
+    }
+
+    /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
+    pub fn run(mut self) {
+        let tick = Duration::from_millis(self.config.tick_interval_ms);
+        let batch_max = self.config.batch_size_max;
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(self.internal) -> m => m.ok(),
+                recv(self.external) -> m => m.ok(),
+                default(tick) => None,
+            };
+            let mut stop = false;
+            let mut handled = 0usize;
+            if let Some(m) = first {
+                stop |= self.handle(m);
+                handled += 1;
+            }
+            while handled < batch_max && !stop {
+                let m = match self.internal.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => match self.external.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                };
+                stop |= self.handle(m);
+                handled += 1;
+                self.drain_local();
+            }
+            self.drain_local();
+            self.fire_timers();
+            self.drain_local();
+            self.flush();
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn drain_local(&mut self) {
+        while let Some(m) = self.local.pop_front() {
+            self.handle(m);
+        }
+    }
+
+    /// Handle one message; true means stop.
+    fn handle(&mut self, msg: ShardMsg) -> bool {
+        if !matches!(msg, ShardMsg::Barrier(_)) {
+            self.handled_since_barrier += 1;
+        }
+        match msg {
+            ShardMsg::Sku(sku_id, m) => self.handle_sku(sku_id, m),
+            ShardMsg::Order(order_id, m) => self.handle_order(order_id, m),
+            ShardMsg::CreateOrder(req, reply) => self.start_saga(req, reply),
+            ShardMsg::Barrier(tx) => {
+                let now = self.clock.now_ms();
+                let timers_due = self.timers.first().is_some_and(|t| t.0 <= now);
+                let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
+                self.handled_since_barrier = 0;
+                self.replies.push(Deferred::Barrier(tx, busy));
+            }
+            ShardMsg::Shutdown => return true,
+        }
+        false
+    }
+
+    /// Route a message to a shard: handled in this batch if local, sent at flush otherwise.
+    fn send(&mut self, shard: usize, msg: ShardMsg) {
+        if shard == self.id {
+            self.local.push_back(msg);
+        } else {
+            self.outbox.push((shard, msg));
+        }
+    }
+
+    fn reply_order(&mut self, reply: Option<Reply<Arc<Order>>>, result: EngineResult<Arc<Order>>) {
+        if let Some(r) = reply {
+            self.replies.push(Deferred::Order(r, result));
+        }
+    }
+
+    /// Release the batch: journal first, then messages and replies.
+    fn flush(&mut self) {
+        let mut failure = None;
+        if !self.events.is_empty() {
+            if let Err(e) = self.journal.append(self.id, &self.events) {
+                failure = Some(e);
+            }
+            self.events.clear();
+        }
+        for (shard, msg) in self.outbox.drain(..) {
+            // Only fails when the peer has exited (shutdown): nothing is left to tell.
+            let _ = self.peers[shard].send(msg);
+        }
+        for d in self.replies.drain(..) {
+            // A caller that stopped waiting dropped its receiver: nothing to do.
+            match d {
+                Deferred::Order(r, v) => {
+                    let _ = r.send(match &failure {
+                        Some(e) => Err(e.clone()),
+                        None => v,
+                    });
+                }
+                Deferred::Sku(r, v) => {
+                    let _ = r.send(match &failure {
+                        Some(e) => Err(e.clone()),
+                        None => v,
+                    });
+                }
+                Deferred::Barrier(r, busy) => {
+                    let _ = r.send(busy);
+                }
+            }
+        }
+    }
+
+    // ---- SKU actors -------------------------------------------------------------------------
+
+    fn handle_sku(&mut self, sku_id: SkuId, msg: SkuMsg) {
+        let now = self.clock.now_ms();
+        let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
+        match msg {
+            SkuMsg::Create(spec, reply) => {
+                let result = if self.skus.contains_key(&sku_id) {
+                    Err(EngineError::SkuAlreadyExists { sku_id: sku_id.to_string() })
+                } else {
+                    let event = SkuEvent::Created {
+                        sku_id: sku_id.clone(),
+                        name: Arc::from(spec.name),
+                        price: spec.price,
+                        initial_stock: spec.initial_stock,
+                        rules: spec.rules,
+                    };
+                    self.apply_sku(event);
+                    self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                };
+                self.replies.push(Deferred::Sku(reply, result));
+            }
+            SkuMsg::Update(update, reply) => {
+                let result = match self.skus.get(&sku_id) {
+                    None => Err(unknown()),
+                    Some(actor) => {
+                        let cur = actor.view();
+                        let mut rules = cur.rules;
+                        if let Some(v) = update.per_user_limit {
+                            rules.per_user_limit = v;
+                        }
+                        if let Some(v) = update.sale_starts_at_ms {
+                            rules.sale_starts_at_ms = v;
+                        }
+                        if let Some(v) = update.sale_ends_at_ms {
+                            rules.sale_ends_at_ms = v;
+                        }
+                        if let Some(v) = update.paused {
+                            rules.paused = v;
+                        }
+                        let event = SkuEvent::Updated {
+                            sku_id: sku_id.clone(),
+                            name: update.name.map(Arc::from).unwrap_or(cur.name),
+                            price: update.price.unwrap_or(cur.price),
+                            rules,
+                        };
+                        self.apply_sku(event);
+                        self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                    }
+                };
+                self.replies.push(Deferred::Sku(reply, result));
+            }
+            SkuMsg::Adjust { delta, reason, reply } => {
+                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(delta, &reason)) {
+                    None => Err(unknown()),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(event)) => {
+                        self.apply_sku(event);
+                        self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                    }
+                };
+                self.replies.push(Deferred::Sku(reply, result));
+            }
+            SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
+                let result = match self.skus.get(&sku_id) {
+                    None => Err(unknown()),
+                    Some(actor) => actor.decide_reserve(order_id, &user_id, qty, now).map(|(grant, event)| {
+                        if let Some(e) = event {
+                            self.apply_sku(e);
+                        }
+                        grant
+                    }),
+                };
+                self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }));
+            }
+            SkuMsg::Confirm { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_confirm(order_id));
+                self.stock_done(event, order_id, reply_shard);
+            }
+            SkuMsg::Release { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_release(order_id));
+                self.stock_done(event, order_id, reply_shard);
+            }
+            SkuMsg::Restock { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
+                self.stock_done(event, order_id, reply_shard);
+            }
+        }
+    }
+
+    /// Apply a confirm/release/restock (none if it was already done: idempotent) and tell the
+    /// order actor.
+    fn stock_done(&mut self, event: Option<SkuEvent>, order_id: OrderId, reply_shard: usize) {
+        if let Some(e) = event {
+            self.apply_sku(e);
+        }
+        self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::StockDone));
+    }
+
+    /// Apply a SKU event to its actor (creating it for `Created`), publish, and journal it.
+    fn apply_sku(&mut self, event: SkuEvent) {
+        if let SkuEvent::Created { sku_id, .. } = &event {
+            if let Some(actor) = SkuActor::from_created(&event, self.id) {
+                self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+                self.skus.insert(sku_id.clone(), actor);
+            }
+        } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
+            actor.apply(&event);
+        }
+        self.events.push(Event::Sku(event));
+    }
+
+    // ---- order actors -----------------------------------------------------------------------
+
+    fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>) {
+        let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
+        if let Some(&existing) = self.idempotency.get(&key) {
+            if let Some(f) = self.in_flight.get_mut(&existing) {
+                if let FlightState::Creating(saga) = &f.state {
+                    if saga.items == req.items {
+                        f.waiters.push(reply);
+                    } else {
+                        self.replies.push(Deferred::Order(
+                            reply,
+                            Err(EngineError::IdempotencyConflict { order_id: existing }),
+                        ));
+                    }
+                    return;
+                }
+            }
+            if let Some(order) = self.orders.get(&existing) {
+                let result = if order.same_items(&req.items) {
+                    Ok(order.clone())
+                } else {
+                    Err(EngineError::IdempotencyConflict { order_id: existing })
+                };
+                self.replies.push(Deferred::Order(reply, result));
+                return;
+            }
+        }
+        let order_id = OrderId(self.ids.next_id(&*self.clock));
+        let n = req.items.len();
+        for (i, (sku_id, qty)) in req.items.iter().enumerate() {
+            let shard = shard_for_key(sku_id, self.shard_count);
+            let msg = SkuMsg::Reserve {
+                order_id,
+                user_id: req.user_id.clone(),
+                qty: *qty,
+                item: i as u8,
+                reply_shard: self.id,
+            };
+            self.send(shard, ShardMsg::Sku(sku_id.clone(), msg));
+        }
+        let saga = Saga {
+            user_id: req.user_id,
+            items: req.items,
+            idempotency_key: key.1.clone(),
+            grants: (0..n).map(|_| None).collect(),
+            compensating: None,
+        };
+        self.idempotency.insert(key, order_id);
+        self.in_flight.insert(
+            order_id,
+            InFlight { waiters: vec![reply], acks_left: n, state: FlightState::Creating(Box::new(saga)), queued: VecDeque::new() },
+        );
+    }
+
+    fn handle_order(&mut self, order_id: OrderId, msg: OrderMsg) {
+        match msg {
+            OrderMsg::Reserved { item, result } => {
+                let Some(f) = self.in_flight.get_mut(&order_id) else { return };
+                if let FlightState::Creating(saga) = &mut f.state {
+                    if let Some(slot) = saga.grants.get_mut(usize::from(item)) {
+                        *slot = Some(result);
+                    }
+                }
+                f.acks_left = f.acks_left.saturating_sub(1);
+                if f.acks_left == 0 {
+                    self.land(order_id);
+                }
+            }
+            OrderMsg::StockDone => {
+                let Some(f) = self.in_flight.get_mut(&order_id) else { return };
+                f.acks_left = f.acks_left.saturating_sub(1);
+                if f.acks_left == 0 {
+                    self.land(order_id);
+                }
+            }
+            OrderMsg::Command(cmd, reply) => {
+                if let Some(f) = self.in_flight.get_mut(&order_id) {
+                    f.queued.push_back(OrderMsg::Command(cmd, reply));
+                    return;
+                }
+                self.run_command(order_id, cmd, reply);
+            }
+        }
+    }
+
+    /// Every answer for an in-flight order is in: finish the saga step or the transition.
+    fn land(&mut self, order_id: OrderId) {
+        let Some(f) = self.in_flight.remove(&order_id) else { return };
+        let InFlight { waiters, state, queued, .. } = f;
+        match state {
+            FlightState::Effect(order) => {
+                for w in waiters {
+                    self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                }
+            }
+            FlightState::Creating(mut saga) => {
+                if let Some(err) = saga.compensating.take() {
+                    self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                    for w in waiters {
+                        self.replies.push(Deferred::Order(w, Err(err.clone())));
+                    }
+                } else if let Some(err) = first_rejection(&saga) {
+                    let granted: Vec<SkuId> = saga
+                        .items
+                        .iter()
+                        .zip(&saga.grants)
+                        .filter(|(_, g)| matches!(g, Some(Ok(_))))
+                        .map(|((s, _), _)| s.clone())
+                        .collect();
+                    if granted.is_empty() {
+                        self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                        for w in waiters {
+                            self.replies.push(Deferred::Order(w, Err(err.clone())));
+                        }
+                    } else {
+                        // Compensation: release what was granted, newest first, then answer.
+                        for sku_id in granted.iter().rev() {
+                            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+                            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
+                        }
+                        saga.compensating = Some(err);
+                        let acks_left = granted.len();
+                        self.in_flight
+                            .insert(order_id, InFlight { waiters, acks_left, state: FlightState::Creating(saga), queued });
+                        return;
+                    }
+                } else {
+                    let order = self.build_order(order_id, &saga);
+                    self.apply_order_created(order.clone());
+                    for w in waiters {
+                        self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                    }
+                }
+            }
+        }
+        for m in queued {
+            self.handle_order(order_id, m);
+        }
+    }
+
+    fn build_order(&self, order_id: OrderId, saga: &Saga) -> Arc<Order> {
+        let now = self.clock.now_ms();
+        let mut items = Vec::with_capacity(saga.items.len());
+        let mut total = Decimal::ZERO;
+        for ((sku_id, qty), grant) in saga.items.iter().zip(&saga.grants) {
+            let Some(Ok(g)) = grant else { continue };
+            let subtotal = g.unit_price * Decimal::from(*qty);
+            total += subtotal;
+            items.push(LineItem { sku_id: sku_id.clone(), name: g.name.clone(), qty: *qty, unit_price: g.unit_price, subtotal });
+        }
+        let mut history = Vec::with_capacity(1);
+        history.push(HistoryEntry { from: None, to: OrderStatus::PendingPayment, at_ms: now, by: Initiator::User, reason: None });
+        Arc::new(Order {
+            order_id,
+            user_id: saga.user_id.clone(),
+            items,
+            total,
+            status: OrderStatus::PendingPayment,
+            version: 1,
+            created_at_ms: now,
+            updated_at_ms: now,
+            payment_deadline_ms: now.saturating_add(self.config.payment_timeout_ms as i64),
+            payment: None,
+            tracking_number: None,
+            shipped: false,
+            refund_return_to: None,
+            history,
+            idempotency_key: saga.idempotency_key.clone(),
+        })
+    }
+
+    /// Install a created order: actor, idempotency record, read models, deadline timer, journal.
+    fn apply_order_created(&mut self, order: Arc<Order>) {
+        let id = order.order_id;
+        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        if order.status == OrderStatus::PendingPayment {
+            self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
+        }
+        self.read.orders.insert(id, order.clone());
+        self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
+        self.orders.insert(id, order.clone());
+        self.events.push(Event::Order(OrderEvent::Created(order)));
+    }
+
+    fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
+        let now = self.clock.now_ms();
+        let Some(order) = self.orders.get(&order_id).cloned() else {
+            self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));
+            return;
+        };
+        let (event, rule) = match order::decide(&order, &cmd, now) {
+            Err(e) => return self.reply_order(reply, Err(e)),
+            Ok(Decision::Duplicate) => return self.reply_order(reply, Ok(order)),
+            Ok(Decision::Transition(event, rule)) => (event, rule),
+        };
+        let next = order::apply(&order, &event);
+        if order.status == OrderStatus::PendingPayment {
+            self.timers.remove(&(order.payment_deadline_ms, order_id, TimerKind::PaymentDeadline));
+        }
+        if rule.timer == TimerEffect::AutoComplete {
+            let at = now.saturating_add(self.config.auto_complete_ms as i64);
+            self.timers.insert((at, order_id, TimerKind::AutoComplete));
+        }
+        self.orders.insert(order_id, next.clone());
+        self.read.orders.insert(order_id, next.clone());
+        self.events.push(Event::Order(event));
+        let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
+            StockEffect::None => None,
+            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
+            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release { order_id, reply_shard }),
+            StockEffect::RestockIfNotShipped if !next.shipped => {
+                Some(|order_id, reply_shard| SkuMsg::Restock { order_id, reply_shard })
+            }
+            StockEffect::RestockIfNotShipped => None,
+        };
+        let Some(make) = stock_msg else {
+            return self.reply_order(reply, Ok(next));
+        };
+        for item in &next.items {
+            let shard = shard_for_key(&item.sku_id, self.shard_count);
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)));
+        }
+        let flight = InFlight {
+            waiters: reply.into_iter().collect(),
+            acks_left: next.items.len(),
+            state: FlightState::Effect(next),
+            queued: VecDeque::new(),
+        };
+        self.in_flight.insert(order_id, flight);
+    }
+
+    // ---- timers -----------------------------------------------------------------------------
+
+    fn fire_timers(&mut self) {
+        let now = self.clock.now_ms();
+        for _ in 0..self.config.timers_per_tick_max {
+            let Some(&(at, order_id, kind)) = self.timers.first() else { break };
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let event = match kind {
+                TimerKind::PaymentDeadline => OrderEventKind::PaymentDeadline,
+                TimerKind::AutoComplete => OrderEventKind::AutoComplete,
+            };
+            // Goes through the state machine like any command; if the order moved on, the
+            // transition is invalid and nothing happens.
+            self.handle_order(order_id, OrderMsg::Command(OrderCommand::new(event, Initiator::System), None));
+        }
+    }
+}
+
+fn first_rejection(saga: &Saga) -> Option<EngineError> {
+    saga.grants.iter().find_map(|g| match g {
+        Some(Err(e)) => Some(e.clone()),
+        None => Some(EngineError::ShuttingDown),
+        Some(Ok(_)) => None,
+    })
+}
+
+fn sku_id_of(event: &SkuEvent) -> &SkuId {
+    match event {
+        SkuEvent::Created { sku_id, .. }
+        | SkuEvent::Updated { sku_id, .. }
+        | SkuEvent::Adjusted { sku_id, .. }
+        | SkuEvent::Reserved { sku_id, .. }
+        | SkuEvent::Confirmed { sku_id, .. }
+        | SkuEvent::Released { sku_id, .. }
+        | SkuEvent::Restocked { sku_id, .. } => sku_id,
+    }
+}

@@ -1,0 +1,339 @@
+//! The SKU actor: stock counters, reservations and the per-user limit of one SKU.
+//!
+//! State ([`SkuActor`]) is separate from behaviour: `decide_*` functions read the state and return
+//! an event or a rejection; [`SkuActor::apply`] is the only code that mutates it. Because one
+//! shard thread owns the actor and handles one message at a time, every stock decision for a SKU
+//! is serialized without a lock.
+//!
+//! After every applied event the actor publishes its counters to [`SkuShared`] (a seqlock of
+//! atomics read by `get_sku` and by the sold-out fast path). The actor stays the authority: the
+//! published counters are a hint and a read model, never an input to a decision.
+
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rust_decimal::Decimal;
+
+use crate::domain::{OrderId, SaleRules, SkuId, SkuView, UserId};
+use crate::error::EngineError;
+use crate::event::SkuEvent;
+
+/// A granted reservation: what the order snapshots.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub name: Arc<str>,
+    pub unit_price: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldState {
+    Reserved,
+    Sold,
+}
+
+#[derive(Debug, Clone)]
+struct Holding {
+    user_id: UserId,
+    qty: u32,
+    state: HoldState,
+}
+
+/// Name, price and rules: changed rarely, swapped whole.
+#[derive(Debug, Clone)]
+pub(crate) struct SkuMeta {
+    pub name: Arc<str>,
+    pub price: Decimal,
+    pub rules: SaleRules,
+}
+
+/// The part of a SKU that readers see without messaging the actor.
+///
+/// Counters are a seqlock: the actor (single writer) bumps `seq` to odd, stores, bumps to even;
+/// readers retry until they see the same even `seq` before and after, so a view is never torn
+/// (`available + reserved + sold == stocked_total` holds in every view).
+#[derive(Debug)]
+pub(crate) struct SkuShared {
+    pub sku_id: SkuId,
+    /// The shard hosting the actor (routing without rehashing).
+    pub shard: usize,
+    seq: AtomicU64,
+    available: AtomicU64,
+    reserved: AtomicU64,
+    sold: AtomicU64,
+    stocked_total: AtomicU64,
+    meta: ArcSwap<SkuMeta>,
+}
+
+impl SkuShared {
+    /// Sold-out fast path: true while available is 0.
+    pub fn sold_out_hint(&self) -> bool {
+        self.available.load(Ordering::Acquire) == 0
+    }
+
+    /// A consistent snapshot.
+    pub fn view(&self) -> SkuView {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let available = self.available.load(Ordering::Acquire);
+            let reserved = self.reserved.load(Ordering::Acquire);
+            let sold = self.sold.load(Ordering::Acquire);
+            let stocked_total = self.stocked_total.load(Ordering::Acquire);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                let meta = self.meta.load();
+                return SkuView {
+                    sku_id: self.sku_id.clone(),
+                    name: meta.name.clone(),
+                    price: meta.price,
+                    available,
+                    reserved,
+                    sold,
+                    stocked_total,
+                    rules: meta.rules.clone(),
+                };
+            }
+        }
+    }
+}
+
+/// One SKU's state. Owned by exactly one shard thread.
+#[derive(Debug)]
+pub(crate) struct SkuActor {
+    id: SkuId,
+    meta: Arc<SkuMeta>,
+    available: u64,
+    reserved: u64,
+    sold: u64,
+    stocked_total: u64,
+    /// Live holdings (reserved or sold) by order; released ones are removed.
+    holdings: HashMap<OrderId, Holding>,
+    /// Units each user holds (reserved + sold): the per-user limit's count.
+    user_units: HashMap<UserId, u32>,
+    shared: Arc<SkuShared>,
+}
+
+impl SkuActor {
+    /// Build the actor from its `Created` event; returns it with its shared read model.
+    pub fn from_created(event: &SkuEvent, shard: usize) -> Option<Self> {
+        let SkuEvent::Created { sku_id, name, price, initial_stock, rules } = event else {
+            return None;
+        };
+        let meta = Arc::new(SkuMeta { name: name.clone(), price: *price, rules: rules.clone() });
+        let shared = Arc::new(SkuShared {
+            sku_id: sku_id.clone(),
+            shard,
+            seq: AtomicU64::new(0),
+            available: AtomicU64::new(*initial_stock),
+            reserved: AtomicU64::new(0),
+            sold: AtomicU64::new(0),
+            stocked_total: AtomicU64::new(*initial_stock),
+            meta: ArcSwap::new(meta.clone()),
+        });
+        Some(Self {
+            id: sku_id.clone(),
+            meta,
+            available: *initial_stock,
+            reserved: 0,
+            sold: 0,
+            stocked_total: *initial_stock,
+            holdings: HashMap::new(),
+            user_units: HashMap::new(),
+            shared,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<SkuShared> {
+        &self.shared
+    }
+
+    pub fn view(&self) -> SkuView {
+        SkuView {
+            sku_id: self.id.clone(),
+            name: self.meta.name.clone(),
+            price: self.meta.price,
+            available: self.available,
+            reserved: self.reserved,
+            sold: self.sold,
+            stocked_total: self.stocked_total,
+            rules: self.meta.rules.clone(),
+        }
+    }
+
+    fn sku(&self) -> String {
+        self.id.to_string()
+    }
+
+    /// Decide a reservation. `Ok((grant, None))` means the order already holds it (idempotent).
+    pub fn decide_reserve(
+        &self,
+        order_id: OrderId,
+        user_id: &UserId,
+        qty: u32,
+        now_ms: i64,
+    ) -> Result<(Grant, Option<SkuEvent>), EngineError> {
+        let grant = Grant { name: self.meta.name.clone(), unit_price: self.meta.price };
+        if self.holdings.contains_key(&order_id) {
+            return Ok((grant, None));
+        }
+        let rules = &self.meta.rules;
+        if rules.paused {
+            return Err(EngineError::SkuPaused { sku_id: self.sku() });
+        }
+        if rules.sale_starts_at_ms.is_some_and(|t| now_ms < t) {
+            return Err(EngineError::SaleNotStarted { sku_id: self.sku() });
+        }
+        if rules.sale_ends_at_ms.is_some_and(|t| now_ms >= t) {
+            return Err(EngineError::SaleEnded { sku_id: self.sku() });
+        }
+        if self.available == 0 {
+            return Err(EngineError::SoldOut { sku_id: self.sku() });
+        }
+        if self.available < u64::from(qty) {
+            return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
+        }
+        if let Some(limit) = rules.per_user_limit {
+            let held = self.user_units.get(user_id).copied().unwrap_or(0);
+            if u64::from(held) + u64::from(qty) > u64::from(limit) {
+                return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
+            }
+        }
+        let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
+        Ok((grant, Some(event)))
+    }
+
+    /// Decide confirm (reserved → sold); `None` if already sold or never held (idempotent).
+    pub fn decide_confirm(&self, order_id: OrderId) -> Option<SkuEvent> {
+        match self.holdings.get(&order_id) {
+            Some(h) if h.state == HoldState::Reserved => {
+                Some(SkuEvent::Confirmed { sku_id: self.id.clone(), order_id })
+            }
+            _ => None,
+        }
+    }
+
+    /// Decide release (reserved → available); `None` if not reserved (idempotent).
+    pub fn decide_release(&self, order_id: OrderId) -> Option<SkuEvent> {
+        match self.holdings.get(&order_id) {
+            Some(h) if h.state == HoldState::Reserved => {
+                Some(SkuEvent::Released { sku_id: self.id.clone(), order_id })
+            }
+            _ => None,
+        }
+    }
+
+    /// Decide restock (sold → available); `None` if not sold (idempotent).
+    pub fn decide_restock(&self, order_id: OrderId) -> Option<SkuEvent> {
+        match self.holdings.get(&order_id) {
+            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Restocked { sku_id: self.id.clone(), order_id }),
+            _ => None,
+        }
+    }
+
+    /// Decide an admin stock adjustment.
+    pub fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
+        let ok = if delta < 0 {
+            delta.unsigned_abs() <= self.available
+        } else {
+            self.stocked_total.checked_add(delta as u64).is_some()
+        };
+        if !ok {
+            return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
+        }
+        Ok(SkuEvent::Adjusted { sku_id: self.id.clone(), delta, reason: reason.into() })
+    }
+
+    /// Units `order_id` holds here, if any (for recovery and tests).
+    pub fn holding_qty(&self, order_id: OrderId) -> Option<(u32, bool)> {
+        self.holdings.get(&order_id).map(|h| (h.qty, h.state == HoldState::Sold))
+    }
+
+    /// Units `user_id` holds here (reserved + sold).
+    pub fn user_units(&self, user_id: &str) -> u32 {
+        self.user_units.get(user_id).copied().unwrap_or(0)
+    }
+
+    /// Apply one event: the only place the state changes. Events come from `decide_*`, so a
+    /// mismatch is a bug; it is asserted, and the counters can never go negative because every
+    /// subtraction is checked against the holding that produced it.
+    pub fn apply(&mut self, event: &SkuEvent) {
+        match event {
+            SkuEvent::Created { .. } => {}
+            SkuEvent::Updated { name, price, rules, .. } => {
+                self.meta = Arc::new(SkuMeta { name: name.clone(), price: *price, rules: rules.clone() });
+                self.shared.meta.store(self.meta.clone());
+            }
+            SkuEvent::Adjusted { delta, .. } => {
+                if *delta >= 0 {
+                    self.available += *delta as u64;
+                    self.stocked_total += *delta as u64;
+                } else {
+                    let d = delta.unsigned_abs();
+                    debug_assert!(d <= self.available);
+                    self.available -= d.min(self.available);
+                    self.stocked_total -= d.min(self.stocked_total);
+                }
+            }
+            SkuEvent::Reserved { order_id, user_id, qty, .. } => {
+                let q = u64::from(*qty).min(self.available);
+                debug_assert_eq!(q, u64::from(*qty), "reserve beyond available");
+                self.available -= q;
+                self.reserved += q;
+                *self.user_units.entry(user_id.clone()).or_insert(0) += *qty;
+                self.holdings.insert(
+                    *order_id,
+                    Holding { user_id: user_id.clone(), qty: *qty, state: HoldState::Reserved },
+                );
+            }
+            SkuEvent::Confirmed { order_id, .. } => {
+                if let Some(h) = self.holdings.get_mut(order_id) {
+                    let q = u64::from(h.qty).min(self.reserved);
+                    self.reserved -= q;
+                    self.sold += q;
+                    h.state = HoldState::Sold;
+                }
+            }
+            SkuEvent::Released { order_id, .. } | SkuEvent::Restocked { order_id, .. } => {
+                if let Some(h) = self.holdings.remove(order_id) {
+                    let q = u64::from(h.qty);
+                    match h.state {
+                        HoldState::Reserved => self.reserved -= q.min(self.reserved),
+                        HoldState::Sold => self.sold -= q.min(self.sold),
+                    }
+                    self.available += q;
+                    if let Some(u) = self.user_units.get_mut(&h.user_id) {
+                        *u = u.saturating_sub(h.qty);
+                        if *u == 0 {
+                            self.user_units.remove(&h.user_id);
+                        }
+                    }
+                }
+            }
+        }
+        // Conservation after every message (TigerBeetle: assert invariants at boundaries).
+        assert_eq!(
+            self.available + self.reserved + self.sold,
+            self.stocked_total,
+            "conservation broken on sku {}",
+            self.id
+        );
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = &self.shared;
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.available.store(self.available, Ordering::Release);
+        s.reserved.store(self.reserved, Ordering::Release);
+        s.sold.store(self.sold, Ordering::Release);
+        s.stocked_total.store(self.stocked_total, Ordering::Release);
+        s.seq.store(seq + 2, Ordering::Release);
+    }
+}
