@@ -9,17 +9,20 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use rust_decimal::Decimal;
 
+use crate::audit::AuditReport;
 use crate::clock::{Clock, SystemClock};
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate, SkuView,
-    TransitionOptions,
+    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate,
+    SkuView, TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
 use crate::event::{JournalFactory, NullJournal};
 use crate::order::OrderCommand;
 use crate::pending::Pending;
-use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg};
+use crate::shard::{
+    shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg,
+};
 use crate::snowflake::shard_of;
 use crate::state_machine::OrderEventKind;
 
@@ -110,7 +113,10 @@ impl EngineBuilder {
     pub fn start(mut self) -> EngineResult<Engine> {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
-        let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
+        let config = Arc::new(EngineConfig {
+            shard_count: n,
+            ..self.config
+        });
         let read = Arc::new(ReadModels::default());
         let (mut external, mut external_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut internal, mut internal_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -135,21 +141,35 @@ impl EngineBuilder {
                 journal: (self.journal)(id),
             })?);
         }
-        let mut inner = Inner { config, shard_count: n, clock: self.clock, external, internal, read, threads: Vec::new() };
+        let mut inner = Inner {
+            config,
+            shard_count: n,
+            clock: self.clock,
+            external,
+            internal,
+            read,
+            threads: Vec::new(),
+        };
         for (id, shard) in shards.into_iter().enumerate() {
             let t = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
                 .spawn(move || shard.run())
-                .map_err(|e| EngineError::InvalidConfig { message: format!("cannot spawn shard thread: {e}") })?;
+                .map_err(|e| EngineError::InvalidConfig {
+                    message: format!("cannot spawn shard thread: {e}"),
+                })?;
             inner.threads.push(t);
         }
-        Ok(Engine { inner: Arc::new(inner) })
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
     }
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> EngineResult<()> {
     if value.is_empty() || value.len() > max {
-        return Err(EngineError::invalid(format!("{what} must be 1..={max} bytes")));
+        return Err(EngineError::invalid(format!(
+            "{what} must be 1..={max} bytes"
+        )));
     }
     Ok(())
 }
@@ -165,7 +185,11 @@ impl Engine {
 
     /// A builder, to inject a clock or a journal.
     pub fn builder(config: EngineConfig) -> EngineBuilder {
-        EngineBuilder { config, clock: Arc::new(SystemClock), journal: Box::new(|_| Box::new(NullJournal)) }
+        EngineBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            journal: Box::new(|_| Box::new(NullJournal)),
+        }
     }
 
     /// The configuration in force (with `shard_count` resolved).
@@ -207,7 +231,9 @@ impl Engine {
             }
             if let (Some(a), Some(b)) = (spec.rules.sale_starts_at_ms, spec.rules.sale_ends_at_ms) {
                 if b <= a {
-                    return Err(EngineError::invalid("sale_ends_at_ms must be after sale_starts_at_ms"));
+                    return Err(EngineError::invalid(
+                        "sale_ends_at_ms must be after sale_starts_at_ms",
+                    ));
                 }
             }
             Ok(())
@@ -216,7 +242,9 @@ impl Engine {
             return Pending::ready(Err(e));
         }
         let sku_id: Arc<str> = Arc::from(spec.sku_id.as_str());
-        self.submit(self.sku_shard(&sku_id), |r| ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r)))
+        self.submit(self.sku_shard(&sku_id), |r| {
+            ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r))
+        })
     }
 
     /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
@@ -233,9 +261,13 @@ impl Engine {
             return Pending::ready(Err(EngineError::invalid("price must not be negative")));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
-            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
+            return Pending::ready(Err(EngineError::UnknownSku {
+                sku_id: sku_id.to_owned(),
+            }));
         };
-        self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r)))
+        self.submit(shared.shard, |r| {
+            ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r))
+        })
     }
 
     /// Add (`delta > 0`) or remove (`delta < 0`) stock, with a reason for the audit trail.
@@ -251,10 +283,21 @@ impl Engine {
             return Pending::ready(Err(e));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
-            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
+            return Pending::ready(Err(EngineError::UnknownSku {
+                sku_id: sku_id.to_owned(),
+            }));
         };
         let reason = Box::from(reason);
-        self.submit(shared.shard, |reply| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Adjust { delta, reason, reply }))
+        self.submit(shared.shard, |reply| {
+            ShardMsg::Sku(
+                shared.sku_id.clone(),
+                SkuMsg::Adjust {
+                    delta,
+                    reason,
+                    reply,
+                },
+            )
+        })
     }
 
     /// Counters and rules of one SKU (consistent snapshot; never torn).
@@ -267,7 +310,9 @@ impl Engine {
             .skus
             .get(sku_id)
             .map(|s| s.view())
-            .ok_or_else(|| EngineError::UnknownSku { sku_id: sku_id.to_owned() })
+            .ok_or_else(|| EngineError::UnknownSku {
+                sku_id: sku_id.to_owned(),
+            })
     }
 
     /// Every SKU, sorted by id.
@@ -283,14 +328,24 @@ impl Engine {
     fn check_create(&self, req: &CreateOrder) -> EngineResult<()> {
         let cfg = &self.inner.config;
         check_text("user_id", &req.user_id, ID_BYTES_MAX)?;
-        check_text("idempotency_key", &req.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        check_text(
+            "idempotency_key",
+            &req.idempotency_key,
+            IDEMPOTENCY_KEY_BYTES_MAX,
+        )?;
         if req.items.is_empty() || req.items.len() > cfg.order_items_max {
-            return Err(EngineError::invalid(format!("an order has 1..={} items", cfg.order_items_max)));
+            return Err(EngineError::invalid(format!(
+                "an order has 1..={} items",
+                cfg.order_items_max
+            )));
         }
         for (i, (sku_id, qty)) in req.items.iter().enumerate() {
             check_text("sku_id", sku_id, ID_BYTES_MAX)?;
             if *qty == 0 || *qty > cfg.item_qty_max {
-                return Err(EngineError::invalid(format!("qty must be 1..={}", cfg.item_qty_max)));
+                return Err(EngineError::invalid(format!(
+                    "qty must be 1..={}",
+                    cfg.item_qty_max
+                )));
             }
             if req.items[..i].iter().any(|(s, _)| s == sku_id) {
                 return Err(EngineError::invalid(format!("sku {sku_id} appears twice")));
@@ -316,9 +371,15 @@ impl Engine {
         // Sold-out fast path: a hint the SKU actors publish; the actor stays the authority.
         for (sku_id, _) in &req.items {
             match self.inner.read.skus.get(&**sku_id) {
-                None => return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_string() })),
+                None => {
+                    return Pending::ready(Err(EngineError::UnknownSku {
+                        sku_id: sku_id.to_string(),
+                    }))
+                }
                 Some(s) if s.sold_out_hint() => {
-                    return Pending::ready(Err(EngineError::SoldOut { sku_id: sku_id.to_string() }))
+                    return Pending::ready(Err(EngineError::SoldOut {
+                        sku_id: sku_id.to_string(),
+                    }))
                 }
                 Some(_) => {}
             }
@@ -330,11 +391,15 @@ impl Engine {
     fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {
         if let Some(reason) = &cmd.opts.reason {
             if reason.len() > TEXT_BYTES_MAX {
-                return Pending::ready(Err(EngineError::invalid("reason must be at most 256 bytes")));
+                return Pending::ready(Err(EngineError::invalid(
+                    "reason must be at most 256 bytes",
+                )));
             }
         }
         let shard = shard_of(order_id.0, self.inner.shard_count);
-        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r))))
+        self.submit(shard, |r| {
+            ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r)))
+        })
     }
 
     /// Move an order by an event that takes no parameters (`cancel`, `start_packing`,
@@ -354,10 +419,21 @@ impl Engine {
         opts: TransitionOptions,
     ) -> Pending<Arc<Order>> {
         use OrderEventKind as E;
-        if matches!(event, E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete) {
-            return Pending::ready(Err(EngineError::invalid(format!("{event} cannot be sent through transition()"))));
+        if matches!(
+            event,
+            E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete
+        ) {
+            return Pending::ready(Err(EngineError::invalid(format!(
+                "{event} cannot be sent through transition()"
+            ))));
         }
-        self.command(order_id, OrderCommand { opts, ..OrderCommand::new(event, by) })
+        self.command(
+            order_id,
+            OrderCommand {
+                opts,
+                ..OrderCommand::new(event, by)
+            },
+        )
     }
 
     /// Payment callback from the PSP. Idempotent by `payment_id`: the same payment twice is
@@ -367,7 +443,13 @@ impl Engine {
     /// `amount_mismatch` (amount ≠ total), `already_paid` (a *different* payment for a paid
     /// order: refund it), `order_not_payable` (canceled or otherwise closed: refund it),
     /// `unknown_order`, `version_conflict`, `invalid_request`.
-    pub fn pay(&self, order_id: OrderId, payment_id: &str, amount: Decimal, opts: TransitionOptions) -> Pending<Arc<Order>> {
+    pub fn pay(
+        &self,
+        order_id: OrderId,
+        payment_id: &str,
+        amount: Decimal,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
         if let Err(e) = check_text("payment_id", payment_id, ID_BYTES_MAX) {
             return Pending::ready(Err(e));
         }
@@ -383,7 +465,12 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::transition`].
-    pub fn cancel_order(&self, order_id: OrderId, by: Initiator, opts: TransitionOptions) -> Pending<Arc<Order>> {
+    pub fn cancel_order(
+        &self,
+        order_id: OrderId,
+        by: Initiator,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
         self.transition(order_id, OrderEventKind::Cancel, by, opts)
     }
 
@@ -391,7 +478,12 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::transition`]; `invalid_request` for an empty or long tracking number.
-    pub fn ship(&self, order_id: OrderId, tracking_number: &str, opts: TransitionOptions) -> Pending<Arc<Order>> {
+    pub fn ship(
+        &self,
+        order_id: OrderId,
+        tracking_number: &str,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
         if let Err(e) = check_text("tracking_number", tracking_number, TEXT_BYTES_MAX) {
             return Pending::ready(Err(e));
         }
@@ -426,7 +518,12 @@ impl Engine {
     /// # Errors
     /// `unknown_order`.
     pub fn get_order(&self, order_id: OrderId) -> EngineResult<Arc<Order>> {
-        self.inner.read.orders.get(&order_id).map(|o| o.clone()).ok_or(EngineError::UnknownOrder { order_id })
+        self.inner
+            .read
+            .orders
+            .get(&order_id)
+            .map(|o| o.clone())
+            .ok_or(EngineError::UnknownOrder { order_id })
     }
 
     /// A user's orders, newest first, optionally only one status; `page` counts from 0.
@@ -435,7 +532,10 @@ impl Engine {
     /// `invalid_request` if `limit` is 0 or above `list_limit_max`.
     pub fn list_orders(&self, q: &ListOrders) -> EngineResult<Vec<Arc<Order>>> {
         if q.limit == 0 || q.limit > self.inner.config.list_limit_max {
-            return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
+            return Err(EngineError::invalid(format!(
+                "limit must be 1..={}",
+                self.inner.config.list_limit_max
+            )));
         }
         // Copy the ids out so no guard is held while reading the order map.
         let ids: Vec<OrderId> = match self.inner.read.user_orders.get(q.user_id.as_str()) {
@@ -466,11 +566,29 @@ impl Engine {
                 }
                 waits.push(brx);
             }
-            let busy = waits.into_iter().map(|w| w.recv().unwrap_or(false)).fold(false, |a, b| a | b);
+            let busy = waits
+                .into_iter()
+                .map(|w| w.recv().unwrap_or(false))
+                .fold(false, |a, b| a | b);
             if !busy {
                 return;
             }
         }
+    }
+
+    /// Check every actor's state against every other's (see [`crate::audit`]). Call after
+    /// [`Engine::settle`]. Costs a full copy of the state: a test and operations tool, not a
+    /// hot-path call.
+    pub fn audit(&self) -> AuditReport {
+        let mut waits = Vec::with_capacity(self.inner.shard_count);
+        for tx in &self.inner.internal {
+            let (atx, arx) = oneshot::channel();
+            if tx.send(ShardMsg::Audit(atx)).is_ok() {
+                waits.push(arx);
+            }
+        }
+        let shards = waits.into_iter().filter_map(|w| w.recv().ok()).collect();
+        crate::audit::check(shards)
     }
 
     /// Number of shard threads.

@@ -76,7 +76,9 @@ pub enum EngineError {
         sku_id: String,
     },
     /// A stock adjustment would take `available` below zero.
-    #[error("sku {sku_id}: adjustment of {delta} would make available negative ({available} available)")]
+    #[error(
+        "sku {sku_id}: adjustment of {delta} would make available negative ({available} available)"
+    )]
     InvalidAdjustment {
         /// The SKU.
         sku_id: String,
@@ -204,7 +206,9 @@ impl EngineError {
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidRequest { message: message.into() }
+        Self::InvalidRequest {
+            message: message.into(),
+        }
     }
 }
 

@@ -40,6 +40,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -53,15 +54,16 @@ mod sku;
 pub mod snowflake;
 pub mod state_machine;
 
+pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use domain::{
-    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderStatus,
-    Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
+    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId,
+    OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
-pub use engine::{Engine, EngineBuilder, ID_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, TEXT_BYTES_MAX};
+pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
 pub use error::{EngineError, EngineResult};
 pub use event::{Event, Journal, JournalFactory, NullJournal, OrderEvent, SkuEvent};
 pub use pending::Pending;
-pub use state_machine::OrderEventKind;
 pub use rust_decimal::Decimal;
+pub use state_machine::OrderEventKind;

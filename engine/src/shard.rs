@@ -37,8 +37,8 @@ use rust_decimal::Decimal;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec, SkuUpdate, SkuView,
-    UserId,
+    CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec,
+    SkuUpdate, SkuView, UserId,
 };
 use crate::error::{EngineError, EngineResult};
 use crate::event::{Event, Journal, OrderEvent, SkuEvent};
@@ -54,11 +54,30 @@ pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
 pub(crate) enum SkuMsg {
     Create(SkuSpec, Reply<SkuView>),
     Update(SkuUpdate, Reply<SkuView>),
-    Adjust { delta: i64, reason: Box<str>, reply: Reply<SkuView> },
-    Reserve { order_id: OrderId, user_id: UserId, qty: u32, item: u8, reply_shard: usize },
-    Confirm { order_id: OrderId, reply_shard: usize },
-    Release { order_id: OrderId, reply_shard: usize },
-    Restock { order_id: OrderId, reply_shard: usize },
+    Adjust {
+        delta: i64,
+        reason: Box<str>,
+        reply: Reply<SkuView>,
+    },
+    Reserve {
+        order_id: OrderId,
+        user_id: UserId,
+        qty: u32,
+        item: u8,
+        reply_shard: usize,
+    },
+    Confirm {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Release {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Restock {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
 }
 
 /// The order actor's messages.
@@ -66,7 +85,10 @@ pub(crate) enum OrderMsg {
     /// A state-machine event; timers send it without a reply.
     Command(OrderCommand, Option<Reply<Arc<Order>>>),
     /// A SKU actor's answer to `Reserve` for line item `item`.
-    Reserved { item: u8, result: Result<Grant, EngineError> },
+    Reserved {
+        item: u8,
+        result: Result<Grant, EngineError>,
+    },
     /// A SKU actor finished a confirm, release or restock.
     StockDone,
 }
@@ -79,7 +101,24 @@ pub(crate) enum ShardMsg {
     CreateOrder(CreateOrder, Reply<Arc<Order>>),
     /// Answer `true` if this shard did or has work since the previous barrier.
     Barrier(oneshot::Sender<bool>),
+    /// Report every actor's state for [`crate::Engine::audit`].
+    Audit(oneshot::Sender<ShardAudit>),
     Shutdown,
+}
+
+/// One SKU actor's state as the audit sees it.
+pub(crate) struct SkuAudit {
+    pub view: SkuView,
+    /// (order, user, units, sold?)
+    pub holdings: Vec<(OrderId, UserId, u32, bool)>,
+    pub user_units: Vec<(UserId, u32)>,
+}
+
+/// Everything one shard holds, for the audit.
+pub(crate) struct ShardAudit {
+    pub skus: Vec<SkuAudit>,
+    pub orders: Vec<Arc<Order>>,
+    pub in_flight: usize,
 }
 
 /// Read models: what queries read without messaging actors (dashmap is for reads only; no stock
@@ -256,9 +295,30 @@ impl Shard {
             ShardMsg::Barrier(tx) => {
                 let now = self.clock.now_ms();
                 let timers_due = self.timers.first().is_some_and(|t| t.0 <= now);
-                let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
+                let busy =
+                    self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
                 self.handled_since_barrier = 0;
                 self.replies.push(Deferred::Barrier(tx, busy));
+            }
+            ShardMsg::Audit(tx) => {
+                let skus = self
+                    .skus
+                    .values()
+                    .map(|a| SkuAudit {
+                        view: a.view(),
+                        holdings: a
+                            .holdings()
+                            .map(|(o, u, q, s)| (o, u.clone(), q, s))
+                            .collect(),
+                        user_units: a.user_units().map(|(u, n)| (u.clone(), n)).collect(),
+                    })
+                    .collect();
+                let orders = self.orders.values().cloned().collect();
+                let _ = tx.send(ShardAudit {
+                    skus,
+                    orders,
+                    in_flight: self.in_flight.len(),
+                });
             }
             ShardMsg::Shutdown => return true,
         }
@@ -319,11 +379,15 @@ impl Shard {
 
     fn handle_sku(&mut self, sku_id: SkuId, msg: SkuMsg) {
         let now = self.clock.now_ms();
-        let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
+        let unknown = || EngineError::UnknownSku {
+            sku_id: sku_id.to_string(),
+        };
         match msg {
             SkuMsg::Create(spec, reply) => {
                 let result = if self.skus.contains_key(&sku_id) {
-                    Err(EngineError::SkuAlreadyExists { sku_id: sku_id.to_string() })
+                    Err(EngineError::SkuAlreadyExists {
+                        sku_id: sku_id.to_string(),
+                    })
                 } else {
                     let event = SkuEvent::Created {
                         sku_id: sku_id.clone(),
@@ -333,7 +397,10 @@ impl Shard {
                         rules: spec.rules,
                     };
                     self.apply_sku(event);
-                    self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                    self.skus
+                        .get(&sku_id)
+                        .map(SkuActor::view)
+                        .ok_or_else(unknown)
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
@@ -362,44 +429,88 @@ impl Shard {
                             rules,
                         };
                         self.apply_sku(event);
-                        self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                        self.skus
+                            .get(&sku_id)
+                            .map(SkuActor::view)
+                            .ok_or_else(unknown)
                     }
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Adjust { delta, reason, reply } => {
-                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(delta, &reason)) {
+            SkuMsg::Adjust {
+                delta,
+                reason,
+                reply,
+            } => {
+                let result = match self
+                    .skus
+                    .get(&sku_id)
+                    .map(|a| a.decide_adjust(delta, &reason))
+                {
                     None => Err(unknown()),
                     Some(Err(e)) => Err(e),
                     Some(Ok(event)) => {
                         self.apply_sku(event);
-                        self.skus.get(&sku_id).map(SkuActor::view).ok_or_else(unknown)
+                        self.skus
+                            .get(&sku_id)
+                            .map(SkuActor::view)
+                            .ok_or_else(unknown)
                     }
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
-                let result = match self.skus.get(&sku_id) {
-                    None => Err(unknown()),
-                    Some(actor) => actor.decide_reserve(order_id, &user_id, qty, now).map(|(grant, event)| {
-                        if let Some(e) = event {
-                            self.apply_sku(e);
-                        }
-                        grant
-                    }),
-                };
-                self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }));
+            SkuMsg::Reserve {
+                order_id,
+                user_id,
+                qty,
+                item,
+                reply_shard,
+            } => {
+                let result =
+                    match self.skus.get(&sku_id) {
+                        None => Err(unknown()),
+                        Some(actor) => actor.decide_reserve(order_id, &user_id, qty, now).map(
+                            |(grant, event)| {
+                                if let Some(e) = event {
+                                    self.apply_sku(e);
+                                }
+                                grant
+                            },
+                        ),
+                    };
+                self.send(
+                    reply_shard,
+                    ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }),
+                );
             }
-            SkuMsg::Confirm { order_id, reply_shard } => {
-                let event = self.skus.get(&sku_id).and_then(|a| a.decide_confirm(order_id));
+            SkuMsg::Confirm {
+                order_id,
+                reply_shard,
+            } => {
+                let event = self
+                    .skus
+                    .get(&sku_id)
+                    .and_then(|a| a.decide_confirm(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
-            SkuMsg::Release { order_id, reply_shard } => {
-                let event = self.skus.get(&sku_id).and_then(|a| a.decide_release(order_id));
+            SkuMsg::Release {
+                order_id,
+                reply_shard,
+            } => {
+                let event = self
+                    .skus
+                    .get(&sku_id)
+                    .and_then(|a| a.decide_release(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
-            SkuMsg::Restock { order_id, reply_shard } => {
-                let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
+            SkuMsg::Restock {
+                order_id,
+                reply_shard,
+            } => {
+                let event = self
+                    .skus
+                    .get(&sku_id)
+                    .and_then(|a| a.decide_restock(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
         }
@@ -418,7 +529,9 @@ impl Shard {
     fn apply_sku(&mut self, event: SkuEvent) {
         if let SkuEvent::Created { sku_id, .. } = &event {
             if let Some(actor) = SkuActor::from_created(&event, self.id) {
-                self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+                self.read
+                    .skus
+                    .insert(sku_id.clone(), actor.shared().clone());
                 self.skus.insert(sku_id.clone(), actor);
             }
         } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
@@ -430,7 +543,8 @@ impl Shard {
     // ---- order actors -----------------------------------------------------------------------
 
     fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>) {
-        let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
+        let key: (UserId, Arc<str>) =
+            (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
         if let Some(&existing) = self.idempotency.get(&key) {
             if let Some(f) = self.in_flight.get_mut(&existing) {
                 if let FlightState::Creating(saga) = &f.state {
@@ -478,14 +592,21 @@ impl Shard {
         self.idempotency.insert(key, order_id);
         self.in_flight.insert(
             order_id,
-            InFlight { waiters: vec![reply], acks_left: n, state: FlightState::Creating(Box::new(saga)), queued: VecDeque::new() },
+            InFlight {
+                waiters: vec![reply],
+                acks_left: n,
+                state: FlightState::Creating(Box::new(saga)),
+                queued: VecDeque::new(),
+            },
         );
     }
 
     fn handle_order(&mut self, order_id: OrderId, msg: OrderMsg) {
         match msg {
             OrderMsg::Reserved { item, result } => {
-                let Some(f) = self.in_flight.get_mut(&order_id) else { return };
+                let Some(f) = self.in_flight.get_mut(&order_id) else {
+                    return;
+                };
                 if let FlightState::Creating(saga) = &mut f.state {
                     if let Some(slot) = saga.grants.get_mut(usize::from(item)) {
                         *slot = Some(result);
@@ -497,7 +618,9 @@ impl Shard {
                 }
             }
             OrderMsg::StockDone => {
-                let Some(f) = self.in_flight.get_mut(&order_id) else { return };
+                let Some(f) = self.in_flight.get_mut(&order_id) else {
+                    return;
+                };
                 f.acks_left = f.acks_left.saturating_sub(1);
                 if f.acks_left == 0 {
                     self.land(order_id);
@@ -515,8 +638,15 @@ impl Shard {
 
     /// Every answer for an in-flight order is in: finish the saga step or the transition.
     fn land(&mut self, order_id: OrderId) {
-        let Some(f) = self.in_flight.remove(&order_id) else { return };
-        let InFlight { waiters, state, queued, .. } = f;
+        let Some(f) = self.in_flight.remove(&order_id) else {
+            return;
+        };
+        let InFlight {
+            waiters,
+            state,
+            queued,
+            ..
+        } = f;
         match state {
             FlightState::Effect(order) => {
                 for w in waiters {
@@ -525,7 +655,8 @@ impl Shard {
             }
             FlightState::Creating(mut saga) => {
                 if let Some(err) = saga.compensating.take() {
-                    self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                    self.idempotency
+                        .remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
                     }
@@ -538,20 +669,34 @@ impl Shard {
                         .map(|((s, _), _)| s.clone())
                         .collect();
                     if granted.is_empty() {
-                        self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                        self.idempotency
+                            .remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
                         for w in waiters {
                             self.replies.push(Deferred::Order(w, Err(err.clone())));
                         }
                     } else {
                         // Compensation: release what was granted, newest first, then answer.
                         for sku_id in granted.iter().rev() {
-                            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
-                            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
+                            let msg = SkuMsg::Release {
+                                order_id,
+                                reply_shard: self.id,
+                            };
+                            self.send(
+                                shard_for_key(sku_id, self.shard_count),
+                                ShardMsg::Sku(sku_id.clone(), msg),
+                            );
                         }
                         saga.compensating = Some(err);
                         let acks_left = granted.len();
-                        self.in_flight
-                            .insert(order_id, InFlight { waiters, acks_left, state: FlightState::Creating(saga), queued });
+                        self.in_flight.insert(
+                            order_id,
+                            InFlight {
+                                waiters,
+                                acks_left,
+                                state: FlightState::Creating(saga),
+                                queued,
+                            },
+                        );
                         return;
                     }
                 } else {
@@ -576,10 +721,22 @@ impl Shard {
             let Some(Ok(g)) = grant else { continue };
             let subtotal = g.unit_price * Decimal::from(*qty);
             total += subtotal;
-            items.push(LineItem { sku_id: sku_id.clone(), name: g.name.clone(), qty: *qty, unit_price: g.unit_price, subtotal });
+            items.push(LineItem {
+                sku_id: sku_id.clone(),
+                name: g.name.clone(),
+                qty: *qty,
+                unit_price: g.unit_price,
+                subtotal,
+            });
         }
         let mut history = Vec::with_capacity(1);
-        history.push(HistoryEntry { from: None, to: OrderStatus::PendingPayment, at_ms: now, by: Initiator::User, reason: None });
+        history.push(HistoryEntry {
+            from: None,
+            to: OrderStatus::PendingPayment,
+            at_ms: now,
+            by: Initiator::User,
+            reason: None,
+        });
         Arc::new(Order {
             order_id,
             user_id: saga.user_id.clone(),
@@ -602,17 +759,28 @@ impl Shard {
     /// Install a created order: actor, idempotency record, read models, deadline timer, journal.
     fn apply_order_created(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.idempotency
+            .insert((order.user_id.clone(), order.idempotency_key.clone()), id);
         if order.status == OrderStatus::PendingPayment {
-            self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
+            self.timers
+                .insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         }
         self.read.orders.insert(id, order.clone());
-        self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
+        self.read
+            .user_orders
+            .entry(order.user_id.clone())
+            .or_default()
+            .push(id);
         self.orders.insert(id, order.clone());
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
 
-    fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
+    fn run_command(
+        &mut self,
+        order_id: OrderId,
+        cmd: OrderCommand,
+        reply: Option<Reply<Arc<Order>>>,
+    ) {
         let now = self.clock.now_ms();
         let Some(order) = self.orders.get(&order_id).cloned() else {
             self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));
@@ -625,7 +793,11 @@ impl Shard {
         };
         let next = order::apply(&order, &event);
         if order.status == OrderStatus::PendingPayment {
-            self.timers.remove(&(order.payment_deadline_ms, order_id, TimerKind::PaymentDeadline));
+            self.timers.remove(&(
+                order.payment_deadline_ms,
+                order_id,
+                TimerKind::PaymentDeadline,
+            ));
         }
         if rule.timer == TimerEffect::AutoComplete {
             let at = now.saturating_add(self.config.auto_complete_ms as i64);
@@ -636,10 +808,19 @@ impl Shard {
         self.events.push(Event::Order(event));
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,
-            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
-            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release { order_id, reply_shard }),
+            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm {
+                order_id,
+                reply_shard,
+            }),
+            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release {
+                order_id,
+                reply_shard,
+            }),
             StockEffect::RestockIfNotShipped if !next.shipped => {
-                Some(|order_id, reply_shard| SkuMsg::Restock { order_id, reply_shard })
+                Some(|order_id, reply_shard| SkuMsg::Restock {
+                    order_id,
+                    reply_shard,
+                })
             }
             StockEffect::RestockIfNotShipped => None,
         };
@@ -648,7 +829,10 @@ impl Shard {
         };
         for item in &next.items {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
-            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)));
+            self.send(
+                shard,
+                ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)),
+            );
         }
         let flight = InFlight {
             waiters: reply.into_iter().collect(),
@@ -664,7 +848,9 @@ impl Shard {
     fn fire_timers(&mut self) {
         let now = self.clock.now_ms();
         for _ in 0..self.config.timers_per_tick_max {
-            let Some(&(at, order_id, kind)) = self.timers.first() else { break };
+            let Some(&(at, order_id, kind)) = self.timers.first() else {
+                break;
+            };
             if at > now {
                 break;
             }
@@ -675,7 +861,10 @@ impl Shard {
             };
             // Goes through the state machine like any command; if the order moved on, the
             // transition is invalid and nothing happens.
-            self.handle_order(order_id, OrderMsg::Command(OrderCommand::new(event, Initiator::System), None));
+            self.handle_order(
+                order_id,
+                OrderMsg::Command(OrderCommand::new(event, Initiator::System), None),
+            );
         }
     }
 }

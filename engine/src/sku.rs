@@ -121,10 +121,21 @@ pub(crate) struct SkuActor {
 impl SkuActor {
     /// Build the actor from its `Created` event; returns it with its shared read model.
     pub fn from_created(event: &SkuEvent, shard: usize) -> Option<Self> {
-        let SkuEvent::Created { sku_id, name, price, initial_stock, rules } = event else {
+        let SkuEvent::Created {
+            sku_id,
+            name,
+            price,
+            initial_stock,
+            rules,
+        } = event
+        else {
             return None;
         };
-        let meta = Arc::new(SkuMeta { name: name.clone(), price: *price, rules: rules.clone() });
+        let meta = Arc::new(SkuMeta {
+            name: name.clone(),
+            price: *price,
+            rules: rules.clone(),
+        });
         let shared = Arc::new(SkuShared {
             sku_id: sku_id.clone(),
             shard,
@@ -177,7 +188,10 @@ impl SkuActor {
         qty: u32,
         now_ms: i64,
     ) -> Result<(Grant, Option<SkuEvent>), EngineError> {
-        let grant = Grant { name: self.meta.name.clone(), unit_price: self.meta.price };
+        let grant = Grant {
+            name: self.meta.name.clone(),
+            unit_price: self.meta.price,
+        };
         if self.holdings.contains_key(&order_id) {
             return Ok((grant, None));
         }
@@ -195,24 +209,36 @@ impl SkuActor {
             return Err(EngineError::SoldOut { sku_id: self.sku() });
         }
         if self.available < u64::from(qty) {
-            return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
+            return Err(EngineError::InsufficientStock {
+                sku_id: self.sku(),
+                available: self.available,
+            });
         }
         if let Some(limit) = rules.per_user_limit {
             let held = self.user_units.get(user_id).copied().unwrap_or(0);
             if u64::from(held) + u64::from(qty) > u64::from(limit) {
-                return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
+                return Err(EngineError::PurchaseLimitExceeded {
+                    sku_id: self.sku(),
+                    limit,
+                });
             }
         }
-        let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
+        let event = SkuEvent::Reserved {
+            sku_id: self.id.clone(),
+            order_id,
+            user_id: user_id.clone(),
+            qty,
+        };
         Ok((grant, Some(event)))
     }
 
     /// Decide confirm (reserved → sold); `None` if already sold or never held (idempotent).
     pub fn decide_confirm(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Reserved => {
-                Some(SkuEvent::Confirmed { sku_id: self.id.clone(), order_id })
-            }
+            Some(h) if h.state == HoldState::Reserved => Some(SkuEvent::Confirmed {
+                sku_id: self.id.clone(),
+                order_id,
+            }),
             _ => None,
         }
     }
@@ -220,9 +246,10 @@ impl SkuActor {
     /// Decide release (reserved → available); `None` if not reserved (idempotent).
     pub fn decide_release(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Reserved => {
-                Some(SkuEvent::Released { sku_id: self.id.clone(), order_id })
-            }
+            Some(h) if h.state == HoldState::Reserved => Some(SkuEvent::Released {
+                sku_id: self.id.clone(),
+                order_id,
+            }),
             _ => None,
         }
     }
@@ -230,7 +257,10 @@ impl SkuActor {
     /// Decide restock (sold → available); `None` if not sold (idempotent).
     pub fn decide_restock(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Restocked { sku_id: self.id.clone(), order_id }),
+            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Restocked {
+                sku_id: self.id.clone(),
+                order_id,
+            }),
             _ => None,
         }
     }
@@ -243,19 +273,29 @@ impl SkuActor {
             self.stocked_total.checked_add(delta as u64).is_some()
         };
         if !ok {
-            return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
+            return Err(EngineError::InvalidAdjustment {
+                sku_id: self.sku(),
+                delta,
+                available: self.available,
+            });
         }
-        Ok(SkuEvent::Adjusted { sku_id: self.id.clone(), delta, reason: reason.into() })
+        Ok(SkuEvent::Adjusted {
+            sku_id: self.id.clone(),
+            delta,
+            reason: reason.into(),
+        })
     }
 
-    /// Units `order_id` holds here, if any (for recovery and tests).
-    pub fn holding_qty(&self, order_id: OrderId) -> Option<(u32, bool)> {
-        self.holdings.get(&order_id).map(|h| (h.qty, h.state == HoldState::Sold))
+    /// Every live holding: (order, units, sold?), for the audit.
+    pub fn holdings(&self) -> impl Iterator<Item = (OrderId, &UserId, u32, bool)> + '_ {
+        self.holdings
+            .iter()
+            .map(|(id, h)| (*id, &h.user_id, h.qty, h.state == HoldState::Sold))
     }
 
-    /// Units `user_id` holds here (reserved + sold).
-    pub fn user_units(&self, user_id: &str) -> u32 {
-        self.user_units.get(user_id).copied().unwrap_or(0)
+    /// Units each user holds here (reserved + sold), for the audit.
+    pub fn user_units(&self) -> impl Iterator<Item = (&UserId, u32)> + '_ {
+        self.user_units.iter().map(|(u, n)| (u, *n))
     }
 
     /// Apply one event: the only place the state changes. Events come from `decide_*`, so a
@@ -264,8 +304,14 @@ impl SkuActor {
     pub fn apply(&mut self, event: &SkuEvent) {
         match event {
             SkuEvent::Created { .. } => {}
-            SkuEvent::Updated { name, price, rules, .. } => {
-                self.meta = Arc::new(SkuMeta { name: name.clone(), price: *price, rules: rules.clone() });
+            SkuEvent::Updated {
+                name, price, rules, ..
+            } => {
+                self.meta = Arc::new(SkuMeta {
+                    name: name.clone(),
+                    price: *price,
+                    rules: rules.clone(),
+                });
                 self.shared.meta.store(self.meta.clone());
             }
             SkuEvent::Adjusted { delta, .. } => {
@@ -279,7 +325,12 @@ impl SkuActor {
                     self.stocked_total -= d.min(self.stocked_total);
                 }
             }
-            SkuEvent::Reserved { order_id, user_id, qty, .. } => {
+            SkuEvent::Reserved {
+                order_id,
+                user_id,
+                qty,
+                ..
+            } => {
                 let q = u64::from(*qty).min(self.available);
                 debug_assert_eq!(q, u64::from(*qty), "reserve beyond available");
                 self.available -= q;
@@ -287,7 +338,11 @@ impl SkuActor {
                 *self.user_units.entry(user_id.clone()).or_insert(0) += *qty;
                 self.holdings.insert(
                     *order_id,
-                    Holding { user_id: user_id.clone(), qty: *qty, state: HoldState::Reserved },
+                    Holding {
+                        user_id: user_id.clone(),
+                        qty: *qty,
+                        state: HoldState::Reserved,
+                    },
                 );
             }
             SkuEvent::Confirmed { order_id, .. } => {

@@ -1,0 +1,154 @@
+//! [`Engine::audit`](crate::Engine::audit): a full consistency check of every actor.
+//!
+//! It collects the state of every shard and checks, across actors, what no single actor can:
+//! each SKU's counters equal the sum of its holdings and conserve stock, each user's counted
+//! units equal their holdings, and each order's reservations match its status (no reservation
+//! without a live order, no order without its reservations). Recovery and simulations use it;
+//! call it after [`Engine::settle`](crate::Engine::settle) so no saga is mid-flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::domain::{Order, OrderId, OrderStatus, SkuId, SkuView, UserId};
+use crate::shard::ShardAudit;
+
+/// The result of an audit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    /// Every broken invariant, in words; empty means healthy.
+    pub violations: Vec<String>,
+    /// Every SKU's counters, sorted by id.
+    pub skus: Vec<SkuView>,
+    /// Live orders checked.
+    pub orders: usize,
+    /// Live holdings (reserved or sold) checked.
+    pub holdings: usize,
+    /// Units each (SKU, user) holds, as counted for the per-user limit.
+    #[serde(skip)]
+    pub user_units: HashMap<(SkuId, UserId), u32>,
+}
+
+impl AuditReport {
+    /// True when no invariant is broken.
+    pub fn is_healthy(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// What line item `qty` of an order in `status` must look like at its SKU: `None` = no holding,
+/// `Some(false)` = reserved, `Some(true)` = sold.
+fn expected_holding(order: &Order) -> Option<bool> {
+    use OrderStatus::*;
+    match order.status {
+        PendingPayment => Some(false),
+        Canceled => None,
+        Refunded if !order.shipped => None,
+        Paid | Packing | Shipped | Delivered | Completed | Refunding | Disputed | Refunded => {
+            Some(true)
+        }
+    }
+}
+
+pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
+    let mut r = AuditReport::default();
+    let mut orders: HashMap<OrderId, Arc<Order>> = HashMap::new();
+    let mut holdings: HashMap<(SkuId, OrderId), (UserId, u32, bool)> = HashMap::new();
+    for s in shards {
+        if s.in_flight > 0 {
+            r.violations.push(format!(
+                "{} orders still in flight (call settle first)",
+                s.in_flight
+            ));
+        }
+        for o in s.orders {
+            orders.insert(o.order_id, o);
+        }
+        for sku in s.skus {
+            let v = &sku.view;
+            if v.available + v.reserved + v.sold != v.stocked_total {
+                r.violations.push(format!(
+                    "sku {}: {} + {} + {} != {}",
+                    v.sku_id, v.available, v.reserved, v.sold, v.stocked_total
+                ));
+            }
+            let (mut reserved, mut sold) = (0u64, 0u64);
+            let mut per_user: HashMap<UserId, u32> = HashMap::new();
+            for (order_id, user, qty, is_sold) in &sku.holdings {
+                if *is_sold {
+                    sold += u64::from(*qty)
+                } else {
+                    reserved += u64::from(*qty)
+                }
+                *per_user.entry(user.clone()).or_default() += qty;
+                holdings.insert(
+                    (v.sku_id.clone(), *order_id),
+                    (user.clone(), *qty, *is_sold),
+                );
+            }
+            if reserved != v.reserved || sold != v.sold {
+                r.violations.push(format!(
+                    "sku {}: counters reserved={} sold={} but holdings sum to {} and {}",
+                    v.sku_id, v.reserved, v.sold, reserved, sold
+                ));
+            }
+            for (user, units) in &sku.user_units {
+                if per_user.get(user).copied().unwrap_or(0) != *units {
+                    r.violations.push(format!(
+                        "sku {}: user {} counted {} units, holds {:?}",
+                        v.sku_id,
+                        user,
+                        units,
+                        per_user.get(user)
+                    ));
+                }
+                if let Some(limit) = v.rules.per_user_limit {
+                    if *units > limit {
+                        r.violations.push(format!(
+                            "sku {}: user {} holds {} > limit {}",
+                            v.sku_id, user, units, limit
+                        ));
+                    }
+                }
+                r.user_units
+                    .insert((v.sku_id.clone(), user.clone()), *units);
+            }
+            r.skus.push(sku.view);
+        }
+    }
+    r.skus.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
+    r.orders = orders.len();
+    r.holdings = holdings.len();
+    for ((sku_id, order_id), (user, qty, sold)) in &holdings {
+        match orders.get(order_id) {
+            None => r.violations.push(format!(
+                "sku {sku_id}: holding of {qty} for order {order_id} with no live order"
+            )),
+            Some(o) => {
+                let item = o.items.iter().find(|i| i.sku_id == *sku_id);
+                if item.map(|i| i.qty) != Some(*qty) || o.user_id != *user {
+                    r.violations.push(format!(
+                        "sku {sku_id}: holding for order {order_id} does not match its line item"
+                    ));
+                }
+            }
+        }
+        let _ = sold;
+    }
+    for o in orders.values() {
+        let want = expected_holding(o);
+        for item in &o.items {
+            let got = holdings
+                .get(&(item.sku_id.clone(), o.order_id))
+                .map(|h| h.2);
+            if got != want {
+                r.violations.push(format!(
+                    "order {} ({}): sku {} holding is {:?}, expected {:?} (Some(true)=sold, Some(false)=reserved)",
+                    o.order_id, o.status, item.sku_id, got, want
+                ));
+            }
+        }
+    }
+    r
+}
