@@ -2,9 +2,6 @@
 //! prints what is available.
 
 fn main() {
-    println!(
-        "surge {}: embeddable flash-sale order engine.",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("surge {}: embeddable flash-sale order engine.", env!("CARGO_PKG_VERSION"));
     println!("Run the embedded demo: cargo run --release --example flash_sale");
 }

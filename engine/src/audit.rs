@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::domain::{Order, OrderId, OrderStatus, SkuId, SkuView, UserId};
+use crate::domain::{Order, OrderId, SkuId, SkuView, UserId};
 use crate::shard::ShardAudit;
 
 /// The result of an audit.
@@ -37,19 +37,7 @@ impl AuditReport {
     }
 }
 
-/// What line item `qty` of an order in `status` must look like at its SKU: `None` = no holding,
-/// `Some(false)` = reserved, `Some(true)` = sold.
-fn expected_holding(order: &Order) -> Option<bool> {
-    use OrderStatus::*;
-    match order.status {
-        PendingPayment => Some(false),
-        Canceled => None,
-        Refunded if !order.shipped => None,
-        Paid | Packing | Shipped | Delivered | Completed | Refunding | Disputed | Refunded => {
-            Some(true)
-        }
-    }
-}
+use crate::state::expected_holding;
 
 pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
     let mut r = AuditReport::default();
@@ -57,10 +45,7 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
     let mut holdings: HashMap<(SkuId, OrderId), (UserId, u32, bool)> = HashMap::new();
     for s in shards {
         if s.in_flight > 0 {
-            r.violations.push(format!(
-                "{} orders still in flight (call settle first)",
-                s.in_flight
-            ));
+            r.violations.push(format!("{} orders still in flight (call settle first)", s.in_flight));
         }
         for o in s.orders {
             orders.insert(o.order_id, o);
@@ -82,10 +67,7 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
                     reserved += u64::from(*qty)
                 }
                 *per_user.entry(user.clone()).or_default() += qty;
-                holdings.insert(
-                    (v.sku_id.clone(), *order_id),
-                    (user.clone(), *qty, *is_sold),
-                );
+                holdings.insert((v.sku_id.clone(), *order_id), (user.clone(), *qty, *is_sold));
             }
             if reserved != v.reserved || sold != v.sold {
                 r.violations.push(format!(
@@ -105,14 +87,10 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
                 }
                 if let Some(limit) = v.rules.per_user_limit {
                     if *units > limit {
-                        r.violations.push(format!(
-                            "sku {}: user {} holds {} > limit {}",
-                            v.sku_id, user, units, limit
-                        ));
+                        r.violations.push(format!("sku {}: user {} holds {} > limit {}", v.sku_id, user, units, limit));
                     }
                 }
-                r.user_units
-                    .insert((v.sku_id.clone(), user.clone()), *units);
+                r.user_units.insert((v.sku_id.clone(), user.clone()), *units);
             }
             r.skus.push(sku.view);
         }
@@ -122,15 +100,14 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
     r.holdings = holdings.len();
     for ((sku_id, order_id), (user, qty, sold)) in &holdings {
         match orders.get(order_id) {
-            None => r.violations.push(format!(
-                "sku {sku_id}: holding of {qty} for order {order_id} with no live order"
-            )),
+            None => {
+                r.violations.push(format!("sku {sku_id}: holding of {qty} for order {order_id} with no live order"))
+            }
             Some(o) => {
                 let item = o.items.iter().find(|i| i.sku_id == *sku_id);
                 if item.map(|i| i.qty) != Some(*qty) || o.user_id != *user {
-                    r.violations.push(format!(
-                        "sku {sku_id}: holding for order {order_id} does not match its line item"
-                    ));
+                    r.violations
+                        .push(format!("sku {sku_id}: holding for order {order_id} does not match its line item"));
                 }
             }
         }
@@ -139,9 +116,7 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
     for o in orders.values() {
         let want = expected_holding(o);
         for item in &o.items {
-            let got = holdings
-                .get(&(item.sku_id.clone(), o.order_id))
-                .map(|h| h.2);
+            let got = holdings.get(&(item.sku_id.clone(), o.order_id)).map(|h| h.2);
             if got != want {
                 r.violations.push(format!(
                     "order {} ({}): sku {} holding is {:?}, expected {:?} (Some(true)=sold, Some(false)=reserved)",

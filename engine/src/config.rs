@@ -59,9 +59,7 @@ impl EngineConfig {
     /// The shard count after resolving 0 to the number of cores.
     pub fn effective_shard_count(&self) -> usize {
         if self.shard_count == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             self.shard_count
         }
@@ -72,11 +70,7 @@ impl EngineConfig {
     /// # Errors
     /// `invalid_config` naming the first bad field.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |m: &str| {
-            Err(EngineError::InvalidConfig {
-                message: m.to_owned(),
-            })
-        };
+        let bad = |m: &str| Err(EngineError::InvalidConfig { message: m.to_owned() });
         if self.effective_shard_count() > 4096 {
             return bad("shard_count must be at most 4096");
         }
@@ -90,9 +84,7 @@ impl EngineConfig {
             return bad("order_items_max must be 1..=255 and item_qty_max positive");
         }
         if self.list_limit_max == 0 || self.timers_per_tick_max == 0 || self.tick_interval_ms == 0 {
-            return bad(
-                "list_limit_max, timers_per_tick_max and tick_interval_ms must be positive",
-            );
+            return bad("list_limit_max, timers_per_tick_max and tick_interval_ms must be positive");
         }
         Ok(())
     }

@@ -198,12 +198,7 @@ pub struct Order {
 impl Order {
     /// True when a line item list `(sku_id, qty)` equals this order's (the idempotency payload).
     pub fn same_items(&self, items: &[(SkuId, u32)]) -> bool {
-        self.items.len() == items.len()
-            && self
-                .items
-                .iter()
-                .zip(items)
-                .all(|(a, (s, q))| a.sku_id == *s && a.qty == *q)
+        self.items.len() == items.len() && self.items.iter().zip(items).all(|(a, (s, q))| a.sku_id == *s && a.qty == *q)
     }
 }
 

@@ -13,17 +13,16 @@ use crate::audit::AuditReport;
 use crate::clock::{Clock, SystemClock};
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate,
-    SkuView, TransitionOptions,
+    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate, SkuView,
+    TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::event::{JournalFactory, NullJournal};
+use crate::event::{JournalFactory, NullJournal, StorageGate};
 use crate::order::OrderCommand;
 use crate::pending::Pending;
-use crate::shard::{
-    shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg,
-};
+use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg};
 use crate::snowflake::shard_of;
+use crate::state::EngineState;
 use crate::state_machine::OrderEventKind;
 
 /// Longest SKU id, user id and payment id, in bytes.
@@ -69,6 +68,7 @@ struct Inner {
     config: Arc<EngineConfig>,
     shard_count: usize,
     clock: Arc<dyn Clock>,
+    gate: Arc<StorageGate>,
     external: Vec<Sender<ShardMsg>>,
     internal: Vec<Sender<ShardMsg>>,
     read: Arc<ReadModels>,
@@ -91,6 +91,8 @@ pub struct EngineBuilder {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     journal: JournalFactory,
+    gate: Arc<StorageGate>,
+    state: EngineState,
 }
 
 impl EngineBuilder {
@@ -106,6 +108,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Share this storage gate with the journals: while it is raised, writes are refused.
+    pub fn storage_gate(mut self, gate: Arc<StorageGate>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Start from recovered state instead of empty.
+    pub fn state(mut self, state: EngineState) -> Self {
+        self.state = state;
+        self
+    }
+
     /// Start the shard threads.
     ///
     /// # Errors
@@ -113,10 +127,7 @@ impl EngineBuilder {
     pub fn start(mut self) -> EngineResult<Engine> {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
-        let config = Arc::new(EngineConfig {
-            shard_count: n,
-            ..self.config
-        });
+        let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
         let read = Arc::new(ReadModels::default());
         let (mut external, mut external_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut internal, mut internal_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -128,8 +139,16 @@ impl EngineBuilder {
             internal.push(tx);
             internal_rx.push(rx);
         }
+        // Place recovered actors by id, so the shard count may differ from the last run.
+        let mut parts: Vec<EngineState> = (0..n).map(|_| EngineState::default()).collect();
+        for (k, v) in std::mem::take(&mut self.state.skus) {
+            parts[shard_for_key(&k, n)].skus.insert(k, v);
+        }
+        for (k, v) in std::mem::take(&mut self.state.orders) {
+            parts[shard_of(k.0, n)].orders.insert(k, v);
+        }
         let mut shards = Vec::with_capacity(n);
-        for (id, (ext, int)) in external_rx.into_iter().zip(internal_rx).enumerate() {
+        for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
             shards.push(Shard::new(ShardParts {
                 id,
                 config: config.clone(),
@@ -139,12 +158,14 @@ impl EngineBuilder {
                 peers: internal.clone(),
                 read: read.clone(),
                 journal: (self.journal)(id),
+                initial,
             })?);
         }
         let mut inner = Inner {
             config,
             shard_count: n,
             clock: self.clock,
+            gate: self.gate,
             external,
             internal,
             read,
@@ -154,22 +175,16 @@ impl EngineBuilder {
             let t = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
                 .spawn(move || shard.run())
-                .map_err(|e| EngineError::InvalidConfig {
-                    message: format!("cannot spawn shard thread: {e}"),
-                })?;
+                .map_err(|e| EngineError::InvalidConfig { message: format!("cannot spawn shard thread: {e}") })?;
             inner.threads.push(t);
         }
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        Ok(Engine { inner: Arc::new(inner) })
     }
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> EngineResult<()> {
     if value.is_empty() || value.len() > max {
-        return Err(EngineError::invalid(format!(
-            "{what} must be 1..={max} bytes"
-        )));
+        return Err(EngineError::invalid(format!("{what} must be 1..={max} bytes")));
     }
     Ok(())
 }
@@ -188,7 +203,9 @@ impl Engine {
         EngineBuilder {
             config,
             clock: Arc::new(SystemClock),
-            journal: Box::new(|_| Box::new(NullJournal)),
+            journal: Box::new(|_| Box::new(NullJournal::default())),
+            gate: Arc::new(StorageGate::default()),
+            state: EngineState::default(),
         }
     }
 
@@ -203,6 +220,11 @@ impl Engine {
     }
 
     fn submit<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> ShardMsg) -> Pending<T> {
+        if self.inner.gate.is_failed() {
+            return Pending::ready(Err(EngineError::StorageUnavailable {
+                message: "the log cannot be written; writes are refused until storage recovers (see logs)".into(),
+            }));
+        }
         let (tx, rx) = oneshot::channel();
         match self.inner.external[shard].try_send(make(tx)) {
             Ok(()) => Pending::waiting(rx),
@@ -231,9 +253,7 @@ impl Engine {
             }
             if let (Some(a), Some(b)) = (spec.rules.sale_starts_at_ms, spec.rules.sale_ends_at_ms) {
                 if b <= a {
-                    return Err(EngineError::invalid(
-                        "sale_ends_at_ms must be after sale_starts_at_ms",
-                    ));
+                    return Err(EngineError::invalid("sale_ends_at_ms must be after sale_starts_at_ms"));
                 }
             }
             Ok(())
@@ -242,9 +262,7 @@ impl Engine {
             return Pending::ready(Err(e));
         }
         let sku_id: Arc<str> = Arc::from(spec.sku_id.as_str());
-        self.submit(self.sku_shard(&sku_id), |r| {
-            ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r))
-        })
+        self.submit(self.sku_shard(&sku_id), |r| ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r)))
     }
 
     /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
@@ -261,13 +279,9 @@ impl Engine {
             return Pending::ready(Err(EngineError::invalid("price must not be negative")));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
-            return Pending::ready(Err(EngineError::UnknownSku {
-                sku_id: sku_id.to_owned(),
-            }));
+            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
-        self.submit(shared.shard, |r| {
-            ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r))
-        })
+        self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r)))
     }
 
     /// Add (`delta > 0`) or remove (`delta < 0`) stock, with a reason for the audit trail.
@@ -283,21 +297,10 @@ impl Engine {
             return Pending::ready(Err(e));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
-            return Pending::ready(Err(EngineError::UnknownSku {
-                sku_id: sku_id.to_owned(),
-            }));
+            return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
         let reason = Box::from(reason);
-        self.submit(shared.shard, |reply| {
-            ShardMsg::Sku(
-                shared.sku_id.clone(),
-                SkuMsg::Adjust {
-                    delta,
-                    reason,
-                    reply,
-                },
-            )
-        })
+        self.submit(shared.shard, |reply| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Adjust { delta, reason, reply }))
     }
 
     /// Counters and rules of one SKU (consistent snapshot; never torn).
@@ -310,9 +313,7 @@ impl Engine {
             .skus
             .get(sku_id)
             .map(|s| s.view())
-            .ok_or_else(|| EngineError::UnknownSku {
-                sku_id: sku_id.to_owned(),
-            })
+            .ok_or_else(|| EngineError::UnknownSku { sku_id: sku_id.to_owned() })
     }
 
     /// Every SKU, sorted by id.
@@ -328,24 +329,14 @@ impl Engine {
     fn check_create(&self, req: &CreateOrder) -> EngineResult<()> {
         let cfg = &self.inner.config;
         check_text("user_id", &req.user_id, ID_BYTES_MAX)?;
-        check_text(
-            "idempotency_key",
-            &req.idempotency_key,
-            IDEMPOTENCY_KEY_BYTES_MAX,
-        )?;
+        check_text("idempotency_key", &req.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX)?;
         if req.items.is_empty() || req.items.len() > cfg.order_items_max {
-            return Err(EngineError::invalid(format!(
-                "an order has 1..={} items",
-                cfg.order_items_max
-            )));
+            return Err(EngineError::invalid(format!("an order has 1..={} items", cfg.order_items_max)));
         }
         for (i, (sku_id, qty)) in req.items.iter().enumerate() {
             check_text("sku_id", sku_id, ID_BYTES_MAX)?;
             if *qty == 0 || *qty > cfg.item_qty_max {
-                return Err(EngineError::invalid(format!(
-                    "qty must be 1..={}",
-                    cfg.item_qty_max
-                )));
+                return Err(EngineError::invalid(format!("qty must be 1..={}", cfg.item_qty_max)));
             }
             if req.items[..i].iter().any(|(s, _)| s == sku_id) {
                 return Err(EngineError::invalid(format!("sku {sku_id} appears twice")));
@@ -371,15 +362,9 @@ impl Engine {
         // Sold-out fast path: a hint the SKU actors publish; the actor stays the authority.
         for (sku_id, _) in &req.items {
             match self.inner.read.skus.get(&**sku_id) {
-                None => {
-                    return Pending::ready(Err(EngineError::UnknownSku {
-                        sku_id: sku_id.to_string(),
-                    }))
-                }
+                None => return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_string() })),
                 Some(s) if s.sold_out_hint() => {
-                    return Pending::ready(Err(EngineError::SoldOut {
-                        sku_id: sku_id.to_string(),
-                    }))
+                    return Pending::ready(Err(EngineError::SoldOut { sku_id: sku_id.to_string() }))
                 }
                 Some(_) => {}
             }
@@ -391,15 +376,11 @@ impl Engine {
     fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {
         if let Some(reason) = &cmd.opts.reason {
             if reason.len() > TEXT_BYTES_MAX {
-                return Pending::ready(Err(EngineError::invalid(
-                    "reason must be at most 256 bytes",
-                )));
+                return Pending::ready(Err(EngineError::invalid("reason must be at most 256 bytes")));
             }
         }
         let shard = shard_of(order_id.0, self.inner.shard_count);
-        self.submit(shard, |r| {
-            ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r)))
-        })
+        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r))))
     }
 
     /// Move an order by an event that takes no parameters (`cancel`, `start_packing`,
@@ -419,21 +400,10 @@ impl Engine {
         opts: TransitionOptions,
     ) -> Pending<Arc<Order>> {
         use OrderEventKind as E;
-        if matches!(
-            event,
-            E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete
-        ) {
-            return Pending::ready(Err(EngineError::invalid(format!(
-                "{event} cannot be sent through transition()"
-            ))));
+        if matches!(event, E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete) {
+            return Pending::ready(Err(EngineError::invalid(format!("{event} cannot be sent through transition()"))));
         }
-        self.command(
-            order_id,
-            OrderCommand {
-                opts,
-                ..OrderCommand::new(event, by)
-            },
-        )
+        self.command(order_id, OrderCommand { opts, ..OrderCommand::new(event, by) })
     }
 
     /// Payment callback from the PSP. Idempotent by `payment_id`: the same payment twice is
@@ -465,12 +435,7 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::transition`].
-    pub fn cancel_order(
-        &self,
-        order_id: OrderId,
-        by: Initiator,
-        opts: TransitionOptions,
-    ) -> Pending<Arc<Order>> {
+    pub fn cancel_order(&self, order_id: OrderId, by: Initiator, opts: TransitionOptions) -> Pending<Arc<Order>> {
         self.transition(order_id, OrderEventKind::Cancel, by, opts)
     }
 
@@ -478,12 +443,7 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::transition`]; `invalid_request` for an empty or long tracking number.
-    pub fn ship(
-        &self,
-        order_id: OrderId,
-        tracking_number: &str,
-        opts: TransitionOptions,
-    ) -> Pending<Arc<Order>> {
+    pub fn ship(&self, order_id: OrderId, tracking_number: &str, opts: TransitionOptions) -> Pending<Arc<Order>> {
         if let Err(e) = check_text("tracking_number", tracking_number, TEXT_BYTES_MAX) {
             return Pending::ready(Err(e));
         }
@@ -518,12 +478,7 @@ impl Engine {
     /// # Errors
     /// `unknown_order`.
     pub fn get_order(&self, order_id: OrderId) -> EngineResult<Arc<Order>> {
-        self.inner
-            .read
-            .orders
-            .get(&order_id)
-            .map(|o| o.clone())
-            .ok_or(EngineError::UnknownOrder { order_id })
+        self.inner.read.orders.get(&order_id).map(|o| o.clone()).ok_or(EngineError::UnknownOrder { order_id })
     }
 
     /// A user's orders, newest first, optionally only one status; `page` counts from 0.
@@ -532,10 +487,7 @@ impl Engine {
     /// `invalid_request` if `limit` is 0 or above `list_limit_max`.
     pub fn list_orders(&self, q: &ListOrders) -> EngineResult<Vec<Arc<Order>>> {
         if q.limit == 0 || q.limit > self.inner.config.list_limit_max {
-            return Err(EngineError::invalid(format!(
-                "limit must be 1..={}",
-                self.inner.config.list_limit_max
-            )));
+            return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
         }
         // Copy the ids out so no guard is held while reading the order map.
         let ids: Vec<OrderId> = match self.inner.read.user_orders.get(q.user_id.as_str()) {
@@ -566,10 +518,7 @@ impl Engine {
                 }
                 waits.push(brx);
             }
-            let busy = waits
-                .into_iter()
-                .map(|w| w.recv().unwrap_or(false))
-                .fold(false, |a, b| a | b);
+            let busy = waits.into_iter().map(|w| w.recv().unwrap_or(false)).fold(false, |a, b| a | b);
             if !busy {
                 return;
             }
@@ -589,6 +538,27 @@ impl Engine {
         }
         let shards = waits.into_iter().filter_map(|w| w.recv().ok()).collect();
         crate::audit::check(shards)
+    }
+
+    /// Capture every shard's state and its journal position (the cut: the log holds every event
+    /// of shard `i` up to its `cuts[i]`-th batch in this state). Shards are captured one after
+    /// another, not at one instant; replaying the log after each shard's cut and then
+    /// [`EngineState::reconcile`] gives a consistent state. Blocks each shard while it copies.
+    pub fn snapshot(&self) -> EngineResult<(EngineState, Vec<u64>)> {
+        let mut waits = Vec::with_capacity(self.inner.shard_count);
+        for tx in &self.inner.internal {
+            let (stx, srx) = oneshot::channel();
+            tx.send(ShardMsg::Snapshot(stx)).map_err(|_| EngineError::ShuttingDown)?;
+            waits.push(srx);
+        }
+        let mut state = EngineState::default();
+        let mut cuts = Vec::with_capacity(waits.len());
+        for w in waits {
+            let (part, cut) = w.recv().map_err(|_| EngineError::ShuttingDown)?;
+            state.merge(part);
+            cuts.push(cut);
+        }
+        Ok((state, cuts))
     }
 
     /// Number of shard threads.

@@ -76,9 +76,7 @@ pub enum EngineError {
         sku_id: String,
     },
     /// A stock adjustment would take `available` below zero.
-    #[error(
-        "sku {sku_id}: adjustment of {delta} would make available negative ({available} available)"
-    )]
+    #[error("sku {sku_id}: adjustment of {delta} would make available negative ({available} available)")]
     InvalidAdjustment {
         /// The SKU.
         sku_id: String,
@@ -146,6 +144,13 @@ pub enum EngineError {
     /// The engine is shutting down; the request was not executed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// Storage refused a write (disk full, I/O error). Nothing unacknowledged is claimed done;
+    /// reads keep working. `message` says what the operator must do.
+    #[error("storage unavailable: {message}")]
+    StorageUnavailable {
+        /// What failed and what to do.
+        message: String,
+    },
     /// The configuration is unusable.
     #[error("invalid config: {message}")]
     InvalidConfig {
@@ -184,6 +189,7 @@ impl EngineError {
             Self::OrderNotPayable { .. } => "order_not_payable",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::StorageUnavailable { .. } => "storage_unavailable",
             Self::InvalidConfig { .. } => "invalid_config",
         }
     }
@@ -206,9 +212,7 @@ impl EngineError {
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidRequest {
-            message: message.into(),
-        }
+        Self::InvalidRequest { message: message.into() }
     }
 }
 

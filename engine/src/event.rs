@@ -121,27 +121,62 @@ pub enum Event {
     Order(OrderEvent),
 }
 
-/// Where a shard appends the events of each batch before it releases the batch's replies.
+/// Called once a submitted batch is durable (`Ok`) or can never be (`Err`).
+pub type OnDurable = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+/// Where a shard hands the events of each batch before any of the batch's replies are released.
 ///
-/// `append` returns once the events are as durable as the engine's durability mode promises; an
-/// error means none of the batch's replies may claim success.
+/// A shard calls [`Journal::submit`] once per batch (with no events when the batch only has
+/// replies, so replies never overtake earlier batches) and goes on with the next batch; the
+/// journal calls `on_durable` when the batch is as durable as the durability mode promises, and
+/// the shard's replies are released from there. Batches must become durable in submission order
+/// across all shards of an engine (one log), which keeps the log causally ordered: a shard
+/// submits a batch *before* it sends the messages that batch caused.
 pub trait Journal: Send + 'static {
-    /// Append one batch of events from `shard`, in order.
-    ///
-    /// # Errors
-    /// The storage refused the batch.
-    fn append(&mut self, shard: usize, events: &[Event]) -> Result<(), EngineError>;
+    /// Hand over one batch of events from `shard`, in order. Must not block on I/O.
+    fn submit(&mut self, shard: usize, events: Vec<Event>, on_durable: OnDurable);
+
+    /// Batches with events this journal has accepted so far: the shard's cut for a snapshot.
+    fn position(&self) -> u64;
 }
 
-/// The in-memory journal: keeps nothing (durability mode `none`).
+/// The in-memory journal: keeps nothing and acknowledges at once (durability mode `none`).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NullJournal;
+pub struct NullJournal {
+    position: u64,
+}
 
 impl Journal for NullJournal {
-    fn append(&mut self, _shard: usize, _events: &[Event]) -> Result<(), EngineError> {
-        Ok(())
+    fn submit(&mut self, _shard: usize, events: Vec<Event>, on_durable: OnDurable) {
+        if !events.is_empty() {
+            self.position += 1;
+        }
+        on_durable(Ok(()));
+    }
+
+    fn position(&self) -> u64 {
+        self.position
     }
 }
 
 /// A journal factory: the engine asks it for one journal per shard.
 pub type JournalFactory = Box<dyn FnMut(usize) -> Box<dyn Journal> + Send>;
+
+/// Shared flag a journal raises when storage fails; while it is up, the engine refuses writes
+/// with `storage_unavailable` without executing them, and reads keep working.
+#[derive(Debug, Default)]
+pub struct StorageGate {
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl StorageGate {
+    /// Mark storage as failed (true) or healthy again (false).
+    pub fn set_failed(&self, failed: bool) {
+        self.failed.store(failed, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True while storage is failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -52,18 +52,20 @@ mod pending;
 mod shard;
 mod sku;
 pub mod snowflake;
+pub mod state;
 pub mod state_machine;
 
 pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use domain::{
-    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId,
-    OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
+    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderStatus,
+    Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
 pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
 pub use error::{EngineError, EngineResult};
-pub use event::{Event, Journal, JournalFactory, NullJournal, OrderEvent, SkuEvent};
+pub use event::{Event, Journal, JournalFactory, NullJournal, OnDurable, OrderEvent, SkuEvent, StorageGate};
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
+pub use state::{EngineState, SkuState};
 pub use state_machine::OrderEventKind;

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::domain::{
-    DisputeResolution, HistoryEntry, Initiator, Order, OrderStatus, Payment, TransitionOptions,
-};
+use crate::domain::{DisputeResolution, HistoryEntry, Initiator, Order, OrderStatus, Payment, TransitionOptions};
 use crate::error::EngineError;
 use crate::event::OrderEvent;
 use crate::state_machine::{rule, OrderEventKind, Rule, Target};
@@ -32,14 +30,7 @@ pub(crate) struct OrderCommand {
 
 impl OrderCommand {
     pub fn new(kind: OrderEventKind, by: Initiator) -> Self {
-        Self {
-            kind,
-            by,
-            opts: TransitionOptions::default(),
-            payment: None,
-            tracking_number: None,
-            resolution: None,
-        }
+        Self { kind, by, opts: TransitionOptions::default(), payment: None, tracking_number: None, resolution: None }
     }
 }
 
@@ -57,17 +48,10 @@ pub(crate) enum Decision {
 /// # Errors
 /// `version_conflict`, `amount_mismatch`, `already_paid`, `order_not_payable`,
 /// `invalid_transition`, `invalid_request` (missing dispute outcome).
-pub(crate) fn decide(
-    order: &Order,
-    cmd: &OrderCommand,
-    now_ms: i64,
-) -> Result<Decision, EngineError> {
+pub(crate) fn decide(order: &Order, cmd: &OrderCommand, now_ms: i64) -> Result<Decision, EngineError> {
     if let Some(expected) = cmd.opts.expected_version {
         if expected != order.version {
-            return Err(EngineError::VersionConflict {
-                expected,
-                actual: order.version,
-            });
+            return Err(EngineError::VersionConflict { expected, actual: order.version });
         }
     }
     let mut payment = None;
@@ -76,39 +60,19 @@ pub(crate) fn decide(
             return Err(EngineError::invalid("pay needs payment_id and amount"));
         };
         // DESIGN.md idempotency: the same payment twice is acknowledged once.
-        if order
-            .payment
-            .as_ref()
-            .is_some_and(|p| p.payment_id == *payment_id)
-        {
+        if order.payment.as_ref().is_some_and(|p| p.payment_id == *payment_id) {
             return Ok(Decision::Duplicate);
         }
         match order.status {
             OrderStatus::PendingPayment => {
                 if *amount != order.total {
-                    return Err(EngineError::AmountMismatch {
-                        expected: order.total,
-                        got: *amount,
-                    });
+                    return Err(EngineError::AmountMismatch { expected: order.total, got: *amount });
                 }
             }
-            _ if order.payment.is_some() => {
-                return Err(EngineError::AlreadyPaid {
-                    order_id: order.order_id,
-                })
-            }
-            status => {
-                return Err(EngineError::OrderNotPayable {
-                    order_id: order.order_id,
-                    status,
-                })
-            }
+            _ if order.payment.is_some() => return Err(EngineError::AlreadyPaid { order_id: order.order_id }),
+            status => return Err(EngineError::OrderNotPayable { order_id: order.order_id, status }),
         }
-        payment = Some(Payment {
-            payment_id: payment_id.clone(),
-            amount: *amount,
-            paid_at_ms: now_ms,
-        });
+        payment = Some(Payment { payment_id: payment_id.clone(), amount: *amount, paid_at_ms: now_ms });
     }
     let Some(r) = rule(order.status, cmd.kind) else {
         return Err(EngineError::InvalidTransition {
@@ -125,26 +89,17 @@ pub(crate) fn decide(
         Target::Chosen => match cmd.resolution {
             Some(DisputeResolution::Completed) => OrderStatus::Completed,
             Some(DisputeResolution::Refunding) => OrderStatus::Refunding,
-            None => {
-                return Err(EngineError::invalid(
-                    "resolve_dispute needs an outcome: completed or refunding",
-                ))
-            }
+            None => return Err(EngineError::invalid("resolve_dispute needs an outcome: completed or refunding")),
         },
     };
     if cmd.kind == OrderEventKind::Ship && cmd.tracking_number.is_none() {
         return Err(EngineError::invalid("ship needs a tracking_number"));
     }
-    let reason = cmd
-        .opts
-        .reason
-        .as_deref()
-        .map(Box::from)
-        .or_else(|| match cmd.kind {
-            OrderEventKind::PaymentDeadline => Some("payment_deadline".into()),
-            OrderEventKind::AutoComplete => Some("auto_complete".into()),
-            _ => None,
-        });
+    let reason = cmd.opts.reason.as_deref().map(Box::from).or_else(|| match cmd.kind {
+        OrderEventKind::PaymentDeadline => Some("payment_deadline".into()),
+        OrderEventKind::AutoComplete => Some("auto_complete".into()),
+        _ => None,
+    });
     let event = OrderEvent::Transitioned {
         order_id: order.order_id,
         event: cmd.kind,
@@ -162,17 +117,7 @@ pub(crate) fn decide(
 /// Apply a `Transitioned` event to `order`, giving the next state. A `Created` event is the state
 /// itself and is handled by the caller.
 pub(crate) fn apply(order: &Order, event: &OrderEvent) -> Arc<Order> {
-    let OrderEvent::Transitioned {
-        from,
-        to,
-        at_ms,
-        by,
-        reason,
-        payment,
-        tracking_number,
-        ..
-    } = event
-    else {
+    let OrderEvent::Transitioned { from, to, at_ms, by, reason, payment, tracking_number, .. } = event else {
         return Arc::new(order.clone());
     };
     let mut next = order.clone();
@@ -195,12 +140,6 @@ pub(crate) fn apply(order: &Order, event: &OrderEvent) -> Arc<Order> {
     next.status = *to;
     next.version += 1;
     next.updated_at_ms = *at_ms;
-    next.history.push(HistoryEntry {
-        from: Some(*from),
-        to: *to,
-        at_ms: *at_ms,
-        by: *by,
-        reason: reason.clone(),
-    });
+    next.history.push(HistoryEntry { from: Some(*from), to: *to, at_ms: *at_ms, by: *by, reason: reason.clone() });
     Arc::new(next)
 }

@@ -27,15 +27,11 @@ enum State<T> {
 
 impl<T> Pending<T> {
     pub(crate) fn ready(result: EngineResult<T>) -> Self {
-        Self {
-            state: State::Ready(Some(result)),
-        }
+        Self { state: State::Ready(Some(result)) }
     }
 
     pub(crate) fn waiting(rx: oneshot::Receiver<EngineResult<T>>) -> Self {
-        Self {
-            state: State::Waiting(rx),
-        }
+        Self { state: State::Waiting(rx) }
     }
 
     /// Block the current thread until the answer arrives. Do not call from async code.

@@ -37,14 +37,15 @@ use rust_decimal::Decimal;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec,
-    SkuUpdate, SkuView, UserId,
+    CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec, SkuUpdate, SkuView,
+    UserId,
 };
 use crate::error::{EngineError, EngineResult};
 use crate::event::{Event, Journal, OrderEvent, SkuEvent};
 use crate::order::{self, Decision, OrderCommand};
-use crate::sku::{Grant, SkuActor, SkuShared};
+use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
+use crate::state::EngineState;
 use crate::state_machine::{OrderEventKind, StockEffect, TimerEffect};
 
 /// Where a caller waits for its answer.
@@ -54,30 +55,11 @@ pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
 pub(crate) enum SkuMsg {
     Create(SkuSpec, Reply<SkuView>),
     Update(SkuUpdate, Reply<SkuView>),
-    Adjust {
-        delta: i64,
-        reason: Box<str>,
-        reply: Reply<SkuView>,
-    },
-    Reserve {
-        order_id: OrderId,
-        user_id: UserId,
-        qty: u32,
-        item: u8,
-        reply_shard: usize,
-    },
-    Confirm {
-        order_id: OrderId,
-        reply_shard: usize,
-    },
-    Release {
-        order_id: OrderId,
-        reply_shard: usize,
-    },
-    Restock {
-        order_id: OrderId,
-        reply_shard: usize,
-    },
+    Adjust { delta: i64, reason: Box<str>, reply: Reply<SkuView> },
+    Reserve { order_id: OrderId, user_id: UserId, qty: u32, item: u8, reply_shard: usize },
+    Confirm { order_id: OrderId, reply_shard: usize },
+    Release { order_id: OrderId, reply_shard: usize },
+    Restock { order_id: OrderId, reply_shard: usize },
 }
 
 /// The order actor's messages.
@@ -85,10 +67,7 @@ pub(crate) enum OrderMsg {
     /// A state-machine event; timers send it without a reply.
     Command(OrderCommand, Option<Reply<Arc<Order>>>),
     /// A SKU actor's answer to `Reserve` for line item `item`.
-    Reserved {
-        item: u8,
-        result: Result<Grant, EngineError>,
-    },
+    Reserved { item: u8, result: Result<Grant, EngineError> },
     /// A SKU actor finished a confirm, release or restock.
     StockDone,
 }
@@ -101,6 +80,8 @@ pub(crate) enum ShardMsg {
     CreateOrder(CreateOrder, Reply<Arc<Order>>),
     /// Answer `true` if this shard did or has work since the previous barrier.
     Barrier(oneshot::Sender<bool>),
+    /// Flush, then report this shard's state and journal position (snapshot cut).
+    Snapshot(oneshot::Sender<(EngineState, u64)>),
     /// Report every actor's state for [`crate::Engine::audit`].
     Audit(oneshot::Sender<ShardAudit>),
     Shutdown,
@@ -210,6 +191,8 @@ pub(crate) struct ShardParts {
     pub peers: Vec<Sender<ShardMsg>>,
     pub read: Arc<ReadModels>,
     pub journal: Box<dyn Journal>,
+    /// Recovered actors that live on this shard.
+    pub initial: EngineState,
 }
 
 impl Shard {
@@ -236,7 +219,44 @@ impl Shard {
             outbox: Vec::new(),
             replies: Vec::new(),
             handled_since_barrier: 0,
-        })
+        }
+        .install(p.initial))
+    }
+
+    /// Host recovered actors: SKUs, orders, and everything derived from orders (idempotency
+    /// records, timers, read models, the id generator's floor). Logs nothing: these came from
+    /// the log.
+    fn install(mut self, state: EngineState) -> Self {
+        for (sku_id, st) in state.skus {
+            let actor = SkuActor::new(st, self.id);
+            self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+            self.skus.insert(sku_id, actor);
+        }
+        for (id, order) in state.orders {
+            self.ids.observe(id.0);
+            self.index_order(&order);
+            match order.status {
+                OrderStatus::PendingPayment => {
+                    self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
+                }
+                OrderStatus::Delivered => {
+                    let delivered_at = order.history.last().map_or(order.updated_at_ms, |h| h.at_ms);
+                    let at = delivered_at.saturating_add(self.config.auto_complete_ms as i64);
+                    self.timers.insert((at, id, TimerKind::AutoComplete));
+                }
+                _ => {}
+            }
+            self.orders.insert(id, order);
+        }
+        self
+    }
+
+    /// Idempotency record and read models of an order.
+    fn index_order(&mut self, order: &Arc<Order>) {
+        let id = order.order_id;
+        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.read.orders.insert(id, order.clone());
+        self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
     }
 
     /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
@@ -295,10 +315,19 @@ impl Shard {
             ShardMsg::Barrier(tx) => {
                 let now = self.clock.now_ms();
                 let timers_due = self.timers.first().is_some_and(|t| t.0 <= now);
-                let busy =
-                    self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
+                let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
                 self.handled_since_barrier = 0;
                 self.replies.push(Deferred::Barrier(tx, busy));
+            }
+            ShardMsg::Snapshot(tx) => {
+                // Submit what this batch did so far, so the cut and the state agree.
+                self.drain_local();
+                self.flush();
+                let state = EngineState {
+                    skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
+                    orders: self.orders.iter().map(|(k, o)| (*k, o.clone())).collect(),
+                };
+                let _ = tx.send((state, self.journal.position()));
             }
             ShardMsg::Audit(tx) => {
                 let skus = self
@@ -306,19 +335,12 @@ impl Shard {
                     .values()
                     .map(|a| SkuAudit {
                         view: a.view(),
-                        holdings: a
-                            .holdings()
-                            .map(|(o, u, q, s)| (o, u.clone(), q, s))
-                            .collect(),
+                        holdings: a.holdings().map(|(o, u, q, s)| (o, u.clone(), q, s)).collect(),
                         user_units: a.user_units().map(|(u, n)| (u.clone(), n)).collect(),
                     })
                     .collect();
                 let orders = self.orders.values().cloned().collect();
-                let _ = tx.send(ShardAudit {
-                    skus,
-                    orders,
-                    in_flight: self.in_flight.len(),
-                });
+                let _ = tx.send(ShardAudit { skus, orders, in_flight: self.in_flight.len() });
             }
             ShardMsg::Shutdown => return true,
         }
@@ -342,36 +364,15 @@ impl Shard {
 
     /// Release the batch: journal first, then messages and replies.
     fn flush(&mut self) {
-        let mut failure = None;
-        if !self.events.is_empty() {
-            if let Err(e) = self.journal.append(self.id, &self.events) {
-                failure = Some(e);
-            }
-            self.events.clear();
+        if !self.events.is_empty() || !self.replies.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            let replies = std::mem::take(&mut self.replies);
+            // Submit before sending the batch's messages: the log stays causally ordered.
+            self.journal.submit(self.id, events, Box::new(move |result| release(replies, result)));
         }
         for (shard, msg) in self.outbox.drain(..) {
             // Only fails when the peer has exited (shutdown): nothing is left to tell.
             let _ = self.peers[shard].send(msg);
-        }
-        for d in self.replies.drain(..) {
-            // A caller that stopped waiting dropped its receiver: nothing to do.
-            match d {
-                Deferred::Order(r, v) => {
-                    let _ = r.send(match &failure {
-                        Some(e) => Err(e.clone()),
-                        None => v,
-                    });
-                }
-                Deferred::Sku(r, v) => {
-                    let _ = r.send(match &failure {
-                        Some(e) => Err(e.clone()),
-                        None => v,
-                    });
-                }
-                Deferred::Barrier(r, busy) => {
-                    let _ = r.send(busy);
-                }
-            }
         }
     }
 
@@ -379,15 +380,11 @@ impl Shard {
 
     fn handle_sku(&mut self, sku_id: SkuId, msg: SkuMsg) {
         let now = self.clock.now_ms();
-        let unknown = || EngineError::UnknownSku {
-            sku_id: sku_id.to_string(),
-        };
+        let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
         match msg {
             SkuMsg::Create(spec, reply) => {
                 let result = if self.skus.contains_key(&sku_id) {
-                    Err(EngineError::SkuAlreadyExists {
-                        sku_id: sku_id.to_string(),
-                    })
+                    Err(EngineError::SkuAlreadyExists { sku_id: sku_id.to_string() })
                 } else {
                     let event = SkuEvent::Created {
                         sku_id: sku_id.clone(),
@@ -397,10 +394,7 @@ impl Shard {
                         rules: spec.rules,
                     };
                     self.apply_sku(event);
-                    self.skus
-                        .get(&sku_id)
-                        .map(SkuActor::view)
-                        .ok_or_else(unknown)
+                    self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
@@ -408,7 +402,7 @@ impl Shard {
                 let result = match self.skus.get(&sku_id) {
                     None => Err(unknown()),
                     Some(actor) => {
-                        let cur = actor.view();
+                        let cur = actor.state().view();
                         let mut rules = cur.rules;
                         if let Some(v) = update.per_user_limit {
                             rules.per_user_limit = v;
@@ -429,88 +423,44 @@ impl Shard {
                             rules,
                         };
                         self.apply_sku(event);
-                        self.skus
-                            .get(&sku_id)
-                            .map(SkuActor::view)
-                            .ok_or_else(unknown)
+                        self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Adjust {
-                delta,
-                reason,
-                reply,
-            } => {
-                let result = match self
-                    .skus
-                    .get(&sku_id)
-                    .map(|a| a.decide_adjust(delta, &reason))
-                {
+            SkuMsg::Adjust { delta, reason, reply } => {
+                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(delta, &reason)) {
                     None => Err(unknown()),
                     Some(Err(e)) => Err(e),
                     Some(Ok(event)) => {
                         self.apply_sku(event);
-                        self.skus
-                            .get(&sku_id)
-                            .map(SkuActor::view)
-                            .ok_or_else(unknown)
+                        self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Reserve {
-                order_id,
-                user_id,
-                qty,
-                item,
-                reply_shard,
-            } => {
-                let result =
-                    match self.skus.get(&sku_id) {
-                        None => Err(unknown()),
-                        Some(actor) => actor.decide_reserve(order_id, &user_id, qty, now).map(
-                            |(grant, event)| {
-                                if let Some(e) = event {
-                                    self.apply_sku(e);
-                                }
-                                grant
-                            },
-                        ),
-                    };
-                self.send(
-                    reply_shard,
-                    ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }),
-                );
+            SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
+                let result = match self.skus.get(&sku_id) {
+                    None => Err(unknown()),
+                    Some(actor) => actor.state().decide_reserve(order_id, &user_id, qty, now).map(|(grant, event)| {
+                        if let Some(e) = event {
+                            self.apply_sku(e);
+                        }
+                        grant
+                    }),
+                };
+                self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }));
             }
-            SkuMsg::Confirm {
-                order_id,
-                reply_shard,
-            } => {
-                let event = self
-                    .skus
-                    .get(&sku_id)
-                    .and_then(|a| a.decide_confirm(order_id));
+            SkuMsg::Confirm { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_confirm(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
-            SkuMsg::Release {
-                order_id,
-                reply_shard,
-            } => {
-                let event = self
-                    .skus
-                    .get(&sku_id)
-                    .and_then(|a| a.decide_release(order_id));
+            SkuMsg::Release { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_release(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
-            SkuMsg::Restock {
-                order_id,
-                reply_shard,
-            } => {
-                let event = self
-                    .skus
-                    .get(&sku_id)
-                    .and_then(|a| a.decide_restock(order_id));
+            SkuMsg::Restock { order_id, reply_shard } => {
+                let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
         }
@@ -528,10 +478,8 @@ impl Shard {
     /// Apply a SKU event to its actor (creating it for `Created`), publish, and journal it.
     fn apply_sku(&mut self, event: SkuEvent) {
         if let SkuEvent::Created { sku_id, .. } = &event {
-            if let Some(actor) = SkuActor::from_created(&event, self.id) {
-                self.read
-                    .skus
-                    .insert(sku_id.clone(), actor.shared().clone());
+            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id)) {
+                self.read.skus.insert(sku_id.clone(), actor.shared().clone());
                 self.skus.insert(sku_id.clone(), actor);
             }
         } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
@@ -543,18 +491,15 @@ impl Shard {
     // ---- order actors -----------------------------------------------------------------------
 
     fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>) {
-        let key: (UserId, Arc<str>) =
-            (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
+        let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
         if let Some(&existing) = self.idempotency.get(&key) {
             if let Some(f) = self.in_flight.get_mut(&existing) {
                 if let FlightState::Creating(saga) = &f.state {
                     if saga.items == req.items {
                         f.waiters.push(reply);
                     } else {
-                        self.replies.push(Deferred::Order(
-                            reply,
-                            Err(EngineError::IdempotencyConflict { order_id: existing }),
-                        ));
+                        self.replies
+                            .push(Deferred::Order(reply, Err(EngineError::IdempotencyConflict { order_id: existing })));
                     }
                     return;
                 }
@@ -641,12 +586,7 @@ impl Shard {
         let Some(f) = self.in_flight.remove(&order_id) else {
             return;
         };
-        let InFlight {
-            waiters,
-            state,
-            queued,
-            ..
-        } = f;
+        let InFlight { waiters, state, queued, .. } = f;
         match state {
             FlightState::Effect(order) => {
                 for w in waiters {
@@ -655,8 +595,7 @@ impl Shard {
             }
             FlightState::Creating(mut saga) => {
                 if let Some(err) = saga.compensating.take() {
-                    self.idempotency
-                        .remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                    self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
                     }
@@ -669,33 +608,21 @@ impl Shard {
                         .map(|((s, _), _)| s.clone())
                         .collect();
                     if granted.is_empty() {
-                        self.idempotency
-                            .remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                        self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
                         for w in waiters {
                             self.replies.push(Deferred::Order(w, Err(err.clone())));
                         }
                     } else {
                         // Compensation: release what was granted, newest first, then answer.
                         for sku_id in granted.iter().rev() {
-                            let msg = SkuMsg::Release {
-                                order_id,
-                                reply_shard: self.id,
-                            };
-                            self.send(
-                                shard_for_key(sku_id, self.shard_count),
-                                ShardMsg::Sku(sku_id.clone(), msg),
-                            );
+                            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+                            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
                         }
                         saga.compensating = Some(err);
                         let acks_left = granted.len();
                         self.in_flight.insert(
                             order_id,
-                            InFlight {
-                                waiters,
-                                acks_left,
-                                state: FlightState::Creating(saga),
-                                queued,
-                            },
+                            InFlight { waiters, acks_left, state: FlightState::Creating(saga), queued },
                         );
                         return;
                     }
@@ -759,28 +686,13 @@ impl Shard {
     /// Install a created order: actor, idempotency record, read models, deadline timer, journal.
     fn apply_order_created(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        self.idempotency
-            .insert((order.user_id.clone(), order.idempotency_key.clone()), id);
-        if order.status == OrderStatus::PendingPayment {
-            self.timers
-                .insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
-        }
-        self.read.orders.insert(id, order.clone());
-        self.read
-            .user_orders
-            .entry(order.user_id.clone())
-            .or_default()
-            .push(id);
+        self.index_order(&order);
+        self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         self.orders.insert(id, order.clone());
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
 
-    fn run_command(
-        &mut self,
-        order_id: OrderId,
-        cmd: OrderCommand,
-        reply: Option<Reply<Arc<Order>>>,
-    ) {
+    fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
         let now = self.clock.now_ms();
         let Some(order) = self.orders.get(&order_id).cloned() else {
             self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));
@@ -793,11 +705,7 @@ impl Shard {
         };
         let next = order::apply(&order, &event);
         if order.status == OrderStatus::PendingPayment {
-            self.timers.remove(&(
-                order.payment_deadline_ms,
-                order_id,
-                TimerKind::PaymentDeadline,
-            ));
+            self.timers.remove(&(order.payment_deadline_ms, order_id, TimerKind::PaymentDeadline));
         }
         if rule.timer == TimerEffect::AutoComplete {
             let at = now.saturating_add(self.config.auto_complete_ms as i64);
@@ -808,19 +716,10 @@ impl Shard {
         self.events.push(Event::Order(event));
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,
-            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm {
-                order_id,
-                reply_shard,
-            }),
-            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release {
-                order_id,
-                reply_shard,
-            }),
+            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
+            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release { order_id, reply_shard }),
             StockEffect::RestockIfNotShipped if !next.shipped => {
-                Some(|order_id, reply_shard| SkuMsg::Restock {
-                    order_id,
-                    reply_shard,
-                })
+                Some(|order_id, reply_shard| SkuMsg::Restock { order_id, reply_shard })
             }
             StockEffect::RestockIfNotShipped => None,
         };
@@ -829,10 +728,7 @@ impl Shard {
         };
         for item in &next.items {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
-            self.send(
-                shard,
-                ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)),
-            );
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)));
         }
         let flight = InFlight {
             waiters: reply.into_iter().collect(),
@@ -861,10 +757,32 @@ impl Shard {
             };
             // Goes through the state machine like any command; if the order moved on, the
             // transition is invalid and nothing happens.
-            self.handle_order(
-                order_id,
-                OrderMsg::Command(OrderCommand::new(event, Initiator::System), None),
-            );
+            self.handle_order(order_id, OrderMsg::Command(OrderCommand::new(event, Initiator::System), None));
+        }
+    }
+}
+
+/// Release a batch's replies once its events are durable; if they cannot be, no reply claims
+/// success.
+fn release(replies: Vec<Deferred>, result: Result<(), EngineError>) {
+    fn gate<T>(v: EngineResult<T>, result: &Result<(), EngineError>) -> EngineResult<T> {
+        match result {
+            Ok(()) => v,
+            Err(e) => Err(e.clone()),
+        }
+    }
+    for d in replies {
+        // A caller that stopped waiting dropped its receiver: nothing to do.
+        match d {
+            Deferred::Order(r, v) => {
+                let _ = r.send(gate(v, &result));
+            }
+            Deferred::Sku(r, v) => {
+                let _ = r.send(gate(v, &result));
+            }
+            Deferred::Barrier(r, busy) => {
+                let _ = r.send(busy);
+            }
         }
     }
 }
@@ -877,7 +795,7 @@ fn first_rejection(saga: &Saga) -> Option<EngineError> {
     })
 }
 
-fn sku_id_of(event: &SkuEvent) -> &SkuId {
+pub(crate) fn sku_id_of(event: &SkuEvent) -> &SkuId {
     match event {
         SkuEvent::Created { sku_id, .. }
         | SkuEvent::Updated { sku_id, .. }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{OrderId, SaleRules, SkuId, SkuView, UserId};
 use crate::error::EngineError;
@@ -27,13 +28,13 @@ pub(crate) struct Grant {
     pub unit_price: Decimal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum HoldState {
     Reserved,
     Sold,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Holding {
     user_id: UserId,
     qty: u32,
@@ -102,11 +103,13 @@ impl SkuShared {
     }
 }
 
-/// One SKU's state. Owned by exactly one shard thread.
-#[derive(Debug)]
-pub(crate) struct SkuActor {
+/// One SKU's state: pure data, serializable (snapshots), rebuilt by applying its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuState {
     id: SkuId,
-    meta: Arc<SkuMeta>,
+    name: Arc<str>,
+    price: Decimal,
+    rules: SaleRules,
     available: u64,
     reserved: u64,
     sold: u64,
@@ -115,65 +118,63 @@ pub(crate) struct SkuActor {
     holdings: HashMap<OrderId, Holding>,
     /// Units each user holds (reserved + sold): the per-user limit's count.
     user_units: HashMap<UserId, u32>,
+}
+
+/// A SKU actor: its state plus the read model it publishes to. Owned by exactly one shard
+/// thread.
+#[derive(Debug)]
+pub(crate) struct SkuActor {
+    state: SkuState,
     shared: Arc<SkuShared>,
 }
 
-impl SkuActor {
-    /// Build the actor from its `Created` event; returns it with its shared read model.
-    pub fn from_created(event: &SkuEvent, shard: usize) -> Option<Self> {
-        let SkuEvent::Created {
-            sku_id,
-            name,
-            price,
-            initial_stock,
-            rules,
-        } = event
-        else {
+impl SkuState {
+    /// The state a `Created` event describes; `None` for any other event.
+    pub fn from_created(event: &SkuEvent) -> Option<Self> {
+        let SkuEvent::Created { sku_id, name, price, initial_stock, rules } = event else {
             return None;
         };
-        let meta = Arc::new(SkuMeta {
+        Some(Self {
+            id: sku_id.clone(),
             name: name.clone(),
             price: *price,
             rules: rules.clone(),
-        });
-        let shared = Arc::new(SkuShared {
-            sku_id: sku_id.clone(),
-            shard,
-            seq: AtomicU64::new(0),
-            available: AtomicU64::new(*initial_stock),
-            reserved: AtomicU64::new(0),
-            sold: AtomicU64::new(0),
-            stocked_total: AtomicU64::new(*initial_stock),
-            meta: ArcSwap::new(meta.clone()),
-        });
-        Some(Self {
-            id: sku_id.clone(),
-            meta,
             available: *initial_stock,
             reserved: 0,
             sold: 0,
             stocked_total: *initial_stock,
             holdings: HashMap::new(),
             user_units: HashMap::new(),
-            shared,
         })
     }
 
-    pub fn shared(&self) -> &Arc<SkuShared> {
-        &self.shared
+    /// The SKU id.
+    pub fn sku_id(&self) -> &SkuId {
+        &self.id
     }
 
+    /// Counters and rules.
     pub fn view(&self) -> SkuView {
         SkuView {
             sku_id: self.id.clone(),
-            name: self.meta.name.clone(),
-            price: self.meta.price,
+            name: self.name.clone(),
+            price: self.price,
             available: self.available,
             reserved: self.reserved,
             sold: self.sold,
             stocked_total: self.stocked_total,
-            rules: self.meta.rules.clone(),
+            rules: self.rules.clone(),
         }
+    }
+
+    /// Every live holding: (order, user, units, sold?).
+    pub fn holdings(&self) -> impl Iterator<Item = (OrderId, &UserId, u32, bool)> + '_ {
+        self.holdings.iter().map(|(id, h)| (*id, &h.user_id, h.qty, h.state == HoldState::Sold))
+    }
+
+    /// Units each user holds here (reserved + sold).
+    pub fn user_units(&self) -> impl Iterator<Item = (&UserId, u32)> + '_ {
+        self.user_units.iter().map(|(u, n)| (u, *n))
     }
 
     fn sku(&self) -> String {
@@ -181,21 +182,18 @@ impl SkuActor {
     }
 
     /// Decide a reservation. `Ok((grant, None))` means the order already holds it (idempotent).
-    pub fn decide_reserve(
+    pub(crate) fn decide_reserve(
         &self,
         order_id: OrderId,
         user_id: &UserId,
         qty: u32,
         now_ms: i64,
     ) -> Result<(Grant, Option<SkuEvent>), EngineError> {
-        let grant = Grant {
-            name: self.meta.name.clone(),
-            unit_price: self.meta.price,
-        };
+        let grant = Grant { name: self.name.clone(), unit_price: self.price };
         if self.holdings.contains_key(&order_id) {
             return Ok((grant, None));
         }
-        let rules = &self.meta.rules;
+        let rules = &self.rules;
         if rules.paused {
             return Err(EngineError::SkuPaused { sku_id: self.sku() });
         }
@@ -209,36 +207,24 @@ impl SkuActor {
             return Err(EngineError::SoldOut { sku_id: self.sku() });
         }
         if self.available < u64::from(qty) {
-            return Err(EngineError::InsufficientStock {
-                sku_id: self.sku(),
-                available: self.available,
-            });
+            return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
         }
         if let Some(limit) = rules.per_user_limit {
             let held = self.user_units.get(user_id).copied().unwrap_or(0);
             if u64::from(held) + u64::from(qty) > u64::from(limit) {
-                return Err(EngineError::PurchaseLimitExceeded {
-                    sku_id: self.sku(),
-                    limit,
-                });
+                return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
             }
         }
-        let event = SkuEvent::Reserved {
-            sku_id: self.id.clone(),
-            order_id,
-            user_id: user_id.clone(),
-            qty,
-        };
+        let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
         Ok((grant, Some(event)))
     }
 
     /// Decide confirm (reserved → sold); `None` if already sold or never held (idempotent).
     pub fn decide_confirm(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Reserved => Some(SkuEvent::Confirmed {
-                sku_id: self.id.clone(),
-                order_id,
-            }),
+            Some(h) if h.state == HoldState::Reserved => {
+                Some(SkuEvent::Confirmed { sku_id: self.id.clone(), order_id })
+            }
             _ => None,
         }
     }
@@ -246,10 +232,7 @@ impl SkuActor {
     /// Decide release (reserved → available); `None` if not reserved (idempotent).
     pub fn decide_release(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Reserved => Some(SkuEvent::Released {
-                sku_id: self.id.clone(),
-                order_id,
-            }),
+            Some(h) if h.state == HoldState::Reserved => Some(SkuEvent::Released { sku_id: self.id.clone(), order_id }),
             _ => None,
         }
     }
@@ -257,100 +240,69 @@ impl SkuActor {
     /// Decide restock (sold → available); `None` if not sold (idempotent).
     pub fn decide_restock(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {
-            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Restocked {
-                sku_id: self.id.clone(),
-                order_id,
-            }),
+            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Restocked { sku_id: self.id.clone(), order_id }),
             _ => None,
         }
     }
 
     /// Decide an admin stock adjustment.
-    pub fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
+    pub(crate) fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
         let ok = if delta < 0 {
             delta.unsigned_abs() <= self.available
         } else {
             self.stocked_total.checked_add(delta as u64).is_some()
         };
         if !ok {
-            return Err(EngineError::InvalidAdjustment {
-                sku_id: self.sku(),
-                delta,
-                available: self.available,
-            });
+            return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
         }
-        Ok(SkuEvent::Adjusted {
-            sku_id: self.id.clone(),
-            delta,
-            reason: reason.into(),
-        })
+        Ok(SkuEvent::Adjusted { sku_id: self.id.clone(), delta, reason: reason.into() })
     }
 
-    /// Every live holding: (order, units, sold?), for the audit.
-    pub fn holdings(&self) -> impl Iterator<Item = (OrderId, &UserId, u32, bool)> + '_ {
-        self.holdings
-            .iter()
-            .map(|(id, h)| (*id, &h.user_id, h.qty, h.state == HoldState::Sold))
-    }
-
-    /// Units each user holds here (reserved + sold), for the audit.
-    pub fn user_units(&self) -> impl Iterator<Item = (&UserId, u32)> + '_ {
-        self.user_units.iter().map(|(u, n)| (u, *n))
-    }
-
-    /// Apply one event: the only place the state changes. Events come from `decide_*`, so a
-    /// mismatch is a bug; it is asserted, and the counters can never go negative because every
-    /// subtraction is checked against the holding that produced it.
+    /// Apply one event: the only place the state changes. Events come from `decide_*` (or a
+    /// log written by them), so every subtraction is bounded by the holding that produced it and
+    /// the counters can never go negative.
+    ///
+    /// # Panics
+    /// If conservation (`available + reserved + sold == stocked_total`) breaks: that is a bug in
+    /// the engine, never a consequence of input (TigerBeetle: assert invariants at boundaries).
     pub fn apply(&mut self, event: &SkuEvent) {
         match event {
             SkuEvent::Created { .. } => {}
-            SkuEvent::Updated {
-                name, price, rules, ..
-            } => {
-                self.meta = Arc::new(SkuMeta {
-                    name: name.clone(),
-                    price: *price,
-                    rules: rules.clone(),
-                });
-                self.shared.meta.store(self.meta.clone());
+            SkuEvent::Updated { name, price, rules, .. } => {
+                self.name = name.clone();
+                self.price = *price;
+                self.rules = rules.clone();
             }
             SkuEvent::Adjusted { delta, .. } => {
                 if *delta >= 0 {
                     self.available += *delta as u64;
                     self.stocked_total += *delta as u64;
                 } else {
-                    let d = delta.unsigned_abs();
-                    debug_assert!(d <= self.available);
-                    self.available -= d.min(self.available);
-                    self.stocked_total -= d.min(self.stocked_total);
+                    let d = delta.unsigned_abs().min(self.available);
+                    self.available -= d;
+                    self.stocked_total -= d;
                 }
             }
-            SkuEvent::Reserved {
-                order_id,
-                user_id,
-                qty,
-                ..
-            } => {
+            SkuEvent::Reserved { order_id, user_id, qty, .. } => {
+                if self.holdings.contains_key(order_id) {
+                    return;
+                }
                 let q = u64::from(*qty).min(self.available);
                 debug_assert_eq!(q, u64::from(*qty), "reserve beyond available");
                 self.available -= q;
                 self.reserved += q;
-                *self.user_units.entry(user_id.clone()).or_insert(0) += *qty;
-                self.holdings.insert(
-                    *order_id,
-                    Holding {
-                        user_id: user_id.clone(),
-                        qty: *qty,
-                        state: HoldState::Reserved,
-                    },
-                );
+                *self.user_units.entry(user_id.clone()).or_insert(0) += q as u32;
+                self.holdings
+                    .insert(*order_id, Holding { user_id: user_id.clone(), qty: q as u32, state: HoldState::Reserved });
             }
             SkuEvent::Confirmed { order_id, .. } => {
                 if let Some(h) = self.holdings.get_mut(order_id) {
-                    let q = u64::from(h.qty).min(self.reserved);
-                    self.reserved -= q;
-                    self.sold += q;
-                    h.state = HoldState::Sold;
+                    if h.state == HoldState::Reserved {
+                        let q = u64::from(h.qty).min(self.reserved);
+                        self.reserved -= q;
+                        self.sold += q;
+                        h.state = HoldState::Sold;
+                    }
                 }
             }
             SkuEvent::Released { order_id, .. } | SkuEvent::Restocked { order_id, .. } => {
@@ -370,25 +322,72 @@ impl SkuActor {
                 }
             }
         }
-        // Conservation after every message (TigerBeetle: assert invariants at boundaries).
         assert_eq!(
             self.available + self.reserved + self.sold,
             self.stocked_total,
             "conservation broken on sku {}",
             self.id
         );
+    }
+}
+
+impl SkuActor {
+    /// Host `state` on `shard`, with a fresh read model.
+    pub fn new(state: SkuState, shard: usize) -> Self {
+        let meta = Arc::new(SkuMeta { name: state.name.clone(), price: state.price, rules: state.rules.clone() });
+        let shared = Arc::new(SkuShared {
+            sku_id: state.id.clone(),
+            shard,
+            seq: AtomicU64::new(0),
+            available: AtomicU64::new(state.available),
+            reserved: AtomicU64::new(state.reserved),
+            sold: AtomicU64::new(state.sold),
+            stocked_total: AtomicU64::new(state.stocked_total),
+            meta: ArcSwap::new(meta),
+        });
+        Self { state, shared }
+    }
+
+    pub fn shared(&self) -> &Arc<SkuShared> {
+        &self.shared
+    }
+
+    pub fn state(&self) -> &SkuState {
+        &self.state
+    }
+
+    /// Apply an event and publish the result to the read model.
+    pub fn apply(&mut self, event: &SkuEvent) {
+        self.state.apply(event);
+        if let SkuEvent::Updated { .. } = event {
+            let st = &self.state;
+            self.shared.meta.store(Arc::new(SkuMeta {
+                name: st.name.clone(),
+                price: st.price,
+                rules: st.rules.clone(),
+            }));
+        }
         self.publish();
     }
 
     fn publish(&self) {
-        let s = &self.shared;
+        let (s, st) = (&self.shared, &self.state);
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        s.available.store(self.available, Ordering::Release);
-        s.reserved.store(self.reserved, Ordering::Release);
-        s.sold.store(self.sold, Ordering::Release);
-        s.stocked_total.store(self.stocked_total, Ordering::Release);
+        s.available.store(st.available, Ordering::Relaxed);
+        s.reserved.store(st.reserved, Ordering::Relaxed);
+        s.sold.store(st.sold, Ordering::Relaxed);
+        s.stocked_total.store(st.stocked_total, Ordering::Relaxed);
         s.seq.store(seq + 2, Ordering::Release);
+    }
+}
+
+/// Read access to the state; mutation goes through [`SkuActor::apply`] only.
+impl std::ops::Deref for SkuActor {
+    type Target = SkuState;
+
+    fn deref(&self) -> &SkuState {
+        &self.state
     }
 }

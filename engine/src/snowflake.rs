@@ -61,9 +61,7 @@ impl Snowflake {
     /// `shard >= shard_count`.
     pub fn new(node_id: u16, shard: usize, shard_count: usize) -> Result<Self, EngineError> {
         if node_id > NODE_ID_MAX {
-            return Err(EngineError::InvalidConfig {
-                message: format!("node_id {node_id} > {NODE_ID_MAX}"),
-            });
+            return Err(EngineError::InvalidConfig { message: format!("node_id {node_id} > {NODE_ID_MAX}") });
         }
         if shard_count == 0 || shard_count > SEQ_SPACE as usize || shard >= shard_count {
             return Err(EngineError::InvalidConfig {
@@ -102,9 +100,7 @@ impl Snowflake {
                 let seq = self.next_seq;
                 self.next_seq += self.seq_stride;
                 let ms = (self.last_ms as u64) & ((1 << 41) - 1);
-                return (ms << (SEQ_BITS + NODE_BITS))
-                    | (self.node_id << SEQ_BITS)
-                    | u64::from(seq);
+                return (ms << (SEQ_BITS + NODE_BITS)) | (self.node_id << SEQ_BITS) | u64::from(seq);
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }

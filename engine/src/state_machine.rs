@@ -92,13 +92,10 @@ impl OrderEventKind {
     /// The status this event nominally leads to (for error messages); `None` where the target
     /// depends on the order (reject_refund, resolve_dispute).
     pub fn nominal_target(self) -> Option<OrderStatus> {
-        TRANSITIONS
-            .iter()
-            .find(|r| r.event == self)
-            .and_then(|r| match r.target {
-                Target::To(s) => Some(s),
-                Target::RefundReturn | Target::Chosen => None,
-            })
+        TRANSITIONS.iter().find(|r| r.event == self).and_then(|r| match r.target {
+            Target::To(s) => Some(s),
+            Target::RefundReturn | Target::Chosen => None,
+        })
     }
 }
 
@@ -163,13 +160,7 @@ const fn row(
     stock: StockEffect,
     timer: TimerEffect,
 ) -> Rule {
-    Rule {
-        from,
-        event,
-        target,
-        stock,
-        timer,
-    }
+    Rule { from, event, target, stock, timer }
 }
 
 use OrderEventKind as E;
@@ -182,77 +173,21 @@ use TimerEffect as Tm;
 /// engine-core issue: "7 days after delivery"), which overrides the design sketch's "at ship".
 pub const TRANSITIONS: &[Rule] = &[
     row(&[PendingPayment], E::Pay, T::To(Paid), S::Confirm, Tm::None),
-    row(
-        &[PendingPayment],
-        E::Cancel,
-        T::To(Canceled),
-        S::Release,
-        Tm::None,
-    ),
-    row(
-        &[PendingPayment],
-        E::PaymentDeadline,
-        T::To(Canceled),
-        S::Release,
-        Tm::None,
-    ),
+    row(&[PendingPayment], E::Cancel, T::To(Canceled), S::Release, Tm::None),
+    row(&[PendingPayment], E::PaymentDeadline, T::To(Canceled), S::Release, Tm::None),
     row(&[Paid], E::StartPacking, T::To(Packing), S::None, Tm::None),
     row(&[Paid, Packing], E::Ship, T::To(Shipped), S::None, Tm::None),
-    row(
-        &[Shipped],
-        E::Deliver,
-        T::To(Delivered),
-        S::None,
-        Tm::AutoComplete,
-    ),
-    row(
-        &[Delivered],
-        E::Complete,
-        T::To(Completed),
-        S::None,
-        Tm::None,
-    ),
-    row(
-        &[Delivered],
-        E::AutoComplete,
-        T::To(Completed),
-        S::None,
-        Tm::None,
-    ),
-    row(
-        &[Paid, Packing, Shipped, Delivered],
-        E::RequestRefund,
-        T::To(Refunding),
-        S::None,
-        Tm::None,
-    ),
-    row(
-        &[Refunding],
-        E::ConfirmRefund,
-        T::To(Refunded),
-        S::RestockIfNotShipped,
-        Tm::None,
-    ),
-    row(
-        &[Refunding],
-        E::RejectRefund,
-        T::RefundReturn,
-        S::None,
-        Tm::None,
-    ),
-    row(
-        &[Delivered, Completed],
-        E::OpenDispute,
-        T::To(Disputed),
-        S::None,
-        Tm::None,
-    ),
+    row(&[Shipped], E::Deliver, T::To(Delivered), S::None, Tm::AutoComplete),
+    row(&[Delivered], E::Complete, T::To(Completed), S::None, Tm::None),
+    row(&[Delivered], E::AutoComplete, T::To(Completed), S::None, Tm::None),
+    row(&[Paid, Packing, Shipped, Delivered], E::RequestRefund, T::To(Refunding), S::None, Tm::None),
+    row(&[Refunding], E::ConfirmRefund, T::To(Refunded), S::RestockIfNotShipped, Tm::None),
+    row(&[Refunding], E::RejectRefund, T::RefundReturn, S::None, Tm::None),
+    row(&[Delivered, Completed], E::OpenDispute, T::To(Disputed), S::None, Tm::None),
     row(&[Disputed], E::ResolveDispute, T::Chosen, S::None, Tm::None),
 ];
 
 /// The row for `(from, event)`, or `None` when the pair is not allowed.
 pub fn rule(from: OrderStatus, event: OrderEventKind) -> Option<&'static Rule> {
-    TRANSITIONS
-        .iter()
-        .find(|r| r.event == event && r.from.contains(&from))
+    TRANSITIONS.iter().find(|r| r.event == event && r.from.contains(&from))
 }

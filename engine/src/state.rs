@@ -1,0 +1,135 @@
+//! [`EngineState`]: every actor's state as plain data, for snapshots and recovery.
+//!
+//! Recovery is event sourcing: start from a snapshot's `EngineState` (or an empty one), apply the
+//! log's events in LSN order with [`EngineState::apply`], then [`EngineState::reconcile`] to
+//! finish what a crash interrupted (release orphan reservations, redo a confirm or release that
+//! an order's transition caused but whose SKU event never reached the log). The engine then
+//! starts from the result ([`crate::EngineBuilder::state`]). Shard placement is recomputed from
+//! ids, so the shard count may change between runs.
+//!
+//! ```
+//! use surge_engine::{EngineState, Event, SkuEvent, SaleRules, Decimal};
+//! let mut s = EngineState::default();
+//! s.apply(&Event::Sku(SkuEvent::Created {
+//!     sku_id: "A".into(), name: "A".into(), price: Decimal::ONE, initial_stock: 5,
+//!     rules: SaleRules::default(),
+//! }));
+//! assert_eq!(s.skus["A"].view().available, 5);
+//! assert!(s.reconcile().is_empty());
+//! ```
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Order, OrderId, OrderStatus, SkuId};
+use crate::event::{Event, OrderEvent, SkuEvent};
+use crate::order;
+pub use crate::sku::SkuState;
+
+/// All SKUs and live orders. Ordered maps, so iteration (and [`EngineState::digest`]) is
+/// deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineState {
+    /// Every SKU by id.
+    pub skus: BTreeMap<SkuId, SkuState>,
+    /// Every live order by id.
+    pub orders: BTreeMap<OrderId, Arc<Order>>,
+}
+
+/// What an order's line item must hold at its SKU: `None` nothing, `Some(false)` a reservation,
+/// `Some(true)` sold units.
+pub(crate) fn expected_holding(order: &Order) -> Option<bool> {
+    use OrderStatus::*;
+    match order.status {
+        PendingPayment => Some(false),
+        Canceled => None,
+        Refunded if !order.shipped => None,
+        Paid | Packing | Shipped | Delivered | Completed | Refunding | Disputed | Refunded => Some(true),
+    }
+}
+
+impl EngineState {
+    /// Apply one logged event. Events for unknown actors are ignored (they cannot occur in a log
+    /// the engine wrote, whose `Created` events come first).
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Sku(e @ SkuEvent::Created { sku_id, .. }) => {
+                if let Some(st) = SkuState::from_created(e) {
+                    self.skus.insert(sku_id.clone(), st);
+                }
+            }
+            Event::Sku(e) => {
+                if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
+                    st.apply(e);
+                }
+            }
+            Event::Order(OrderEvent::Created(o)) => {
+                self.orders.insert(o.order_id, o.clone());
+            }
+            Event::Order(e @ OrderEvent::Transitioned { order_id, .. }) => {
+                if let Some(o) = self.orders.get_mut(order_id) {
+                    *o = order::apply(o, e);
+                }
+            }
+        }
+    }
+
+    /// Add another partial state (one shard's) to this one.
+    pub fn merge(&mut self, other: EngineState) {
+        self.skus.extend(other.skus);
+        self.orders.extend(other.orders);
+    }
+
+    /// Make every reservation match its order, as the saga would have finished it: release
+    /// holdings of orders that never became durable (or were canceled), confirm those of paid
+    /// orders, restock refunded goods that never shipped. Returns the events it applied, which
+    /// the caller must log before serving.
+    pub fn reconcile(&mut self) -> Vec<Event> {
+        let mut fixes = Vec::new();
+        for (sku_id, st) in &self.skus {
+            for (order_id, _, _, sold) in st.holdings() {
+                let want = self
+                    .orders
+                    .get(&order_id)
+                    .and_then(|o| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten());
+                let fix = match (sold, want) {
+                    (false, None) => Some(SkuEvent::Released { sku_id: sku_id.clone(), order_id }),
+                    (true, None) => Some(SkuEvent::Restocked { sku_id: sku_id.clone(), order_id }),
+                    (false, Some(true)) => Some(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id }),
+                    _ => None,
+                };
+                fixes.extend(fix);
+            }
+        }
+        for e in &fixes {
+            if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
+                st.apply(e);
+            }
+        }
+        fixes.into_iter().map(Event::Sku).collect()
+    }
+
+    /// A deterministic 64-bit digest of every actor's state (replay-equivalence checks).
+    pub fn digest(&self) -> u64 {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        for (id, st) in &self.skus {
+            id.hash(&mut h);
+            format!("{:?}", st.view()).hash(&mut h);
+            let mut holdings: Vec<_> = st.holdings().map(|(o, u, q, s)| (o, u.clone(), q, s)).collect();
+            holdings.sort();
+            holdings.hash(&mut h);
+            let mut units: Vec<_> = st.user_units().map(|(u, n)| (u.clone(), n)).collect();
+            units.sort();
+            units.hash(&mut h);
+        }
+        for (id, o) in &self.orders {
+            id.hash(&mut h);
+            format!("{o:?}").hash(&mut h);
+        }
+        h.finish()
+    }
+}
