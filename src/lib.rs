@@ -1,7 +1,8 @@
 //! # surge
 //!
-//! The facade crate: re-exports the engine so users depend on one crate. See the README and
-//! `ARCHITECTURE.md` for the shape of the whole.
+//! The facade crate: one dependency for users who embed Surge. It re-exports the engine core
+//! ([`engine`]) and the durable log ([`persistence`]). See the README and `ARCHITECTURE.md` for
+//! the shape of the whole.
 //!
 //! ```
 //! use surge::engine::{Engine, EngineConfig};
@@ -13,3 +14,5 @@
 
 /// The engine core ([`surge_engine`]).
 pub use surge_engine as engine;
+/// The write-ahead log, snapshots and recovery ([`surge_persistence`]).
+pub use surge_persistence as persistence;

@@ -359,18 +359,17 @@ impl Engine {
         if let Err(e) = self.check_create(&req) {
             return Pending::ready(Err(e));
         }
-        // Sold-out fast path: a hint the SKU actors publish; the actor stays the authority.
-        for (sku_id, _) in &req.items {
-            match self.inner.read.skus.get(&**sku_id) {
-                None => return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_string() })),
-                Some(s) if s.sold_out_hint() => {
-                    return Pending::ready(Err(EngineError::SoldOut { sku_id: sku_id.to_string() }))
-                }
-                Some(_) => {}
-            }
-        }
+        // Sold-out fast path: the first item's published counters and rules decide a rejection
+        // without a round trip to its SKU actor (which stays the authority). Only the first
+        // item, so the answer is still the first rejection in item order; and the rejection
+        // still passes the user's shard, so a retry of an order that took the last unit finds
+        // its idempotency record and gets its order, not `sold_out`.
+        let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
+            None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
+            Some(s) => s.fast_reject(self.inner.clock.now_ms()),
+        };
         let shard = shard_for_key(&req.user_id, self.inner.shard_count);
-        self.submit(shard, |r| ShardMsg::CreateOrder(req, r))
+        self.submit(shard, |r| ShardMsg::CreateOrder(req, r, fast_reject))
     }
 
     fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {

@@ -77,7 +77,8 @@ pub(crate) enum ShardMsg {
     Sku(SkuId, SkuMsg),
     Order(OrderId, OrderMsg),
     /// Start a create-order saga (sent to the user's shard).
-    CreateOrder(CreateOrder, Reply<Arc<Order>>),
+    /// The third field is the fast path's verdict: given unless the key names an existing order.
+    CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<EngineError>),
     /// Answer `true` if this shard did or has work since the previous barrier.
     Barrier(oneshot::Sender<bool>),
     /// Flush, then report this shard's state and journal position (snapshot cut).
@@ -240,9 +241,11 @@ impl Shard {
                     self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
                 }
                 OrderStatus::Delivered => {
-                    let delivered_at = order.history.last().map_or(order.updated_at_ms, |h| h.at_ms);
-                    let at = delivered_at.saturating_add(self.config.auto_complete_ms as i64);
-                    self.timers.insert((at, id, TimerKind::AutoComplete));
+                    self.timers.insert((
+                        auto_complete_at(&order, self.config.auto_complete_ms),
+                        id,
+                        TimerKind::AutoComplete,
+                    ));
                 }
                 _ => {}
             }
@@ -311,7 +314,7 @@ impl Shard {
         match msg {
             ShardMsg::Sku(sku_id, m) => self.handle_sku(sku_id, m),
             ShardMsg::Order(order_id, m) => self.handle_order(order_id, m),
-            ShardMsg::CreateOrder(req, reply) => self.start_saga(req, reply),
+            ShardMsg::CreateOrder(req, reply, fast_reject) => self.start_saga(req, reply, fast_reject),
             ShardMsg::Barrier(tx) => {
                 let now = self.clock.now_ms();
                 let timers_due = self.timers.first().is_some_and(|t| t.0 <= now);
@@ -490,7 +493,7 @@ impl Shard {
 
     // ---- order actors -----------------------------------------------------------------------
 
-    fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>) {
+    fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>, fast_reject: Option<EngineError>) {
         let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
         if let Some(&existing) = self.idempotency.get(&key) {
             if let Some(f) = self.in_flight.get_mut(&existing) {
@@ -513,6 +516,10 @@ impl Shard {
                 self.replies.push(Deferred::Order(reply, result));
                 return;
             }
+        }
+        if let Some(e) = fast_reject {
+            self.replies.push(Deferred::Order(reply, Err(e)));
+            return;
         }
         let order_id = OrderId(self.ids.next_id(&*self.clock));
         let n = req.items.len();
@@ -572,6 +579,19 @@ impl Shard {
                 }
             }
             OrderMsg::Command(cmd, reply) => {
+                // A deadline that has passed takes effect before anything else the order hears,
+                // whether or not its timer has fired yet: the outcome never depends on timing.
+                if cmd.kind != OrderEventKind::PaymentDeadline && !self.in_flight.contains_key(&order_id) {
+                    let now = self.clock.now_ms();
+                    let expired = self
+                        .orders
+                        .get(&order_id)
+                        .is_some_and(|o| o.status == OrderStatus::PendingPayment && now >= o.payment_deadline_ms);
+                    if expired {
+                        let deadline = OrderCommand::new(OrderEventKind::PaymentDeadline, Initiator::System);
+                        self.run_command(order_id, deadline, None);
+                    }
+                }
                 if let Some(f) = self.in_flight.get_mut(&order_id) {
                     f.queued.push_back(OrderMsg::Command(cmd, reply));
                     return;
@@ -707,9 +727,14 @@ impl Shard {
         if order.status == OrderStatus::PendingPayment {
             self.timers.remove(&(order.payment_deadline_ms, order_id, TimerKind::PaymentDeadline));
         }
-        if rule.timer == TimerEffect::AutoComplete {
-            let at = now.saturating_add(self.config.auto_complete_ms as i64);
-            self.timers.insert((at, order_id, TimerKind::AutoComplete));
+        // Delivered (by `deliver`, or back after a rejected refund): auto-complete is due
+        // `auto_complete_ms` after the delivery, however the order got back here.
+        if rule.timer == TimerEffect::AutoComplete || next.status == OrderStatus::Delivered {
+            self.timers.insert((
+                auto_complete_at(&next, self.config.auto_complete_ms),
+                order_id,
+                TimerKind::AutoComplete,
+            ));
         }
         self.orders.insert(order_id, next.clone());
         self.read.orders.insert(order_id, next.clone());
@@ -785,6 +810,17 @@ fn release(replies: Vec<Deferred>, result: Result<(), EngineError>) {
             }
         }
     }
+}
+
+/// When a delivered order completes by itself: `auto_complete_ms` after its delivery.
+fn auto_complete_at(order: &Order, auto_complete_ms: u64) -> i64 {
+    let delivered_at = order
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.to == OrderStatus::Delivered && h.from == Some(OrderStatus::Shipped))
+        .map_or(order.updated_at_ms, |h| h.at_ms);
+    delivered_at.saturating_add(auto_complete_ms as i64)
 }
 
 fn first_rejection(saga: &Saga) -> Option<EngineError> {

@@ -73,6 +73,24 @@ impl SkuShared {
         self.available.load(Ordering::Acquire) == 0
     }
 
+    /// The rejection the actor would give any reservation right now, judged from the published
+    /// state: paused, outside the sale window, or sold out (in the actor's order of checks).
+    /// `None` means "ask the actor".
+    pub fn fast_reject(&self, now_ms: i64) -> Option<EngineError> {
+        let meta = self.meta.load();
+        let sku_id = || self.sku_id.to_string();
+        if meta.rules.paused {
+            return Some(EngineError::SkuPaused { sku_id: sku_id() });
+        }
+        if meta.rules.sale_starts_at_ms.is_some_and(|t| now_ms < t) {
+            return Some(EngineError::SaleNotStarted { sku_id: sku_id() });
+        }
+        if meta.rules.sale_ends_at_ms.is_some_and(|t| now_ms >= t) {
+            return Some(EngineError::SaleEnded { sku_id: sku_id() });
+        }
+        self.sold_out_hint().then(|| EngineError::SoldOut { sku_id: sku_id() })
+    }
+
     /// A consistent snapshot.
     pub fn view(&self) -> SkuView {
         loop {
