@@ -33,6 +33,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod inspect;
 pub mod recovery;
 pub mod snapshot;
 pub mod store;
@@ -149,7 +150,8 @@ impl Shared {
 /// An engine whose changes are logged: recovery on open, group commit while running, snapshots
 /// in the background and at [`DurableEngine::close`].
 pub struct DurableEngine {
-    shared: Arc<Shared>,
+    /// `None` only while closing.
+    shared: Option<Arc<Shared>>,
     recovery: RecoveryStats,
     snapshotter: Option<(Sender<()>, JoinHandle<()>)>,
     writer_done: Option<Receiver<()>>,
@@ -181,7 +183,7 @@ impl DurableEngine {
             let stats = Arc::new(WalStats::new(0));
             let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats };
             return Ok(Self {
-                shared: Arc::new(shared),
+                shared: Some(Arc::new(shared)),
                 recovery: RecoveryStats::default(),
                 snapshotter: None,
                 writer_done: None,
@@ -226,13 +228,20 @@ impl DurableEngine {
             .start()?;
         let shared = Arc::new(Shared { engine, store: Some(store), data_dir: cfg.data_dir.clone(), base, stats });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
-        Ok(Self { shared, recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
+        Ok(Self { shared: Some(shared), recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
+    }
+
+    fn shared(&self) -> &Shared {
+        match &self.shared {
+            Some(s) => s,
+            None => unreachable!("shared is taken only by close, which consumes self"),
+        }
     }
 
     /// The engine. Clone it freely; [`DurableEngine::close`] waits for the clones to be
     /// dropped (for at most 10 s) before it returns.
     pub fn engine(&self) -> &Engine {
-        &self.shared.engine
+        &self.shared().engine
     }
 
     /// What recovery did at open.
@@ -242,12 +251,12 @@ impl DurableEngine {
 
     /// Writer counters and histograms.
     pub fn wal_stats(&self) -> &Arc<WalStats> {
-        &self.shared.stats
+        &self.shared().stats
     }
 
     /// Bytes the WAL takes on disk (sled's own estimate; snapshots not included).
     pub fn wal_size_bytes(&self) -> u64 {
-        self.shared.store.as_ref().map_or(0, SledStore::size_on_disk)
+        self.shared().store.as_ref().map_or(0, SledStore::size_on_disk)
     }
 
     /// Take a snapshot now and delete the WAL records it covers. `None` in mode `none`.
@@ -255,7 +264,7 @@ impl DurableEngine {
     /// # Errors
     /// I/O errors writing the file or trimming the log.
     pub fn snapshot_now(&self) -> PersistenceResult<Option<SnapshotInfo>> {
-        self.shared.snapshot()
+        self.shared().snapshot()
     }
 
     /// Graceful shutdown: write a snapshot, stop the engine, let the writer drain and flush.
@@ -264,20 +273,40 @@ impl DurableEngine {
     ///
     /// # Errors
     /// The final snapshot failed (the WAL still holds everything: nothing is lost).
-    pub fn close(self) -> PersistenceResult<()> {
-        let DurableEngine { shared, snapshotter, writer_done, .. } = self;
-        if let Some((stop, handle)) = snapshotter {
+    pub fn close(mut self) -> PersistenceResult<()> {
+        self.stop_snapshotter();
+        let result = self.shared().snapshot().map(|_| ());
+        self.release();
+        result
+    }
+
+    /// Stop without a snapshot (the next open replays the log): as fast as a crash, but the
+    /// data directory is released before this returns.
+    pub fn close_without_snapshot(mut self) {
+        self.stop_snapshotter();
+        self.release();
+    }
+
+    fn stop_snapshotter(&mut self) {
+        if let Some((stop, handle)) = self.snapshotter.take() {
             drop(stop);
             let _ = handle.join();
         }
-        let result = shared.snapshot().map(|_| ());
-        // Dropping our engine handle stops the shards once no clone is left; their journals go
-        // with them, and the writer drains its queue and exits.
-        drop(shared);
-        if let Some(done) = writer_done {
+    }
+
+    /// Drop our engine handle (the shards stop once no clone is left; their journals go with
+    /// them) and wait for the writer to drain its queue, flush, and release sled.
+    fn release(&mut self) {
+        drop(self.shared.take());
+        if let Some(done) = self.writer_done.take() {
             let _ = done.recv_timeout(Duration::from_secs(10));
         }
-        result
+    }
+}
+
+impl Drop for DurableEngine {
+    fn drop(&mut self) {
+        self.stop_snapshotter();
     }
 }
 
