@@ -1,0 +1,188 @@
+//! Resident memory per live order.
+//!
+//! ```text
+//! cargo run --release --example memory_per_order -- [COUNT]
+//! ```
+//!
+//! Creates `COUNT` orders (default 1,000,000) pending payment: one line item each, distinct users,
+//! all on one SKU with enough stock, and the default payment timeout so none expires during the
+//! run. It reads `VmRSS` from `/proc/self/status` before the first order and after the last
+//! (after `engine.settle()`), and prints the difference per live order. Linux only.
+//!
+//! The figure includes everything an order costs the engine: the order, its read-model copy of
+//! the pointer, the user's order list, the idempotency record, the payment-deadline timer, the
+//! SKU's reservation and per-user count, and allocator overhead and slack. A counting global
+//! allocator also reports the heap bytes the engine asked for (live allocations, before malloc's
+//! own overhead), so the two figures tell data from allocator overhead.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use surge::engine::{CreateOrder, Decimal, Engine, EngineConfig, Order, Pending, SaleRules, SkuId, SkuSpec};
+
+/// Requests in flight per window.
+const WINDOW: usize = 4_096;
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static HEAP_BYTES: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            HEAP_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            HEAP_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        HEAP_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            HEAP_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap bytes currently allocated through the global allocator.
+fn heap_bytes() -> i64 {
+    HEAP_BYTES.load(Ordering::Relaxed)
+}
+
+/// `VmRSS` of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/self/status");
+    let kb: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB");
+    kb * 1024
+}
+
+/// Wait for every request of the window; count (and show the first few) failures.
+fn wait_all(window: &mut Vec<Pending<Arc<Order>>>, failed: &mut u64) {
+    for p in window.drain(..) {
+        if let Err(e) = p.wait() {
+            *failed += 1;
+            if *failed <= 5 {
+                eprintln!("create_order failed: {e}");
+            }
+        }
+    }
+}
+
+/// User + system CPU time of this process (all threads), in seconds, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name (which is in parentheses and may contain spaces): state is
+    // field 3, utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')').expect("comm in /proc/self/stat") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() -> ExitCode {
+    let count: u64 = match std::env::args().nth(1) {
+        None => 1_000_000,
+        Some(a) => match a.replace('_', "").parse() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("usage: memory_per_order [COUNT]   (COUNT > 0, default 1000000)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+
+    let engine = Engine::in_memory(EngineConfig::default()).expect("engine starts");
+    let sku: SkuId = Arc::from("mem-sku");
+    engine
+        .create_sku(SkuSpec {
+            sku_id: sku.to_string(),
+            name: "Memory test item".into(),
+            price: Decimal::new(999, 2),
+            initial_stock: count,
+            rules: SaleRules::default(),
+        })
+        .wait()
+        .expect("create sku");
+    engine.settle();
+
+    let before = rss_bytes();
+    let heap_before = heap_bytes();
+    let cpu_before = cpu_seconds();
+    let start = Instant::now();
+    let mut window = Vec::with_capacity(WINDOW);
+    let mut failed = 0u64;
+    for i in 0..count {
+        let req = CreateOrder {
+            user_id: Arc::from(format!("user-{i:08}")),
+            items: vec![(sku.clone(), 1)],
+            idempotency_key: format!("checkout-{i:08}"),
+        };
+        window.push(engine.create_order(req));
+        if window.len() == WINDOW {
+            wait_all(&mut window, &mut failed);
+        }
+    }
+    wait_all(&mut window, &mut failed);
+    drop(window);
+    let elapsed = start.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
+    engine.settle();
+    let after = rss_bytes();
+    let heap_grown = heap_bytes() - heap_before;
+
+    let live = engine.order_count() as u64;
+    let view = engine.get_sku(&sku).expect("sku exists");
+    let grown = after.saturating_sub(before);
+    println!("orders requested     {count:>14}");
+    println!("orders failed        {failed:>14}");
+    println!("live orders          {live:>14}");
+    println!("sku reserved         {:>14}", view.reserved);
+    println!(
+        "create time          {:>11.1} ms ({:.0} orders/s)",
+        elapsed.as_secs_f64() * 1e3,
+        count as f64 / elapsed.as_secs_f64()
+    );
+    println!("cpu time (all threads) {:>9.1} ms ({:.1} µs per order)", cpu * 1e3, cpu * 1e6 / count as f64);
+    println!("VmRSS before         {:>11.1} MiB", mib(before));
+    println!("VmRSS after          {:>11.1} MiB", mib(after));
+    println!("grown                {:>11.1} MiB", mib(grown));
+    if live == 0 {
+        println!("bytes per live order            n/a");
+        return ExitCode::FAILURE;
+    }
+    println!("heap grown           {:>11.1} MiB (allocations asked for)", heap_grown as f64 / (1024.0 * 1024.0));
+    println!("bytes per live order {:>14.0}   (VmRSS)", grown as f64 / live as f64);
+    println!("heap per live order  {:>14.0}   (allocations, no malloc overhead)", heap_grown as f64 / live as f64);
+    if failed > 0 || live != count || view.reserved != count {
+        eprintln!("not every order was created: the figure is not per requested order");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
