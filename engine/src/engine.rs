@@ -73,6 +73,8 @@ struct Inner {
     internal: Vec<Sender<ShardMsg>>,
     read: Arc<ReadModels>,
     threads: Vec<JoinHandle<()>>,
+    /// Shard threads that have exited (each after dropping its journal).
+    exited: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Inner {
@@ -147,6 +149,7 @@ impl EngineBuilder {
         for (k, v) in std::mem::take(&mut self.state.orders) {
             parts[shard_of(k.0, n)].orders.insert(k, v);
         }
+        let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut shards = Vec::with_capacity(n);
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
             shards.push(Shard::new(ShardParts {
@@ -170,11 +173,16 @@ impl EngineBuilder {
             internal,
             read,
             threads: Vec::new(),
+            exited: exited.clone(),
         };
         for (id, shard) in shards.into_iter().enumerate() {
+            let exited = exited.clone();
             let t = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
-                .spawn(move || shard.run())
+                .spawn(move || {
+                    shard.run();
+                    exited.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
                 .map_err(|e| EngineError::InvalidConfig { message: format!("cannot spawn shard thread: {e}") })?;
             inner.threads.push(t);
         }
@@ -558,6 +566,26 @@ impl Engine {
             cuts.push(cut);
         }
         Ok((state, cuts))
+    }
+
+    /// Stop every shard now, even while other clones of this handle exist (their later calls
+    /// answer `shutting_down`). Each shard finishes the batch it is in and hands it to its
+    /// journal; sagas still waiting on another shard are left to recovery's reconciliation.
+    /// Waits at most `timeout` for the shards to exit; returns true if they all did.
+    pub fn shutdown(&self, timeout: std::time::Duration) -> bool {
+        for tx in &self.inner.internal {
+            let _ = tx.send(ShardMsg::Shutdown);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.inner.exited.load(std::sync::atomic::Ordering::SeqCst) >= self.inner.shard_count {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Number of shard threads.

@@ -238,8 +238,8 @@ impl DurableEngine {
         }
     }
 
-    /// The engine. Clone it freely; [`DurableEngine::close`] waits for the clones to be
-    /// dropped (for at most 10 s) before it returns.
+    /// The engine. Clone it freely; after [`DurableEngine::close`] the clones answer
+    /// `shutting_down`.
     pub fn engine(&self) -> &Engine {
         &self.shared().engine
     }
@@ -297,7 +297,11 @@ impl DurableEngine {
     /// Drop our engine handle (the shards stop once no clone is left; their journals go with
     /// them) and wait for the writer to drain its queue, flush, and release sled.
     fn release(&mut self) {
-        drop(self.shared.take());
+        if let Some(shared) = self.shared.take() {
+            // Stop the shards even if the caller still holds engine clones: their journals go
+            // with them, which lets the writer drain and exit.
+            shared.engine.shutdown(Duration::from_secs(10));
+        }
         if let Some(done) = self.writer_done.take() {
             let _ = done.recv_timeout(Duration::from_secs(10));
         }
