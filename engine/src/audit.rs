@@ -69,14 +69,17 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
                 *per_user.entry(user.clone()).or_default() += qty;
                 holdings.insert((v.sku_id.clone(), *order_id), (user.clone(), *qty, *is_sold));
             }
-            if reserved != v.reserved || sold != v.sold {
+            let sold_archived = sku.sold_archived;
+            if reserved != v.reserved || sold + sold_archived != v.sold {
                 r.violations.push(format!(
                     "sku {}: counters reserved={} sold={} but holdings sum to {} and {}",
                     v.sku_id, v.reserved, v.sold, reserved, sold
                 ));
             }
             for (user, units) in &sku.user_units {
-                if per_user.get(user).copied().unwrap_or(0) != *units {
+                // Archived orders' units still count toward the limit but have no holding.
+                let held = per_user.get(user).copied().unwrap_or(0);
+                if held > *units || (sold_archived == 0 && held != *units) {
                     r.violations.push(format!(
                         "sku {}: user {} counted {} units, holds {:?}",
                         v.sku_id,

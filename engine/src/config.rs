@@ -25,6 +25,10 @@ pub struct EngineConfig {
     pub payment_timeout_ms: u64,
     /// Time after delivery when an order completes by itself. Default 7 days.
     pub auto_complete_ms: u64,
+    /// Orders in a terminal status for this long leave memory and are served from the archive
+    /// (only when the engine has one: durable modes). Also the retention of their idempotency
+    /// records. Default 24 h.
+    pub archive_after_ms: u64,
     /// Most line items per order (the engine-core issue: 20).
     pub order_items_max: usize,
     /// Largest quantity per line item (the engine-core issue: 99).
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
             node_id: 0,
             payment_timeout_ms: 15 * 60 * 1_000,
             auto_complete_ms: 7 * 24 * 3_600 * 1_000,
+            archive_after_ms: 24 * 3_600 * 1_000,
             order_items_max: 20,
             item_qty_max: 99,
             list_limit_max: 100,

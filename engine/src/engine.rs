@@ -17,7 +17,7 @@ use crate::domain::{
     TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::event::{JournalFactory, NullJournal, StorageGate};
+use crate::event::{JournalFactory, NullJournal, OrderArchive, StorageGate};
 use crate::order::OrderCommand;
 use crate::pending::Pending;
 use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg};
@@ -69,6 +69,7 @@ struct Inner {
     shard_count: usize,
     clock: Arc<dyn Clock>,
     gate: Arc<StorageGate>,
+    archive: Option<Arc<dyn OrderArchive>>,
     external: Vec<Sender<ShardMsg>>,
     internal: Vec<Sender<ShardMsg>>,
     read: Arc<ReadModels>,
@@ -95,6 +96,7 @@ pub struct EngineBuilder {
     journal: JournalFactory,
     gate: Arc<StorageGate>,
     state: EngineState,
+    archive: Option<Arc<dyn OrderArchive>>,
 }
 
 impl EngineBuilder {
@@ -113,6 +115,13 @@ impl EngineBuilder {
     /// Share this storage gate with the journals: while it is raised, writes are refused.
     pub fn storage_gate(mut self, gate: Arc<StorageGate>) -> Self {
         self.gate = gate;
+        self
+    }
+
+    /// Archive terminal orders after `archive_after_ms` and read them back from `archive`.
+    /// Without one (mode `none`), orders stay in memory.
+    pub fn archive(mut self, archive: Arc<dyn OrderArchive>) -> Self {
+        self.archive = Some(archive);
         self
     }
 
@@ -162,6 +171,7 @@ impl EngineBuilder {
                 read: read.clone(),
                 journal: (self.journal)(id),
                 initial,
+                archive_enabled: self.archive.is_some(),
             })?);
         }
         let mut inner = Inner {
@@ -169,6 +179,7 @@ impl EngineBuilder {
             shard_count: n,
             clock: self.clock,
             gate: self.gate,
+            archive: self.archive,
             external,
             internal,
             read,
@@ -214,6 +225,7 @@ impl Engine {
             journal: Box::new(|_| Box::new(NullJournal::default())),
             gate: Arc::new(StorageGate::default()),
             state: EngineState::default(),
+            archive: None,
         }
     }
 
@@ -485,7 +497,10 @@ impl Engine {
     /// # Errors
     /// `unknown_order`.
     pub fn get_order(&self, order_id: OrderId) -> EngineResult<Arc<Order>> {
-        self.inner.read.orders.get(&order_id).map(|o| o.clone()).ok_or(EngineError::UnknownOrder { order_id })
+        if let Some(o) = self.inner.read.orders.get(&order_id) {
+            return Ok(o.clone());
+        }
+        self.inner.archive.as_ref().and_then(|a| a.get(order_id)).ok_or(EngineError::UnknownOrder { order_id })
     }
 
     /// A user's orders, newest first, optionally only one status; `page` counts from 0.
@@ -497,15 +512,19 @@ impl Engine {
             return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
         }
         // Copy the ids out so no guard is held while reading the order map.
-        let ids: Vec<OrderId> = match self.inner.read.user_orders.get(q.user_id.as_str()) {
-            Some(ids) => ids.clone(),
-            None => return Ok(Vec::new()),
-        };
+        let mut ids: Vec<OrderId> =
+            self.inner.read.user_orders.get(q.user_id.as_str()).map(|ids| ids.clone()).unwrap_or_default();
+        if let Some(archive) = &self.inner.archive {
+            ids.extend(archive.list_user(&q.user_id));
+            // Live and archived ids interleave; an order briefly in both is listed once.
+            ids.sort_unstable();
+            ids.dedup();
+        }
         let skip = q.page.saturating_mul(q.limit);
         Ok(ids
             .iter()
             .rev()
-            .filter_map(|id| self.inner.read.orders.get(id).map(|o| o.clone()))
+            .filter_map(|id| self.get_order(*id).ok())
             .filter(|o| q.status.is_none_or(|s| o.status == s))
             .skip(skip)
             .take(q.limit)

@@ -82,6 +82,14 @@ pub enum SkuEvent {
         /// The order.
         order_id: OrderId,
     },
+    /// The order was archived: its sold holding is dropped from memory (its units stay sold and
+    /// keep counting toward the per-user limit).
+    Forgotten {
+        /// Id.
+        sku_id: SkuId,
+        /// The order.
+        order_id: OrderId,
+    },
 }
 
 /// A state change of one order actor.
@@ -110,6 +118,9 @@ pub enum OrderEvent {
         /// The tracking number given by a `ship`.
         tracking_number: Option<Box<str>>,
     },
+    /// The order had been terminal for `archive_after_ms`: it leaves memory and is served from
+    /// the archive (the full final order, so the archive can be written from the log).
+    Archived(Arc<Order>),
 }
 
 /// Any actor's event.
@@ -157,6 +168,15 @@ impl Journal for NullJournal {
     fn position(&self) -> u64 {
         self.position
     }
+}
+
+/// Where archived orders are read from (the persistence crate's sled tree). Reads only; the
+/// writer fills it from `OrderEvent::Archived` in the log.
+pub trait OrderArchive: Send + Sync + 'static {
+    /// An archived order.
+    fn get(&self, order_id: OrderId) -> Option<Arc<Order>>;
+    /// Ids of a user's archived orders (any order).
+    fn list_user(&self, user_id: &str) -> Vec<OrderId>;
 }
 
 /// A journal factory: the engine asks it for one journal per shard.

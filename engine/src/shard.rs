@@ -55,11 +55,34 @@ pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
 pub(crate) enum SkuMsg {
     Create(SkuSpec, Reply<SkuView>),
     Update(SkuUpdate, Reply<SkuView>),
-    Adjust { delta: i64, reason: Box<str>, reply: Reply<SkuView> },
-    Reserve { order_id: OrderId, user_id: UserId, qty: u32, item: u8, reply_shard: usize },
-    Confirm { order_id: OrderId, reply_shard: usize },
-    Release { order_id: OrderId, reply_shard: usize },
-    Restock { order_id: OrderId, reply_shard: usize },
+    Adjust {
+        delta: i64,
+        reason: Box<str>,
+        reply: Reply<SkuView>,
+    },
+    Reserve {
+        order_id: OrderId,
+        user_id: UserId,
+        qty: u32,
+        item: u8,
+        reply_shard: usize,
+    },
+    Confirm {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Release {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Restock {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    /// The order was archived: drop its sold holding (no answer).
+    Forget {
+        order_id: OrderId,
+    },
 }
 
 /// The order actor's messages.
@@ -94,6 +117,7 @@ pub(crate) struct SkuAudit {
     /// (order, user, units, sold?)
     pub holdings: Vec<(OrderId, UserId, u32, bool)>,
     pub user_units: Vec<(UserId, u32)>,
+    pub sold_archived: u64,
 }
 
 /// Everything one shard holds, for the audit.
@@ -126,6 +150,7 @@ pub(crate) fn shard_for_key(key: &str, shard_count: usize) -> usize {
 enum TimerKind {
     PaymentDeadline,
     AutoComplete,
+    Archive,
 }
 
 struct Saga {
@@ -180,6 +205,10 @@ pub(crate) struct Shard {
     outbox: Vec<(usize, ShardMsg)>,
     replies: Vec<Deferred>,
     handled_since_barrier: u64,
+    /// Orders archived in this batch: they leave the read models once the batch is durable
+    /// (and the archive has them), so a reader always finds them in one place or the other.
+    archived: Vec<(OrderId, UserId)>,
+    archive_enabled: bool,
 }
 
 /// Channels and shared parts a shard is built from.
@@ -194,6 +223,8 @@ pub(crate) struct ShardParts {
     pub journal: Box<dyn Journal>,
     /// Recovered actors that live on this shard.
     pub initial: EngineState,
+    /// Whether terminal orders are archived (only with an archive to read them back from).
+    pub archive_enabled: bool,
 }
 
 impl Shard {
@@ -220,6 +251,8 @@ impl Shard {
             outbox: Vec::new(),
             replies: Vec::new(),
             handled_since_barrier: 0,
+            archived: Vec::new(),
+            archive_enabled: p.archive_enabled,
         }
         .install(p.initial))
     }
@@ -239,6 +272,10 @@ impl Shard {
             match order.status {
                 OrderStatus::PendingPayment => {
                     self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
+                }
+                s if s.is_terminal() && self.archive_enabled => {
+                    let at = order.updated_at_ms.saturating_add(self.config.archive_after_ms as i64);
+                    self.timers.insert((at, id, TimerKind::Archive));
                 }
                 OrderStatus::Delivered => {
                     self.timers.insert((
@@ -340,6 +377,7 @@ impl Shard {
                         view: a.view(),
                         holdings: a.holdings().map(|(o, u, q, s)| (o, u.clone(), q, s)).collect(),
                         user_units: a.user_units().map(|(u, n)| (u.clone(), n)).collect(),
+                        sold_archived: a.sold_archived(),
                     })
                     .collect();
                 let orders = self.orders.values().cloned().collect();
@@ -370,8 +408,22 @@ impl Shard {
         if !self.events.is_empty() || !self.replies.is_empty() {
             let events = std::mem::take(&mut self.events);
             let replies = std::mem::take(&mut self.replies);
+            let archived = std::mem::take(&mut self.archived);
+            let read = self.read.clone();
             // Submit before sending the batch's messages: the log stays causally ordered.
-            self.journal.submit(self.id, events, Box::new(move |result| release(replies, result)));
+            self.journal.submit(
+                self.id,
+                events,
+                Box::new(move |result| {
+                    for (id, user) in archived {
+                        read.orders.remove(&id);
+                        if let Some(mut ids) = read.user_orders.get_mut(&user) {
+                            ids.retain(|x| *x != id);
+                        }
+                    }
+                    release(replies, result)
+                }),
+            );
         }
         for (shard, msg) in self.outbox.drain(..) {
             // Only fails when the peer has exited (shutdown): nothing is left to tell.
@@ -461,6 +513,11 @@ impl Shard {
             SkuMsg::Release { order_id, reply_shard } => {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_release(order_id));
                 self.stock_done(event, order_id, reply_shard);
+            }
+            SkuMsg::Forget { order_id } => {
+                if let Some(e) = self.skus.get(&sku_id).and_then(|a| a.decide_forget(order_id)) {
+                    self.apply_sku(e);
+                }
             }
             SkuMsg::Restock { order_id, reply_shard } => {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
@@ -736,6 +793,10 @@ impl Shard {
                 TimerKind::AutoComplete,
             ));
         }
+        if next.status.is_terminal() && self.archive_enabled {
+            let at = now.saturating_add(self.config.archive_after_ms as i64);
+            self.timers.insert((at, order_id, TimerKind::Archive));
+        }
         self.orders.insert(order_id, next.clone());
         self.read.orders.insert(order_id, next.clone());
         self.events.push(Event::Order(event));
@@ -764,6 +825,27 @@ impl Shard {
         self.in_flight.insert(order_id, flight);
     }
 
+    /// Move a terminal order out of memory: log it whole (the archive is written from the log),
+    /// drop its actor and idempotency record, and tell its SKUs to drop their sold holdings.
+    fn archive_order(&mut self, order_id: OrderId, now: i64) {
+        if self.in_flight.contains_key(&order_id) {
+            self.timers.insert((now.saturating_add(1_000), order_id, TimerKind::Archive));
+            return;
+        }
+        let Some(order) = self.orders.get(&order_id) else { return };
+        if !order.status.is_terminal() {
+            return;
+        }
+        let Some(order) = self.orders.remove(&order_id) else { return };
+        self.idempotency.remove(&(order.user_id.clone(), order.idempotency_key.clone()));
+        for item in &order.items {
+            let shard = shard_for_key(&item.sku_id, self.shard_count);
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), SkuMsg::Forget { order_id }));
+        }
+        self.archived.push((order_id, order.user_id.clone()));
+        self.events.push(Event::Order(OrderEvent::Archived(order)));
+    }
+
     // ---- timers -----------------------------------------------------------------------------
 
     fn fire_timers(&mut self) {
@@ -779,6 +861,10 @@ impl Shard {
             let event = match kind {
                 TimerKind::PaymentDeadline => OrderEventKind::PaymentDeadline,
                 TimerKind::AutoComplete => OrderEventKind::AutoComplete,
+                TimerKind::Archive => {
+                    self.archive_order(order_id, now);
+                    continue;
+                }
             };
             // Goes through the state machine like any command; if the order moved on, the
             // transition is invalid and nothing happens.
@@ -839,6 +925,7 @@ pub(crate) fn sku_id_of(event: &SkuEvent) -> &SkuId {
         | SkuEvent::Reserved { sku_id, .. }
         | SkuEvent::Confirmed { sku_id, .. }
         | SkuEvent::Released { sku_id, .. }
-        | SkuEvent::Restocked { sku_id, .. } => sku_id,
+        | SkuEvent::Restocked { sku_id, .. }
+        | SkuEvent::Forgotten { sku_id, .. } => sku_id,
     }
 }

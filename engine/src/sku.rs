@@ -136,6 +136,8 @@ pub struct SkuState {
     holdings: HashMap<OrderId, Holding>,
     /// Units each user holds (reserved + sold): the per-user limit's count.
     user_units: HashMap<UserId, u32>,
+    /// Sold units of archived orders (their holdings left memory).
+    sold_archived: u64,
 }
 
 /// A SKU actor: its state plus the read model it publishes to. Owned by exactly one shard
@@ -163,7 +165,13 @@ impl SkuState {
             stocked_total: *initial_stock,
             holdings: HashMap::new(),
             user_units: HashMap::new(),
+            sold_archived: 0,
         })
+    }
+
+    /// Sold units of archived orders.
+    pub fn sold_archived(&self) -> u64 {
+        self.sold_archived
     }
 
     /// The SKU id.
@@ -263,6 +271,14 @@ impl SkuState {
         }
     }
 
+    /// Decide dropping an archived order's sold holding; `None` if there is none.
+    pub fn decide_forget(&self, order_id: OrderId) -> Option<SkuEvent> {
+        match self.holdings.get(&order_id) {
+            Some(h) if h.state == HoldState::Sold => Some(SkuEvent::Forgotten { sku_id: self.id.clone(), order_id }),
+            _ => None,
+        }
+    }
+
     /// Decide an admin stock adjustment.
     pub(crate) fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
         let ok = if delta < 0 {
@@ -320,6 +336,13 @@ impl SkuState {
                         self.reserved -= q;
                         self.sold += q;
                         h.state = HoldState::Sold;
+                    }
+                }
+            }
+            SkuEvent::Forgotten { order_id, .. } => {
+                if self.holdings.get(order_id).is_some_and(|h| h.state == HoldState::Sold) {
+                    if let Some(h) = self.holdings.remove(order_id) {
+                        self.sold_archived += u64::from(h.qty);
                     }
                 }
             }

@@ -69,6 +69,9 @@ impl EngineState {
             Event::Order(OrderEvent::Created(o)) => {
                 self.orders.insert(o.order_id, o.clone());
             }
+            Event::Order(OrderEvent::Archived(o)) => {
+                self.orders.remove(&o.order_id);
+            }
             Event::Order(e @ OrderEvent::Transitioned { order_id, .. }) => {
                 if let Some(o) = self.orders.get_mut(order_id) {
                     *o = order::apply(o, e);

@@ -130,6 +130,25 @@ pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFi
     bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))
 }
 
+/// Encode an archived order (value of the `archive` tree): format version (u16 LE), then
+/// bincode(Order).
+///
+/// # Errors
+/// bincode refused a value.
+pub fn encode_order(o: &surge_engine::Order) -> PersistenceResult<Vec<u8>> {
+    let mut out = FORMAT_VERSION.to_le_bytes().to_vec();
+    bincode::serialize_into(&mut out, o).map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
+    Ok(out)
+}
+
+/// Decode an archived order; `None` if it does not decode (reported by the caller).
+pub fn decode_order(bytes: &[u8]) -> Option<surge_engine::Order> {
+    if bytes.len() < 2 || u16::from_le_bytes([bytes[0], bytes[1]]) != FORMAT_VERSION {
+        return None;
+    }
+    bincode::deserialize(&bytes[2..]).ok()
+}
+
 /// A short name for an event's type (for `surge wal inspect`).
 pub fn event_type(e: &Event) -> &'static str {
     use surge_engine::{OrderEvent, SkuEvent};
@@ -141,7 +160,9 @@ pub fn event_type(e: &Event) -> &'static str {
         Event::Sku(SkuEvent::Confirmed { .. }) => "confirmed",
         Event::Sku(SkuEvent::Released { .. }) => "released",
         Event::Sku(SkuEvent::Restocked { .. }) => "restocked",
+        Event::Sku(SkuEvent::Forgotten { .. }) => "holding_forgotten",
         Event::Order(OrderEvent::Created(_)) => "order_created",
         Event::Order(OrderEvent::Transitioned { .. }) => "order_transitioned",
+        Event::Order(OrderEvent::Archived(_)) => "order_archived",
     }
 }

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
-use surge_engine::{Clock, Engine, EngineConfig, StorageGate, SystemClock};
+use surge_engine::{Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock};
 
 pub use crate::codec::SnapshotFile;
 pub use crate::error::{PersistenceError, PersistenceResult};
@@ -126,7 +126,7 @@ pub struct SnapshotInfo {
 
 struct Shared {
     engine: Engine,
-    store: Option<SledStore>,
+    store: Option<Arc<SledStore>>,
     data_dir: PathBuf,
     base: u64,
     stats: Arc<WalStats>,
@@ -190,11 +190,11 @@ impl DurableEngine {
             });
         }
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let store = SledStore::open(&cfg.data_dir)?;
+        let store = Arc::new(SledStore::open(&cfg.data_dir)?);
         let recovered = recovery::recover(&store, &cfg.data_dir)?;
         let mut next_lsn = recovered.stats.last_lsn + 1;
         let sync = cfg.durability == Durability::Sync;
-        let mut writer_store = wrap(store.clone());
+        let mut writer_store = wrap(SledStore::clone(&store));
         if !recovered.fixes.is_empty() {
             // Repairs go to the log before anything new can depend on them.
             let record = encode_record(u16::MAX, recovered.base, &recovered.fixes)?;
@@ -223,6 +223,8 @@ impl DurableEngine {
         let engine = Engine::builder(engine_cfg)
             .clock(clock)
             .storage_gate(gate)
+            // Weak: engine clones a caller keeps after close must not keep sled (and its lock).
+            .archive(Arc::new(SledArchive(Arc::downgrade(&store))))
             .state(recovered.state)
             .journal(Box::new(move |shard| Box::new(WalJournal::new(shard, base, tx.clone()))))
             .start()?;
@@ -256,7 +258,7 @@ impl DurableEngine {
 
     /// Bytes the WAL takes on disk (sled's own estimate; snapshots not included).
     pub fn wal_size_bytes(&self) -> u64 {
-        self.shared().store.as_ref().map_or(0, SledStore::size_on_disk)
+        self.shared().store.as_ref().map_or(0, |s| s.size_on_disk())
     }
 
     /// Take a snapshot now and delete the WAL records it covers. `None` in mode `none`.
@@ -343,9 +345,26 @@ fn spawn_snapshotter(shared: Arc<Shared>, cfg: &PersistenceConfig) -> std::io::R
     Ok((stop_tx, handle))
 }
 
+/// The archive as the engine reads it: sled trees filled by the WAL writer.
+struct SledArchive(std::sync::Weak<SledStore>);
+
+impl OrderArchive for SledArchive {
+    fn get(&self, order_id: OrderId) -> Option<Arc<Order>> {
+        self.0.upgrade()?.archived(order_id.0).map(Arc::new)
+    }
+
+    fn list_user(&self, user_id: &str) -> Vec<OrderId> {
+        self.0.upgrade().map(|s| s.archived_ids(user_id).into_iter().map(OrderId).collect()).unwrap_or_default()
+    }
+}
+
 impl LogStore for Box<dyn LogStore> {
     fn append(&mut self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
         (**self).append(records)
+    }
+
+    fn archive(&mut self, orders: &[Arc<Order>]) -> std::io::Result<()> {
+        (**self).archive(orders)
     }
 
     fn flush(&mut self, sync: bool) -> std::io::Result<()> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use surge_engine::{EngineState, Event};
+use surge_engine::{EngineState, Event, OrderEvent};
 
 use crate::codec::{decode_header, decode_record, SnapshotFile};
 use crate::error::PersistenceResult;
@@ -57,6 +57,7 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
         }
         None => (EngineState::default(), None),
     };
+    let mut archived = Vec::new();
     let mut seq_max = cover.as_ref().map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
     for r in store.iter() {
         let (lsn, bytes) = r?;
@@ -69,11 +70,16 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
         }
         let (_, events) = decode_record(lsn, &bytes)?;
         for e in &events {
+            if let Event::Order(OrderEvent::Archived(o)) = e {
+                archived.push(o.clone());
+            }
             state.apply(e);
         }
         stats.records_replayed += 1;
         stats.events_replayed += events.len() as u64;
     }
+    // A crash may have kept an `order_archived` record but not its archive entry: write again.
+    store.put_archived(&archived)?;
     let fixes = state.reconcile();
     stats.fixes = fixes.len() as u64;
     stats.duration = t0.elapsed();

@@ -20,6 +20,16 @@ pub trait LogStore: Send + 'static {
     /// The storage refused the write.
     fn append(&mut self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()>;
 
+    /// Put archived orders into the archive (before the flush that makes their records durable).
+    /// The default does nothing (stores without an archive).
+    ///
+    /// # Errors
+    /// The storage refused the write.
+    fn archive(&mut self, orders: &[std::sync::Arc<surge_engine::Order>]) -> std::io::Result<()> {
+        let _ = orders;
+        Ok(())
+    }
+
     /// Make everything appended so far durable: to the OS (`sync == false`) or to the disk
     /// (`sync == true`, fsync).
     ///
@@ -33,6 +43,10 @@ pub trait LogStore: Send + 'static {
 pub struct SledStore {
     db: sled::Db,
     wal: sled::Tree,
+    /// Archived orders: order id (BE) → codec::encode_order.
+    archive: sled::Tree,
+    /// (user id length u16 BE, user id, order id BE) → nothing: a user's archived orders.
+    archive_by_user: sled::Tree,
     /// sled's data file, kept open for fsync.
     data_file: std::sync::Arc<File>,
 }
@@ -61,12 +75,14 @@ impl SledStore {
             .cache_capacity(128 << 20)
             .open()?;
         let wal = db.open_tree("wal")?;
+        let archive = db.open_tree("archive")?;
+        let archive_by_user = db.open_tree("archive_by_user")?;
         db.flush()?;
         let data_file = std::sync::Arc::new(File::open(path.join("db"))?);
         data_file.sync_all()?;
         // The files were possibly just created: make their directory entries durable once.
         File::open(&path)?.sync_all()?;
-        Ok(Self { db, wal, data_file })
+        Ok(Self { db, wal, archive, archive_by_user, data_file })
     }
 
     /// The highest LSN in the log, if any.
@@ -109,6 +125,43 @@ impl SledStore {
         Ok(n)
     }
 
+    /// Write archived orders (idempotent: recovery writes them again for replayed records).
+    ///
+    /// # Errors
+    /// sled or the codec failed.
+    pub fn put_archived(&self, orders: &[std::sync::Arc<surge_engine::Order>]) -> std::io::Result<()> {
+        let mut by_id = sled::Batch::default();
+        let mut by_user = sled::Batch::default();
+        for o in orders {
+            let bytes = crate::codec::encode_order(o).map_err(|e| std::io::Error::other(e.to_string()))?;
+            by_id.insert(&o.order_id.0.to_be_bytes(), bytes);
+            by_user.insert(user_key(&o.user_id, Some(o.order_id.0)), &[] as &[u8]);
+        }
+        self.archive.apply_batch(by_id).map_err(io)?;
+        self.archive_by_user.apply_batch(by_user).map_err(io)
+    }
+
+    /// An archived order.
+    pub fn archived(&self, order_id: u64) -> Option<surge_engine::Order> {
+        let bytes = self.archive.get(order_id.to_be_bytes()).ok()??;
+        crate::codec::decode_order(&bytes)
+    }
+
+    /// Ids of a user's archived orders, ascending.
+    pub fn archived_ids(&self, user_id: &str) -> Vec<u64> {
+        let prefix = user_key(user_id, None);
+        self.archive_by_user
+            .scan_prefix(&prefix)
+            .filter_map(|r| r.ok())
+            .map(|(k, _)| lsn_of(&k[prefix.len()..]))
+            .collect()
+    }
+
+    /// Archived orders stored.
+    pub fn archived_count(&self) -> usize {
+        self.archive.len()
+    }
+
     /// Bytes sled's files take on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -139,6 +192,10 @@ impl LogStore for SledStore {
         self.wal.apply_batch(batch).map_err(io)
     }
 
+    fn archive(&mut self, orders: &[std::sync::Arc<surge_engine::Order>]) -> std::io::Result<()> {
+        self.put_archived(orders)
+    }
+
     fn flush(&mut self, sync: bool) -> std::io::Result<()> {
         self.db.flush().map_err(io)?;
         if sync {
@@ -146,6 +203,17 @@ impl LogStore for SledStore {
         }
         Ok(())
     }
+}
+
+fn user_key(user_id: &str, order_id: Option<u64>) -> Vec<u8> {
+    let b = user_id.as_bytes();
+    let mut k = Vec::with_capacity(2 + b.len() + 8);
+    k.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(b);
+    if let Some(id) = order_id {
+        k.extend_from_slice(&id.to_be_bytes());
+    }
+    k
 }
 
 fn lsn_of(key: &[u8]) -> u64 {

@@ -110,6 +110,18 @@ pub(crate) fn histogram() -> Histogram<u64> {
     }
 }
 
+/// Orders archived by a group's events: the archive gets them in the same flush.
+fn archived_orders(group: &[Submission]) -> Vec<Arc<surge_engine::Order>> {
+    group
+        .iter()
+        .flat_map(|s| &s.events)
+        .filter_map(|e| match e {
+            Event::Order(surge_engine::OrderEvent::Archived(o)) => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(crate) struct Writer<S: LogStore> {
     pub store: S,
     pub rx: Receiver<Submission>,
@@ -162,7 +174,11 @@ impl<S: LogStore> Writer<S> {
         let result = if records.is_empty() {
             Ok(())
         } else {
-            self.store.append(&records).and_then(|()| self.store.flush(self.sync))
+            let archived = archived_orders(&group);
+            self.store
+                .append(&records)
+                .and_then(|()| self.store.archive(&archived))
+                .and_then(|()| self.store.flush(self.sync))
         };
         match result {
             Ok(()) => {
@@ -202,6 +218,7 @@ impl<S: LogStore> Writer<S> {
         );
         tracing::error!(error = %first, "WAL write failed; refusing writes and retrying");
         let unavailable = || EngineError::StorageUnavailable { message: message.clone() };
+        let mut archived = archived_orders(&group);
         for s in group {
             (s.on_durable)(Err(unavailable()));
         }
@@ -211,11 +228,17 @@ impl<S: LogStore> Writer<S> {
             // to the log after the failed ones, in order, and their callers hear the failure.
             let late: Vec<Submission> = self.rx.try_iter().take(GROUP_SUBMISSIONS_MAX).collect();
             records.extend(self.encode(&late));
+            archived.extend(archived_orders(&late));
             for s in late {
                 (s.on_durable)(Err(unavailable()));
             }
             let t0 = Instant::now();
-            match self.store.append(&records).and_then(|()| self.store.flush(self.sync)) {
+            let attempt = self
+                .store
+                .append(&records)
+                .and_then(|()| self.store.archive(&archived))
+                .and_then(|()| self.store.flush(self.sync));
+            match attempt {
                 Ok(()) => {
                     self.account(&[], &records, t0);
                     self.gate.set_failed(false);
