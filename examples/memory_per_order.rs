@@ -160,27 +160,29 @@ fn main() -> ExitCode {
     let live = engine.order_count() as u64;
     let view = engine.get_sku(&sku).expect("sku exists");
     let grown = after.saturating_sub(before);
-    println!("orders requested     {count:>14}");
-    println!("orders failed        {failed:>14}");
-    println!("live orders          {live:>14}");
-    println!("sku reserved         {:>14}", view.reserved);
+    let per_order = |bytes: f64| if live == 0 { "n/a".to_owned() } else { format!("{:.0}", bytes / live as f64) };
+    println!("{:<24}{:>12}", "orders requested", count);
+    println!("{:<24}{:>12}", "orders failed", failed);
+    println!("{:<24}{:>12}", "live orders", live);
+    println!("{:<24}{:>12}", "sku reserved", view.reserved);
     println!(
-        "create time          {:>11.1} ms ({:.0} orders/s)",
+        "{:<24}{:>9.1} ms  ({:.0} orders/s)",
+        "create time",
         elapsed.as_secs_f64() * 1e3,
         count as f64 / elapsed.as_secs_f64()
     );
-    println!("cpu time (all threads) {:>9.1} ms ({:.1} µs per order)", cpu * 1e3, cpu * 1e6 / count as f64);
-    println!("VmRSS before         {:>11.1} MiB", mib(before));
-    println!("VmRSS after          {:>11.1} MiB", mib(after));
-    println!("grown                {:>11.1} MiB", mib(grown));
-    if live == 0 {
-        println!("bytes per live order            n/a");
-        return ExitCode::FAILURE;
-    }
-    println!("heap grown           {:>11.1} MiB (allocations asked for)", heap_grown as f64 / (1024.0 * 1024.0));
-    println!("bytes per live order {:>14.0}   (VmRSS)", grown as f64 / live as f64);
-    println!("heap per live order  {:>14.0}   (allocations, no malloc overhead)", heap_grown as f64 / live as f64);
-    if failed > 0 || live != count || view.reserved != count {
+    println!("{:<24}{:>9.1} ms  ({:.1} µs per order)", "cpu time, all threads", cpu * 1e3, cpu * 1e6 / count as f64);
+    println!("{:<24}{:>9.1} MiB", "VmRSS before", mib(before));
+    println!("{:<24}{:>9.1} MiB", "VmRSS after settle", mib(after));
+    println!("{:<24}{:>9.1} MiB", "VmRSS grown", mib(grown));
+    println!("{:<24}{:>9.1} MiB (allocations asked for)", "heap grown", heap_grown as f64 / (1024.0 * 1024.0));
+    println!("{:<24}{:>12}  (VmRSS)", "bytes per live order", per_order(grown as f64));
+    println!(
+        "{:<24}{:>12}  (heap asked for, no malloc overhead)",
+        "heap bytes per order",
+        per_order(heap_grown as f64)
+    );
+    if live == 0 || failed > 0 || live != count || view.reserved != count {
         eprintln!("not every order was created: the figure is not per requested order");
         return ExitCode::FAILURE;
     }

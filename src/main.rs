@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use surge::persistence::inspect;
 
+/// mimalloc: the engine allocates small objects at a high rate on several threads; glibc's
+/// malloc showed ~20% of the hot path (malloc_consolidate, unlink_chunk) in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Surge: an embeddable, durable order and inventory engine for flash sales.
 #[derive(Parser)]
 #[command(name = "surge", version, about)]

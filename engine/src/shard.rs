@@ -25,7 +25,7 @@
 //! answered either creates the order or releases what was granted (compensation, idempotent) and
 //! returns the first rejection in item order.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,14 +127,18 @@ pub(crate) struct ShardAudit {
     pub in_flight: usize,
 }
 
+/// A HashMap with aHash (random keys per process: fast, and not floodable by chosen ids).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
+
 /// Read models: what queries read without messaging actors (dashmap is for reads only; no stock
 /// decision ever reads it).
 #[derive(Default)]
 pub(crate) struct ReadModels {
-    pub orders: DashMap<OrderId, Arc<Order>>,
+    pub orders: FastDashMap<OrderId, Arc<Order>>,
     /// A user's order ids in creation order (ids increase, all minted by the user's shard).
-    pub user_orders: DashMap<UserId, Vec<OrderId>>,
-    pub skus: DashMap<SkuId, Arc<SkuShared>>,
+    pub user_orders: FastDashMap<UserId, Vec<OrderId>>,
+    pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
 }
 
 /// The shard that hosts the actor keyed by `key` (SKU ids, user ids). Fixed-key SipHash, so the
@@ -195,10 +199,10 @@ pub(crate) struct Shard {
     read: Arc<ReadModels>,
     journal: Box<dyn Journal>,
     ids: Snowflake,
-    skus: HashMap<SkuId, SkuActor>,
-    orders: HashMap<OrderId, Arc<Order>>,
-    in_flight: HashMap<OrderId, InFlight>,
-    idempotency: HashMap<(UserId, Arc<str>), OrderId>,
+    skus: FastMap<SkuId, SkuActor>,
+    orders: FastMap<OrderId, Arc<Order>>,
+    in_flight: FastMap<OrderId, InFlight>,
+    idempotency: FastMap<(UserId, Arc<str>), OrderId>,
     timers: BTreeSet<(i64, OrderId, TimerKind)>,
     local: VecDeque<ShardMsg>,
     events: Vec<Event>,
@@ -241,10 +245,10 @@ impl Shard {
             peers: p.peers,
             read: p.read,
             journal: p.journal,
-            skus: HashMap::new(),
-            orders: HashMap::new(),
-            in_flight: HashMap::new(),
-            idempotency: HashMap::new(),
+            skus: FastMap::default(),
+            orders: FastMap::default(),
+            in_flight: FastMap::default(),
+            idempotency: FastMap::default(),
             timers: BTreeSet::new(),
             local: VecDeque::new(),
             events: Vec::new(),

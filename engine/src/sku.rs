@@ -9,7 +9,6 @@
 //! atomics read by `get_sku` and by the sold-out fast path). The actor stays the authority: the
 //! published counters are a hint and a read model, never an input to a decision.
 
-use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{OrderId, SaleRules, SkuId, SkuView, UserId};
 use crate::error::EngineError;
 use crate::event::SkuEvent;
+use crate::shard::FastMap;
 
 /// A granted reservation: what the order snapshots.
 #[derive(Debug, Clone)]
@@ -133,9 +133,9 @@ pub struct SkuState {
     sold: u64,
     stocked_total: u64,
     /// Live holdings (reserved or sold) by order; released ones are removed.
-    holdings: HashMap<OrderId, Holding>,
+    holdings: FastMap<OrderId, Holding>,
     /// Units each user holds (reserved + sold): the per-user limit's count.
-    user_units: HashMap<UserId, u32>,
+    user_units: FastMap<UserId, u32>,
     /// Sold units of archived orders (their holdings left memory).
     sold_archived: u64,
 }
@@ -163,8 +163,8 @@ impl SkuState {
             reserved: 0,
             sold: 0,
             stocked_total: *initial_stock,
-            holdings: HashMap::new(),
-            user_units: HashMap::new(),
+            holdings: FastMap::default(),
+            user_units: FastMap::default(),
             sold_archived: 0,
         })
     }

@@ -191,8 +191,23 @@ impl DurableEngine {
         }
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Arc::new(SledStore::open(&cfg.data_dir)?);
+        // Orders live on their user's shard and their ids route by shard: a data directory keeps
+        // the shard count it was created with (like a topic's partition count).
+        let mut engine_cfg = engine_cfg;
+        let wanted = engine_cfg.effective_shard_count() as u64;
+        match store.meta_u64("shard_count") {
+            Some(n) if n != wanted => {
+                if engine_cfg.shard_count != 0 {
+                    tracing::warn!(configured = wanted, kept = n, "shard_count is fixed by the data directory");
+                }
+                engine_cfg.shard_count = n as usize;
+            }
+            Some(_) => {}
+            None => store.set_meta_u64("shard_count", wanted)?,
+        }
         let recovered = recovery::recover(&store, &cfg.data_dir)?;
-        let mut next_lsn = recovered.stats.last_lsn + 1;
+        // LSNs never go backwards, even when a snapshot trimmed the whole log.
+        let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
         let mut writer_store = wrap(SledStore::clone(&store));
         if !recovered.fixes.is_empty() {
@@ -310,9 +325,12 @@ impl DurableEngine {
     }
 }
 
+/// Dropping without [`DurableEngine::close`] is [`DurableEngine::close_without_snapshot`]:
+/// the engine stops (clones answer `shutting_down`) and the data directory is released.
 impl Drop for DurableEngine {
     fn drop(&mut self) {
         self.stop_snapshotter();
+        self.release();
     }
 }
 

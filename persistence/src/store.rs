@@ -47,6 +47,8 @@ pub struct SledStore {
     archive: sled::Tree,
     /// (user id length u16 BE, user id, order id BE) → nothing: a user's archived orders.
     archive_by_user: sled::Tree,
+    /// Facts about the data directory (`shard_count`).
+    meta: sled::Tree,
     /// sled's data file, kept open for fsync.
     data_file: std::sync::Arc<File>,
 }
@@ -65,15 +67,28 @@ impl SledStore {
     /// sled cannot open the directory (missing permissions, another process holds it).
     pub fn open(dir: &Path) -> PersistenceResult<Self> {
         let path = dir.join("wal");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .mode(sled::Mode::HighThroughput)
             // Only our group commit flushes: a reply is released after *its* flush.
             .flush_every_ms(None)
             // Records stay inline (no blob files) up to segment_size / 4.
             .segment_size(8 << 20)
-            .cache_capacity(128 << 20)
-            .open()?;
+            .cache_capacity(128 << 20);
+        // sled's lock can outlive the last handle of a process that just closed it by a few
+        // milliseconds (its I/O threads finish first): retry briefly, never forever.
+        let mut attempt = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an `Other` I/O error with this message.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempt < 250 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let wal = db.open_tree("wal")?;
         let archive = db.open_tree("archive")?;
         let archive_by_user = db.open_tree("archive_by_user")?;
@@ -82,7 +97,8 @@ impl SledStore {
         data_file.sync_all()?;
         // The files were possibly just created: make their directory entries durable once.
         File::open(&path)?.sync_all()?;
-        Ok(Self { db, wal, archive, archive_by_user, data_file })
+        let meta = db.open_tree("meta")?;
+        Ok(Self { db, wal, archive, archive_by_user, meta, data_file })
     }
 
     /// The highest LSN in the log, if any.
@@ -155,6 +171,23 @@ impl SledStore {
             .filter_map(|r| r.ok())
             .map(|(k, _)| lsn_of(&k[prefix.len()..]))
             .collect()
+    }
+
+    /// A number stored in the meta tree.
+    pub fn meta_u64(&self, key: &str) -> Option<u64> {
+        let v = self.meta.get(key).ok()??;
+        let b: [u8; 8] = v.as_ref().try_into().ok()?;
+        Some(u64::from_be_bytes(b))
+    }
+
+    /// Store a number in the meta tree (durable with the next flush).
+    ///
+    /// # Errors
+    /// sled failed.
+    pub fn set_meta_u64(&self, key: &str, value: u64) -> PersistenceResult<()> {
+        self.meta.insert(key, &value.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Archived orders stored.

@@ -110,6 +110,10 @@ pub(crate) fn histogram() -> Histogram<u64> {
     }
 }
 
+fn events_in(group: &[Submission]) -> u64 {
+    group.iter().map(|s| s.events.len() as u64).sum()
+}
+
 /// Orders archived by a group's events: the archive gets them in the same flush.
 fn archived_orders(group: &[Submission]) -> Vec<Arc<surge_engine::Order>> {
     group
@@ -182,7 +186,7 @@ impl<S: LogStore> Writer<S> {
         };
         match result {
             Ok(()) => {
-                self.account(&group, &records, t0);
+                self.account(group.len(), events_in(&group), &records, t0);
                 for s in group {
                     (s.on_durable)(Ok(()));
                 }
@@ -191,18 +195,18 @@ impl<S: LogStore> Writer<S> {
         }
     }
 
-    fn account(&self, group: &[Submission], records: &[(u64, Vec<u8>)], t0: Instant) {
+    fn account(&self, submissions: usize, events: u64, records: &[(u64, Vec<u8>)], t0: Instant) {
         let st = &self.stats;
         if let Some((lsn, _)) = records.last() {
             st.batches.fetch_add(1, Ordering::Relaxed);
-            st.events.fetch_add(group.iter().map(|s| s.events.len() as u64).sum(), Ordering::Relaxed);
+            st.events.fetch_add(events, Ordering::Relaxed);
             st.bytes.fetch_add(records.iter().map(|r| r.1.len() as u64).sum(), Ordering::Relaxed);
             st.durable_lsn.store(*lsn, Ordering::Release);
             if let Ok(mut h) = st.flush_latency_us.lock() {
                 let _ = h.record((t0.elapsed().as_micros() as u64).max(1));
             }
             if let Ok(mut h) = st.group_size.lock() {
-                let _ = h.record(group.len() as u64);
+                let _ = h.record(submissions as u64);
             }
         }
     }
@@ -219,6 +223,8 @@ impl<S: LogStore> Writer<S> {
         tracing::error!(error = %first, "WAL write failed; refusing writes and retrying");
         let unavailable = || EngineError::StorageUnavailable { message: message.clone() };
         let mut archived = archived_orders(&group);
+        let mut submissions = group.len();
+        let mut events = events_in(&group);
         for s in group {
             (s.on_durable)(Err(unavailable()));
         }
@@ -229,6 +235,8 @@ impl<S: LogStore> Writer<S> {
             let late: Vec<Submission> = self.rx.try_iter().take(GROUP_SUBMISSIONS_MAX).collect();
             records.extend(self.encode(&late));
             archived.extend(archived_orders(&late));
+            submissions += late.len();
+            events += events_in(&late);
             for s in late {
                 (s.on_durable)(Err(unavailable()));
             }
@@ -240,7 +248,7 @@ impl<S: LogStore> Writer<S> {
                 .and_then(|()| self.store.flush(self.sync));
             match attempt {
                 Ok(()) => {
-                    self.account(&[], &records, t0);
+                    self.account(submissions, events, &records, t0);
                     self.gate.set_failed(false);
                     tracing::warn!(records = records.len(), "WAL storage recovered; writes resume");
                     return;
