@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example wal_bench -- [--mode sync|os] [--orders N] [--skus K]
-//!     [--threads T] [--window W] [--no-replay] [--dir PATH]
+//!     [--threads T] [--window W] [--no-replay] [--dir PATH]   (mode none: the pure engine)
 //! ```
 //!
 //! Creates N orders (one unit each, distinct users) on K SKUs through a `DurableEngine`, with T
@@ -13,6 +13,9 @@
 //! order_created), so `--orders 5000000` replays 10,000,000 events.
 
 use std::sync::atomic::Ordering;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use surge::engine::{CreateOrder, EngineConfig, SaleRules, SkuSpec};
@@ -39,7 +42,8 @@ fn parse() -> Result<Args, String> {
                 a.mode = match v()?.as_str() {
                     "sync" => Durability::Sync,
                     "os" => Durability::Os,
-                    other => return Err(format!("--mode sync|os, not {other}")),
+                    "none" => Durability::None,
+                    other => return Err(format!("--mode sync|os|none, not {other}")),
                 }
             }
             "--orders" => a.orders = v()?.parse().map_err(|e| format!("--orders: {e}"))?,
@@ -133,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("WAL size on disk      {} MiB", db.wal_size_bytes() >> 20);
     drop(engine);
     db.close_without_snapshot();
-    if args.replay {
+    if args.replay && args.mode != Durability::None {
         let t1 = Instant::now();
         let db = DurableEngine::open(cfg, engine_cfg)?;
         let restart = t1.elapsed().as_secs_f64();

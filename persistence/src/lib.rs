@@ -276,6 +276,16 @@ impl DurableEngine {
         self.shared().store.as_ref().map_or(0, |s| s.size_on_disk())
     }
 
+    /// Records in the WAL (each a shard batch of events); snapshots trim it.
+    pub fn wal_record_count(&self) -> usize {
+        self.shared().store.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Archived orders on disk.
+    pub fn archived_order_count(&self) -> usize {
+        self.shared().store.as_ref().map_or(0, |s| s.archived_count())
+    }
+
     /// Take a snapshot now and delete the WAL records it covers. `None` in mode `none`.
     ///
     /// # Errors
