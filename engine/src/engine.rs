@@ -17,7 +17,7 @@ use crate::domain::{
     TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::event::{JournalFactory, NullJournal, OrderArchive, StorageGate};
+use crate::event::{ChangeObserver, JournalFactory, NullJournal, OrderArchive, StorageGate};
 use crate::order::OrderCommand;
 use crate::pending::Pending;
 use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, ShardParts, SkuMsg};
@@ -97,6 +97,7 @@ pub struct EngineBuilder {
     gate: Arc<StorageGate>,
     state: EngineState,
     archive: Option<Arc<dyn OrderArchive>>,
+    observer: Option<Arc<dyn ChangeObserver>>,
 }
 
 impl EngineBuilder {
@@ -122,6 +123,12 @@ impl EngineBuilder {
     /// Without one (mode `none`), orders stay in memory.
     pub fn archive(mut self, archive: Arc<dyn OrderArchive>) -> Self {
         self.archive = Some(archive);
+        self
+    }
+
+    /// Tell `observer` about every durable change (subscriptions).
+    pub fn observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -172,6 +179,7 @@ impl EngineBuilder {
                 journal: (self.journal)(id),
                 initial,
                 archive_enabled: self.archive.is_some(),
+                observer: self.observer.clone(),
             })?);
         }
         let mut inner = Inner {
@@ -226,6 +234,7 @@ impl Engine {
             gate: Arc::new(StorageGate::default()),
             state: EngineState::default(),
             archive: None,
+            observer: None,
         }
     }
 

@@ -179,6 +179,19 @@ pub trait OrderArchive: Send + Sync + 'static {
     fn list_user(&self, user_id: &str) -> Vec<OrderId>;
 }
 
+/// Told about every change once it is durable (for subscriptions: the gateway's push hub).
+///
+/// Called from shard or journal threads after the batch holding the change is durable, in each
+/// shard's order. Implementations must not block (hand off to a bounded queue and drop or
+/// disconnect on overflow): a slow observer would stall the engine.
+pub trait ChangeObserver: Send + Sync + 'static {
+    /// An order was created or moved; `order` is its new state.
+    fn order_changed(&self, order: &Arc<Order>);
+    /// A SKU's counters or rules changed (at most once per SKU per shard batch); read the new
+    /// state with `Engine::get_sku`.
+    fn stock_changed(&self, sku_id: &SkuId);
+}
+
 /// A journal factory: the engine asks it for one journal per shard.
 pub type JournalFactory = Box<dyn FnMut(usize) -> Box<dyn Journal> + Send>;
 

@@ -65,7 +65,8 @@ pub use domain::{
 pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
 pub use error::{EngineError, EngineResult};
 pub use event::{
-    Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent, StorageGate,
+    ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent,
+    StorageGate,
 };
 pub use pending::Pending;
 pub use rust_decimal::Decimal;

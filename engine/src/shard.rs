@@ -41,7 +41,7 @@ use crate::domain::{
     UserId,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::event::{Event, Journal, OrderEvent, SkuEvent};
+use crate::event::{ChangeObserver, Event, Journal, OrderEvent, SkuEvent};
 use crate::order::{self, Decision, OrderCommand};
 use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
@@ -213,6 +213,10 @@ pub(crate) struct Shard {
     /// (and the archive has them), so a reader always finds them in one place or the other.
     archived: Vec<(OrderId, UserId)>,
     archive_enabled: bool,
+    /// Told about durable changes (subscriptions); `None` costs nothing.
+    observer: Option<Arc<dyn ChangeObserver>>,
+    changed_orders: Vec<Arc<Order>>,
+    changed_skus: Vec<SkuId>,
 }
 
 /// Channels and shared parts a shard is built from.
@@ -229,6 +233,7 @@ pub(crate) struct ShardParts {
     pub initial: EngineState,
     /// Whether terminal orders are archived (only with an archive to read them back from).
     pub archive_enabled: bool,
+    pub observer: Option<Arc<dyn ChangeObserver>>,
 }
 
 impl Shard {
@@ -257,6 +262,9 @@ impl Shard {
             handled_since_barrier: 0,
             archived: Vec::new(),
             archive_enabled: p.archive_enabled,
+            observer: p.observer,
+            changed_orders: Vec::new(),
+            changed_skus: Vec::new(),
         }
         .install(p.initial))
     }
@@ -414,6 +422,9 @@ impl Shard {
             let replies = std::mem::take(&mut self.replies);
             let archived = std::mem::take(&mut self.archived);
             let read = self.read.clone();
+            let observer = self.observer.clone();
+            let changed_orders = std::mem::take(&mut self.changed_orders);
+            let changed_skus = std::mem::take(&mut self.changed_skus);
             // Submit before sending the batch's messages: the log stays causally ordered.
             self.journal.submit(
                 self.id,
@@ -423,6 +434,14 @@ impl Shard {
                         read.orders.remove(&id);
                         if let Some(mut ids) = read.user_orders.get_mut(&user) {
                             ids.retain(|x| *x != id);
+                        }
+                    }
+                    if let (Some(obs), Ok(())) = (&observer, &result) {
+                        for o in &changed_orders {
+                            obs.order_changed(o);
+                        }
+                        for sku in &changed_skus {
+                            obs.stock_changed(sku);
                         }
                     }
                     release(replies, result)
@@ -548,6 +567,13 @@ impl Shard {
             }
         } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
             actor.apply(&event);
+        }
+        if self.observer.is_some() {
+            let sku_id = sku_id_of(&event);
+            // A batch touches few SKUs: a linear dedupe beats a set here.
+            if !self.changed_skus.iter().any(|s| s == sku_id) {
+                self.changed_skus.push(sku_id.clone());
+            }
         }
         self.events.push(Event::Sku(event));
     }
@@ -770,6 +796,9 @@ impl Shard {
         self.index_order(&order);
         self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         self.orders.insert(id, order.clone());
+        if self.observer.is_some() {
+            self.changed_orders.push(order.clone());
+        }
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
 
@@ -803,6 +832,9 @@ impl Shard {
         }
         self.orders.insert(order_id, next.clone());
         self.read.orders.insert(order_id, next.clone());
+        if self.observer.is_some() {
+            self.changed_orders.push(next.clone());
+        }
         self.events.push(Event::Order(event));
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,

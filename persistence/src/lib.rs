@@ -47,7 +47,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
-use surge_engine::{Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock};
+use surge_engine::{
+    ChangeObserver, Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock,
+};
 
 pub use crate::codec::SnapshotFile;
 pub use crate::error::{PersistenceError, PersistenceResult};
@@ -178,8 +180,30 @@ impl DurableEngine {
         clock: Arc<dyn Clock>,
         wrap: impl FnOnce(SledStore) -> Box<dyn LogStore>,
     ) -> PersistenceResult<Self> {
+        Self::open_observed(cfg, engine_cfg, clock, None, wrap)
+    }
+
+    /// Like [`DurableEngine::open_with`], and tell `observer` about every durable change (the
+    /// gateway's subscriptions).
+    ///
+    /// # Errors
+    /// As [`DurableEngine::open`].
+    pub fn open_observed(
+        cfg: PersistenceConfig,
+        engine_cfg: EngineConfig,
+        clock: Arc<dyn Clock>,
+        observer: Option<Arc<dyn ChangeObserver>>,
+        wrap: impl FnOnce(SledStore) -> Box<dyn LogStore>,
+    ) -> PersistenceResult<Self> {
+        let builder = |engine_cfg| {
+            let b = Engine::builder(engine_cfg).clock(clock.clone());
+            match &observer {
+                Some(o) => b.observer(o.clone()),
+                None => b,
+            }
+        };
         if cfg.durability == Durability::None {
-            let engine = Engine::builder(engine_cfg).clock(clock).start()?;
+            let engine = builder(engine_cfg).start()?;
             let stats = Arc::new(WalStats::new(0));
             let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats };
             return Ok(Self {
@@ -235,8 +259,7 @@ impl DurableEngine {
             let _ = done_tx.send(());
         })?;
         let base = recovered.base;
-        let engine = Engine::builder(engine_cfg)
-            .clock(clock)
+        let engine = builder(engine_cfg)
             .storage_gate(gate)
             // Weak: engine clones a caller keeps after close must not keep sled (and its lock).
             .archive(Arc::new(SledArchive(Arc::downgrade(&store))))
