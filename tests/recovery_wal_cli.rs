@@ -44,7 +44,8 @@ fn inspect_counts_events_by_type_and_dump_prints_them_as_json_lines() {
     assert_eq!(summary["events_by_type"]["sku_created"], 1);
     assert!(summary["lsn_first"].as_u64().is_some() && summary["lsn_last"].as_u64() >= summary["lsn_first"].as_u64());
 
-    let out = Command::new(bin).args(["wal", "dump", "--data-dir"]).arg(dir.path()).output().expect("run surge wal dump");
+    let out =
+        Command::new(bin).args(["wal", "dump", "--data-dir"]).arg(dir.path()).output().expect("run surge wal dump");
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
