@@ -522,7 +522,7 @@ impl Engine {
         }
         // Copy the ids out so no guard is held while reading the order map.
         let mut ids: Vec<OrderId> =
-            self.inner.read.user_orders.get(q.user_id.as_str()).map(|ids| ids.clone()).unwrap_or_default();
+            self.inner.read.user_orders.get(q.user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
         if let Some(archive) = &self.inner.archive {
             ids.extend(archive.list_user(&q.user_id));
             // Live and archived ids interleave; an order briefly in both is listed once.

@@ -137,7 +137,8 @@ type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
 pub(crate) struct ReadModels {
     pub orders: FastDashMap<OrderId, Arc<Order>>,
     /// A user's order ids in creation order (ids increase, all minted by the user's shard).
-    pub user_orders: FastDashMap<UserId, Vec<OrderId>>,
+    /// Most users have one or two orders: inline, no heap allocation.
+    pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 2]>>,
     pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
 }
 
@@ -307,6 +308,12 @@ impl Shard {
     fn index_order(&mut self, order: &Arc<Order>) {
         let id = order.order_id;
         self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.index_order_reads(order);
+    }
+
+    /// Read models of an order.
+    fn index_order_reads(&mut self, order: &Arc<Order>) {
+        let id = order.order_id;
         self.read.orders.insert(id, order.clone());
         self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
     }
@@ -790,10 +797,12 @@ impl Shard {
         })
     }
 
-    /// Install a created order: actor, idempotency record, read models, deadline timer, journal.
+    /// Install a created order: actor, read models, deadline timer, journal (the saga already
+    /// recorded its idempotency key).
     fn apply_order_created(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        self.index_order(&order);
+        // The saga recorded the idempotency key when it started.
+        self.index_order_reads(&order);
         self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         self.orders.insert(id, order.clone());
         if self.observer.is_some() {
