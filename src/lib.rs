@@ -14,5 +14,7 @@
 
 /// The engine core ([`surge_engine`]).
 pub use surge_engine as engine;
+/// The server: TCP and WebSocket gateways, auth, limits, subscriptions ([`surge_gateway`]).
+pub use surge_gateway as gateway;
 /// The write-ahead log, snapshots and recovery ([`surge_persistence`]).
 pub use surge_persistence as persistence;

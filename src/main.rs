@@ -1,5 +1,7 @@
 //! The `surge` command.
 //!
+//! * `surge serve [--config FILE] [--data-dir DIR] [--tcp-addr ADDR] [--http-addr ADDR] …`: the
+//!   server (TCP JSON lines on 127.0.0.1:7878, HTTP/WebSocket on 127.0.0.1:7879 by default).
 //! * `surge wal inspect [--data-dir DIR] [--json]`: LSN range, counts per event type, snapshot
 //!   LSN, sizes.
 //! * `surge wal dump [--data-dir DIR]`: every logged event as one JSON object per line (audits).
@@ -28,11 +30,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: TCP (JSON lines) and WebSocket gateways, /health and /ready.
+    ///
+    /// Settings come from `config/surge.toml` (or --config), then `SURGE_<TABLE>_<KEY>`
+    /// environment variables, then these flags.
+    Serve(ServeArgs),
     /// Look inside a data directory's write-ahead log.
     Wal {
         #[command(subcommand)]
         command: WalCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file (default: config/surge.toml if it exists, else built-in defaults).
+    #[arg(long, env = "SURGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (WAL and snapshots).
+    #[arg(long, env = "SURGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TCP gateway address (default 127.0.0.1:7878; port 0 picks a free port).
+    #[arg(long, env = "SURGE_TCP_ADDR")]
+    tcp_addr: Option<String>,
+    /// HTTP / WebSocket address (default 127.0.0.1:7879).
+    #[arg(long, env = "SURGE_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// sync | os | none.
+    #[arg(long, env = "SURGE_DURABILITY")]
+    durability: Option<String>,
+    /// Shard threads (0 = one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Most open connections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most in-flight requests per connection.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +96,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
         Command::Wal { command: WalCommand::Dump { data_dir } } => wal_dump(&data_dir),
     };
@@ -109,4 +145,81 @@ fn wal_dump(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     out.flush()?;
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use surge::gateway::{FileConfig, Server};
+    let mut cfg = FileConfig::load(args.config.as_deref())?;
+    if let Some(d) = args.data_dir {
+        cfg.persistence.data_dir = d;
+    }
+    if let Some(a) = args.tcp_addr {
+        cfg.server.tcp_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        cfg.server.http_addr = a;
+    }
+    if let Some(d) = args.durability {
+        cfg.persistence.durability = match d.as_str() {
+            "sync" => surge::persistence::Durability::Sync,
+            "os" => surge::persistence::Durability::Os,
+            "none" => surge::persistence::Durability::None,
+            other => return Err(format!("--durability {other}: expected sync, os or none").into()),
+        };
+    }
+    if let Some(n) = args.shards {
+        cfg.engine.shard_count = n;
+    }
+    if let Some(n) = args.max_connections {
+        cfg.limits.max_connections = n;
+    }
+    if let Some(n) = args.max_in_flight {
+        cfg.limits.max_in_flight = n;
+    }
+    let data_dir = cfg.persistence.data_dir.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("surge-io").build()?;
+    runtime.block_on(async move {
+        let server = Server::start(cfg).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "surge serve: data in {}", data_dir.display())?;
+        writeln!(out, "  tcp        {}   (one JSON object per line)", server.tcp_addr)?;
+        writeln!(out, "  websocket  ws://{}/ws", server.http_addr)?;
+        writeln!(out, "  http       http://{}/health  http://{}/ready", server.http_addr, server.http_addr)?;
+        match &server.dev_tokens {
+            Some(t) => {
+                writeln!(
+                    out,
+                    "  dev tokens (generated; set [auth] or SURGE_ADMIN_TOKEN / SURGE_CLIENT_TOKEN to fix them):"
+                )?;
+                writeln!(out, "    admin  {}", t.admin)?;
+                writeln!(out, "    client {}", t.client)?;
+            }
+            None => writeln!(out, "  tokens: from config / environment")?,
+        }
+        out.flush()?;
+        drop(out);
+        wait_for_signal().await?;
+        eprintln!("surge serve: shutting down");
+        server.shutdown().await?;
+        eprintln!("surge serve: stopped");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -1,0 +1,239 @@
+//! Server settings: the `[server]`, `[limits]` and `[auth]` tables of `config/surge.toml`, and
+//! the whole file ([`FileConfig`]) with its `SURGE_<TABLE>_<KEY>` environment overrides.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use surge_engine::EngineConfig;
+use surge_persistence::PersistenceConfig;
+
+/// Where the server listens and how long it may take to stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// TCP gateway (one JSON object per line). Port 0 picks a free port.
+    pub tcp_addr: String,
+    /// HTTP listener: `GET /health`, `GET /ready`, and the WebSocket gateway at `/ws`.
+    pub http_addr: String,
+    /// HTTP worker threads (WebSocket connections live on them); 0 = one per core.
+    pub http_workers: usize,
+    /// Graceful shutdown: how long in-flight requests may take to finish before connections are
+    /// dropped (the snapshot is written after that).
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            tcp_addr: "127.0.0.1:7878".into(),
+            http_addr: "127.0.0.1:7879".into(),
+            http_workers: 0,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Protection limits; every one has a sane default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest TCP line / WebSocket message in bytes; beyond it: `frame_too_large`, then close.
+    pub max_frame_bytes: usize,
+    /// Requests a connection may have in flight; beyond it the server stops reading that
+    /// connection (back-pressure) until a reply goes out.
+    pub max_in_flight: usize,
+    /// Open connections (TCP + WebSocket); beyond it new ones are refused.
+    pub max_connections: usize,
+    /// A connection that sends nothing (not even a pong or `ping` op) for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// How often the server pings WebSocket clients.
+    pub ping_interval_ms: u64,
+    /// Requests per second one connection may send (sustained)…
+    pub per_connection_rps: u32,
+    /// … and its burst.
+    pub per_connection_burst: u32,
+    /// Requests per second per `user_id` (create_order, list_orders), across connections…
+    pub per_user_rps: u32,
+    /// … and its burst.
+    pub per_user_burst: u32,
+    /// A request not answered by the engine within this time gets `overloaded` (outcome
+    /// unknown: retry with the same idempotency key / payment id).
+    pub request_timeout_ms: u64,
+    /// Outbound messages (replies + pushes) queued per connection; a subscriber whose queue is
+    /// full gets `slow_consumer` and is disconnected.
+    pub outbound_queue: usize,
+    /// Stock pushes per SKU are coalesced to at most one per this interval (100 ms = 10/s).
+    pub sku_push_interval_ms: u64,
+    /// Changes waiting for the push hub; beyond it changes are dropped (counted) rather than
+    /// slowing the engine.
+    pub hub_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_in_flight: 128,
+            max_connections: 10_000,
+            idle_timeout_ms: 120_000,
+            ping_interval_ms: 30_000,
+            per_connection_rps: 20_000,
+            per_connection_burst: 40_000,
+            per_user_rps: 20,
+            per_user_burst: 40,
+            request_timeout_ms: 5_000,
+            outbound_queue: 4_096,
+            sku_push_interval_ms: 100,
+            hub_queue: 65_536,
+        }
+    }
+}
+
+/// API tokens. Empty lists (and no `SURGE_ADMIN_TOKEN` / `SURGE_CLIENT_TOKEN`): `surge serve`
+/// generates a dev token per role at start and prints it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Tokens with role `admin` (SKUs, stock, fulfilment, refunds, disputes; and everything a
+    /// client may do).
+    pub admin_tokens: Vec<String>,
+    /// Tokens with role `client` (orders, payment callbacks, queries, subscriptions).
+    pub client_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Never print a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("client_tokens", &self.client_tokens.len())
+            .finish()
+    }
+}
+
+/// Everything `surge serve` reads: the whole `config/surge.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[engine]`.
+    pub engine: EngineConfig,
+    /// `[persistence]`.
+    pub persistence: PersistenceConfig,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+}
+
+/// A configuration problem (unreadable file, bad key, bad value).
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+impl FileConfig {
+    /// Parse a TOML document (unknown keys are refused).
+    ///
+    /// # Errors
+    /// The TOML does not parse or names an unknown key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Read `path`, or, when `None`, `config/surge.toml` if it exists (else the defaults); then
+    /// apply `SURGE_<TABLE>_<KEY>` environment overrides (e.g. `SURGE_LIMITS_MAX_IN_FLIGHT=64`,
+    /// `SURGE_PERSISTENCE_DURABILITY=os`) and `SURGE_ADMIN_TOKEN` / `SURGE_CLIENT_TOKEN`.
+    ///
+    /// # Errors
+    /// Unreadable or invalid file; an override that does not fit its key.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?,
+            None => std::fs::read_to_string("config/surge.toml").unwrap_or_default(),
+        };
+        let mut cfg = Self::from_toml(&text)?;
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Apply `SURGE_<TABLE>_<KEY>` overrides read through `get` (testable without touching the
+    /// process environment).
+    ///
+    /// # Errors
+    /// An override whose value does not fit its key.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut tree = toml::Value::try_from(&*self).map_err(|e| ConfigError(e.to_string()))?;
+        let mut changed = false;
+        if let Some(tables) = tree.as_table_mut() {
+            for (table, value) in tables.iter_mut() {
+                let Some(keys) = value.as_table_mut() else { continue };
+                for (key, v) in keys.iter_mut() {
+                    let var = format!("SURGE_{}_{}", table.to_uppercase(), key.to_uppercase());
+                    let Some(raw) = get(&var) else { continue };
+                    *v = match v {
+                        toml::Value::Integer(_) => toml::Value::Integer(
+                            raw.trim().parse().map_err(|_| ConfigError(format!("{var}: expected an integer")))?,
+                        ),
+                        toml::Value::Boolean(_) => toml::Value::Boolean(
+                            raw.trim().parse().map_err(|_| ConfigError(format!("{var}: expected true or false")))?,
+                        ),
+                        toml::Value::Array(_) => toml::Value::Array(
+                            raw.split(',')
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(|s| toml::Value::String(s.to_owned()))
+                                .collect(),
+                        ),
+                        _ => toml::Value::String(raw),
+                    };
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            *self = tree.try_into().map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        }
+        if let Some(t) = get("SURGE_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            self.auth.admin_tokens = vec![t];
+        }
+        if let Some(t) = get("SURGE_CLIENT_TOKEN").filter(|t| !t.is_empty()) {
+            self.auth.client_tokens = vec![t];
+        }
+        Ok(())
+    }
+
+    /// Check the values that would make the server unusable.
+    ///
+    /// # Errors
+    /// The first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.engine.validate().map_err(|e| ConfigError(e.to_string()))?;
+        let l = &self.limits;
+        let positive = [
+            ("max_frame_bytes", l.max_frame_bytes as u64),
+            ("max_in_flight", l.max_in_flight as u64),
+            ("max_connections", l.max_connections as u64),
+            ("idle_timeout_ms", l.idle_timeout_ms),
+            ("ping_interval_ms", l.ping_interval_ms),
+            ("per_connection_rps", l.per_connection_rps.into()),
+            ("per_connection_burst", l.per_connection_burst.into()),
+            ("per_user_rps", l.per_user_rps.into()),
+            ("per_user_burst", l.per_user_burst.into()),
+            ("request_timeout_ms", l.request_timeout_ms),
+            ("outbound_queue", l.outbound_queue as u64),
+            ("sku_push_interval_ms", l.sku_push_interval_ms),
+            ("hub_queue", l.hub_queue as u64),
+        ];
+        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("limits.{k} must be positive")));
+        }
+        if l.outbound_queue <= l.max_in_flight {
+            return Err(ConfigError("limits.outbound_queue must exceed limits.max_in_flight".into()));
+        }
+        if self.auth.admin_tokens.iter().chain(&self.auth.client_tokens).any(|t| t.len() < 8) {
+            return Err(ConfigError("auth tokens must be at least 8 bytes".into()));
+        }
+        Ok(())
+    }
+}

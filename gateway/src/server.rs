@@ -1,0 +1,256 @@
+//! Starting and stopping the server: recovery, listeners, hub, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use surge_engine::{Engine, SystemClock};
+use surge_persistence::{DurableEngine, RecoveryStats};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{generate_token, Tokens};
+use crate::config::FileConfig;
+use crate::hub::{self, HubStats};
+use crate::session::Gateway;
+use crate::ws::AppState;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Binding a listener failed.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Opening (recovering) the data directory failed.
+    #[error("open data directory: {0}")]
+    Open(#[from] surge_persistence::PersistenceError),
+    /// The final snapshot failed (the WAL still has everything).
+    #[error("close: {0}")]
+    Close(String),
+}
+
+/// Tokens `surge serve` generated because none were configured (print them; they are not
+/// stored anywhere).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DevTokens {
+    /// Role admin.
+    pub admin: String,
+    /// Role client.
+    pub client: String,
+}
+
+impl std::fmt::Debug for DevTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevTokens(..)")
+    }
+}
+
+/// The server.
+pub struct Server;
+
+/// A running server: its addresses, and how to stop it.
+pub struct ServerHandle {
+    /// Where the TCP gateway listens.
+    pub tcp_addr: SocketAddr,
+    /// Where HTTP (`/health`, `/ready`, `/ws`) listens.
+    pub http_addr: SocketAddr,
+    /// Tokens generated at start because none were configured.
+    pub dev_tokens: Option<DevTokens>,
+    /// What recovery did.
+    pub recovery: RecoveryStats,
+    gateway: Arc<Gateway>,
+    db: Option<DurableEngine>,
+    shutdown_tx: watch::Sender<bool>,
+    http: actix_web::dev::ServerHandle,
+    http_task: JoinHandle<std::io::Result<()>>,
+    tcp_task: JoinHandle<()>,
+    hub_task: JoinHandle<()>,
+    control: Option<mpsc::Sender<hub::Control>>,
+    hub_stats: Arc<HubStats>,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Validate `cfg`, bind both listeners, open (recover) the data directory, and serve.
+    /// Generates dev tokens when `cfg.auth` has none. Must be called inside a multi-threaded
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// Invalid config; a listener cannot bind; the data directory cannot be opened.
+    pub async fn start(mut cfg: FileConfig) -> Result<ServerHandle, ServerError> {
+        let dev_tokens = if cfg.auth.admin_tokens.is_empty() && cfg.auth.client_tokens.is_empty() {
+            let t = DevTokens { admin: generate_token("adm"), client: generate_token("cli") };
+            cfg.auth.admin_tokens.push(t.admin.clone());
+            cfg.auth.client_tokens.push(t.client.clone());
+            Some(t)
+        } else {
+            None
+        };
+        cfg.validate()?;
+        let bind_err = |addr: &str| {
+            let addr = addr.to_owned();
+            move |source| ServerError::Bind { addr, source }
+        };
+        let tcp = tokio::net::TcpListener::bind(&cfg.server.tcp_addr).await.map_err(bind_err(&cfg.server.tcp_addr))?;
+        let tcp_addr = tcp.local_addr().map_err(bind_err(&cfg.server.tcp_addr))?;
+        let std_http = std::net::TcpListener::bind(&cfg.server.http_addr).map_err(bind_err(&cfg.server.http_addr))?;
+        let http_addr = std_http.local_addr().map_err(bind_err(&cfg.server.http_addr))?;
+
+        // HTTP first, so /health answers during recovery (and /ready says not yet).
+        let state = AppState::default();
+        let app_state = actix_web::web::Data::new(state.clone());
+        let workers = if cfg.server.http_workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            cfg.server.http_workers
+        };
+        let shutdown_timeout = Duration::from_millis(cfg.server.shutdown_timeout_ms);
+        let http = actix_web::HttpServer::new(move || {
+            actix_web::App::new().app_data(app_state.clone()).configure(crate::ws::routes)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+        .listen(std_http)
+        .map_err(bind_err(&cfg.server.http_addr))?
+        .run();
+        let http_handle = http.handle();
+        let http_task = tokio::spawn(http);
+
+        let parts = hub::hub_parts(cfg.limits.hub_queue);
+        let observer: Arc<dyn surge_engine::ChangeObserver> = parts.observer.clone();
+        let (pcfg, ecfg) = (cfg.persistence.clone(), cfg.engine.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            DurableEngine::open_observed(pcfg, ecfg, Arc::new(SystemClock), Some(observer), |s| Box::new(s))
+        })
+        .await
+        .map_err(|e| ServerError::Close(format!("recovery task: {e}")))?;
+        let db = match opened {
+            Ok(db) => db,
+            Err(e) => {
+                http_handle.stop(false).await;
+                return Err(e.into());
+            }
+        };
+        let engine: Engine = db.engine().clone();
+        let recovery = db.recovery().clone();
+
+        let (control_tx, control_rx) = mpsc::channel(1_024);
+        let hub_task = tokio::spawn(hub::run(
+            engine.clone(),
+            parts.changes,
+            control_rx,
+            parts.stats.clone(),
+            Duration::from_millis(cfg.limits.sku_push_interval_ms),
+        ));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let gateway = Arc::new(Gateway {
+            engine,
+            tokens: Tokens::new(&cfg.auth),
+            user_limiter: Gateway::user_quota(&cfg.limits),
+            limits: cfg.limits.clone(),
+            control: control_tx.clone(),
+            next_conn: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            shutdown: shutdown_rx,
+            tracker: TaskTracker::new(),
+            ready: AtomicBool::new(false),
+            clock: governor::clock::DefaultClock::default(),
+        });
+        // Forget idle per-user limiter entries now and then.
+        {
+            let gw = gateway.clone();
+            let mut stop = gateway.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                            gw.user_limiter.retain_recent();
+                            gw.user_limiter.shrink_to_fit();
+                        }
+                    }
+                }
+            });
+        }
+        let _ = state.gateway.set(gateway.clone());
+        gateway.ready.store(true, Ordering::Release);
+        let tcp_task = tokio::spawn(crate::tcp::accept_loop(gateway.clone(), tcp));
+        tracing::info!(%tcp_addr, %http_addr, "surge gateway listening");
+        Ok(ServerHandle {
+            tcp_addr,
+            http_addr,
+            dev_tokens,
+            recovery,
+            gateway,
+            db: Some(db),
+            shutdown_tx,
+            http: http_handle,
+            http_task,
+            tcp_task,
+            hub_task,
+            control: Some(control_tx),
+            hub_stats: parts.stats,
+            shutdown_timeout,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The engine behind the gateway.
+    pub fn engine(&self) -> &Engine {
+        &self.gateway.engine
+    }
+
+    /// Open connections (TCP + WebSocket).
+    pub fn connections(&self) -> usize {
+        self.gateway.connections.load(Ordering::Relaxed)
+    }
+
+    /// Push hub counters (dropped changes, slow consumers, pushes).
+    pub fn hub_stats(&self) -> &Arc<HubStats> {
+        &self.hub_stats
+    }
+
+    /// Graceful shutdown: stop accepting, let connections finish their in-flight requests
+    /// (bounded by `shutdown_timeout_ms`), then snapshot and close the data directory.
+    ///
+    /// # Errors
+    /// The final snapshot failed (nothing is lost: the WAL holds every acknowledged change).
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        self.gateway.ready.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let tracker = self.gateway.tracker.clone();
+        tracker.close();
+        let http = self.http.clone();
+        let stop_http = tokio::spawn(async move { http.stop(true).await });
+        let _ = (&mut self.tcp_task).await;
+        if tokio::time::timeout(self.shutdown_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(left = tracker.len(), "connections did not finish in time; dropping them");
+        }
+        if tokio::time::timeout(self.shutdown_timeout, stop_http).await.is_err() {
+            tracing::warn!("HTTP server did not stop in time");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.http_task).await;
+        self.control.take();
+        self.hub_task.abort();
+        let db = self.db.take();
+        let closed = tokio::task::spawn_blocking(move || db.map(|db| db.close()).transpose())
+            .await
+            .map_err(|e| ServerError::Close(e.to_string()))?;
+        closed.map_err(|e| ServerError::Close(e.to_string()))?;
+        tracing::info!("stopped: snapshot written, data directory closed");
+        Ok(())
+    }
+}

@@ -1,0 +1,395 @@
+//! One connection's protocol logic, shared by the TCP and WebSocket transports: authentication,
+//! role checks, rate limits, in-flight accounting (back-pressure), request deadline, routing
+//! into the engine, subscriptions, and the outbound queue.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value};
+use surge_engine::{
+    CreateOrder, Engine, EngineError, Initiator, ListOrders, OrderEventKind, SaleRules, SkuSpec, SkuUpdate,
+    TransitionOptions,
+};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Role, Tokens};
+use crate::config::LimitsConfig;
+use crate::hub::{ConnShared, Control, Outbound, Sink, Topic};
+use crate::protocol::{self, Op, WireError};
+
+/// Most subscriptions one connection may hold.
+pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1_000;
+
+/// Everything the connections share.
+pub(crate) struct Gateway {
+    pub engine: Engine,
+    pub tokens: Tokens,
+    pub limits: LimitsConfig,
+    pub control: mpsc::Sender<Control>,
+    pub user_limiter: DefaultKeyedRateLimiter<String>,
+    pub next_conn: AtomicU64,
+    pub connections: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+    pub tracker: TaskTracker,
+    pub ready: AtomicBool,
+    pub clock: DefaultClock,
+}
+
+fn quota(rps: u32, burst: u32) -> Quota {
+    let rps = NonZeroU32::new(rps).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(rps);
+    Quota::per_second(rps).allow_burst(burst)
+}
+
+impl Gateway {
+    pub fn user_quota(limits: &LimitsConfig) -> DefaultKeyedRateLimiter<String> {
+        RateLimiter::keyed(quota(limits.per_user_rps, limits.per_user_burst))
+    }
+
+    /// Reserve a connection slot, unless `max_connections` are open.
+    pub fn try_connection(self: &Arc<Self>) -> Option<ConnSlot> {
+        let max = self.limits.max_connections;
+        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnSlot(self.clone()))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// One open connection's slot (released on drop).
+pub(crate) struct ConnSlot(Arc<Gateway>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Should the transport keep reading?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// One connection's state (owned by its reader).
+pub(crate) struct Conn {
+    pub gw: Arc<Gateway>,
+    pub id: u64,
+    pub role: Option<Role>,
+    pub out: mpsc::Sender<Outbound>,
+    pub shared: Arc<ConnShared>,
+    pub cancel: CancellationToken,
+    pub inflight: Arc<Semaphore>,
+    limiter: DefaultDirectRateLimiter,
+    topics: HashSet<Topic>,
+    _slot: ConnSlot,
+}
+
+impl Conn {
+    pub fn new(gw: Arc<Gateway>, slot: ConnSlot, role: Option<Role>) -> (Self, mpsc::Receiver<Outbound>) {
+        let (out, rx) = mpsc::channel(gw.limits.outbound_queue);
+        let id = gw.next_conn.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(ConnShared::default());
+        let limiter = RateLimiter::direct(quota(gw.limits.per_connection_rps, gw.limits.per_connection_burst));
+        let inflight = Arc::new(Semaphore::new(gw.limits.max_in_flight));
+        let cancel = shared.cancel.clone();
+        let conn = Self { gw, id, role, out, shared, cancel, inflight, limiter, topics: HashSet::new(), _slot: slot };
+        (conn, rx)
+    }
+
+    /// Wait for an in-flight slot (back-pressure: the transport reads nothing until it has one).
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.inflight.clone().acquire_owned().await.ok()
+    }
+
+    pub async fn reply(&self, text: String) {
+        let _ = self.out.send(Outbound::Reply(text)).await;
+    }
+
+    pub async fn reply_err(&self, id: &Value, e: WireError) {
+        self.reply(protocol::err_reply(id, &e)).await;
+    }
+
+    /// Handle one text message; `permit` is this request's in-flight slot.
+    pub async fn on_text(&mut self, text: &str, permit: OwnedSemaphorePermit) -> Flow {
+        let env = match protocol::parse_envelope(text) {
+            Ok(env) => env,
+            Err((id, e)) => {
+                if self.role.is_none() {
+                    return self.auth_failed(&id, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
+                }
+                self.reply_err(&id, e).await;
+                return Flow::Continue;
+            }
+        };
+        let id = env.id;
+        if env.op == "auth" {
+            if self.role.is_some() {
+                self.reply_err(&id, WireError::new("invalid_request", "already authenticated")).await;
+                return Flow::Continue;
+            }
+            let token = match protocol::parse_auth(env.fields) {
+                Ok(t) => t,
+                Err(_) => return self.auth_failed(&id, "auth takes exactly one field: token").await,
+            };
+            return match self.gw.tokens.verify(&token) {
+                Some(role) => {
+                    self.role = Some(role);
+                    tracing::debug!(conn = self.id, role = role.as_str(), "authenticated");
+                    self.reply(protocol::ok_reply(&id, serde_json::json!({ "role": role.as_str() }))).await;
+                    Flow::Continue
+                }
+                None => self.auth_failed(&id, "invalid token").await,
+            };
+        }
+        let Some(role) = self.role else {
+            return self.auth_failed(&id, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
+        };
+        if !protocol::known_op(&env.op) {
+            self.reply_err(&id, WireError::new("unknown_op", "unknown op")).await;
+            return Flow::Continue;
+        }
+        if !protocol::allowed(role, &env.op) {
+            let msg = format!("op {} needs role admin", env.op);
+            self.reply_err(&id, WireError::new("forbidden", msg)).await;
+            return Flow::Continue;
+        }
+        if let Err(nu) = self.limiter.check() {
+            let wait = nu.wait_time_from(self.gw.clock.now());
+            self.reply_err(&id, rate_limited("connection", wait)).await;
+            return Flow::Continue;
+        }
+        let op = match protocol::parse_op(&env.op, env.fields) {
+            Ok(op) => op,
+            Err(e) => {
+                self.reply_err(&id, e).await;
+                return Flow::Continue;
+            }
+        };
+        let user = match &op {
+            Op::CreateOrder(r) => Some(&r.user_id),
+            Op::ListOrders(r) => Some(&r.user_id),
+            _ => None,
+        };
+        if let Some(user) = user {
+            if let Err(nu) = self.gw.user_limiter.check_key(user) {
+                let wait = nu.wait_time_from(self.gw.clock.now());
+                self.reply_err(&id, rate_limited("user", wait)).await;
+                return Flow::Continue;
+            }
+        }
+        match op {
+            Op::Ping => {
+                let now = self.gw.engine.now_ms();
+                self.reply(protocol::ok_reply(&id, serde_json::json!({ "pong": true, "now_ms": now }))).await;
+            }
+            Op::Subscribe(t) => self.subscribe(&id, &t.topic, true).await,
+            Op::Unsubscribe(t) => self.subscribe(&id, &t.topic, false).await,
+            op => {
+                let engine = self.gw.engine.clone();
+                let out = self.out.clone();
+                let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
+                let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
+                self.gw.tracker.spawn(async move {
+                    let text = match tokio::time::timeout(deadline, execute(&engine, op, by)).await {
+                        Ok(Ok(v)) => protocol::ok_reply(&id, v),
+                        Ok(Err(e)) => protocol::engine_err_reply(&id, &e),
+                        Err(_) => protocol::err_reply(
+                            &id,
+                            &WireError::new(
+                                "overloaded",
+                                "request deadline exceeded; the outcome is unknown: retry with the same \
+                                 idempotency key or payment id",
+                            ),
+                        ),
+                    };
+                    let _ = out.send(Outbound::Reply(text)).await;
+                    drop(permit);
+                });
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn auth_failed(&mut self, id: &Value, message: &str) -> Flow {
+        tracing::info!(conn = self.id, "authentication failed; closing");
+        self.reply_err(id, WireError::new("unauthorized", message)).await;
+        Flow::Close
+    }
+
+    async fn subscribe(&mut self, id: &Value, topic: &str, on: bool) {
+        let Some(t) = Topic::parse(topic) else {
+            let e = WireError::new("invalid_request", "topic must be order:<id>, user:<id> or sku:<id>");
+            return self.reply_err(id, e).await;
+        };
+        if on && !self.topics.contains(&t) && self.topics.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
+            let e = WireError::new("invalid_request", "too many subscriptions on this connection");
+            return self.reply_err(id, e).await;
+        }
+        let (ack, done) = oneshot::channel();
+        let msg = if on {
+            let sink = Sink { out: self.out.clone(), shared: self.shared.clone() };
+            self.topics.insert(t.clone());
+            Control::Subscribe { conn: self.id, topic: t, sink, ack }
+        } else {
+            self.topics.remove(&t);
+            Control::Unsubscribe { conn: self.id, topic: t, ack }
+        };
+        if self.gw.control.send(msg).await.is_err() || done.await.is_err() {
+            return self.reply_err(id, WireError::new("shutting_down", "the server is shutting down")).await;
+        }
+        let result = serde_json::json!({ "topic": topic, "subscribed": on });
+        self.reply(protocol::ok_reply(id, result)).await;
+    }
+
+    /// Wait (bounded) for the in-flight requests, leave the hub, and tell the writer to finish.
+    pub async fn finish(self, wait: Duration) {
+        let max = u32::try_from(self.gw.limits.max_in_flight).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(wait, self.inflight.acquire_many(max)).await;
+        if !self.topics.is_empty() {
+            let _ = self.gw.control.try_send(Control::Disconnect { conn: self.id });
+        }
+        let _ = tokio::time::timeout(wait, self.out.send(Outbound::Close)).await;
+    }
+}
+
+fn rate_limited(scope: &str, wait: Duration) -> WireError {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    WireError { retry_after_ms: Some(ms), ..WireError::new("rate_limited", format!("{scope} rate limit exceeded")) }
+}
+
+/// Number `seq` for one push and encode it.
+pub(crate) fn encode_push(seq: u64, push: &Map<String, Value>) -> String {
+    let mut m = push.clone();
+    m.insert("seq".into(), Value::from(seq));
+    Value::Object(m).to_string()
+}
+
+/// What a writer does next.
+pub(crate) enum Next {
+    /// Write this text.
+    Text(String),
+    /// Write this final error, then close.
+    Final(String),
+    /// Close.
+    End,
+}
+
+/// The writer's next step: the next reply/push (numbering pushes), or the kill switch.
+pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &ConnShared, seq: &mut u64) -> Next {
+    tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => match shared.kill_code.get() {
+            Some(code) => {
+                *seq += 1;
+                let msg = match *code {
+                    "slow_consumer" => "outbound queue full: this subscriber is too slow and is disconnected",
+                    _ => "connection closed by the server",
+                };
+                let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
+                Next::Final(v.to_string())
+            }
+            None => Next::End,
+        },
+        m = rx.recv() => match m {
+            Some(Outbound::Reply(s)) => Next::Text(s),
+            Some(Outbound::Push(p)) => {
+                *seq += 1;
+                Next::Text(encode_push(*seq, &p))
+            }
+            Some(Outbound::Close) | None => Next::End,
+        },
+    }
+}
+
+fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOptions {
+    TransitionOptions { expected_version, reason }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Run one typed request on the engine.
+async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Value, EngineError> {
+    Ok(match op {
+        Op::CreateSku(r) => json(
+            &engine
+                .create_sku(SkuSpec {
+                    sku_id: r.sku_id,
+                    name: r.name,
+                    price: r.price,
+                    initial_stock: r.initial_stock,
+                    rules: SaleRules {
+                        per_user_limit: r.per_user_limit,
+                        sale_starts_at_ms: r.sale_starts_at_ms,
+                        sale_ends_at_ms: r.sale_ends_at_ms,
+                        paused: r.paused,
+                    },
+                })
+                .await?,
+        ),
+        Op::UpdateSku(r) => {
+            let update = SkuUpdate {
+                name: r.name,
+                price: r.price,
+                per_user_limit: r.per_user_limit,
+                sale_starts_at_ms: r.sale_starts_at_ms,
+                sale_ends_at_ms: r.sale_ends_at_ms,
+                paused: r.paused,
+            };
+            json(&engine.update_sku(&r.sku_id, update).await?)
+        }
+        Op::AdjustStock(r) => json(&engine.adjust_stock(&r.sku_id, r.delta, &r.reason).await?),
+        Op::GetSku(r) => json(&engine.get_sku(&r.sku_id)?),
+        Op::CreateOrder(r) => {
+            let req = CreateOrder {
+                user_id: r.user_id.into(),
+                items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
+                idempotency_key: r.idempotency_key,
+            };
+            json(&*engine.create_order(req).await?)
+        }
+        Op::GetOrder(r) => json(&*engine.get_order(r.order_id.0)?),
+        Op::ListOrders(r) => {
+            let q = ListOrders { user_id: r.user_id, status: r.status, page: r.page, limit: r.limit };
+            let orders = engine.list_orders(&q)?;
+            let list: Vec<Value> = orders.iter().map(|o| json(&**o)).collect();
+            serde_json::json!({ "orders": list, "page": r.page, "limit": r.limit })
+        }
+        Op::Pay(r) => json(&*engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?),
+        Op::Transition(name, r) => {
+            let event = match name {
+                "cancel_order" => OrderEventKind::Cancel,
+                "start_packing" => OrderEventKind::StartPacking,
+                "deliver" => OrderEventKind::Deliver,
+                "complete" => OrderEventKind::Complete,
+                "request_refund" => OrderEventKind::RequestRefund,
+                "confirm_refund" => OrderEventKind::ConfirmRefund,
+                "reject_refund" => OrderEventKind::RejectRefund,
+                "open_dispute" => OrderEventKind::OpenDispute,
+                other => return Err(EngineError::InvalidRequest { message: format!("unknown transition {other}") }),
+            };
+            json(&*engine.transition(r.order_id.0, event, by, opts(r.expected_version, r.reason)).await?)
+        }
+        Op::Ship(r) => json(&*engine.ship(r.order_id.0, &r.tracking_number, opts(r.expected_version, r.reason)).await?),
+        Op::ResolveDispute(r) => {
+            json(&*engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?)
+        }
+        Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Value::Null,
+    })
+}
