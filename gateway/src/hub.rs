@@ -103,6 +103,10 @@ pub struct HubStats {
     pub pushes: AtomicU64,
     /// Live subscriptions (the observer skips all work while this is 0).
     pub subscriptions: AtomicUsize,
+    /// Set when a change was dropped; the hub then tells every subscriber with a `gap` push.
+    pub lagged: std::sync::atomic::AtomicBool,
+    /// `gap` pushes sent.
+    pub gaps: AtomicU64,
 }
 
 /// The engine side of the hub: never blocks.
@@ -118,6 +122,7 @@ impl HubObserver {
         }
         if self.tx.try_send(c).is_err() {
             self.stats.dropped_changes.fetch_add(1, Ordering::Relaxed);
+            self.stats.lagged.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -299,7 +304,32 @@ impl Hub {
         self.deliver(targets, push);
     }
 
+    /// Changes were dropped (the hub's queue was full): every subscriber may have missed a push,
+    /// so each gets one `gap` push telling it to re-read what it watches.
+    fn announce_gap(&mut self) {
+        let mut targets: HashMap<u64, Sink> = HashMap::new();
+        for m in self.topics.values() {
+            for (c, s) in m {
+                targets.entry(*c).or_insert_with(|| s.clone());
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        let mut push = Map::new();
+        push.insert("event".into(), Value::String("gap".into()));
+        push.insert(
+            "message".into(),
+            Value::String("pushes were dropped under load; re-read your subscriptions' state".into()),
+        );
+        self.deliver(targets, push);
+    }
+
     fn tick(&mut self, now: Instant) {
+        if self.stats.lagged.swap(false, Ordering::Relaxed) {
+            self.announce_gap();
+        }
         let due: Vec<Arc<str>> = self
             .skus
             .iter()
@@ -385,6 +415,48 @@ mod tests {
         assert_eq!(slow.shared.kill_code.get(), Some(&"slow_consumer"));
         assert!(!fast.shared.cancel.is_cancelled(), "the others keep their pushes");
         assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1);
+        hub.abort();
+        engine.shutdown(Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn dropped_changes_are_announced_with_a_gap_push() {
+        let parts = hub_parts(1);
+        let engine = Engine::builder(EngineConfig { shard_count: 1, ..Default::default() }).start().unwrap();
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let stats = parts.stats.clone();
+        let observer = parts.observer.clone();
+        let hub =
+            tokio::spawn(run(engine.clone(), parts.changes, control_rx, stats.clone(), Duration::from_millis(20)));
+        let (out, mut rx) = mpsc::channel(64);
+        let sink = Sink { out, shared: Arc::new(ConnShared::default()) };
+        let (ack, done) = oneshot::channel();
+        control_tx.send(Control::Subscribe { conn: 1, topic: Topic::User("u".into()), sink, ack }).await.unwrap();
+        done.await.unwrap();
+        let spec = SkuSpec {
+            sku_id: "A".into(),
+            name: "A".into(),
+            price: surge_engine::Decimal::ONE,
+            initial_stock: 10,
+            rules: SaleRules::default(),
+        };
+        engine.create_sku(spec).await.unwrap();
+        let order = engine.create_order(CreateOrder::new("u", &[("A", 1)], "k")).await.unwrap();
+        // The hub task cannot run between these calls (current-thread runtime): the queue of
+        // one overflows, as it would if the engine outran the hub.
+        for _ in 0..5 {
+            observer.order_changed(&order);
+        }
+        assert!(stats.dropped_changes.load(Ordering::Relaxed) >= 4);
+        let mut saw_gap = false;
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            if matches!(p, Outbound::Push(ref m) if m["event"] == "gap") {
+                saw_gap = true;
+                break;
+            }
+        }
+        assert!(saw_gap, "a subscriber must learn that pushes were dropped");
+        assert_eq!(stats.gaps.load(Ordering::Relaxed), 1);
         hub.abort();
         engine.shutdown(Duration::from_secs(5));
     }
