@@ -104,10 +104,20 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
                 }
                 Ok::<_, std::io::Error>(())
             };
-            let done = tokio::select! {
-                r = ok => r.is_err(),
-                // A client that stops reading cannot hold the writer once we gave up on it.
-                _ = shared.cancel.cancelled(), if !last => shared.kill_code.get().is_some(),
+            // A client that stops reading cannot hold the writer once we gave up on it: after a
+            // kill, the line being written gets a short grace (so the final error can follow a
+            // whole line), and the final error itself a bounded time.
+            let done = if last {
+                tokio::time::timeout(Duration::from_secs(1), ok).await.map_or(true, |r| r.is_err())
+            } else {
+                let grace = async {
+                    shared.cancel.cancelled().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                tokio::select! {
+                    r = ok => r.is_err(),
+                    _ = grace => shared.kill_code.get().is_some(),
+                }
             };
             if done || last {
                 break;

@@ -94,6 +94,10 @@ async fn run(
                         _ = shared.cancel.cancelled() => false,
                     };
                     if !sent {
+                        // Killed (slow consumer): go round once more for the final error frame.
+                        if shared.kill_code.get().is_some() {
+                            continue;
+                        }
                         break;
                     }
                 }
