@@ -24,8 +24,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "surge", version, about)]
 struct Cli {
+    /// Log format on stderr: `text` (human-readable) or `json` (one object per line). The level
+    /// comes from RUST_LOG (default: info for serve, warn otherwise; per-request lines are
+    /// `debug`, e.g. RUST_LOG=info,surge_gateway=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SURGE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +79,9 @@ struct ServeArgs {
     /// Most in-flight requests per connection.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Prometheus exporter address (default 127.0.0.1:9898; port 0 picks a free port).
+    #[arg(long, env = "SURGE_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -89,12 +103,22 @@ enum WalCommand {
     },
 }
 
+/// Logs go to stderr (stdout carries `serve`'s addresses and `wal`'s output). Fields, not
+/// payloads: requests log their id, op, code, order_id and sku_id; never a token.
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info,actix_server=warn" } else { "warn" };
+    init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
@@ -176,6 +200,9 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.max_in_flight {
         cfg.limits.max_in_flight = n;
     }
+    if let Some(a) = args.metrics_addr {
+        cfg.metrics.addr = a;
+    }
     let data_dir = cfg.persistence.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("surge-io").build()?;
     runtime.block_on(async move {
@@ -185,6 +212,10 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         writeln!(out, "  tcp        {}   (one JSON object per line)", server.tcp_addr)?;
         writeln!(out, "  websocket  ws://{}/ws", server.http_addr)?;
         writeln!(out, "  http       http://{}/health  http://{}/ready", server.http_addr, server.http_addr)?;
+        match server.metrics_addr {
+            Some(a) => writeln!(out, "  metrics    http://{a}/metrics")?,
+            None => writeln!(out, "  metrics    off (disabled, or the exporter could not start: see the log)")?,
+        }
         match &server.dev_tokens {
             Some(t) => {
                 writeln!(

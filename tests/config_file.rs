@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use surge::engine::EngineConfig;
-use surge::gateway::{AuthConfig, FileConfig, LimitsConfig, ServerConfig};
+use surge::gateway::{AuthConfig, FileConfig, LimitsConfig, MetricsConfig, ServerConfig};
 use surge::persistence::PersistenceConfig;
 
 #[derive(Deserialize)]
@@ -13,6 +13,7 @@ struct File {
     server: ServerConfig,
     limits: LimitsConfig,
     auth: AuthConfig,
+    metrics: MetricsConfig,
 }
 
 #[test]
@@ -25,6 +26,7 @@ fn shipped_config_parses_and_states_the_defaults() {
     assert_eq!(file.server, ServerConfig::default(), "config/surge.toml [server] drifted");
     assert_eq!(file.limits, LimitsConfig::default(), "config/surge.toml [limits] drifted");
     assert_eq!(file.auth, AuthConfig::default(), "config/surge.toml [auth] drifted");
+    assert_eq!(file.metrics, MetricsConfig::default(), "config/surge.toml [metrics] drifted");
     // Every key is written out: the file has exactly the keys of the defaults.
     let keys = |v: toml::Value| -> Vec<String> {
         v.as_table()
@@ -52,6 +54,8 @@ fn environment_overrides_apply_per_key() {
         "SURGE_PERSISTENCE_DURABILITY" => Some("os".to_string()),
         "SURGE_SERVER_TCP_ADDR" => Some("127.0.0.1:9999".to_string()),
         "SURGE_ADMIN_TOKEN" => Some("admin-secret-1".to_string()),
+        "SURGE_METRICS_ADDR" => Some("127.0.0.1:9999".to_string()),
+        "SURGE_METRICS_ENABLED" => Some("false".to_string()),
         _ => None,
     };
     cfg.apply_env(env).unwrap();
@@ -59,6 +63,8 @@ fn environment_overrides_apply_per_key() {
     assert_eq!(cfg.persistence.durability, surge::persistence::Durability::Os);
     assert_eq!(cfg.server.tcp_addr, "127.0.0.1:9999");
     assert_eq!(cfg.auth.admin_tokens, vec!["admin-secret-1".to_string()]);
+    assert_eq!(cfg.metrics.addr, "127.0.0.1:9999");
+    assert!(!cfg.metrics.enabled);
     let bad = |k: &str| (k == "SURGE_LIMITS_MAX_IN_FLIGHT").then(|| "many".to_string());
     assert!(FileConfig::default().apply_env(bad).is_err());
 }

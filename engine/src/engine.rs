@@ -24,6 +24,7 @@ use crate::shard::{shard_for_key, OrderMsg, ReadModels, Reply, Shard, ShardMsg, 
 use crate::snowflake::shard_of;
 use crate::state::EngineState;
 use crate::state_machine::OrderEventKind;
+use crate::stats::{EngineStats, ShardCounters};
 
 /// Longest SKU id, user id and payment id, in bytes.
 pub const ID_BYTES_MAX: usize = 64;
@@ -74,6 +75,8 @@ struct Inner {
     internal: Vec<Sender<ShardMsg>>,
     read: Arc<ReadModels>,
     threads: Vec<JoinHandle<()>>,
+    /// Monitoring counters, one per shard.
+    counters: Vec<Arc<ShardCounters>>,
     /// Shard threads that have exited (each after dropping its journal).
     exited: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -166,6 +169,7 @@ impl EngineBuilder {
             parts[shard_of(k.0, n)].orders.insert(k, v);
         }
         let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counters: Vec<Arc<ShardCounters>> = (0..n).map(|_| Arc::default()).collect();
         let mut shards = Vec::with_capacity(n);
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
             shards.push(Shard::new(ShardParts {
@@ -180,6 +184,7 @@ impl EngineBuilder {
                 initial,
                 archive_enabled: self.archive.is_some(),
                 observer: self.observer.clone(),
+                counters: counters[id].clone(),
             })?);
         }
         let mut inner = Inner {
@@ -192,6 +197,7 @@ impl EngineBuilder {
             internal,
             read,
             threads: Vec::new(),
+            counters,
             exited: exited.clone(),
         };
         for (id, shard) in shards.into_iter().enumerate() {
@@ -619,6 +625,14 @@ impl Engine {
     /// Number of shard threads.
     pub fn shard_count(&self) -> usize {
         self.inner.shard_count
+    }
+
+    /// Monitoring counters: per-shard mailbox depth and messages handled, orders created, order
+    /// transitions by (from, to). Reads atomics and channel lengths only: cheap, never blocks a
+    /// shard.
+    pub fn stats(&self) -> EngineStats {
+        let depths = self.inner.external.iter().zip(&self.inner.internal).map(|(e, i)| (e.len(), i.len()));
+        EngineStats::read(&self.inner.counters, depths)
     }
 
     /// Live orders in the read model (all statuses).

@@ -54,6 +54,7 @@ mod sku;
 pub mod snowflake;
 pub mod state;
 pub mod state_machine;
+pub mod stats;
 
 pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -72,3 +73,4 @@ pub use pending::Pending;
 pub use rust_decimal::Decimal;
 pub use state::{EngineState, SkuState};
 pub use state_machine::OrderEventKind;
+pub use stats::{EngineStats, ShardStats, TransitionCount};

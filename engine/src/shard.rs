@@ -47,6 +47,7 @@ use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
 use crate::state::EngineState;
 use crate::state_machine::{OrderEventKind, StockEffect, TimerEffect};
+use crate::stats::ShardCounters;
 
 /// Where a caller waits for its answer.
 pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
@@ -218,6 +219,8 @@ pub(crate) struct Shard {
     observer: Option<Arc<dyn ChangeObserver>>,
     changed_orders: Vec<Arc<Order>>,
     changed_skus: Vec<SkuId>,
+    /// Monitoring counters (this thread is their only writer).
+    counters: Arc<ShardCounters>,
 }
 
 /// Channels and shared parts a shard is built from.
@@ -235,6 +238,7 @@ pub(crate) struct ShardParts {
     /// Whether terminal orders are archived (only with an archive to read them back from).
     pub archive_enabled: bool,
     pub observer: Option<Arc<dyn ChangeObserver>>,
+    pub counters: Arc<ShardCounters>,
 }
 
 impl Shard {
@@ -266,6 +270,7 @@ impl Shard {
             observer: p.observer,
             changed_orders: Vec::new(),
             changed_skus: Vec::new(),
+            counters: p.counters,
         }
         .install(p.initial))
     }
@@ -350,6 +355,7 @@ impl Shard {
             self.fire_timers();
             self.drain_local();
             self.flush();
+            self.counters.handled(handled as u64);
             if stop {
                 return;
             }
@@ -808,6 +814,7 @@ impl Shard {
         if self.observer.is_some() {
             self.changed_orders.push(order.clone());
         }
+        self.counters.order_created();
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
 
@@ -823,6 +830,7 @@ impl Shard {
             Ok(Decision::Transition(event, rule)) => (event, rule),
         };
         let next = order::apply(&order, &event);
+        self.counters.transition(order.status, next.status);
         if order.status == OrderStatus::PendingPayment {
             self.timers.remove(&(order.payment_deadline_ms, order_id, TimerKind::PaymentDeadline));
         }

@@ -1,4 +1,4 @@
-//! Server settings: the `[server]`, `[limits]` and `[auth]` tables of `config/surge.toml`, and
+//! Server settings: the `[server]`, `[limits]`, `[auth]` and `[metrics]` tables of `config/surge.toml`, and
 //! the whole file ([`FileConfig`]) with its `SURGE_<TABLE>_<KEY>` environment overrides.
 
 use std::path::Path;
@@ -30,6 +30,27 @@ impl Default for ServerConfig {
             http_workers: 0,
             shutdown_timeout_ms: 10_000,
         }
+    }
+}
+
+/// The Prometheus exporter: `GET /metrics` (any path answers the exposition) on its own listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve metrics at all.
+    pub enabled: bool,
+    /// Listener address. Loopback by default; port 0 picks a free port.
+    pub addr: String,
+    /// How often engine, WAL, hub and process counters are copied into the exposition.
+    pub sample_interval_ms: u64,
+    /// SKUs with their own `sku` label on the stock gauges; the rest are summed under
+    /// `sku="_other"` (bounds the number of series).
+    pub sku_label_max: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, addr: "127.0.0.1:9898".into(), sample_interval_ms: 1_000, sku_label_max: 100 }
     }
 }
 
@@ -125,6 +146,8 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
 }
 
 /// A configuration problem (unreadable file, bad key, bad value).
@@ -230,6 +253,9 @@ impl FileConfig {
         }
         if l.outbound_queue <= l.max_in_flight {
             return Err(ConfigError("limits.outbound_queue must exceed limits.max_in_flight".into()));
+        }
+        if self.metrics.enabled && self.metrics.sample_interval_ms == 0 {
+            return Err(ConfigError("metrics.sample_interval_ms must be positive".into()));
         }
         if self.auth.admin_tokens.iter().chain(&self.auth.client_tokens).any(|t| t.len() < 8) {
             return Err(ConfigError("auth tokens must be at least 8 bytes".into()));

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 mod server;
 mod session;
@@ -26,5 +27,5 @@ mod tcp;
 mod ws;
 
 pub use auth::Role;
-pub use config::{AuthConfig, ConfigError, FileConfig, LimitsConfig, ServerConfig};
+pub use config::{AuthConfig, ConfigError, FileConfig, LimitsConfig, MetricsConfig, ServerConfig};
 pub use server::{DevTokens, Server, ServerError, ServerHandle};

@@ -68,6 +68,9 @@ pub struct ServerHandle {
     pub dev_tokens: Option<DevTokens>,
     /// What recovery did.
     pub recovery: RecoveryStats,
+    /// Where the Prometheus exporter listens (`None`: disabled, or it could not bind; see the
+    /// logs).
+    pub metrics_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     db: Option<DurableEngine>,
     shutdown_tx: watch::Sender<bool>,
@@ -127,6 +130,20 @@ impl Server {
         let http_handle = http.handle();
         let http_task = tokio::spawn(http);
 
+        // Metrics are not part of the order path's promise: an exporter that cannot start is
+        // logged loudly, and the server serves without it.
+        let metrics_addr = if cfg.metrics.enabled {
+            match crate::metrics::install(&cfg.metrics) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics exporter not started; serving without /metrics");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         let parts = hub::hub_parts(cfg.limits.hub_queue);
         let observer: Arc<dyn surge_engine::ChangeObserver> = parts.observer.clone();
         let (pcfg, ecfg) = (cfg.persistence.clone(), cfg.engine.clone());
@@ -144,6 +161,7 @@ impl Server {
         };
         let engine: Engine = db.engine().clone();
         let recovery = db.recovery().clone();
+        crate::metrics::recovery(&recovery);
 
         let (control_tx, control_rx) = mpsc::channel(1_024);
         let hub_task = tokio::spawn(hub::run(
@@ -183,15 +201,29 @@ impl Server {
                 }
             });
         }
+        if metrics_addr.is_some() {
+            let sampler = crate::metrics::Sampler::new(
+                gateway.engine.clone(),
+                db.wal_stats().clone(),
+                parts.stats.clone(),
+                cfg.metrics.sku_label_max,
+            );
+            let interval = Duration::from_millis(cfg.metrics.sample_interval_ms.max(1));
+            tokio::spawn(crate::metrics::run_sampler(sampler, interval, gateway.shutdown.clone()));
+        }
         let _ = state.gateway.set(gateway.clone());
         gateway.ready.store(true, Ordering::Release);
         let tcp_task = tokio::spawn(crate::tcp::accept_loop(gateway.clone(), tcp));
-        tracing::info!(%tcp_addr, %http_addr, "surge gateway listening");
+        match metrics_addr {
+            Some(metrics_addr) => tracing::info!(%tcp_addr, %http_addr, %metrics_addr, "surge gateway listening"),
+            None => tracing::info!(%tcp_addr, %http_addr, "surge gateway listening"),
+        }
         Ok(ServerHandle {
             tcp_addr,
             http_addr,
             dev_tokens,
             recovery,
+            metrics_addr,
             gateway,
             db: Some(db),
             shutdown_tx,

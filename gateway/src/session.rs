@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -59,8 +59,10 @@ impl Gateway {
         let prev = self.connections.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.connections.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::connection_refused();
             return None;
         }
+        crate::metrics::connection(true);
         Some(ConnSlot(self.clone()))
     }
 
@@ -75,6 +77,7 @@ pub(crate) struct ConnSlot(Arc<Gateway>);
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::connection(false);
     }
 }
 
@@ -126,57 +129,64 @@ impl Conn {
 
     /// Handle one text message; `permit` is this request's in-flight slot.
     pub async fn on_text(&mut self, text: &str, permit: OwnedSemaphorePermit) -> Flow {
+        let t0 = Instant::now();
         let env = match protocol::parse_envelope(text) {
             Ok(env) => env,
             Err((id, e)) => {
                 if self.role.is_none() {
-                    return self.auth_failed(&id, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
+                    return self
+                        .auth_failed(&id, "invalid", t0, "authenticate first: {\"op\":\"auth\",\"token\":…}")
+                        .await;
                 }
-                self.reply_err(&id, e).await;
+                self.fail(&id, "invalid", t0, e).await;
                 return Flow::Continue;
             }
         };
         let id = env.id;
+        // A closed set of label values: the client's op string never becomes a label.
+        let op_name = crate::metrics::op_label(&env.op);
         if env.op == "auth" {
             if self.role.is_some() {
-                self.reply_err(&id, WireError::new("invalid_request", "already authenticated")).await;
+                self.fail(&id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
                 return Flow::Continue;
             }
             let token = match protocol::parse_auth(env.fields) {
                 Ok(t) => t,
-                Err(_) => return self.auth_failed(&id, "auth takes exactly one field: token").await,
+                Err(_) => return self.auth_failed(&id, op_name, t0, "auth takes exactly one field: token").await,
             };
             return match self.gw.tokens.verify(&token) {
                 Some(role) => {
                     self.role = Some(role);
                     tracing::debug!(conn = self.id, role = role.as_str(), "authenticated");
                     self.reply(protocol::ok_reply(&id, serde_json::json!({ "role": role.as_str() }))).await;
+                    crate::metrics::request(op_name, "ok", t0.elapsed());
                     Flow::Continue
                 }
-                None => self.auth_failed(&id, "invalid token").await,
+                None => self.auth_failed(&id, op_name, t0, "invalid token").await,
             };
         }
         let Some(role) = self.role else {
-            return self.auth_failed(&id, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
+            return self.auth_failed(&id, op_name, t0, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
         };
         if !protocol::known_op(&env.op) {
-            self.reply_err(&id, WireError::new("unknown_op", "unknown op")).await;
+            self.fail(&id, op_name, t0, WireError::new("unknown_op", "unknown op")).await;
             return Flow::Continue;
         }
         if !protocol::allowed(role, &env.op) {
             let msg = format!("op {} needs role admin", env.op);
-            self.reply_err(&id, WireError::new("forbidden", msg)).await;
+            self.fail(&id, op_name, t0, WireError::new("forbidden", msg)).await;
             return Flow::Continue;
         }
         if let Err(nu) = self.limiter.check() {
             let wait = nu.wait_time_from(self.gw.clock.now());
-            self.reply_err(&id, rate_limited("connection", wait)).await;
+            crate::metrics::rate_limited("connection");
+            self.fail(&id, op_name, t0, rate_limited("connection", wait)).await;
             return Flow::Continue;
         }
         let op = match protocol::parse_op(&env.op, env.fields) {
             Ok(op) => op,
             Err(e) => {
-                self.reply_err(&id, e).await;
+                self.fail(&id, op_name, t0, e).await;
                 return Flow::Continue;
             }
         };
@@ -188,7 +198,8 @@ impl Conn {
         if let Some(user) = user {
             if let Err(nu) = self.gw.user_limiter.check_key(user) {
                 let wait = nu.wait_time_from(self.gw.clock.now());
-                self.reply_err(&id, rate_limited("user", wait)).await;
+                crate::metrics::rate_limited("user");
+                self.fail(&id, op_name, t0, rate_limited("user", wait)).await;
                 return Flow::Continue;
             }
         }
@@ -196,49 +207,92 @@ impl Conn {
             Op::Ping => {
                 let now = self.gw.engine.now_ms();
                 self.reply(protocol::ok_reply(&id, serde_json::json!({ "pong": true, "now_ms": now }))).await;
+                crate::metrics::request(op_name, "ok", t0.elapsed());
             }
-            Op::Subscribe(t) => self.subscribe(&id, &t.topic, true).await,
-            Op::Unsubscribe(t) => self.subscribe(&id, &t.topic, false).await,
+            Op::Subscribe(t) => {
+                let code = self.subscribe(&id, &t.topic, true).await;
+                crate::metrics::request(op_name, code, t0.elapsed());
+            }
+            Op::Unsubscribe(t) => {
+                let code = self.subscribe(&id, &t.topic, false).await;
+                crate::metrics::request(op_name, code, t0.elapsed());
+            }
             op => {
                 let engine = self.gw.engine.clone();
                 let out = self.out.clone();
                 let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
                 let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
+                let conn = self.id;
                 self.gw.tracker.spawn(async move {
-                    let text = match tokio::time::timeout(deadline, execute(&engine, op, by)).await {
-                        Ok(Ok(v)) => protocol::ok_reply(&id, v),
-                        Ok(Err(e)) => protocol::engine_err_reply(&id, &e),
-                        Err(_) => protocol::err_reply(
-                            &id,
-                            &WireError::new(
+                    let (mut order_id, sku_id) = log_ids(&op);
+                    let (text, code, err_sku) = match tokio::time::timeout(deadline, execute(&engine, op, by)).await {
+                        Ok(Ok(v)) => {
+                            order_id = order_id.or_else(|| v.get("order_id").and_then(Value::as_u64));
+                            (protocol::ok_reply(&id, v), "ok", None)
+                        }
+                        Ok(Err(e)) => {
+                            if matches!(e, EngineError::Overloaded) {
+                                crate::metrics::overloaded("mailbox");
+                            }
+                            (protocol::engine_err_reply(&id, &e), e.code(), e.sku_id().map(str::to_owned))
+                        }
+                        Err(_) => {
+                            crate::metrics::overloaded("deadline");
+                            let e = WireError::new(
                                 "overloaded",
                                 "request deadline exceeded; the outcome is unknown: retry with the same \
                                  idempotency key or payment id",
-                            ),
-                        ),
+                            );
+                            (protocol::err_reply(&id, &e), "overloaded", None)
+                        }
                     };
                     let _ = out.send(Outbound::Reply(text)).await;
                     drop(permit);
+                    let elapsed = t0.elapsed();
+                    crate::metrics::request(op_name, code, elapsed);
+                    tracing::debug!(
+                        conn,
+                        request_id = %ReqId(&id),
+                        op = op_name,
+                        code,
+                        order_id,
+                        sku_id = err_sku.as_deref().or(sku_id.as_deref()),
+                        elapsed_us = elapsed.as_micros() as u64,
+                        "request"
+                    );
                 });
             }
         }
         Flow::Continue
     }
 
-    async fn auth_failed(&mut self, id: &Value, message: &str) -> Flow {
-        tracing::info!(conn = self.id, "authentication failed; closing");
-        self.reply_err(id, WireError::new("unauthorized", message)).await;
+    /// Answer `e` to a request that never reached the engine, and count it.
+    async fn fail(&self, id: &Value, op: &'static str, t0: Instant, e: WireError) {
+        let code = e.code;
+        self.reply_err(id, e).await;
+        crate::metrics::request(op, code, t0.elapsed());
+        tracing::debug!(conn = self.id, request_id = %ReqId(id), op, code, "request refused");
+    }
+
+    async fn auth_failed(&mut self, id: &Value, op: &'static str, t0: Instant, message: &str) -> Flow {
+        // Never log the token (nor the message that carried it).
+        tracing::info!(conn = self.id, request_id = %ReqId(id), "authentication failed; closing");
+        crate::metrics::auth_failed();
+        self.fail(id, op, t0, WireError::new("unauthorized", message)).await;
         Flow::Close
     }
 
-    async fn subscribe(&mut self, id: &Value, topic: &str, on: bool) {
+    /// Subscribe or unsubscribe; returns the reply's code (`ok` or the error code).
+    async fn subscribe(&mut self, id: &Value, topic: &str, on: bool) -> &'static str {
         let Some(t) = Topic::parse(topic) else {
             let e = WireError::new("invalid_request", "topic must be order:<id>, user:<id> or sku:<id>");
-            return self.reply_err(id, e).await;
+            self.reply_err(id, e).await;
+            return "invalid_request";
         };
         if on && !self.topics.contains(&t) && self.topics.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
             let e = WireError::new("invalid_request", "too many subscriptions on this connection");
-            return self.reply_err(id, e).await;
+            self.reply_err(id, e).await;
+            return "invalid_request";
         }
         let (ack, done) = oneshot::channel();
         let msg = if on {
@@ -250,10 +304,12 @@ impl Conn {
             Control::Unsubscribe { conn: self.id, topic: t, ack }
         };
         if self.gw.control.send(msg).await.is_err() || done.await.is_err() {
-            return self.reply_err(id, WireError::new("shutting_down", "the server is shutting down")).await;
+            self.reply_err(id, WireError::new("shutting_down", "the server is shutting down")).await;
+            return "shutting_down";
         }
         let result = serde_json::json!({ "topic": topic, "subscribed": on });
         self.reply(protocol::ok_reply(id, result)).await;
+        "ok"
     }
 
     /// Wait (bounded) for the in-flight requests, leave the hub, and tell the writer to finish.
@@ -322,6 +378,36 @@ fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOpti
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A request's `id` for logs: a string id unquoted, a number as is, `-` when absent.
+struct ReqId<'a>(&'a Value);
+
+impl std::fmt::Display for ReqId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Value::String(s) => f.write_str(s),
+            Value::Null => f.write_str("-"),
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
+/// The order id and SKU id a request names, for its log line (never the payload itself).
+fn log_ids(op: &Op) -> (Option<u64>, Option<String>) {
+    match op {
+        Op::CreateSku(r) => (None, Some(r.sku_id.clone())),
+        Op::UpdateSku(r) => (None, Some(r.sku_id.clone())),
+        Op::AdjustStock(r) => (None, Some(r.sku_id.clone())),
+        Op::GetSku(r) => (None, Some(r.sku_id.clone())),
+        Op::CreateOrder(r) => (None, r.items.first().map(|i| i.sku_id.clone())),
+        Op::GetOrder(r) => (Some(r.order_id.0 .0), None),
+        Op::Pay(r) => (Some(r.order_id.0 .0), None),
+        Op::Transition(_, r) => (Some(r.order_id.0 .0), None),
+        Op::Ship(r) => (Some(r.order_id.0 .0), None),
+        Op::ResolveDispute(r) => (Some(r.order_id.0 .0), None),
+        Op::ListOrders(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => (None, None),
+    }
 }
 
 /// Run one typed request on the engine.

@@ -84,6 +84,7 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
         return;
     };
+    crate::metrics::connection_opened("tcp");
     let (rd, wr) = stream.into_split();
     let (mut conn, mut rx) = Conn::new(gw.clone(), slot, None);
     let shared = conn.shared.clone();

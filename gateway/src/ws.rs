@@ -55,6 +55,7 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
                 Some(role) => Some(role),
                 None => {
                     tracing::info!("websocket: invalid bearer token");
+                    crate::metrics::auth_failed();
                     return http_error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token");
                 }
             }
@@ -69,6 +70,7 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
     };
     let max = gw.limits.max_frame_bytes;
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
+    crate::metrics::connection_opened("ws");
     let (conn, rx) = Conn::new(gw.clone(), slot, role);
     actix_web::rt::spawn(gw.tracker.track_future(run(conn, rx, session, stream)));
     response
