@@ -776,14 +776,14 @@ impl Shard {
                 subtotal,
             });
         }
-        let mut history = Vec::with_capacity(1);
-        history.push(HistoryEntry {
+        // Exactly one entry's capacity: most orders never move (a flash sale's losers cancel).
+        let history = vec![HistoryEntry {
             from: None,
             to: OrderStatus::PendingPayment,
             at_ms: now,
             by: Initiator::User,
             reason: None,
-        });
+        }];
         Arc::new(Order {
             order_id,
             user_id: saga.user_id.clone(),
