@@ -49,7 +49,7 @@ fn crash_child() {
             };
             engine.create_sku(spec).wait().expect("child: create sku");
         } else {
-            engine.adjust_stock(sku, 40, "restock between crash cycles").wait().expect("child: restock");
+            engine.adjust_stock(sku, 400, "restock between crash cycles").wait().expect("child: restock");
         }
     }
     println!("READY");
@@ -62,7 +62,8 @@ fn crash_child() {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     i += 1;
-                    let user = format!("u{}", rng.gen_range(0..400));
+                    // Fresh buyers every cycle, so per-user limits never starve later cycles of acks.
+                    let user = format!("c{cycle}-u{}", rng.gen_range(0..400));
                     let first = rng.gen_range(0..SKUS.len());
                     let mut items = vec![(SKUS[first], rng.gen_range(1..=2))];
                     if rng.gen_bool(0.3) {
