@@ -119,6 +119,16 @@ impl Conn {
         self.inflight.clone().acquire_owned().await.ok()
     }
 
+    /// The next in-flight slot (back-pressure: a transport reads its next request only with
+    /// one), or `None` once the connection is killed or the server shuts down.
+    pub async fn next_permit(&self, shutdown: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.permit() => p,
+            _ = self.cancel.cancelled() => None,
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+
     pub async fn reply(&self, text: String) {
         let _ = self.out.send(Outbound::Reply(text)).await;
     }

@@ -133,11 +133,7 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
     let mut shutdown = gw.shutdown.clone();
     let cancel = conn.cancel.clone();
     loop {
-        let permit = tokio::select! {
-            p = conn.permit() => match p { Some(p) => p, None => break },
-            _ = cancel.cancelled() => break,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
+        let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,

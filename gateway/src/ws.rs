@@ -124,11 +124,7 @@ async fn run(
     let cancel = conn.cancel.clone();
     let max = gw.limits.max_frame_bytes;
     loop {
-        let permit = tokio::select! {
-            p = conn.permit() => match p { Some(p) => p, None => break },
-            _ = cancel.cancelled() => break,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
+        let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
         let msg = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
