@@ -3,5 +3,6 @@
 # SURGE_CRASH_SEED=<seed>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SURGE_CRASH_CYCLES="${SURGE_CRASH_CYCLES:-500}" cargo test --release --test recovery_crash -- --nocapture \
+SURGE_CRASH_CYCLES="${SURGE_CRASH_CYCLES:-500}" SURGE_CRASH_ORDERS_PER_THREAD="${SURGE_CRASH_ORDERS_PER_THREAD:-60}" \
+  cargo test --release --test recovery_crash -- --nocapture \
   | grep -v '^ACK '

@@ -54,13 +54,17 @@ fn crash_child() {
     }
     println!("READY");
     let deadline = Instant::now() + Duration::from_secs(20);
+    // Orders per thread per cycle (unbounded by default). Long runs cap it so the state that
+    // every restart recovers stays small and 500 cycles finish in minutes.
+    let per_thread: u64 =
+        std::env::var("SURGE_CRASH_ORDERS_PER_THREAD").ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
     let threads: Vec<_> = (0..CHILD_THREADS)
         .map(|t| {
             let engine = engine.clone();
             std::thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed ^ (cycle << 8) ^ t as u64);
                 let mut i = 0u64;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && i < per_thread {
                     i += 1;
                     // Fresh buyers every cycle, so per-user limits never starve later cycles of acks.
                     let user = format!("c{cycle}-u{}", rng.gen_range(0..400));
