@@ -4,6 +4,9 @@
 //!   server (TCP JSON lines on 127.0.0.1:7878, HTTP/WebSocket on 127.0.0.1:7879 by default).
 //! * `surge wal inspect [--data-dir DIR] [--json]`: LSN range, counts per event type, snapshot
 //!   LSN, sizes.
+//! * `surge bench [--scenario hot-sku|flash-sale|mixed] [--target in-process|tcp://…|ws://…|
+//!   redis://…|postgres://…] [--connections N] [--pipeline N] [--rate RPS] [--duration 10s |
+//!   --requests N] [--json]`: the load generator (see `surge bench --help`).
 //! * `surge wal dump [--data-dir DIR]`: every logged event as one JSON object per line (audits).
 //!
 //! Run them on a stopped server's data directory (sled holds a lock while it is open).
@@ -46,6 +49,10 @@ enum Command {
     /// Settings come from `config/surge.toml` (or --config), then `SURGE_<TABLE>_<KEY>`
     /// environment variables, then these flags.
     Serve(ServeArgs),
+    /// Load generator: drive hot-sku, flash-sale or mixed load at the in-process engine, a
+    /// Surge server (TCP, WebSocket), Redis + Lua or PostgreSQL; print throughput, latency
+    /// percentiles and errors by code (or --json).
+    Bench(Box<surge_loadgen::BenchArgs>),
     /// Look inside a data directory's write-ahead log.
     Wal {
         #[command(subcommand)]
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, default_level);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(&args),
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
         Command::Wal { command: WalCommand::Dump { data_dir } } => wal_dump(&data_dir),
     };
@@ -130,6 +138,21 @@ fn main() -> ExitCode {
             eprintln!("surge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `surge bench`: the table (or one JSON object) on stdout; exit code 1 if the stock
+/// verification failed (an oversell or a lost unit), so scripts notice.
+fn bench(args: &surge_loadgen::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let report = surge_loadgen::run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    match &report.verify {
+        Some(v) if !v.passed => Err(format!("verification failed: {}", v.detail).into()),
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,503 @@
+//! The run: connect, set the scenario up, drive `connections × pipeline` lanes, verify.
+//!
+//! # Lanes
+//! A lane is a task that has at most one request in flight; `pipeline` lanes share each
+//! connection, so a connection has up to `pipeline` requests outstanding. Closed loop: a lane
+//! sends its next request when the previous one is answered. Open loop (`--rate R`): lane `j`
+//! of `L` sends the run's requests `k ≡ j (mod L)`, request `k` being due at `start + k / R`;
+//! latency is measured from the due time, so when the target stalls, the requests that should
+//! have been sent during the stall are charged for it (coordinated omission, as in wrk2).
+//!
+//! # Bounds
+//! Every lane stops at the request budget (`--requests`) or the deadline (`--duration`);
+//! a lane whose connection fails stops and the failure is counted as `connection_lost`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::lines::LineClient;
+use crate::client::pg::PgClient;
+use crate::client::redis_lua::RedisClient;
+use crate::client::{Client, OrderRef, Reply};
+use crate::config::{BenchArgs, Scenario, Target};
+use crate::error::{LoadgenError, LoadgenResult};
+use crate::report::{LatencyUs, Report, Verify};
+
+/// Stock of the hot-sku SKU: more than any run can take, so every order succeeds.
+pub const HOT_SKU_STOCK: u64 = 1_000_000_000_000;
+/// Highest latency the histograms hold (larger samples are clamped): 60 s in µs.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Mixed scenario: unpaid orders a lane holds before it abandons the oldest to its deadline.
+const MIXED_PENDING_MAX: usize = 4;
+/// Mixed scenario: abandoned orders a lane remembers, to check later that they expired.
+const MIXED_WATCH_MAX: usize = 64;
+/// Mixed scenario: units per SKU.
+const MIXED_STOCK_PER_SKU: u64 = 1_000_000;
+
+/// Names of this run's SKUs, users and keys carry a run id, so that runs against the same
+/// server never collide with an earlier run's idempotency keys or stock.
+struct Names {
+    run_id: String,
+}
+
+impl Names {
+    fn sku(&self, i: usize) -> String {
+        format!("bench-{}-{i}", self.run_id)
+    }
+    fn user(&self, i: u64) -> String {
+        format!("u{}-{i}", self.run_id)
+    }
+    fn key(&self, i: u64) -> String {
+        format!("k{i}")
+    }
+}
+
+/// What every lane shares.
+struct Shared {
+    scenario: Scenario,
+    names: Names,
+    skus: Vec<String>,
+    users: u64,
+    budget: Option<u64>,
+    deadline: Instant,
+    start: Instant,
+    rate: Option<f64>,
+    lanes: u64,
+    issued: AtomicU64,
+    done: AtomicU64,
+    stop: AtomicBool,
+    seed: u64,
+}
+
+/// What a lane measured.
+struct LaneResult {
+    hist: Histogram<u64>,
+    ok: u64,
+    units_ok: u64,
+    errors: HashMap<Cow<'static, str>, u64>,
+    failure: Option<String>,
+    watch: Vec<u64>,
+}
+
+fn histogram() -> LoadgenResult<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).map_err(|e| LoadgenError::InvalidSettings(e.to_string()))
+}
+
+/// Run a benchmark to the end and return its report. Builds its own tokio runtime (call it
+/// from a plain thread, not from inside a runtime).
+///
+/// # Errors
+/// [`LoadgenError`] when the settings are invalid, the target cannot be reached or set up.
+/// Failures during the load phase are counted in the report instead (`connection_lost`).
+///
+/// # Example
+/// ```
+/// use surge_loadgen::{BenchArgs, BenchDurability, Scenario};
+/// let mut args = BenchArgs::new(Scenario::FlashSale, "in-process");
+/// args.durability = BenchDurability::None;
+/// args.users = Some(500);
+/// args.stock = 20;
+/// args.connections = 4;
+/// args.quiet = true;
+/// let report = surge_loadgen::run(&args).unwrap();
+/// assert_eq!(report.ok, 20);
+/// assert!(report.verify.unwrap().passed);
+/// ```
+pub fn run(args: &BenchArgs) -> LoadgenResult<Report> {
+    let target = args.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .map_err(|e| LoadgenError::InvalidSettings(format!("runtime: {e}")))?;
+    let engine = match target {
+        Target::InProcess => Some(crate::in_process::InProcess::open(args)?),
+        _ => None,
+    };
+    let result = rt.block_on(run_async(args, &target, engine.as_ref()));
+    let closed = engine.map_or(Ok(()), |e| e.close());
+    let report = result?;
+    closed?;
+    Ok(report)
+}
+
+async fn connect(target: &Target, args: &BenchArgs, engine: Option<&crate::in_process::InProcess>, first: bool) -> LoadgenResult<Client> {
+    let token = args.token.as_deref();
+    Ok(match target {
+        Target::InProcess => match engine {
+            Some(e) => Client::InProcess(e.engine().clone()),
+            None => return Err(LoadgenError::Engine("in-process engine not open".into())),
+        },
+        Target::SurgeTcp(addr) => Client::Lines(LineClient::connect_tcp(addr, token).await?),
+        Target::SurgeWs(url) => Client::Lines(LineClient::connect_ws(url, token).await?),
+        Target::Redis(url) => Client::Redis(RedisClient::connect(url).await?),
+        Target::Postgres(url) => Client::Postgres(Arc::new(PgClient::connect(url, first).await?)),
+    })
+}
+
+async fn run_async(
+    args: &BenchArgs,
+    target: &Target,
+    engine: Option<&crate::in_process::InProcess>,
+) -> LoadgenResult<Report> {
+    let mut clients = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        clients.push(connect(target, args, engine, i == 0).await?);
+    }
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let names = Names { run_id: format!("{run_id:x}") };
+    let (sku_count, stock_per_sku, per_user_limit) = match args.scenario {
+        Scenario::HotSku => (1, HOT_SKU_STOCK, None),
+        Scenario::FlashSale => (1, args.stock, Some(1)),
+        Scenario::Mixed => (args.skus, MIXED_STOCK_PER_SKU, None),
+    };
+    let skus: Vec<String> = (0..sku_count).map(|i| names.sku(i)).collect();
+    for sku in &skus {
+        clients[0].create_sku(sku, stock_per_sku, per_user_limit).await?;
+    }
+
+    let lanes = (args.connections * args.pipeline) as u64;
+    let start = Instant::now();
+    let budget = args.request_budget();
+    let shared = Arc::new(Shared {
+        scenario: args.scenario,
+        names,
+        skus,
+        users: args.users(),
+        budget,
+        deadline: if budget.is_some() { start + Duration::from_secs(24 * 3600) } else { start + args.duration },
+        start,
+        rate: args.rate,
+        lanes,
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        seed: args.seed,
+    });
+
+    let progress = progress_bar(args, budget, shared.clone());
+    let mut handles = Vec::with_capacity(lanes as usize);
+    for (c, client) in clients.iter().enumerate() {
+        for p in 0..args.pipeline {
+            let lane = (c * args.pipeline + p) as u64;
+            handles.push(tokio::spawn(lane_loop(lane, client.clone(), shared.clone())));
+        }
+    }
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(r) => results.push(r?),
+            Err(e) => return Err(LoadgenError::Protocol(format!("lane task failed: {e}"))),
+        }
+    }
+    let elapsed = start.elapsed();
+    shared.stop.store(true, Ordering::Release);
+    if let Some((bar, ticker)) = progress {
+        let _ = ticker.await;
+        bar.finish_and_clear();
+    }
+
+    let mut hist = histogram()?;
+    let (mut ok, mut units_ok) = (0u64, 0u64);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failure = None;
+    let mut watch = Vec::new();
+    for r in results {
+        hist.add(&r.hist).map_err(|e| LoadgenError::Protocol(e.to_string()))?;
+        ok += r.ok;
+        units_ok += r.units_ok;
+        for (k, v) in r.errors {
+            *errors.entry(k.into_owned()).or_default() += v;
+        }
+        failure = failure.or(r.failure);
+        watch.extend(r.watch);
+    }
+    let requests = hist.len();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let sold_out = errors.get("sold_out").copied().unwrap_or(0);
+    let verify = verify(args, &clients[0], &shared, stock_per_sku, ok, units_ok, &watch, engine).await?;
+    Ok(Report {
+        label: args.label.clone(),
+        scenario: args.scenario.to_string(),
+        target: args.target.clone(),
+        target_kind: target.kind().to_owned(),
+        durability: matches!(target, Target::InProcess).then(|| format!("{:?}", args.durability).to_lowercase()),
+        connections: args.connections,
+        pipeline: args.pipeline,
+        rate_rps: args.rate,
+        seed: args.seed,
+        elapsed_s: secs,
+        requests,
+        ok,
+        errors,
+        throughput_rps: requests as f64 / secs,
+        ok_rps: ok as f64 / secs,
+        rejections_rps: sold_out as f64 / secs,
+        latency_us: LatencyUs::from_histogram(&hist),
+        verify: Some(verify),
+        first_failure: failure,
+    })
+}
+
+fn progress_bar(
+    args: &BenchArgs,
+    budget: Option<u64>,
+    shared: Arc<Shared>,
+) -> Option<(ProgressBar, tokio::task::JoinHandle<()>)> {
+    if args.quiet {
+        return None;
+    }
+    let (len, template) = match budget {
+        Some(n) => (n, "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} requests  {msg}"),
+        None => (args.duration.as_millis() as u64, "{spinner} {elapsed_precise} [{wide_bar}] {msg}"),
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4));
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let b = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let mut last = (Instant::now(), 0u64);
+        while !shared.stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let done = shared.done.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+            last = (now, done);
+            match budget {
+                Some(_) => b.set_position(done),
+                None => b.set_position(shared.start.elapsed().as_millis() as u64),
+            }
+            b.set_message(format!("{done} answered, {rate:.0} req/s"));
+        }
+    });
+    Some((bar, ticker))
+}
+
+/// Mixed scenario state of one lane.
+struct MixedLane {
+    rng: SmallRng,
+    pending: VecDeque<OrderRef>,
+    recent: Vec<u64>,
+    watch: Vec<u64>,
+}
+
+async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenResult<LaneResult> {
+    let mut r = LaneResult {
+        hist: histogram()?,
+        ok: 0,
+        units_ok: 0,
+        errors: HashMap::new(),
+        failure: None,
+        watch: Vec::new(),
+    };
+    let mut mixed = MixedLane {
+        rng: SmallRng::seed_from_u64(shared.seed ^ lane.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        pending: VecDeque::new(),
+        recent: Vec::new(),
+        watch: Vec::new(),
+    };
+    let sku0 = shared.skus.first().cloned().unwrap_or_default();
+    let mut k_lane: u64 = 0;
+    loop {
+        let i = shared.issued.fetch_add(1, Ordering::Relaxed);
+        if shared.budget.is_some_and(|b| i >= b) || Instant::now() >= shared.deadline {
+            break;
+        }
+        // Open loop: the due time of this lane's k-th request.
+        let sent_from = match shared.rate {
+            Some(rate) => {
+                let seq = k_lane * shared.lanes + lane;
+                let due = shared.start + Duration::from_secs_f64(seq as f64 / rate);
+                if due >= shared.deadline {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        k_lane += 1;
+        let outcome = match shared.scenario {
+            Scenario::HotSku => {
+                let user = shared.names.user(i % shared.users);
+                client.order(&user, &sku0, 1, &shared.names.key(i)).await.map(|o| o.map(|_| 1))
+            }
+            Scenario::FlashSale => {
+                let user = shared.names.user(i % shared.users);
+                client.order(&user, &sku0, 1, &shared.names.key(i)).await.map(|o| o.map(|_| 1))
+            }
+            Scenario::Mixed => mixed_step(&client, &shared, &mut mixed, i).await,
+        };
+        let latency_us = sent_from.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+        match outcome {
+            Ok(Reply::Ok(units)) => {
+                r.ok += 1;
+                r.units_ok += units;
+            }
+            Ok(Reply::Rejected(code)) => *r.errors.entry(code).or_default() += 1,
+            Err(e) => {
+                *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += 1;
+                r.failure = Some(e.to_string());
+                r.hist.saturating_record(latency_us.max(1));
+                break;
+            }
+        }
+        r.hist.saturating_record(latency_us.max(1));
+        shared.done.fetch_add(1, Ordering::Relaxed);
+    }
+    r.watch = mixed.watch;
+    Ok(r)
+}
+
+/// One step of the mixed scenario; `Ok(n)` carries the units a created order took (0 for other
+/// operations).
+async fn mixed_step(client: &Client, shared: &Shared, m: &mut MixedLane, i: u64) -> LoadgenResult<Reply<u64>> {
+    let x: f64 = m.rng.gen();
+    if x < 0.30 {
+        if let Some(order) = m.pending.pop_front() {
+            return Ok(unitless(client.pay(&order, &format!("pay-{}", order.order_id)).await?));
+        }
+    } else if x < 0.40 {
+        if let Some(order) = m.pending.pop_front() {
+            return Ok(unitless(client.cancel(order.order_id).await?));
+        }
+    } else if x < 0.50 {
+        if !m.recent.is_empty() {
+            let id = m.recent[m.rng.gen_range(0..m.recent.len())];
+            return Ok(unitless(client.order_status(id).await?));
+        }
+    } else if x < 0.55 {
+        let sku = &shared.skus[m.rng.gen_range(0..shared.skus.len())];
+        return Ok(unitless(client.stock(sku).await?));
+    }
+    let user = shared.names.user(m.rng.gen_range(0..shared.users));
+    let sku = &shared.skus[m.rng.gen_range(0..shared.skus.len())];
+    let qty = m.rng.gen_range(1..=2u32);
+    Ok(match client.order(&user, sku, qty, &shared.names.key(i)).await? {
+        Reply::Ok(order) => {
+            if m.recent.len() < 256 {
+                m.recent.push(order.order_id);
+            } else {
+                let slot = m.rng.gen_range(0..m.recent.len());
+                m.recent[slot] = order.order_id;
+            }
+            m.pending.push_back(order);
+            if m.pending.len() > MIXED_PENDING_MAX {
+                // Abandoned: its payment deadline cancels it and releases the stock.
+                if let Some(old) = m.pending.pop_front() {
+                    if m.watch.len() < MIXED_WATCH_MAX {
+                        m.watch.push(old.order_id);
+                    }
+                }
+            }
+            Reply::Ok(u64::from(qty))
+        }
+        Reply::Rejected(c) => Reply::Rejected(c),
+    })
+}
+
+fn unitless<T>(r: Reply<T>) -> Reply<u64> {
+    match r {
+        Reply::Ok(_) => Reply::Ok(0),
+        Reply::Rejected(c) => Reply::Rejected(c),
+    }
+}
+
+/// Check the stock after the run: no unit granted beyond the stock, every unit accounted for,
+/// and for flash-sale exactly `min(stock, users)` orders.
+#[allow(clippy::too_many_arguments)]
+async fn verify(
+    args: &BenchArgs,
+    client: &Client,
+    shared: &Shared,
+    stock_per_sku: u64,
+    orders_ok: u64,
+    units_ok: u64,
+    watch: &[u64],
+    engine: Option<&crate::in_process::InProcess>,
+) -> LoadgenResult<Verify> {
+    let stock = stock_per_sku * shared.skus.len() as u64;
+    let (mut remaining, mut held) = (0u64, 0u64);
+    let mut problems = Vec::new();
+    for sku in &shared.skus {
+        match client.stock(sku).await? {
+            Reply::Ok(v) => {
+                remaining += v.available;
+                held += v.reserved + v.sold;
+                if v.available + v.reserved + v.sold > stock_per_sku {
+                    problems.push(format!("{sku}: available+reserved+sold exceeds its stock"));
+                }
+            }
+            Reply::Rejected(c) => problems.push(format!("{sku}: {c}")),
+        }
+    }
+    let surge = matches!(client, Client::InProcess(_) | Client::Lines(_));
+    let granted = if surge { held } else { stock.saturating_sub(remaining) };
+    let oversold = granted.saturating_sub(stock) + units_ok.saturating_sub(stock);
+    if oversold > 0 {
+        problems.push(format!("oversold by {oversold}"));
+    }
+    match args.scenario {
+        Scenario::HotSku | Scenario::FlashSale => {
+            if granted != units_ok {
+                problems.push(format!(
+                    "the target holds {granted} units as taken but acknowledged {units_ok} (a payment deadline shorter than the run also releases units)"
+                ));
+            }
+            if surge && remaining + held != stock {
+                problems.push(format!("available {remaining} + held {held} != stock {stock}"));
+            }
+        }
+        Scenario::Mixed => {
+            if remaining + held != stock {
+                problems.push(format!("available {remaining} + reserved/sold {held} != stock {stock}"));
+            }
+        }
+    }
+    if args.scenario == Scenario::FlashSale {
+        let expected = stock.min(shared.users);
+        if orders_ok != expected {
+            problems.push(format!("{orders_ok} orders succeeded, expected exactly {expected}"));
+        }
+    }
+    let mut expired_seen = None;
+    if args.scenario == Scenario::Mixed {
+        let mut seen = 0;
+        for id in watch {
+            if let Reply::Ok(status) = client.order_status(*id).await? {
+                if status == "canceled" {
+                    seen += 1;
+                }
+            }
+        }
+        expired_seen = Some(seen);
+    }
+    let audit_passed = engine.map(|e| e.audit());
+    if audit_passed == Some(false) {
+        problems.push("engine audit failed".into());
+    }
+    Ok(Verify {
+        stock,
+        orders_ok,
+        units_ok,
+        oversold,
+        remaining_stock: remaining,
+        held,
+        expired_seen,
+        audit_passed,
+        passed: problems.is_empty(),
+        detail: problems.join("; "),
+    })
+}
