@@ -365,14 +365,19 @@ pub fn parse_op(op: &str, fields: Map<String, Value>) -> Result<Op, WireError> {
 }
 
 /// `{"id":…,"ok":true,"result":…}` as one line of JSON (no newline).
-pub fn ok_reply(id: &Value, result: Value) -> String {
-    let mut m = Map::with_capacity(3);
-    m.insert("id".into(), id.clone());
-    m.insert("ok".into(), Value::Bool(true));
-    m.insert("result".into(), result);
-    Value::Object(m).to_string()
+pub fn ok_reply<T: serde::Serialize + ?Sized>(id: &Value, result: &T) -> String {
+    #[derive(serde::Serialize)]
+    struct OkReply<'a, T: ?Sized> {
+        id: &'a Value,
+        ok: bool,
+        result: &'a T,
+    }
+    match serde_json::to_string(&OkReply { id, ok: true, result }) {
+        Ok(s) => s,
+        // Our own types always serialize; if one ever does not, the client still gets a reply.
+        Err(e) => err_reply(id, &WireError::new("internal", format!("reply not serializable: {e}"))),
+    }
 }
-
 /// `{"id":…,"ok":false,"error":{"code":…,"message":…}}`.
 pub fn err_reply(id: &Value, e: &WireError) -> String {
     let mut err = Map::with_capacity(3);

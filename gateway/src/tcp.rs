@@ -100,6 +100,12 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
             let ok = async {
                 w.write_all(text.as_bytes()).await?;
                 w.write_all(b"\n").await?;
+                if rx.is_empty() && !last {
+                    // Replies of one engine batch complete together but reach this queue from
+                    // separate tasks: let them run once before paying a syscall (and a TCP
+                    // segment) for this one alone.
+                    tokio::task::yield_now().await;
+                }
                 if rx.is_empty() || last {
                     w.flush().await?;
                 }
