@@ -2,7 +2,7 @@
 //! (removed afterwards) or `--data-dir`, with the requested durability.
 
 use surge_engine::{Engine, EngineConfig};
-use surge_persistence::{DurableEngine, Durability, PersistenceConfig};
+use surge_persistence::{Durability, DurableEngine, PersistenceConfig};
 
 use crate::config::{BenchArgs, BenchDurability, Scenario};
 use crate::error::{LoadgenError, LoadgenResult};

@@ -81,6 +81,7 @@ struct Shared {
 struct LaneResult {
     hist: Histogram<u64>,
     ok: u64,
+    orders: u64,
     units_ok: u64,
     errors: HashMap<Cow<'static, str>, u64>,
     failure: Option<String>,
@@ -129,7 +130,12 @@ pub fn run(args: &BenchArgs) -> LoadgenResult<Report> {
     Ok(report)
 }
 
-async fn connect(target: &Target, args: &BenchArgs, engine: Option<&crate::in_process::InProcess>, first: bool) -> LoadgenResult<Client> {
+async fn connect(
+    target: &Target,
+    args: &BenchArgs,
+    engine: Option<&crate::in_process::InProcess>,
+    first: bool,
+) -> LoadgenResult<Client> {
     let token = args.token.as_deref();
     Ok(match target {
         Target::InProcess => match engine {
@@ -152,11 +158,11 @@ async fn run_async(
     for i in 0..args.connections {
         clients.push(connect(target, args, engine, i == 0).await?);
     }
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let names = Names { run_id: format!("{run_id:x}") };
+    let run_id =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Milliseconds, pid and a random suffix: two runs started in the same millisecond (even from
+    // two processes) against one server must not share SKUs or idempotency keys.
+    let names = Names { run_id: format!("{run_id:x}{:x}{:04x}", std::process::id(), rand::random::<u16>()) };
     let (sku_count, stock_per_sku, per_user_limit) = match args.scenario {
         Scenario::HotSku => (1, HOT_SKU_STOCK, None),
         Scenario::FlashSale => (1, args.stock, Some(1)),
@@ -209,13 +215,14 @@ async fn run_async(
     }
 
     let mut hist = histogram()?;
-    let (mut ok, mut units_ok) = (0u64, 0u64);
+    let (mut ok, mut orders, mut units_ok) = (0u64, 0u64, 0u64);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut failure = None;
     let mut watch = Vec::new();
     for r in results {
         hist.add(&r.hist).map_err(|e| LoadgenError::Protocol(e.to_string()))?;
         ok += r.ok;
+        orders += r.orders;
         units_ok += r.units_ok;
         for (k, v) in r.errors {
             *errors.entry(k.into_owned()).or_default() += v;
@@ -226,7 +233,7 @@ async fn run_async(
     let requests = hist.len();
     let secs = elapsed.as_secs_f64().max(1e-9);
     let sold_out = errors.get("sold_out").copied().unwrap_or(0);
-    let verify = verify(args, &clients[0], &shared, stock_per_sku, ok, units_ok, &watch, engine).await?;
+    let verify = verify(args, &clients[0], &shared, stock_per_sku, orders, units_ok, &watch, engine).await?;
     Ok(Report {
         label: args.label.clone(),
         scenario: args.scenario.to_string(),
@@ -297,6 +304,7 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
     let mut r = LaneResult {
         hist: histogram()?,
         ok: 0,
+        orders: 0,
         units_ok: 0,
         errors: HashMap::new(),
         failure: None,
@@ -344,6 +352,8 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
         match outcome {
             Ok(Reply::Ok(units)) => {
                 r.ok += 1;
+                // Only a created order takes units (at least one).
+                r.orders += u64::from(units > 0);
                 r.units_ok += units;
             }
             Ok(Reply::Rejected(code)) => *r.errors.entry(code).or_default() += 1,
@@ -351,6 +361,7 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
                 *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += 1;
                 r.failure = Some(e.to_string());
                 r.hist.saturating_record(latency_us.max(1));
+                shared.done.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         }
@@ -428,6 +439,11 @@ async fn verify(
     watch: &[u64],
     engine: Option<&crate::in_process::InProcess>,
 ) -> LoadgenResult<Verify> {
+    if args.scenario == Scenario::Mixed && engine.is_some() {
+        // Orders created in the last payment_timeout_ms are still expiring; an audit taken
+        // while a deadline is releasing would see a half-applied saga. Let them all land.
+        tokio::time::sleep(Duration::from_millis(args.payment_timeout_ms.saturating_add(300))).await;
+    }
     let stock = stock_per_sku * shared.skus.len() as u64;
     let (mut remaining, mut held) = (0u64, 0u64);
     let mut problems = Vec::new();
@@ -467,7 +483,10 @@ async fn verify(
         }
     }
     if args.scenario == Scenario::FlashSale {
-        let expected = stock.min(shared.users);
+        // Surge enforces one unit per buyer, so repeated buyers (a budget above --users) are
+        // refused; the peers' scripts know no buyers, so only the stock and the budget bound them.
+        let requests = shared.budget.unwrap_or(u64::MAX);
+        let expected = if surge { stock.min(shared.users).min(requests) } else { stock.min(requests) };
         if orders_ok != expected {
             problems.push(format!("{orders_ok} orders succeeded, expected exactly {expected}"));
         }

@@ -79,7 +79,7 @@ pub(crate) struct LineClient {
 fn code(c: String) -> Cow<'static, str> {
     const KNOWN: [&str; 10] = [
         "sold_out",
-        "per_user_limit",
+        "purchase_limit_exceeded",
         "order_not_payable",
         "already_paid",
         "rate_limited",
@@ -270,7 +270,9 @@ impl LineClient {
             js(key)
         );
         Ok(match self.outcome(&body).await? {
-            Reply::Ok(r) => Reply::Ok(OrderRef { order_id: r.order_id.unwrap_or(0), total: r.total.unwrap_or_default() }),
+            Reply::Ok(r) => {
+                Reply::Ok(OrderRef { order_id: r.order_id.unwrap_or(0), total: r.total.unwrap_or_default() })
+            }
             Reply::Rejected(c) => Reply::Rejected(c),
         })
     }

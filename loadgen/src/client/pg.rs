@@ -28,7 +28,8 @@ impl PgClient {
     /// Connect, create the table if missing (`create_table`: only the first connection, so
     /// that concurrent `CREATE TABLE IF NOT EXISTS` do not race), prepare the statements.
     pub async fn connect(url: &str, create_table: bool) -> LoadgenResult<PgClient> {
-        let connect_err = |e: tokio_postgres::Error| LoadgenError::Connect { target: url.to_owned(), reason: e.to_string() };
+        let connect_err =
+            |e: tokio_postgres::Error| LoadgenError::Connect { target: url.to_owned(), reason: e.to_string() };
         let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(connect_err)?;
         tokio::spawn(async move {
             // Ends when the client is dropped or the server goes away; the lanes see the error.
@@ -36,11 +37,11 @@ impl PgClient {
         });
         if create_table {
             client
-            .batch_execute(&format!(
+                .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, stock bigint NOT NULL CHECK (stock >= 0))"
             ))
-            .await
-            .map_err(connect_err)?;
+                .await
+                .map_err(connect_err)?;
         }
         let deduct = client
             .prepare(&format!("UPDATE {TABLE} SET stock = stock - $1 WHERE id = $2 AND stock >= $1"))

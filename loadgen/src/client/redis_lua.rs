@@ -44,7 +44,8 @@ fn err(e: redis::RedisError) -> LoadgenError {
 impl RedisClient {
     /// Connect and load the script.
     pub async fn connect(url: &str) -> LoadgenResult<RedisClient> {
-        let connect_err = |e: redis::RedisError| LoadgenError::Connect { target: url.to_owned(), reason: e.to_string() };
+        let connect_err =
+            |e: redis::RedisError| LoadgenError::Connect { target: url.to_owned(), reason: e.to_string() };
         let client = redis::Client::open(url).map_err(connect_err)?;
         let mut conn = client.get_multiplexed_async_connection().await.map_err(connect_err)?;
         conn.set_response_timeout(Duration::from_secs(30));
