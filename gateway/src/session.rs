@@ -482,7 +482,9 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
             let q = ListOrders { user_id: r.user_id, status: r.status, page: r.page, limit: r.limit };
             Outcome::Orders { orders: engine.list_orders(&q)?, page: r.page, limit: r.limit }
         }
-        Op::Pay(r) => Outcome::Order(engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?),
+        Op::Pay(r) => {
+            Outcome::Order(engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?)
+        }
         Op::Transition(name, r) => {
             let event = match name {
                 "cancel_order" => OrderEventKind::Cancel,
@@ -497,10 +499,12 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
             };
             Outcome::Order(engine.transition(r.order_id.0, event, by, opts(r.expected_version, r.reason)).await?)
         }
-        Op::Ship(r) => Outcome::Order(engine.ship(r.order_id.0, &r.tracking_number, opts(r.expected_version, r.reason)).await?),
-        Op::ResolveDispute(r) => {
-            Outcome::Order(engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?)
+        Op::Ship(r) => {
+            Outcome::Order(engine.ship(r.order_id.0, &r.tracking_number, opts(r.expected_version, r.reason)).await?)
         }
+        Op::ResolveDispute(r) => Outcome::Order(
+            engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?,
+        ),
         Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
     })
 }
