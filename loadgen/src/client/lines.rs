@@ -269,12 +269,8 @@ impl LineClient {
             js(sku),
             js(key)
         );
-        Ok(match self.outcome(&body).await? {
-            Reply::Ok(r) => {
-                Reply::Ok(OrderRef { order_id: r.order_id.unwrap_or(0), total: r.total.unwrap_or_default() })
-            }
-            Reply::Rejected(c) => Reply::Rejected(c),
-        })
+        let reply = self.outcome(&body).await?;
+        Ok(reply.map(|r| OrderRef { order_id: r.order_id.unwrap_or(0), total: r.total.unwrap_or_default() }))
     }
 
     pub async fn pay(&self, order: &OrderRef, payment_id: &str) -> LoadgenResult<Reply<()>> {
@@ -284,36 +280,26 @@ impl LineClient {
             js(payment_id),
             js(&order.total)
         );
-        Ok(unit(self.outcome(&body).await?))
+        Ok(self.outcome(&body).await?.map(|_| ()))
     }
 
     pub async fn cancel(&self, order_id: u64) -> LoadgenResult<Reply<()>> {
-        Ok(unit(self.outcome(&format!(r#""op":"cancel_order","order_id":{order_id}"#)).await?))
+        Ok(self.outcome(&format!(r#""op":"cancel_order","order_id":{order_id}"#)).await?.map(|_| ()))
     }
 
     pub async fn get_order(&self, order_id: u64) -> LoadgenResult<Reply<String>> {
-        Ok(match self.outcome(&format!(r#""op":"get_order","order_id":{order_id}"#)).await? {
-            Reply::Ok(r) => Reply::Ok(r.status.unwrap_or_default()),
-            Reply::Rejected(c) => Reply::Rejected(c),
-        })
+        Ok(self
+            .outcome(&format!(r#""op":"get_order","order_id":{order_id}"#))
+            .await?
+            .map(|r| r.status.unwrap_or_default()))
     }
 
     pub async fn get_sku(&self, sku_id: &str) -> LoadgenResult<Reply<StockView>> {
-        Ok(match self.outcome(&format!(r#""op":"get_sku","sku_id":{}"#, js(sku_id))).await? {
-            Reply::Ok(r) => Reply::Ok(StockView {
-                available: r.available.unwrap_or(0),
-                reserved: r.reserved.unwrap_or(0),
-                sold: r.sold.unwrap_or(0),
-            }),
-            Reply::Rejected(c) => Reply::Rejected(c),
-        })
-    }
-}
-
-fn unit<T>(r: Reply<T>) -> Reply<()> {
-    match r {
-        Reply::Ok(_) => Reply::Ok(()),
-        Reply::Rejected(c) => Reply::Rejected(c),
+        Ok(self.outcome(&format!(r#""op":"get_sku","sku_id":{}"#, js(sku_id))).await?.map(|r| StockView {
+            available: r.available.unwrap_or(0),
+            reserved: r.reserved.unwrap_or(0),
+            sold: r.sold.unwrap_or(0),
+        }))
     }
 }
 

@@ -61,6 +61,7 @@ pub(crate) enum Client {
     Postgres(Arc<pg::PgClient>),
 }
 
+/// An engine result as a business outcome (its error's stable code).
 fn engine_reply<T>(r: Result<T, surge_engine::EngineError>) -> Reply<T> {
     match r {
         Ok(v) => Reply::Ok(v),
@@ -93,10 +94,7 @@ impl Client {
         match self {
             Client::InProcess(engine) => {
                 let r = engine.create_order(CreateOrder::new(user_id, &[(sku_id, qty)], key)).await;
-                Ok(match engine_reply(r) {
-                    Reply::Ok(o) => Reply::Ok(OrderRef { order_id: o.order_id.0, total: o.total.to_string() }),
-                    Reply::Rejected(c) => Reply::Rejected(c),
-                })
+                Ok(engine_reply(r).map(|o| OrderRef { order_id: o.order_id.0, total: o.total.to_string() }))
             }
             Client::Lines(c) => c.create_order(user_id, sku_id, qty, key).await,
             Client::Redis(c) => c.deduct(sku_id, qty).await,
@@ -111,10 +109,7 @@ impl Client {
                 let amount: Decimal =
                     order.total.parse().map_err(|_| LoadgenError::Protocol(format!("bad total {:?}", order.total)))?;
                 let r = engine.pay(OrderId(order.order_id), payment_id, amount, TransitionOptions::default()).await;
-                Ok(match engine_reply(r) {
-                    Reply::Ok(_) => Reply::Ok(()),
-                    Reply::Rejected(c) => Reply::Rejected(c),
-                })
+                Ok(engine_reply(r).map(|_| ()))
             }
             Client::Lines(c) => c.pay(order, payment_id).await,
             _ => Err(unsupported("pay")),
@@ -126,10 +121,7 @@ impl Client {
         match self {
             Client::InProcess(engine) => {
                 let r = engine.cancel_order(OrderId(order_id), Initiator::User, TransitionOptions::default()).await;
-                Ok(match engine_reply(r) {
-                    Reply::Ok(_) => Reply::Ok(()),
-                    Reply::Rejected(c) => Reply::Rejected(c),
-                })
+                Ok(engine_reply(r).map(|_| ()))
             }
             Client::Lines(c) => c.cancel(order_id).await,
             _ => Err(unsupported("cancel_order")),
@@ -139,10 +131,9 @@ impl Client {
     /// An order's status (`pending_payment`, `paid`, `canceled`, …; Surge targets only).
     pub async fn order_status(&self, order_id: u64) -> LoadgenResult<Reply<String>> {
         match self {
-            Client::InProcess(engine) => Ok(match engine_reply(engine.get_order(OrderId(order_id))) {
-                Reply::Ok(o) => Reply::Ok(o.status.as_str().to_owned()),
-                Reply::Rejected(c) => Reply::Rejected(c),
-            }),
+            Client::InProcess(engine) => {
+                Ok(engine_reply(engine.get_order(OrderId(order_id))).map(|o| o.status.as_str().to_owned()))
+            }
             Client::Lines(c) => c.get_order(order_id).await,
             _ => Err(unsupported("get_order")),
         }
@@ -151,10 +142,11 @@ impl Client {
     /// A SKU's stock counters.
     pub async fn stock(&self, sku_id: &str) -> LoadgenResult<Reply<StockView>> {
         match self {
-            Client::InProcess(engine) => Ok(match engine_reply(engine.get_sku(sku_id)) {
-                Reply::Ok(v) => Reply::Ok(StockView { available: v.available, reserved: v.reserved, sold: v.sold }),
-                Reply::Rejected(c) => Reply::Rejected(c),
-            }),
+            Client::InProcess(engine) => Ok(engine_reply(engine.get_sku(sku_id)).map(|v| StockView {
+                available: v.available,
+                reserved: v.reserved,
+                sold: v.sold,
+            })),
             Client::Lines(c) => c.get_sku(sku_id).await,
             Client::Redis(c) => c.stock(sku_id).await,
             Client::Postgres(c) => c.stock(sku_id).await,
