@@ -322,6 +322,16 @@ impl Conn {
         "ok"
     }
 
+    /// End of a connection, for both transports: [`Conn::finish`], then wait (bounded by the
+    /// same deadline) for the `writer` task to drain, and abort it if it cannot.
+    pub async fn close(self, mut writer: tokio::task::JoinHandle<()>) {
+        let wait = Duration::from_millis(self.gw.limits.request_timeout_ms.saturating_add(1_000));
+        self.finish(wait).await;
+        if tokio::time::timeout(wait, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+
     /// Wait (bounded) for the in-flight requests, leave the hub, and tell the writer to finish.
     pub async fn finish(self, wait: Duration) {
         let max = u32::try_from(self.gw.limits.max_in_flight).unwrap_or(u32::MAX);

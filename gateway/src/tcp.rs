@@ -174,10 +174,5 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
             }
         }
     }
-    let wait = Duration::from_millis(gw.limits.request_timeout_ms.saturating_add(1_000));
-    conn.finish(wait).await;
-    let mut writer = writer;
-    if tokio::time::timeout(wait, &mut writer).await.is_err() {
-        writer.abort();
-    }
+    conn.close(writer).await;
 }
