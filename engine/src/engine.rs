@@ -205,7 +205,9 @@ impl EngineBuilder {
             let t = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
                 .spawn(move || {
-                    shard.run();
+                    // A panic in a shard is a broken invariant: end the process (fail-stop) rather
+                    // than leave sagas waiting on a dead shard behind a server that looks alive.
+                    crate::fatal::run_or_fail_stop(&format!("shard-{id}"), || shard.run());
                     exited.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 })
                 .map_err(|e| EngineError::InvalidConfig { message: format!("cannot spawn shard thread: {e}") })?;

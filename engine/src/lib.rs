@@ -47,6 +47,7 @@ pub mod domain;
 mod engine;
 pub mod error;
 pub mod event;
+pub mod fatal;
 mod order;
 mod pending;
 mod shard;
