@@ -89,22 +89,53 @@ impl EngineState {
     /// Make every reservation match its order, as the saga would have finished it: release
     /// holdings of orders that never became durable (or were canceled), confirm those of paid
     /// orders, restock refunded goods that never shipped. Returns the events it applied, which
-    /// the caller must log before serving.
+    /// the caller must log before serving. Knows no archive: see [`EngineState::reconcile_with`].
     pub fn reconcile(&mut self) -> Vec<Event> {
+        self.reconcile_with(&|_| None)
+    }
+
+    /// [`EngineState::reconcile`], consulting `archived` (an order id → the archived order) for
+    /// holdings whose order is not live.
+    ///
+    /// Archiving is two records: the order's shard logs `order_archived`, the SKU's shard logs
+    /// `holding_forgotten` in a later group commit. A crash between them leaves a sold holding
+    /// without a live order; without the archive it would look like an order that never
+    /// existed and be restocked (oversell: issue 10, item 1). With it, the archived order's own
+    /// status decides, exactly as for a live order: units that stay sold are forgotten
+    /// (`Forgotten`, finishing the archiving), and only a canceled or refunded-before-shipping
+    /// order gives its units back. `archived` is called only for holdings without a live order.
+    ///
+    /// ```
+    /// use surge_engine::EngineState;
+    /// let mut s = EngineState::default();
+    /// assert!(s.reconcile_with(&|_| None).is_empty());
+    /// ```
+    pub fn reconcile_with(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
         let mut fixes = Vec::new();
         for (sku_id, st) in &self.skus {
             for (order_id, _, _, sold) in st.holdings() {
-                let want = self
-                    .orders
-                    .get(&order_id)
-                    .and_then(|o| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten());
-                let fix = match (sold, want) {
-                    (false, None) => Some(SkuEvent::Released { sku_id: sku_id.clone(), order_id }),
-                    (true, None) => Some(SkuEvent::Restocked { sku_id: sku_id.clone(), order_id }),
-                    (false, Some(true)) => Some(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id }),
-                    _ => None,
+                let wanted =
+                    |o: &Order| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten();
+                let (want, is_archived) = match self.orders.get(&order_id) {
+                    Some(o) => (wanted(o), false),
+                    None => match archived(order_id) {
+                        Some(a) => (wanted(&a), true),
+                        None => (None, false),
+                    },
                 };
-                fixes.extend(fix);
+                let (sku_id, order_id) = (sku_id.clone(), order_id);
+                match (sold, want) {
+                    (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
+                    (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
+                    (false, Some(true)) => {
+                        fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
+                        if is_archived {
+                            fixes.push(SkuEvent::Forgotten { sku_id, order_id });
+                        }
+                    }
+                    (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
+                    _ => {}
+                }
             }
         }
         for e in &fixes {
