@@ -74,7 +74,10 @@ fn crash_child() {
             };
             engine.create_sku(spec).wait().expect("child: create sku");
         } else {
-            engine.adjust_stock(sku, 400, "restock between crash cycles").wait().expect("child: restock");
+            engine
+                .adjust_stock(sku, &format!("restock-c{cycle}"), 400, "restock between crash cycles")
+                .wait()
+                .expect("child: restock");
         }
     }
     println!("READY");

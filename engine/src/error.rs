@@ -115,6 +115,15 @@ pub enum EngineError {
         /// The order the key already belongs to.
         order_id: OrderId,
     },
+    /// An `adjustment_id` was used before on this SKU with a different delta or reason. Same
+    /// code as [`EngineError::IdempotencyConflict`]: it is the same rule, for `adjust_stock`.
+    #[error("adjustment id {adjustment_id} reused on sku {sku_id} with a different delta or reason")]
+    AdjustmentConflict {
+        /// The SKU.
+        sku_id: String,
+        /// The reused id.
+        adjustment_id: String,
+    },
     /// `pay` amount differs from the order total (which the engine computed).
     #[error("amount mismatch: order total is {expected}, payment is {got}")]
     AmountMismatch {
@@ -183,7 +192,7 @@ impl EngineError {
             Self::UnknownOrder { .. } => "unknown_order",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::VersionConflict { .. } => "version_conflict",
-            Self::IdempotencyConflict { .. } => "idempotency_conflict",
+            Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } => "idempotency_conflict",
             Self::AmountMismatch { .. } => "amount_mismatch",
             Self::AlreadyPaid { .. } => "already_paid",
             Self::OrderNotPayable { .. } => "order_not_payable",
@@ -206,7 +215,8 @@ impl EngineError {
             | Self::SaleNotStarted { sku_id }
             | Self::SaleEnded { sku_id }
             | Self::SkuPaused { sku_id }
-            | Self::InvalidAdjustment { sku_id, .. } => Some(sku_id),
+            | Self::InvalidAdjustment { sku_id, .. }
+            | Self::AdjustmentConflict { sku_id, .. } => Some(sku_id),
             _ => None,
         }
     }

@@ -90,6 +90,21 @@ pub enum SkuEvent {
         /// The order.
         order_id: OrderId,
     },
+    // Variants below were added in format v2. bincode encodes a variant by its index, so new
+    // ones go at the end and v1 records keep decoding.
+    /// Stock added (positive) or removed (negative) by an admin, idempotent by `adjustment_id`
+    /// (format v2; v1's [`SkuEvent::Adjusted`] had no id).
+    AdjustedOnce {
+        /// Id.
+        sku_id: SkuId,
+        /// The caller's id for this adjustment (1..=64 bytes): a retry with it has no second
+        /// effect.
+        adjustment_id: Box<str>,
+        /// Units.
+        delta: i64,
+        /// Why (audit trail).
+        reason: Box<str>,
+    },
 }
 
 /// A state change of one order actor.

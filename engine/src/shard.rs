@@ -57,6 +57,7 @@ pub(crate) enum SkuMsg {
     Create(SkuSpec, Reply<SkuView>),
     Update(SkuUpdate, Reply<SkuView>),
     Adjust {
+        adjustment_id: Box<str>,
         delta: i64,
         reason: Box<str>,
         reply: Reply<SkuView>,
@@ -519,12 +520,15 @@ impl Shard {
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Adjust { delta, reason, reply } => {
-                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(delta, &reason)) {
+            SkuMsg::Adjust { adjustment_id, delta, reason, reply } => {
+                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(&adjustment_id, delta, &reason)) {
                     None => Err(unknown()),
                     Some(Err(e)) => Err(e),
                     Some(Ok(event)) => {
-                        self.apply_sku(event);
+                        // `None`: a retry of an adjustment already applied; answer the SKU as is.
+                        if let Some(event) = event {
+                            self.apply_sku(event);
+                        }
                         self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
@@ -975,6 +979,7 @@ pub(crate) fn sku_id_of(event: &SkuEvent) -> &SkuId {
         SkuEvent::Created { sku_id, .. }
         | SkuEvent::Updated { sku_id, .. }
         | SkuEvent::Adjusted { sku_id, .. }
+        | SkuEvent::AdjustedOnce { sku_id, .. }
         | SkuEvent::Reserved { sku_id, .. }
         | SkuEvent::Confirmed { sku_id, .. }
         | SkuEvent::Released { sku_id, .. }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Order, OrderId, OrderStatus, SkuId};
 use crate::event::{Event, OrderEvent, SkuEvent};
 use crate::order;
-pub use crate::sku::SkuState;
+pub use crate::sku::{SkuState, SkuStateV1};
 
 /// All SKUs and live orders. Ordered maps, so iteration (and [`EngineState::digest`]) is
 /// deterministic.
@@ -37,6 +37,22 @@ pub struct EngineState {
     pub skus: BTreeMap<SkuId, SkuState>,
     /// Every live order by id.
     pub orders: BTreeMap<OrderId, Arc<Order>>,
+}
+
+/// An [`EngineState`] as format version 1 stored it (its SKUs before adjustment ids): the
+/// persistence codec decodes v1 snapshots into it and converts with `EngineState::from`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineStateV1 {
+    /// Every SKU by id, v1 layout.
+    pub skus: BTreeMap<SkuId, SkuStateV1>,
+    /// Every live order by id (unchanged since v1).
+    pub orders: BTreeMap<OrderId, Arc<Order>>,
+}
+
+impl From<EngineStateV1> for EngineState {
+    fn from(v: EngineStateV1) -> Self {
+        Self { skus: v.skus.into_iter().map(|(k, st)| (k, st.into())).collect(), orders: v.orders }
+    }
 }
 
 /// What an order's line item must hold at its SKU: `None` nothing, `Some(false)` a reservation,

@@ -701,3 +701,35 @@ fn a_leftover_older_snapshot_never_shadows_a_newer_one() {
     assert!(state_of(db.engine()) == before);
     db.close().unwrap();
 }
+
+/// Adjustment ids are durable (issue 10, item 7): in the log (reopen without a snapshot) and in
+/// snapshots (reopen after `close`, which snapshots and trims the log), a retry with the same id
+/// has no second effect and the same id with another delta is `idempotency_conflict`.
+#[test]
+fn adjustment_ids_survive_restart_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path(), Durability::Sync);
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    db.engine().create_sku(sku_a(10)).wait().unwrap();
+    assert_eq!(db.engine().adjust_stock("A", "po-1", 5, "restock").wait().unwrap().stocked_total, 15);
+    db.close_without_snapshot();
+
+    let check = |db: &DurableEngine, what: &str| {
+        let e = db.engine();
+        let v = e.adjust_stock("A", "po-1", 5, "restock").wait().unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_eq!(v.stocked_total, 15, "{what}: the retry was applied again");
+        let err = e.adjust_stock("A", "po-1", -5, "restock").wait().unwrap_err();
+        assert_eq!(err.code(), "idempotency_conflict", "{what}");
+        let err = e.adjust_stock("A", "po-1", 5, "another reason").wait().unwrap_err();
+        assert_eq!(err.code(), "idempotency_conflict", "{what}");
+    };
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert!(db.recovery().records_replayed > 0, "replayed from the log");
+    check(&db, "after replay");
+    db.close().unwrap();
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert!(db.recovery().snapshot_lsn.is_some(), "loaded a snapshot");
+    assert_eq!(db.recovery().records_replayed, 0, "the snapshot alone holds the record");
+    check(&db, "after snapshot");
+    db.close().unwrap();
+}
