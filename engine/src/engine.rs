@@ -183,6 +183,7 @@ impl EngineBuilder {
                 journal: (self.journal)(id),
                 initial,
                 archive_enabled: self.archive.is_some(),
+                archive: self.archive.clone(),
                 observer: self.observer.clone(),
                 counters: counters[id].clone(),
             })?);

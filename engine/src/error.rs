@@ -101,6 +101,15 @@ pub enum EngineError {
         /// Where the event would have led, when it has a single nominal target.
         to: Option<OrderStatus>,
     },
+    /// `open_dispute` on a completed order after its dispute window (`dispute_window_ms` from
+    /// completion) closed (issue 10, item 9).
+    #[error("order {order_id}: the dispute window closed at {closed_at_ms} ms")]
+    DisputeWindowClosed {
+        /// The order.
+        order_id: OrderId,
+        /// When the window closed (engine clock, ms since the Unix epoch).
+        closed_at_ms: i64,
+    },
     /// `expected_version` did not match the order's `version` (compare-and-set failed).
     #[error("version conflict: expected {expected}, order is at {actual}")]
     VersionConflict {
@@ -191,6 +200,7 @@ impl EngineError {
             Self::InvalidAdjustment { .. } => "invalid_adjustment",
             Self::UnknownOrder { .. } => "unknown_order",
             Self::InvalidTransition { .. } => "invalid_transition",
+            Self::DisputeWindowClosed { .. } => "dispute_window_closed",
             Self::VersionConflict { .. } => "version_conflict",
             Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } => "idempotency_conflict",
             Self::AmountMismatch { .. } => "amount_mismatch",

@@ -105,6 +105,18 @@ pub enum SkuEvent {
         /// Why (audit trail).
         reason: Box<str>,
     },
+    /// A restored order's sold units, counted as archived since `Forgotten`, are a live
+    /// holding again (format v2; the inverse of [`SkuEvent::Forgotten`]).
+    Remembered {
+        /// Id.
+        sku_id: SkuId,
+        /// The restored order.
+        order_id: OrderId,
+        /// The buyer (already counted toward the per-user limit).
+        user_id: UserId,
+        /// Units.
+        qty: u32,
+    },
 }
 
 /// A state change of one order actor.
@@ -136,6 +148,11 @@ pub enum OrderEvent {
     /// The order had been terminal for `archive_after_ms`: it leaves memory and is served from
     /// the archive (the full final order, so the archive can be written from the log).
     Archived(Arc<Order>),
+    // Added in format v2 (appended: v1 records keep their variant indices).
+    /// An archived order came back into memory, as the archive held it, because a command may
+    /// still move it (`open_dispute` within `dispute_window_ms`; issue 10, item 9). Its SKUs
+    /// take back its sold holdings ([`SkuEvent::Remembered`]).
+    Restored(Arc<Order>),
 }
 
 /// Any actor's event.

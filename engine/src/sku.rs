@@ -335,6 +335,15 @@ impl SkuState {
         }
     }
 
+    /// Decide taking back a restored order's sold holding; `None` if it is already held (the
+    /// archiving's `Forgotten` never happened) or no archived units could be its.
+    pub fn decide_remember(&self, order_id: OrderId, user_id: &UserId, qty: u32) -> Option<SkuEvent> {
+        if self.holdings.contains_key(&order_id) || self.sold_archived < u64::from(qty) {
+            return None;
+        }
+        Some(SkuEvent::Remembered { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty })
+    }
+
     /// Decide an admin stock adjustment, idempotent by `adjustment_id`: `Ok(None)` when this id
     /// was already applied with the same delta and reason (a retry: no second effect).
     ///
@@ -438,6 +447,14 @@ impl SkuState {
                     if let Some(h) = self.holdings.remove(order_id) {
                         self.sold_archived += u64::from(h.qty);
                     }
+                }
+            }
+            SkuEvent::Remembered { order_id, user_id, qty, .. } => {
+                if !self.holdings.contains_key(order_id) && self.sold_archived >= u64::from(*qty) {
+                    // The units never left `sold` nor the user's count: only where they are kept.
+                    self.sold_archived -= u64::from(*qty);
+                    let h = Holding { user_id: user_id.clone(), qty: *qty, state: HoldState::Sold };
+                    self.holdings.insert(*order_id, h);
                 }
             }
             SkuEvent::Released { order_id, .. } | SkuEvent::Restocked { order_id, .. } => {

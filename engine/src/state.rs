@@ -88,6 +88,9 @@ impl EngineState {
             Event::Order(OrderEvent::Archived(o)) => {
                 self.orders.remove(&o.order_id);
             }
+            Event::Order(OrderEvent::Restored(o)) => {
+                self.orders.insert(o.order_id, o.clone());
+            }
             Event::Order(e @ OrderEvent::Transitioned { order_id, .. }) => {
                 if let Some(o) = self.orders.get_mut(order_id) {
                     *o = order::apply(o, e);
@@ -154,12 +157,26 @@ impl EngineState {
                 }
             }
         }
+        fixes.extend(self.unforgotten());
         for e in &fixes {
             if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
                 st.apply(e);
             }
         }
         fixes.into_iter().map(Event::Sku).collect()
+    }
+
+    /// `Remembered` for every live order that should hold sold units where its SKU has only
+    /// archived ones: a crash between `order_restored` and the SKU's `holding_remembered`.
+    fn unforgotten(&self) -> Vec<SkuEvent> {
+        let mut fixes = Vec::new();
+        for o in self.orders.values().filter(|o| expected_holding(o) == Some(true)) {
+            for item in &o.items {
+                let Some(st) = self.skus.get(&item.sku_id) else { continue };
+                fixes.extend(st.decide_remember(o.order_id, &o.user_id, item.qty));
+            }
+        }
+        fixes
     }
 
     /// A deterministic 64-bit digest of every actor's state (replay-equivalence checks).

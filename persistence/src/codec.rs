@@ -16,7 +16,8 @@
 //!
 //! # Versions
 //! * 1: the first format.
-//! * 2: event variants appended at the end of their enums (`SkuEvent::AdjustedOnce`), so a v1
+//! * 2: event variants appended at the end of their enums (`SkuEvent::AdjustedOnce`,
+//!   `SkuEvent::Remembered`, `OrderEvent::Restored`), so a v1
 //!   record decodes with the v2 decoder unchanged; `SkuState` gained its adjustment ids, so a v1
 //!   snapshot decodes through the engine's `EngineStateV1` and is converted.
 
@@ -185,6 +186,8 @@ pub fn event_type(e: &Event) -> &'static str {
         Event::Sku(SkuEvent::Restocked { .. }) => "restocked",
         Event::Sku(SkuEvent::Forgotten { .. }) => "holding_forgotten",
         Event::Sku(SkuEvent::AdjustedOnce { .. }) => "stock_adjusted_once",
+        Event::Sku(SkuEvent::Remembered { .. }) => "holding_remembered",
+        Event::Order(OrderEvent::Restored(_)) => "order_restored",
         Event::Order(OrderEvent::Created(_)) => "order_created",
         Event::Order(OrderEvent::Transitioned { .. }) => "order_transitioned",
         Event::Order(OrderEvent::Archived(_)) => "order_archived",
