@@ -147,7 +147,7 @@ fn saga_with_a_short_last_sku_releases_the_first_two() {
         );
         // Same key again after the rejection: it was not recorded, so it runs again, and with
         // C restocked it succeeds.
-        s.engine.adjust_stock("C", 1, "restock").wait().unwrap();
+        s.engine.adjust_stock("C", "adj-c", 1, "restock").wait().unwrap();
         let order = s.create("u1", &[("A", 1), ("B", 3), ("C", 2)], "k1").unwrap();
         assert_eq!(order.items.len(), 3);
         assert_eq!(order.total, Decimal::new(10 + 60 + 60, 0));
@@ -201,7 +201,7 @@ fn every_kind_of_refusal_on_one_sku_rolls_the_whole_order_back() {
         (
             "short",
             |s| {
-                s.engine.adjust_stock("B", -9, "damaged").wait().unwrap();
+                s.engine.adjust_stock("B", "adj-b-damaged", -9, "damaged").wait().unwrap();
             },
             "insufficient_stock",
         ),
@@ -252,7 +252,7 @@ fn unknown_sku_anywhere_in_the_order_refuses_it() {
     assert_eq!(err.sku_id(), Some("nope"));
     s.assert_nothing_held("unknown sku");
     assert_eq!(s.engine.get_sku("nope").unwrap_err().code(), "unknown_sku");
-    assert_eq!(s.engine.adjust_stock("nope", 1, "x").wait().unwrap_err().code(), "unknown_sku");
+    assert_eq!(s.engine.adjust_stock("nope", "adj-nope", 1, "x").wait().unwrap_err().code(), "unknown_sku");
     assert_eq!(s.engine.update_sku("nope", SkuUpdate::default()).wait().unwrap_err().code(), "unknown_sku");
 }
 
@@ -328,7 +328,7 @@ fn same_key_after_a_rejection_runs_again() {
     abc(&s2, 1);
     let err = s2.create("bob", &[("A", 1), ("B", 2)], "k").unwrap_err();
     assert_eq!(err.code(), "insufficient_stock");
-    s2.engine.adjust_stock("B", 1, "restock").wait().unwrap();
+    s2.engine.adjust_stock("B", "adj-b-restock", 1, "restock").wait().unwrap();
     let order = s2.create("bob", &[("A", 1), ("B", 2)], "k").unwrap();
     assert_eq!(order.status, OrderStatus::PendingPayment);
     s2.engine.settle();
@@ -644,22 +644,55 @@ fn stock_adjustments_keep_the_books_balanced() {
     let s = shop(2);
     s.sku("R", 500, 5, SaleRules::default());
     let o = s.create("u", &[("R", 4)], "k").unwrap();
-    let err = s.engine.adjust_stock("R", -2, "shrinkage").wait().unwrap_err();
+    let err = s.engine.adjust_stock("R", "adj-r-1", -2, "shrinkage").wait().unwrap_err();
     assert_eq!(err, EngineError::InvalidAdjustment { sku_id: "R".into(), delta: -2, available: 1 });
     assert_eq!(err.code(), "invalid_adjustment");
-    let v = s.engine.adjust_stock("R", -1, "shrinkage").wait().unwrap();
+    let v = s.engine.adjust_stock("R", "adj-r-2", -1, "shrinkage").wait().unwrap();
     assert_eq!((v.available, v.reserved, v.sold, v.stocked_total), (0, 4, 0, 4));
     assert_eq!(s.create("u2", &[("R", 1)], "k").unwrap_err().code(), "sold_out");
-    let v = s.engine.adjust_stock("R", 10, "restock").wait().unwrap();
+    let v = s.engine.adjust_stock("R", "adj-r-3", 10, "restock").wait().unwrap();
     assert_eq!((v.available, v.stocked_total), (10, 14));
     s.create("u2", &[("R", 1)], "k").unwrap();
     s.engine.cancel_order(o.order_id, Initiator::User, Default::default()).wait().unwrap();
     let v = s.get_sku("R");
     assert_eq!((v.available, v.reserved, v.sold, v.stocked_total), (13, 1, 0, 14));
-    for (delta, reason) in [(0, "x"), (1, "")] {
-        assert_eq!(s.engine.adjust_stock("R", delta, reason).wait().unwrap_err().code(), "invalid_request");
+    for (id, delta, reason) in [("adj-r-4", 0, "x"), ("adj-r-5", 1, ""), ("", 1, "x"), (&*"a".repeat(65), 1, "x")] {
+        assert_eq!(s.engine.adjust_stock("R", id, delta, reason).wait().unwrap_err().code(), "invalid_request");
     }
     s.assert_healthy("adjust");
+}
+
+/// `adjust_stock` is idempotent by `adjustment_id` (issue 10, item 7): a retry with the same id,
+/// delta and reason has no second effect and answers the SKU; the same id with another delta or
+/// reason is `idempotency_conflict` (naming the SKU and the id); ids are per SKU; each SKU
+/// remembers its newest `ADJUSTMENT_IDS_PER_SKU_MAX` ids.
+#[test]
+fn adjust_stock_is_idempotent_by_adjustment_id() {
+    let s = shop(2);
+    s.sku("R", 500, 5, SaleRules::default());
+    s.sku("Q", 500, 5, SaleRules::default());
+    let v = s.engine.adjust_stock("R", "po-1", 10, "restock").wait().unwrap();
+    assert_eq!((v.available, v.stocked_total), (15, 15));
+    let again = s.engine.adjust_stock("R", "po-1", 10, "restock").wait().unwrap();
+    assert_eq!(again, v, "a retry has no second effect");
+    let err = s.engine.adjust_stock("R", "po-1", 11, "restock").wait().unwrap_err();
+    assert_eq!(err, EngineError::AdjustmentConflict { sku_id: "R".into(), adjustment_id: "po-1".into() });
+    assert_eq!(err.code(), "idempotency_conflict");
+    let err = s.engine.adjust_stock("R", "po-1", 10, "other reason").wait().unwrap_err();
+    assert_eq!(err.code(), "idempotency_conflict");
+    // Per SKU: the same id on another SKU is another adjustment.
+    assert_eq!(s.engine.adjust_stock("Q", "po-1", 1, "restock").wait().unwrap().stocked_total, 6);
+    // A refused adjustment is not recorded: the id stays free.
+    let err = s.engine.adjust_stock("R", "po-2", -100, "shrinkage").wait().unwrap_err();
+    assert_eq!(err.code(), "invalid_adjustment");
+    assert_eq!(s.engine.adjust_stock("R", "po-2", -1, "shrinkage").wait().unwrap().stocked_total, 14);
+    // Retention: after ADJUSTMENT_IDS_PER_SKU_MAX newer ids, po-1 is forgotten and runs again.
+    for i in 0..surge::engine::ADJUSTMENT_IDS_PER_SKU_MAX {
+        s.engine.adjust_stock("R", &format!("bulk-{i}"), 1, "bulk").wait().unwrap();
+    }
+    let total = s.get_sku("R").stocked_total;
+    assert_eq!(s.engine.adjust_stock("R", "po-1", 10, "restock").wait().unwrap().stocked_total, total + 10);
+    s.assert_healthy("adjust ids");
 }
 
 // ---- bugs ---------------------------------------------------------------------------------

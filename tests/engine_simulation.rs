@@ -683,7 +683,9 @@ impl Sim {
         let i = self.rng.gen_range(0..SKUS);
         let delta: i64 = if self.rng.gen_bool(0.6) { self.rng.gen_range(1..=10) } else { -self.rng.gen_range(1..=10) };
         self.op = format!("adjust {} {delta:+}", self.skus[i].id);
-        let result = self.engine.adjust_stock(&self.skus[i].id.clone(), delta, "sim").wait();
+        // One op per step: the step number is a unique adjustment id.
+        let adjustment_id = format!("sim-{}", self.step);
+        let result = self.engine.adjust_stock(&self.skus[i].id.clone(), &adjustment_id, delta, "sim").wait();
         self.engine.settle();
         let sku = &mut self.skus[i];
         if delta < 0 && delta.unsigned_abs() > sku.available {

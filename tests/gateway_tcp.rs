@@ -96,7 +96,7 @@ async fn auth_is_required_and_roles_are_enforced() {
     let mut client = Tcp::login(server.tcp_addr, CLIENT).await;
     for op in [
         sku("A", 1, None),
-        json!({"op": "adjust_stock", "sku_id": "A", "delta": 1, "reason": "x"}),
+        json!({"op": "adjust_stock", "sku_id": "A", "adjustment_id": "adj-1", "delta": 1, "reason": "x"}),
         json!({"op": "deliver", "order_id": 1}),
         json!({"op": "confirm_refund", "order_id": 1}),
         json!({"op": "resolve_dispute", "order_id": 1, "resolution": "completed"}),

@@ -24,7 +24,7 @@ fn readme_library_example() -> Result<(), Box<dyn std::error::Error>> {
     let err = engine.create_order(CreateOrder::new("alice", &[("phone", 1)], "cart-43")).wait().unwrap_err();
     assert_eq!(err.code(), "purchase_limit_exceeded");
     db.close()?;
-    assert_eq!(engine.adjust_stock("phone", 1, "late").wait().unwrap_err().code(), "shutting_down");
+    assert_eq!(engine.adjust_stock("phone", "adj-late", 1, "late").wait().unwrap_err().code(), "shutting_down");
     let db = DurableEngine::open(PersistenceConfig::new(dir.path()), EngineConfig::default())?;
     assert_eq!(db.engine().get_order(order.order_id)?.status.as_str(), "paid");
     Ok(())

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use surge::engine::{
-    CreateOrder, EngineConfig, Initiator, ListOrders, ManualClock, OrderEventKind, OrderStatus, SaleRules, SkuSpec,
-    TransitionOptions,
+    CreateOrder, DisputeResolution, EngineConfig, Initiator, ListOrders, ManualClock, OrderEventKind, OrderStatus,
+    SaleRules, SkuSpec, TransitionOptions,
 };
 use surge::persistence::{DurableEngine, PersistenceConfig};
 
@@ -90,4 +90,87 @@ fn terminal_orders_leave_memory_and_stay_queryable() {
     db.close().expect("close");
     let db = open(dir.path(), &clock);
     assert_eq!(db.engine().get_order(canceled[0]).expect("after snapshot").status, OrderStatus::Canceled);
+}
+
+/// Archived orders keep their rights (issue 10, item 9): `open_dispute` on a completed order
+/// works within `dispute_window_ms` of its completion even after it was archived (the order comes
+/// back into memory and survives a restart), and is `dispute_window_closed` after; commands on
+/// archived orders answer as the state machine does for their terminal status, never
+/// `unknown_order`.
+#[test]
+fn archived_orders_keep_their_rights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0));
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let rules = SaleRules { per_user_limit: Some(3), ..SaleRules::default() };
+    let spec =
+        SkuSpec { sku_id: "A".into(), name: "A".into(), price: "5.00".parse().expect("dec"), initial_stock: 10, rules };
+    e.create_sku(spec).wait().expect("sku");
+    let opts = TransitionOptions::default;
+    let complete = |key: &str| {
+        let o = e.create_order(CreateOrder::new("dan", &[("A", 1)], key)).wait().expect("create");
+        e.pay(o.order_id, &format!("psp-{key}"), o.total, opts()).wait().expect("pay");
+        e.ship(o.order_id, "TRK", opts()).wait().expect("ship");
+        e.transition(o.order_id, OrderEventKind::Deliver, Initiator::Admin, opts()).wait().expect("deliver");
+        e.transition(o.order_id, OrderEventKind::Complete, Initiator::User, opts()).wait().expect("complete")
+    };
+    let early = complete("early");
+    let late = complete("late");
+    let canceled = e.create_order(CreateOrder::new("dan", &[("A", 1)], "c")).wait().expect("create");
+    e.cancel_order(canceled.order_id, Initiator::User, opts()).wait().expect("cancel");
+    clock.advance_ms(60_001);
+    e.settle();
+    assert_eq!(e.order_count(), 0, "all three archived");
+
+    // Commands on archived orders: as the state machine answers for their terminal status.
+    let pay = e.pay(canceled.order_id, "psp-late", canceled.total, opts()).wait();
+    assert_eq!(pay.expect_err("late pay").code(), "order_not_payable");
+    let dup = e.pay(early.order_id, "psp-early", early.total, opts()).wait().expect("same payment: a duplicate");
+    assert_eq!(dup.status, OrderStatus::Completed);
+    assert_eq!(e.pay(early.order_id, "psp-other", early.total, opts()).wait().expect_err("x").code(), "already_paid");
+    let cancel = e.cancel_order(early.order_id, Initiator::User, opts()).wait();
+    assert_eq!(cancel.expect_err("cancel completed").code(), "invalid_transition");
+    assert_eq!(e.order_count(), 0, "refusals restore nothing");
+
+    // Within the window: the archived order comes back and is disputed.
+    let disputed = e.transition(early.order_id, OrderEventKind::OpenDispute, Initiator::User, opts()).wait();
+    assert_eq!(disputed.expect("dispute within the window").status, OrderStatus::Disputed);
+    assert_eq!(e.get_order(early.order_id).expect("get").status, OrderStatus::Disputed);
+    assert_eq!(e.order_count(), 1);
+    let sku = e.get_sku("A").expect("sku");
+    assert_eq!((sku.sold, sku.available), (2, 8), "units stay sold");
+    let report = e.audit();
+    assert!(report.is_healthy(), "{:?}", report.violations);
+    let dan = ListOrders { user_id: "dan".into(), status: None, page: 0, limit: 10 };
+    assert_eq!(e.list_orders(&dan).expect("list").len(), 3, "listed once each");
+
+    // After the window (30 days from completion by default): refused, archived or not.
+    clock.set_ms(late.updated_at_ms + 2_592_000_000);
+    let closed = e.transition(late.order_id, OrderEventKind::OpenDispute, Initiator::User, opts()).wait();
+    assert_eq!(closed.expect_err("window closed").code(), "dispute_window_closed");
+
+    // The restored, disputed order survives a restart and moves on from there.
+    drop(e);
+    db.close_without_snapshot();
+    let db = open(dir.path(), &clock);
+    let e = db.engine();
+    e.settle();
+    assert_eq!(e.get_order(early.order_id).expect("after restart").status, OrderStatus::Disputed);
+    let report = e.audit();
+    assert!(report.is_healthy(), "{:?}", report.violations);
+    let resolved = e.resolve_dispute(early.order_id, DisputeResolution::Completed, opts()).wait().expect("resolve");
+    assert_eq!(resolved.status, OrderStatus::Completed);
+    // Its window counts from the first completion, so it is closed by now.
+    let again = e.transition(early.order_id, OrderEventKind::OpenDispute, Initiator::User, opts()).wait();
+    assert_eq!(again.expect_err("closed").code(), "dispute_window_closed");
+    clock.advance_ms(60_001);
+    e.settle();
+    assert_eq!(e.order_count(), 0, "archived again");
+    assert_eq!(e.get_sku("A").expect("sku").sold, 2);
+    let report = e.audit();
+    assert!(report.is_healthy(), "{:?}", report.violations);
+    let more = e.create_order(CreateOrder::new("dan", &[("A", 2)], "more")).wait();
+    assert_eq!(more.expect_err("dan holds 2 of 3").code(), "purchase_limit_exceeded");
+    db.close().expect("close");
 }

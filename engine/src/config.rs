@@ -29,6 +29,10 @@ pub struct EngineConfig {
     /// (only when the engine has one: durable modes). Also the retention of their idempotency
     /// records. Default 24 h.
     pub archive_after_ms: u64,
+    /// How long after an order completed its buyer may still `open_dispute` (issue 10, item 9;
+    /// archived orders included: they are brought back into memory). Counted from the first
+    /// completion. Default 30 days (2,592,000,000 ms).
+    pub dispute_window_ms: u64,
     /// Most line items per order (the engine-core issue: 20).
     pub order_items_max: usize,
     /// Largest quantity per line item (the engine-core issue: 99).
@@ -51,6 +55,7 @@ impl Default for EngineConfig {
             payment_timeout_ms: 15 * 60 * 1_000,
             auto_complete_ms: 7 * 24 * 3_600 * 1_000,
             archive_after_ms: 24 * 3_600 * 1_000,
+            dispute_window_ms: 30 * 24 * 3_600 * 1_000,
             order_items_max: 20,
             item_qty_max: 99,
             list_limit_max: 100,

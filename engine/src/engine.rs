@@ -183,6 +183,7 @@ impl EngineBuilder {
                 journal: (self.journal)(id),
                 initial,
                 archive_enabled: self.archive.is_some(),
+                archive: self.archive.clone(),
                 observer: self.observer.clone(),
                 counters: counters[id].clone(),
             })?);
@@ -323,10 +324,33 @@ impl Engine {
 
     /// Add (`delta > 0`) or remove (`delta < 0`) stock, with a reason for the audit trail.
     ///
+    /// Idempotent by `adjustment_id` (the caller's id for this adjustment, 1..=64 bytes, unique
+    /// per SKU): a retry with the same id, delta and reason, say after `storage_unavailable` or
+    /// a timeout, has no second effect and answers the SKU as it is now. The record is logged
+    /// with the adjustment and kept in snapshots; each SKU remembers its newest
+    /// [`ADJUSTMENT_IDS_PER_SKU_MAX`](crate::ADJUSTMENT_IDS_PER_SKU_MAX) ids (DESIGN.md
+    /// "Idempotency": never do a thing twice).
+    ///
+    /// ```
+    /// # use surge_engine::{Engine, EngineConfig, SkuSpec, SaleRules, Decimal};
+    /// # let engine = Engine::in_memory(EngineConfig::default()).unwrap();
+    /// # engine.create_sku(SkuSpec { sku_id: "tee".into(), name: "Tee".into(), price: Decimal::ONE,
+    /// #     initial_stock: 0, rules: SaleRules::default() }).wait().unwrap();
+    /// assert_eq!(engine.adjust_stock("tee", "po-17", 50, "restock").wait().unwrap().available, 50);
+    /// // A retry is answered, not applied again.
+    /// assert_eq!(engine.adjust_stock("tee", "po-17", 50, "restock").wait().unwrap().available, 50);
+    /// let other = engine.adjust_stock("tee", "po-17", 60, "restock").wait();
+    /// assert_eq!(other.unwrap_err().code(), "idempotency_conflict");
+    /// ```
+    ///
     /// # Errors
-    /// `unknown_sku`; `invalid_adjustment` if available would go below 0; `invalid_request` for
-    /// a zero delta or a missing reason.
-    pub fn adjust_stock(&self, sku_id: &str, delta: i64, reason: &str) -> Pending<SkuView> {
+    /// `unknown_sku`; `invalid_adjustment` if available would go below 0;
+    /// `idempotency_conflict` if `adjustment_id` was used with another delta or reason;
+    /// `invalid_request` for a zero delta, a missing reason or a missing or long id.
+    pub fn adjust_stock(&self, sku_id: &str, adjustment_id: &str, delta: i64, reason: &str) -> Pending<SkuView> {
+        if let Err(e) = check_text("adjustment_id", adjustment_id, ID_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
         if delta == 0 {
             return Pending::ready(Err(EngineError::invalid("delta must not be 0")));
         }
@@ -336,8 +360,10 @@ impl Engine {
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
-        let reason = Box::from(reason);
-        self.submit(shared.shard, |reply| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Adjust { delta, reason, reply }))
+        let (reason, adjustment_id) = (Box::from(reason), Box::from(adjustment_id));
+        self.submit(shared.shard, |reply| {
+            ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Adjust { adjustment_id, delta, reason, reply })
+        })
     }
 
     /// Counters and rules of one SKU (consistent snapshot; never torn).

@@ -101,6 +101,15 @@ pub enum EngineError {
         /// Where the event would have led, when it has a single nominal target.
         to: Option<OrderStatus>,
     },
+    /// `open_dispute` on a completed order after its dispute window (`dispute_window_ms` from
+    /// completion) closed (issue 10, item 9).
+    #[error("order {order_id}: the dispute window closed at {closed_at_ms} ms")]
+    DisputeWindowClosed {
+        /// The order.
+        order_id: OrderId,
+        /// When the window closed (engine clock, ms since the Unix epoch).
+        closed_at_ms: i64,
+    },
     /// `expected_version` did not match the order's `version` (compare-and-set failed).
     #[error("version conflict: expected {expected}, order is at {actual}")]
     VersionConflict {
@@ -114,6 +123,15 @@ pub enum EngineError {
     IdempotencyConflict {
         /// The order the key already belongs to.
         order_id: OrderId,
+    },
+    /// An `adjustment_id` was used before on this SKU with a different delta or reason. Same
+    /// code as [`EngineError::IdempotencyConflict`]: it is the same rule, for `adjust_stock`.
+    #[error("adjustment id {adjustment_id} reused on sku {sku_id} with a different delta or reason")]
+    AdjustmentConflict {
+        /// The SKU.
+        sku_id: String,
+        /// The reused id.
+        adjustment_id: String,
     },
     /// `pay` amount differs from the order total (which the engine computed).
     #[error("amount mismatch: order total is {expected}, payment is {got}")]
@@ -182,8 +200,9 @@ impl EngineError {
             Self::InvalidAdjustment { .. } => "invalid_adjustment",
             Self::UnknownOrder { .. } => "unknown_order",
             Self::InvalidTransition { .. } => "invalid_transition",
+            Self::DisputeWindowClosed { .. } => "dispute_window_closed",
             Self::VersionConflict { .. } => "version_conflict",
-            Self::IdempotencyConflict { .. } => "idempotency_conflict",
+            Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } => "idempotency_conflict",
             Self::AmountMismatch { .. } => "amount_mismatch",
             Self::AlreadyPaid { .. } => "already_paid",
             Self::OrderNotPayable { .. } => "order_not_payable",
@@ -206,7 +225,8 @@ impl EngineError {
             | Self::SaleNotStarted { sku_id }
             | Self::SaleEnded { sku_id }
             | Self::SkuPaused { sku_id }
-            | Self::InvalidAdjustment { sku_id, .. } => Some(sku_id),
+            | Self::InvalidAdjustment { sku_id, .. }
+            | Self::AdjustmentConflict { sku_id, .. } => Some(sku_id),
             _ => None,
         }
     }

@@ -90,6 +90,33 @@ pub enum SkuEvent {
         /// The order.
         order_id: OrderId,
     },
+    // Variants below were added in format v2. bincode encodes a variant by its index, so new
+    // ones go at the end and v1 records keep decoding.
+    /// Stock added (positive) or removed (negative) by an admin, idempotent by `adjustment_id`
+    /// (format v2; v1's [`SkuEvent::Adjusted`] had no id).
+    AdjustedOnce {
+        /// Id.
+        sku_id: SkuId,
+        /// The caller's id for this adjustment (1..=64 bytes): a retry with it has no second
+        /// effect.
+        adjustment_id: Box<str>,
+        /// Units.
+        delta: i64,
+        /// Why (audit trail).
+        reason: Box<str>,
+    },
+    /// A restored order's sold units, counted as archived since `Forgotten`, are a live
+    /// holding again (format v2; the inverse of [`SkuEvent::Forgotten`]).
+    Remembered {
+        /// Id.
+        sku_id: SkuId,
+        /// The restored order.
+        order_id: OrderId,
+        /// The buyer (already counted toward the per-user limit).
+        user_id: UserId,
+        /// Units.
+        qty: u32,
+    },
 }
 
 /// A state change of one order actor.
@@ -121,6 +148,11 @@ pub enum OrderEvent {
     /// The order had been terminal for `archive_after_ms`: it leaves memory and is served from
     /// the archive (the full final order, so the archive can be written from the log).
     Archived(Arc<Order>),
+    // Added in format v2 (appended: v1 records keep their variant indices).
+    /// An archived order came back into memory, as the archive held it, because a command may
+    /// still move it (`open_dispute` within `dispute_window_ms`; issue 10, item 9). Its SKUs
+    /// take back its sold holdings ([`SkuEvent::Remembered`]).
+    Restored(Arc<Order>),
 }
 
 /// Any actor's event.

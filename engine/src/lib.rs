@@ -34,7 +34,7 @@
 //! ```
 //! # use surge_engine::{Engine, EngineConfig};
 //! # async fn f(engine: Engine) -> Result<(), surge_engine::EngineError> {
-//! let sku = engine.adjust_stock("tee", 50, "restock").await?;
+//! let sku = engine.adjust_stock("tee", "restock-1", 50, "restock").await?;
 //! # Ok(()) }
 //! ```
 
@@ -72,6 +72,7 @@ pub use event::{
 };
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
-pub use state::{EngineState, SkuState};
+pub use sku::ADJUSTMENT_IDS_PER_SKU_MAX;
+pub use state::{EngineState, EngineStateV1, SkuState, SkuStateV1};
 pub use state_machine::OrderEventKind;
 pub use stats::{EngineStats, ShardStats, TransitionCount};

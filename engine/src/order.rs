@@ -43,12 +43,18 @@ pub(crate) enum Decision {
     Transition(OrderEvent, &'static Rule),
 }
 
-/// Decide `cmd` against `order` at `now_ms`.
+/// Decide `cmd` against `order` at `now_ms`; `dispute_window_ms` bounds `open_dispute` on a
+/// completed order (counted from its first completion).
 ///
 /// # Errors
 /// `version_conflict`, `amount_mismatch`, `already_paid`, `order_not_payable`,
-/// `invalid_transition`, `invalid_request` (missing dispute outcome).
-pub(crate) fn decide(order: &Order, cmd: &OrderCommand, now_ms: i64) -> Result<Decision, EngineError> {
+/// `invalid_transition`, `dispute_window_closed`, `invalid_request` (missing dispute outcome).
+pub(crate) fn decide(
+    order: &Order,
+    cmd: &OrderCommand,
+    now_ms: i64,
+    dispute_window_ms: u64,
+) -> Result<Decision, EngineError> {
     if let Some(expected) = cmd.opts.expected_version {
         if expected != order.version {
             return Err(EngineError::VersionConflict { expected, actual: order.version });
@@ -92,6 +98,15 @@ pub(crate) fn decide(order: &Order, cmd: &OrderCommand, now_ms: i64) -> Result<D
             None => return Err(EngineError::invalid("resolve_dispute needs an outcome: completed or refunding")),
         },
     };
+    if cmd.kind == OrderEventKind::OpenDispute && order.status == OrderStatus::Completed {
+        // The first completion, so a dispute resolved back to `completed` does not reopen it.
+        let completed_at =
+            order.history.iter().find(|h| h.to == OrderStatus::Completed).map_or(order.updated_at_ms, |h| h.at_ms);
+        let closed_at_ms = completed_at.saturating_add(i64::try_from(dispute_window_ms).unwrap_or(i64::MAX));
+        if now_ms >= closed_at_ms {
+            return Err(EngineError::DisputeWindowClosed { order_id: order.order_id, closed_at_ms });
+        }
+    }
     if cmd.kind == OrderEventKind::Ship && cmd.tracking_number.is_none() {
         return Err(EngineError::invalid("ship needs a tracking_number"));
     }

@@ -12,7 +12,7 @@ use crate::error::{EngineError, EngineResult};
 /// ```
 /// # use surge_engine::{Engine, EngineConfig};
 /// let engine = Engine::in_memory(EngineConfig::default()).unwrap();
-/// let missing = engine.adjust_stock("nope", 5, "restock").wait();
+/// let missing = engine.adjust_stock("nope", "adj-1", 5, "restock").wait();
 /// assert_eq!(missing.unwrap_err().code(), "unknown_sku");
 /// ```
 #[must_use = "a Pending does nothing visible unless awaited or waited on"]

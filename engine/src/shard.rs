@@ -41,7 +41,7 @@ use crate::domain::{
     UserId,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::event::{ChangeObserver, Event, Journal, OrderEvent, SkuEvent};
+use crate::event::{ChangeObserver, Event, Journal, OrderArchive, OrderEvent, SkuEvent};
 use crate::order::{self, Decision, OrderCommand};
 use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
@@ -57,6 +57,7 @@ pub(crate) enum SkuMsg {
     Create(SkuSpec, Reply<SkuView>),
     Update(SkuUpdate, Reply<SkuView>),
     Adjust {
+        adjustment_id: Box<str>,
         delta: i64,
         reason: Box<str>,
         reply: Reply<SkuView>,
@@ -83,6 +84,12 @@ pub(crate) enum SkuMsg {
     /// The order was archived: drop its sold holding (no answer).
     Forget {
         order_id: OrderId,
+    },
+    /// The archived order was restored: hold its sold units again (no answer).
+    Remember {
+        order_id: OrderId,
+        user_id: UserId,
+        qty: u32,
     },
 }
 
@@ -213,8 +220,10 @@ pub(crate) struct Shard {
     handled_since_barrier: u64,
     /// Orders archived in this batch: they leave the read models once the batch is durable
     /// (and the archive has them), so a reader always finds them in one place or the other.
-    archived: Vec<(OrderId, UserId)>,
+    archived: Vec<Arc<Order>>,
     archive_enabled: bool,
+    /// Where archived orders are read back (commands on them; see `find_order`).
+    archive: Option<Arc<dyn OrderArchive>>,
     /// Told about durable changes (subscriptions); `None` costs nothing.
     observer: Option<Arc<dyn ChangeObserver>>,
     changed_orders: Vec<Arc<Order>>,
@@ -237,6 +246,8 @@ pub(crate) struct ShardParts {
     pub initial: EngineState,
     /// Whether terminal orders are archived (only with an archive to read them back from).
     pub archive_enabled: bool,
+    /// The archive, read for commands on archived orders.
+    pub archive: Option<Arc<dyn OrderArchive>>,
     pub observer: Option<Arc<dyn ChangeObserver>>,
     pub counters: Arc<ShardCounters>,
 }
@@ -267,6 +278,7 @@ impl Shard {
             handled_since_barrier: 0,
             archived: Vec::new(),
             archive_enabled: p.archive_enabled,
+            archive: p.archive,
             observer: p.observer,
             changed_orders: Vec::new(),
             changed_skus: Vec::new(),
@@ -443,9 +455,14 @@ impl Shard {
                 self.id,
                 events,
                 Box::new(move |result| {
-                    for (id, user) in archived {
-                        read.orders.remove(&id);
-                        if let Some(mut ids) = read.user_orders.get_mut(&user) {
+                    for order in archived {
+                        let id = order.order_id;
+                        // Unless it was restored meanwhile (then the read model holds a newer
+                        // state of it, which stays).
+                        if read.orders.remove_if(&id, |_, o| Arc::ptr_eq(o, &order)).is_none() {
+                            continue;
+                        }
+                        if let Some(mut ids) = read.user_orders.get_mut(&order.user_id) {
                             ids.retain(|x| *x != id);
                         }
                     }
@@ -519,12 +536,15 @@ impl Shard {
                 };
                 self.replies.push(Deferred::Sku(reply, result));
             }
-            SkuMsg::Adjust { delta, reason, reply } => {
-                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(delta, &reason)) {
+            SkuMsg::Adjust { adjustment_id, delta, reason, reply } => {
+                let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(&adjustment_id, delta, &reason)) {
                     None => Err(unknown()),
                     Some(Err(e)) => Err(e),
                     Some(Ok(event)) => {
-                        self.apply_sku(event);
+                        // `None`: a retry of an adjustment already applied; answer the SKU as is.
+                        if let Some(event) = event {
+                            self.apply_sku(event);
+                        }
                         self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
@@ -552,6 +572,11 @@ impl Shard {
             }
             SkuMsg::Forget { order_id } => {
                 if let Some(e) = self.skus.get(&sku_id).and_then(|a| a.decide_forget(order_id)) {
+                    self.apply_sku(e);
+                }
+            }
+            SkuMsg::Remember { order_id, user_id, qty } => {
+                if let Some(e) = self.skus.get(&sku_id).and_then(|a| a.decide_remember(order_id, &user_id, qty)) {
                     self.apply_sku(e);
                 }
             }
@@ -820,15 +845,22 @@ impl Shard {
 
     fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
         let now = self.clock.now_ms();
-        let Some(order) = self.orders.get(&order_id).cloned() else {
+        // Timers (by `System`) never need an archived order: they skip the archive read.
+        let Some((order, archived)) = self.find_order(order_id, cmd.by != Initiator::System) else {
             self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));
             return;
         };
-        let (event, rule) = match order::decide(&order, &cmd, now) {
+        // An archived order is judged like a live one in its terminal status: a late `pay`
+        // answers `order_not_payable` (or as a duplicate), other moves `invalid_transition`.
+        let (event, rule) = match order::decide(&order, &cmd, now, self.config.dispute_window_ms) {
             Err(e) => return self.reply_order(reply, Err(e)),
             Ok(Decision::Duplicate) => return self.reply_order(reply, Ok(order)),
             Ok(Decision::Transition(event, rule)) => (event, rule),
         };
+        if archived {
+            // Only `open_dispute` within the window gets here: bring the order back first.
+            self.restore_order(order.clone());
+        }
         let next = order::apply(&order, &event);
         self.counters.transition(order.status, next.status);
         if order.status == OrderStatus::PendingPayment {
@@ -878,6 +910,43 @@ impl Shard {
         self.in_flight.insert(order_id, flight);
     }
 
+    /// The order a command is for, and whether it is archived: live in memory; or archived in
+    /// this shard's recent batch but not yet durable (still in the read model); or read from
+    /// the archive. The archive read is sled on this shard thread: off the hot path, because
+    /// only ids that are not in memory (archived or unknown) get there.
+    fn find_order(&self, order_id: OrderId, archived_too: bool) -> Option<(Arc<Order>, bool)> {
+        if let Some(o) = self.orders.get(&order_id) {
+            return Some((o.clone(), false));
+        }
+        if !self.archive_enabled || !archived_too {
+            return None;
+        }
+        let archiving = self.read.orders.get(&order_id).map(|o| o.clone()).filter(|o| o.status.is_terminal());
+        archiving.or_else(|| self.archive.as_ref()?.get(order_id)).map(|o| (o, true))
+    }
+
+    /// Bring an archived order back into memory (logged as `Restored`, so replay rebuilds it):
+    /// actor, idempotency record, read models; its SKUs take back its sold holdings.
+    fn restore_order(&mut self, order: Arc<Order>) {
+        let id = order.order_id;
+        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.read.orders.insert(id, order.clone());
+        // Keep the user's ids ascending, once each (it may still be listed while archiving).
+        let mut ids = self.read.user_orders.entry(order.user_id.clone()).or_default();
+        let pos = ids.partition_point(|x| *x < id);
+        if ids.get(pos) != Some(&id) {
+            ids.insert(pos, id);
+        }
+        drop(ids);
+        for item in &order.items {
+            let shard = shard_for_key(&item.sku_id, self.shard_count);
+            let msg = SkuMsg::Remember { order_id: id, user_id: order.user_id.clone(), qty: item.qty };
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), msg));
+        }
+        self.orders.insert(id, order.clone());
+        self.events.push(Event::Order(OrderEvent::Restored(order)));
+    }
+
     /// Move a terminal order out of memory: log it whole (the archive is written from the log),
     /// drop its actor and idempotency record, and tell its SKUs to drop their sold holdings.
     fn archive_order(&mut self, order_id: OrderId, now: i64) {
@@ -895,7 +964,7 @@ impl Shard {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
             self.send(shard, ShardMsg::Sku(item.sku_id.clone(), SkuMsg::Forget { order_id }));
         }
-        self.archived.push((order_id, order.user_id.clone()));
+        self.archived.push(order.clone());
         self.events.push(Event::Order(OrderEvent::Archived(order)));
     }
 
@@ -975,10 +1044,12 @@ pub(crate) fn sku_id_of(event: &SkuEvent) -> &SkuId {
         SkuEvent::Created { sku_id, .. }
         | SkuEvent::Updated { sku_id, .. }
         | SkuEvent::Adjusted { sku_id, .. }
+        | SkuEvent::AdjustedOnce { sku_id, .. }
         | SkuEvent::Reserved { sku_id, .. }
         | SkuEvent::Confirmed { sku_id, .. }
         | SkuEvent::Released { sku_id, .. }
         | SkuEvent::Restocked { sku_id, .. }
-        | SkuEvent::Forgotten { sku_id, .. } => sku_id,
+        | SkuEvent::Forgotten { sku_id, .. }
+        | SkuEvent::Remembered { sku_id, .. } => sku_id,
     }
 }

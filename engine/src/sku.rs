@@ -9,6 +9,7 @@
 //! atomics read by `get_sku` and by the sold-out fast path). The actor stays the authority: the
 //! published counters are a hint and a read model, never an input to a decision.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -39,6 +40,21 @@ struct Holding {
     user_id: UserId,
     qty: u32,
     state: HoldState,
+}
+
+/// Adjustment ids a SKU remembers (the newest ones; older ids are forgotten, and a retry of one
+/// that old runs again). A retry normally follows its first attempt within seconds, with few if
+/// any other adjustments of the same SKU between them. A constant, not a setting, because
+/// replay must forget exactly what the live actor forgot. At most about 330 bytes per record
+/// (id ≤ 64 bytes, reason ≤ 256), so ≤ ~85 KB for a SKU that was adjusted this often.
+pub const ADJUSTMENT_IDS_PER_SKU_MAX: usize = 256;
+
+/// One remembered stock adjustment: what a retry with its id must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Adjustment {
+    adjustment_id: Box<str>,
+    delta: i64,
+    reason: Box<str>,
 }
 
 /// Name, price and rules: changed rarely, swapped whole.
@@ -138,6 +154,45 @@ pub struct SkuState {
     user_units: FastMap<UserId, u32>,
     /// Sold units of archived orders (their holdings left memory).
     sold_archived: u64,
+    /// The newest adjustment ids, oldest first, at most [`ADJUSTMENT_IDS_PER_SKU_MAX`]
+    /// (format v2: v1 snapshots decode through [`SkuStateV1`]).
+    adjustments: VecDeque<Adjustment>,
+}
+
+/// A [`SkuState`] as format version 1 stored it (before adjustment ids): decodes v1 snapshots,
+/// converts with `SkuState::from`. Field order is the v1 layout; never change it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkuStateV1 {
+    id: SkuId,
+    name: Arc<str>,
+    price: Decimal,
+    rules: SaleRules,
+    available: u64,
+    reserved: u64,
+    sold: u64,
+    stocked_total: u64,
+    holdings: FastMap<OrderId, Holding>,
+    user_units: FastMap<UserId, u32>,
+    sold_archived: u64,
+}
+
+impl From<SkuStateV1> for SkuState {
+    fn from(v: SkuStateV1) -> Self {
+        Self {
+            id: v.id,
+            name: v.name,
+            price: v.price,
+            rules: v.rules,
+            available: v.available,
+            reserved: v.reserved,
+            sold: v.sold,
+            stocked_total: v.stocked_total,
+            holdings: v.holdings,
+            user_units: v.user_units,
+            sold_archived: v.sold_archived,
+            adjustments: VecDeque::new(),
+        }
+    }
 }
 
 /// A SKU actor: its state plus the read model it publishes to. Owned by exactly one shard
@@ -166,6 +221,7 @@ impl SkuState {
             holdings: FastMap::default(),
             user_units: FastMap::default(),
             sold_archived: 0,
+            adjustments: VecDeque::new(),
         })
     }
 
@@ -279,8 +335,44 @@ impl SkuState {
         }
     }
 
-    /// Decide an admin stock adjustment.
-    pub(crate) fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
+    /// Decide taking back a restored order's sold holding; `None` if it is already held (the
+    /// archiving's `Forgotten` never happened) or no archived units could be its.
+    pub fn decide_remember(&self, order_id: OrderId, user_id: &UserId, qty: u32) -> Option<SkuEvent> {
+        if self.holdings.contains_key(&order_id) || self.sold_archived < u64::from(qty) {
+            return None;
+        }
+        Some(SkuEvent::Remembered { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty })
+    }
+
+    /// Decide an admin stock adjustment, idempotent by `adjustment_id`: `Ok(None)` when this id
+    /// was already applied with the same delta and reason (a retry: no second effect).
+    ///
+    /// # Errors
+    /// `idempotency_conflict` (the id was used with another delta or reason),
+    /// `invalid_adjustment`.
+    pub(crate) fn decide_adjust(
+        &self,
+        adjustment_id: &str,
+        delta: i64,
+        reason: &str,
+    ) -> Result<Option<SkuEvent>, EngineError> {
+        // Linear: at most ADJUSTMENT_IDS_PER_SKU_MAX records, and adjustments are rare admin ops.
+        if let Some(a) = self.adjustments.iter().find(|a| &*a.adjustment_id == adjustment_id) {
+            if a.delta == delta && &*a.reason == reason {
+                return Ok(None);
+            }
+            return Err(EngineError::AdjustmentConflict { sku_id: self.sku(), adjustment_id: adjustment_id.into() });
+        }
+        self.check_adjust(delta)?;
+        Ok(Some(SkuEvent::AdjustedOnce {
+            sku_id: self.id.clone(),
+            adjustment_id: adjustment_id.into(),
+            delta,
+            reason: reason.into(),
+        }))
+    }
+
+    fn check_adjust(&self, delta: i64) -> Result<(), EngineError> {
         let ok = if delta < 0 {
             delta.unsigned_abs() <= self.available
         } else {
@@ -289,7 +381,19 @@ impl SkuState {
         if !ok {
             return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
         }
-        Ok(SkuEvent::Adjusted { sku_id: self.id.clone(), delta, reason: reason.into() })
+        Ok(())
+    }
+
+    /// Add or remove units (bounded by `available`, as decided).
+    fn adjust(&mut self, delta: i64) {
+        if delta >= 0 {
+            self.available += delta as u64;
+            self.stocked_total += delta as u64;
+        } else {
+            let d = delta.unsigned_abs().min(self.available);
+            self.available -= d;
+            self.stocked_total -= d;
+        }
     }
 
     /// Apply one event: the only place the state changes. Events come from `decide_*` (or a
@@ -307,14 +411,13 @@ impl SkuState {
                 self.price = *price;
                 self.rules = rules.clone();
             }
-            SkuEvent::Adjusted { delta, .. } => {
-                if *delta >= 0 {
-                    self.available += *delta as u64;
-                    self.stocked_total += *delta as u64;
-                } else {
-                    let d = delta.unsigned_abs().min(self.available);
-                    self.available -= d;
-                    self.stocked_total -= d;
+            SkuEvent::Adjusted { delta, .. } => self.adjust(*delta),
+            SkuEvent::AdjustedOnce { adjustment_id, delta, reason, .. } => {
+                self.adjust(*delta);
+                let record = Adjustment { adjustment_id: adjustment_id.clone(), delta: *delta, reason: reason.clone() };
+                self.adjustments.push_back(record);
+                if self.adjustments.len() > ADJUSTMENT_IDS_PER_SKU_MAX {
+                    self.adjustments.pop_front();
                 }
             }
             SkuEvent::Reserved { order_id, user_id, qty, .. } => {
@@ -344,6 +447,14 @@ impl SkuState {
                     if let Some(h) = self.holdings.remove(order_id) {
                         self.sold_archived += u64::from(h.qty);
                     }
+                }
+            }
+            SkuEvent::Remembered { order_id, user_id, qty, .. } => {
+                if !self.holdings.contains_key(order_id) && self.sold_archived >= u64::from(*qty) {
+                    // The units never left `sold` nor the user's count: only where they are kept.
+                    self.sold_archived -= u64::from(*qty);
+                    let h = Holding { user_id: user_id.clone(), qty: *qty, state: HoldState::Sold };
+                    self.holdings.insert(*order_id, h);
                 }
             }
             SkuEvent::Released { order_id, .. } | SkuEvent::Restocked { order_id, .. } => {

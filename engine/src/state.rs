@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Order, OrderId, OrderStatus, SkuId};
 use crate::event::{Event, OrderEvent, SkuEvent};
 use crate::order;
-pub use crate::sku::SkuState;
+pub use crate::sku::{SkuState, SkuStateV1};
 
 /// All SKUs and live orders. Ordered maps, so iteration (and [`EngineState::digest`]) is
 /// deterministic.
@@ -37,6 +37,22 @@ pub struct EngineState {
     pub skus: BTreeMap<SkuId, SkuState>,
     /// Every live order by id.
     pub orders: BTreeMap<OrderId, Arc<Order>>,
+}
+
+/// An [`EngineState`] as format version 1 stored it (its SKUs before adjustment ids): the
+/// persistence codec decodes v1 snapshots into it and converts with `EngineState::from`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineStateV1 {
+    /// Every SKU by id, v1 layout.
+    pub skus: BTreeMap<SkuId, SkuStateV1>,
+    /// Every live order by id (unchanged since v1).
+    pub orders: BTreeMap<OrderId, Arc<Order>>,
+}
+
+impl From<EngineStateV1> for EngineState {
+    fn from(v: EngineStateV1) -> Self {
+        Self { skus: v.skus.into_iter().map(|(k, st)| (k, st.into())).collect(), orders: v.orders }
+    }
 }
 
 /// What an order's line item must hold at its SKU: `None` nothing, `Some(false)` a reservation,
@@ -72,6 +88,9 @@ impl EngineState {
             Event::Order(OrderEvent::Archived(o)) => {
                 self.orders.remove(&o.order_id);
             }
+            Event::Order(OrderEvent::Restored(o)) => {
+                self.orders.insert(o.order_id, o.clone());
+            }
             Event::Order(e @ OrderEvent::Transitioned { order_id, .. }) => {
                 if let Some(o) = self.orders.get_mut(order_id) {
                     *o = order::apply(o, e);
@@ -89,30 +108,75 @@ impl EngineState {
     /// Make every reservation match its order, as the saga would have finished it: release
     /// holdings of orders that never became durable (or were canceled), confirm those of paid
     /// orders, restock refunded goods that never shipped. Returns the events it applied, which
-    /// the caller must log before serving.
+    /// the caller must log before serving. Knows no archive: see [`EngineState::reconcile_with`].
     pub fn reconcile(&mut self) -> Vec<Event> {
+        self.reconcile_with(&|_| None)
+    }
+
+    /// [`EngineState::reconcile`], consulting `archived` (an order id → the archived order) for
+    /// holdings whose order is not live.
+    ///
+    /// Archiving is two records: the order's shard logs `order_archived`, the SKU's shard logs
+    /// `holding_forgotten` in a later group commit. A crash between them leaves a sold holding
+    /// without a live order; without the archive it would look like an order that never
+    /// existed and be restocked (oversell: issue 10, item 1). With it, the archived order's own
+    /// status decides, exactly as for a live order: units that stay sold are forgotten
+    /// (`Forgotten`, finishing the archiving), and only a canceled or refunded-before-shipping
+    /// order gives its units back. `archived` is called only for holdings without a live order.
+    ///
+    /// ```
+    /// use surge_engine::EngineState;
+    /// let mut s = EngineState::default();
+    /// assert!(s.reconcile_with(&|_| None).is_empty());
+    /// ```
+    pub fn reconcile_with(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
         let mut fixes = Vec::new();
         for (sku_id, st) in &self.skus {
             for (order_id, _, _, sold) in st.holdings() {
-                let want = self
-                    .orders
-                    .get(&order_id)
-                    .and_then(|o| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten());
-                let fix = match (sold, want) {
-                    (false, None) => Some(SkuEvent::Released { sku_id: sku_id.clone(), order_id }),
-                    (true, None) => Some(SkuEvent::Restocked { sku_id: sku_id.clone(), order_id }),
-                    (false, Some(true)) => Some(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id }),
-                    _ => None,
+                let wanted =
+                    |o: &Order| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten();
+                let (want, is_archived) = match self.orders.get(&order_id) {
+                    Some(o) => (wanted(o), false),
+                    None => match archived(order_id) {
+                        Some(a) => (wanted(&a), true),
+                        None => (None, false),
+                    },
                 };
-                fixes.extend(fix);
+                let (sku_id, order_id) = (sku_id.clone(), order_id);
+                match (sold, want) {
+                    (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
+                    (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
+                    (false, Some(true)) => {
+                        fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
+                        if is_archived {
+                            fixes.push(SkuEvent::Forgotten { sku_id, order_id });
+                        }
+                    }
+                    (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
+                    _ => {}
+                }
             }
         }
+        fixes.extend(self.unforgotten());
         for e in &fixes {
             if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
                 st.apply(e);
             }
         }
         fixes.into_iter().map(Event::Sku).collect()
+    }
+
+    /// `Remembered` for every live order that should hold sold units where its SKU has only
+    /// archived ones: a crash between `order_restored` and the SKU's `holding_remembered`.
+    fn unforgotten(&self) -> Vec<SkuEvent> {
+        let mut fixes = Vec::new();
+        for o in self.orders.values().filter(|o| expected_holding(o) == Some(true)) {
+            for item in &o.items {
+                let Some(st) = self.skus.get(&item.sku_id) else { continue };
+                fixes.extend(st.decide_remember(o.order_id, &o.user_id, item.qty));
+            }
+        }
+        fixes
     }
 
     /// A deterministic 64-bit digest of every actor's state (replay-equivalence checks).

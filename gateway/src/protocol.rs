@@ -103,6 +103,9 @@ pub struct UpdateSkuReq {
 #[serde(deny_unknown_fields)]
 pub struct AdjustStockReq {
     pub sku_id: String,
+    /// The caller's id for this adjustment (required, 1..=64 bytes): a retry with it has no
+    /// second effect (the engine's `adjust_stock`).
+    pub adjustment_id: String,
     pub delta: i64,
     pub reason: String,
 }
@@ -418,6 +421,9 @@ pub fn engine_err_reply(id: &Value, e: &EngineError) -> String {
         | EngineError::AlreadyPaid { order_id }
         | EngineError::UnknownOrder { order_id } => {
             err.insert("order_id".into(), Value::from(order_id.0));
+        }
+        EngineError::AdjustmentConflict { adjustment_id, .. } => {
+            err.insert("adjustment_id".into(), Value::String(adjustment_id.clone()));
         }
         EngineError::InsufficientStock { available, .. } => {
             err.insert("available".into(), Value::from(*available));

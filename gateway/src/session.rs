@@ -477,7 +477,7 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
             };
             Outcome::Sku(engine.update_sku(&r.sku_id, update).await?)
         }
-        Op::AdjustStock(r) => Outcome::Sku(engine.adjust_stock(&r.sku_id, r.delta, &r.reason).await?),
+        Op::AdjustStock(r) => Outcome::Sku(engine.adjust_stock(&r.sku_id, &r.adjustment_id, r.delta, &r.reason).await?),
         Op::GetSku(r) => Outcome::Sku(engine.get_sku(&r.sku_id)?),
         Op::CreateOrder(r) => {
             let req = CreateOrder {

@@ -13,6 +13,13 @@
 //!
 //! # Snapshot file
 //! `b"SURGESNP"`, format version (u16 LE), then bincode([`SnapshotFile`]).
+//!
+//! # Versions
+//! * 1: the first format.
+//! * 2: event variants appended at the end of their enums (`SkuEvent::AdjustedOnce`,
+//!   `SkuEvent::Remembered`, `OrderEvent::Restored`), so a v1
+//!   record decodes with the v2 decoder unchanged; `SkuState` gained its adjustment ids, so a v1
+//!   snapshot decodes through the engine's `EngineStateV1` and is converted.
 
 use serde::{Deserialize, Serialize};
 use surge_engine::{EngineState, Event};
@@ -20,8 +27,10 @@ use surge_engine::{EngineState, Event};
 use crate::error::{PersistenceError, PersistenceResult};
 
 /// Current record and snapshot format version. Bump it when the encoding changes, and keep a
-/// decoder for every older version (the fixture test guards version 1).
-pub const FORMAT_VERSION: u16 = 1;
+/// decoder for every older version (the fixture tests guard versions 1 and 2).
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest format version still decoded.
+pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Bytes before the bincode payload of a WAL record.
 pub const HEADER_BYTES: usize = 12;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
@@ -61,7 +70,8 @@ pub fn decode_header(lsn: u64, bytes: &[u8]) -> PersistenceResult<RecordHeader> 
         return Err(corrupt(format!("{} bytes is shorter than the header", bytes.len())));
     }
     let version = u16::from_le_bytes([bytes[0], bytes[1]]);
-    if version != FORMAT_VERSION {
+    // v1 records hold only variants v2 still has at the same indices: one decoder for both.
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(corrupt(format!("unknown format version {version}")));
     }
     let shard = u16::from_le_bytes([bytes[2], bytes[3]]);
@@ -101,6 +111,15 @@ impl SnapshotFile {
     }
 }
 
+/// A snapshot file as format version 1 stored it (SKU states without adjustment ids).
+#[derive(Deserialize)]
+struct SnapshotFileV1 {
+    lsn: u64,
+    base: u64,
+    cuts: Vec<u64>,
+    state: surge_engine::EngineStateV1,
+}
+
 /// Encode a snapshot file.
 ///
 /// # Errors
@@ -124,10 +143,14 @@ pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFi
         return Err(bad("not a Surge snapshot (bad magic)".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != FORMAT_VERSION {
-        return Err(bad(format!("unknown format version {version}")));
+    match version {
+        1 => {
+            let v1: SnapshotFileV1 = bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))?;
+            Ok(SnapshotFile { lsn: v1.lsn, base: v1.base, cuts: v1.cuts, state: v1.state.into() })
+        }
+        FORMAT_VERSION => bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string())),
+        _ => Err(bad(format!("unknown format version {version}"))),
     }
-    bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))
 }
 
 /// Encode an archived order (value of the `archive` tree): format version (u16 LE), then
@@ -143,7 +166,8 @@ pub fn encode_order(o: &surge_engine::Order) -> PersistenceResult<Vec<u8>> {
 
 /// Decode an archived order; `None` if it does not decode (reported by the caller).
 pub fn decode_order(bytes: &[u8]) -> Option<surge_engine::Order> {
-    if bytes.len() < 2 || u16::from_le_bytes([bytes[0], bytes[1]]) != FORMAT_VERSION {
+    // `Order` is the same in every version so far.
+    if bytes.len() < 2 || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&u16::from_le_bytes([bytes[0], bytes[1]])) {
         return None;
     }
     bincode::deserialize(&bytes[2..]).ok()
@@ -161,6 +185,9 @@ pub fn event_type(e: &Event) -> &'static str {
         Event::Sku(SkuEvent::Released { .. }) => "released",
         Event::Sku(SkuEvent::Restocked { .. }) => "restocked",
         Event::Sku(SkuEvent::Forgotten { .. }) => "holding_forgotten",
+        Event::Sku(SkuEvent::AdjustedOnce { .. }) => "stock_adjusted_once",
+        Event::Sku(SkuEvent::Remembered { .. }) => "holding_remembered",
+        Event::Order(OrderEvent::Restored(_)) => "order_restored",
         Event::Order(OrderEvent::Created(_)) => "order_created",
         Event::Order(OrderEvent::Transitioned { .. }) => "order_transitioned",
         Event::Order(OrderEvent::Archived(_)) => "order_archived",

@@ -80,7 +80,9 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
     }
     // A crash may have kept an `order_archived` record but not its archive entry: write again.
     store.put_archived(&archived)?;
-    let fixes = state.reconcile();
+    // Consult the archive (just brought up to date) so that a crash between `order_archived`
+    // and `holding_forgotten` never restocks units of an archived order (issue 10, item 1).
+    let fixes = state.reconcile_with(&|id| store.archived(id.0).map(std::sync::Arc::new));
     stats.fixes = fixes.len() as u64;
     stats.duration = t0.elapsed();
     tracing::info!(

@@ -418,15 +418,17 @@ fn wal_v1_fixture_decodes_to_the_known_events() {
     }
 }
 
-/// Today's encoder still writes byte for byte what v1 wrote (records have no maps, so their
-/// encoding is deterministic): a change here is a format change and needs a version bump.
+/// Today's encoder still writes byte for byte what v1 wrote, but for the version field (records
+/// have no maps, so their encoding is deterministic): v2 only appended enum variants, so the v1
+/// events' payload bytes must not change.
 #[test]
 fn encoder_still_writes_the_v1_bytes() {
     let committed = committed_wal_v1();
     let now = encoded_records();
     assert_eq!(committed.len(), now.len());
     for (i, (old, new)) in committed.iter().zip(&now).enumerate() {
-        assert_eq!(old, new, "record {} encodes differently than in wal-v1.records", i + 1);
+        assert_eq!(&new[..2], &FORMAT_VERSION.to_le_bytes(), "record {} version", i + 1);
+        assert_eq!(old[2..], new[2..], "record {} encodes differently than in wal-v1.records", i + 1);
     }
 }
 
@@ -504,26 +506,29 @@ fn snapshot_v1_fixture_decodes_to_the_known_state() {
 
 #[test]
 fn format_version_is_checked() {
-    assert_eq!(FORMAT_VERSION, 1, "a new version needs new fixtures, and the v1 ones kept");
+    assert_eq!(FORMAT_VERSION, 2, "a new version needs new fixtures, and the older ones kept");
     assert_eq!(HEADER_BYTES, 12);
     let committed = committed_wal_v1();
     for r in &committed {
         assert_eq!(u16::from_le_bytes([r[0], r[1]]), 1);
     }
-    let mut v2 = committed[0].clone();
-    v2[..2].copy_from_slice(&2u16.to_le_bytes());
-    match decode_record(7, &v2) {
-        Err(PersistenceError::Corrupt { lsn: 7, reason }) => assert!(reason.contains("version 2"), "{reason}"),
-        other => panic!("a version-2 record decoded: {:?}", other.map(|(h, _)| h)),
+    let mut v3 = committed[0].clone();
+    v3[..2].copy_from_slice(&3u16.to_le_bytes());
+    match decode_record(7, &v3) {
+        Err(PersistenceError::Corrupt { lsn: 7, reason }) => assert!(reason.contains("version 3"), "{reason}"),
+        other => panic!("a version-3 record decoded: {:?}", other.map(|(h, _)| h)),
     }
+    let mut v0 = committed[0].clone();
+    v0[..2].copy_from_slice(&0u16.to_le_bytes());
+    assert!(decode_record(7, &v0).is_err(), "version 0 is no version");
     let mut snap = std::fs::read(snapshot_fixture(1)).unwrap();
-    snap[8..10].copy_from_slice(&2u16.to_le_bytes());
+    snap[8..10].copy_from_slice(&3u16.to_le_bytes());
     match decode_snapshot("s.bin", &snap) {
         Err(PersistenceError::Snapshot { path, reason }) => {
             assert_eq!(path, "s.bin");
-            assert!(reason.contains("version 2"), "{reason}");
+            assert!(reason.contains("version 3"), "{reason}");
         }
-        other => panic!("a version-2 snapshot decoded: {:?}", other.map(|s| s.lsn)),
+        other => panic!("a version-3 snapshot decoded: {:?}", other.map(|s| s.lsn)),
     }
     let mut bad_magic = std::fs::read(snapshot_fixture(1)).unwrap();
     bad_magic[0] = b'X';

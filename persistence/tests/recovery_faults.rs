@@ -148,7 +148,7 @@ fn single_fault(fault: Fault) {
     let none = TransitionOptions::default;
     assert_unavailable(engine.pay(pending.order_id, "psp-x", pending.total, none()).wait(), "pay");
     assert_unavailable(engine.cancel_order(pending.order_id, Initiator::User, none()).wait(), "cancel");
-    assert_unavailable(engine.adjust_stock("mug", 5, "restock").wait(), "adjust_stock");
+    assert_unavailable(engine.adjust_stock("mug", "adj-mug-5", 5, "restock").wait(), "adjust_stock");
     assert_unavailable(engine.create_sku(spec("new", 100, 1, None)).wait(), "create_sku");
     let update = SkuUpdate { price: Some(Decimal::new(1, 0)), ..SkuUpdate::default() };
     assert_unavailable(engine.update_sku("mug", update).wait(), "update_sku");
@@ -338,7 +338,10 @@ fn concurrent_clients_through_repeated_faults_lose_nothing_acknowledged() {
         let seen = failures(&db);
         fault.set(&faults, true);
         wait_for_failures(&db, seen + 3);
-        assert_unavailable(engine.adjust_stock("mug", 1, "during fault").wait(), "adjust_stock during fault");
+        assert_unavailable(
+            engine.adjust_stock("mug", "adj-during-fault", 1, "during fault").wait(),
+            "adjust_stock during fault",
+        );
         if let Fault::Append = fault {
             // Acks read an epoch below `k` only if they arrived before this bump, hence before
             // the image is taken.
@@ -430,5 +433,52 @@ fn events_written_by_a_retry_are_counted() {
     let db = open_db(&cfg, &engine_cfg(), None).expect("reopen");
     assert_eq!(db.recovery().records_replayed, records);
     assert_eq!(db.recovery().events_replayed, counted, "events in the log vs events the writer counted");
+    db.close().unwrap();
+}
+
+/// `adjust_stock` is idempotent by `adjustment_id` (issue 10, item 7): an adjustment whose batch
+/// failed is answered `storage_unavailable` (outcome unknown), yet memory applied it and the
+/// writer logs it once storage heals. The client's retry with the same id must not add the stock
+/// a second time, before and after a restart.
+#[test]
+fn adjust_stock_retried_after_storage_unavailable_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path());
+    let faults = Arc::new(Faults::default());
+    let db = open_faulty(&cfg, &faults);
+    let engine = db.engine().clone();
+    create_skus(&engine);
+    let mug = engine.get_sku("mug").unwrap();
+
+    Fault::Flush.set(&faults, true);
+    assert_unavailable(engine.adjust_stock("mug", "po-77", 5, "restock").wait(), "adjust_stock hit by the fault");
+    assert!(Fault::Flush.refused(&faults) >= 1, "the injected fault was hit");
+    Fault::Flush.set(&faults, false);
+
+    // The retry, as a client told "outcome unknown" does, until storage is back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let healed = loop {
+        match engine.adjust_stock("mug", "po-77", 5, "restock").wait() {
+            Ok(v) => break v,
+            Err(e) => {
+                assert_eq!(e.code(), "storage_unavailable", "while healing: {e:?}");
+                assert!(Instant::now() < deadline, "writes did not resume after storage healed");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    assert_eq!(healed.stocked_total, mug.stocked_total + 5, "the retry added the stock a second time");
+    assert_eq!(healed.available, mug.available + 5);
+    let other = engine.adjust_stock("mug", "po-77", 6, "restock").wait();
+    assert_eq!(other.unwrap_err().code(), "idempotency_conflict");
+    drop(engine);
+    drop(db);
+
+    let db = open_db(&cfg, &engine_cfg(), None).expect("reopen");
+    let e = db.engine();
+    assert_eq!(e.get_sku("mug").unwrap().stocked_total, mug.stocked_total + 5);
+    let again = e.adjust_stock("mug", "po-77", 5, "restock").wait().expect("retry after restart");
+    assert_eq!(again.stocked_total, mug.stocked_total + 5, "the record survived the restart");
+    assert_healthy(e);
     db.close().unwrap();
 }

@@ -492,6 +492,79 @@ fn recovery_finishes_interrupted_stock_effects() {
     db.close().unwrap();
 }
 
+/// A crash between `order_archived` (the order's shard) and `holding_forgotten` (the SKU's
+/// shard, a later group commit) leaves a sold holding without a live order. Recovery must finish
+/// the archiving (the units stay sold and keep counting toward the per-user limit), never
+/// restock them (issue 10, item 1: that oversold). The canceled archived order's reservation,
+/// equally left behind, is released as its own status says.
+#[test]
+fn crash_between_archived_and_forgotten_never_restocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path(), Durability::Sync);
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    db.engine().create_sku(spec("B", 1000, 10, Some(2))).wait().unwrap();
+    db.close().unwrap();
+
+    let now = SystemClock.now_ms();
+    let a = crafted_order(6_000, "ann", 2, now);
+    let c = crafted_order(6_001, "cid", 1, now);
+    let reserve = |o: &Order| {
+        let qty = o.items[0].qty;
+        Event::Sku(SkuEvent::Reserved { sku_id: Arc::from("B"), order_id: o.order_id, user_id: o.user_id.clone(), qty })
+    };
+    let p = Payment { payment_id: "psp-ann".into(), amount: a.total, paid_at_ms: now };
+    let mut story = vec![
+        vec![reserve(&a), Event::Order(OrderEvent::Created(Arc::new(a.clone())))],
+        vec![reserve(&c), Event::Order(OrderEvent::Created(Arc::new(c.clone())))],
+    ];
+    // Walk ann's order to `completed` and cid's to `canceled`, one record per transition.
+    let mut st = EngineState::default();
+    for r in &story {
+        r.iter().for_each(|e| st.apply(e));
+    }
+    use OrderEventKind as K;
+    use OrderStatus as S;
+    let steps = [
+        (a.order_id, K::Pay, S::Paid, Some(p)),
+        (a.order_id, K::Ship, S::Shipped, None),
+        (a.order_id, K::Deliver, S::Delivered, None),
+        (a.order_id, K::Complete, S::Completed, None),
+        (c.order_id, K::Cancel, S::Canceled, None),
+    ];
+    for (id, kind, to, payment) in steps {
+        let mut record = vec![moved(&st.orders[&id], kind, to, now, payment)];
+        if kind == K::Pay {
+            record.push(Event::Sku(SkuEvent::Confirmed { sku_id: Arc::from("B"), order_id: id }));
+        }
+        record.iter().for_each(|e| st.apply(e));
+        story.push(record);
+    }
+    // Both are archived; neither `holding_forgotten` nor cid's `released` reached the log.
+    let archived: Vec<Event> =
+        [a.order_id, c.order_id].iter().map(|id| Event::Order(OrderEvent::Archived(st.orders[id].clone()))).collect();
+    story.push(archived);
+    append_crafted(dir.path(), &story);
+
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert_eq!(db.recovery().fixes, 2, "forget ann's sold units, release cid's reservation: {:?}", db.recovery());
+    let e = db.engine();
+    let b = e.get_sku("B").unwrap();
+    assert_eq!((b.available, b.reserved, b.sold, b.stocked_total), (8, 0, 2, 10), "ann's 2 units stay sold");
+    assert_eq!(e.get_order(a.order_id).unwrap().status, OrderStatus::Completed, "served from the archive");
+    assert_eq!(e.order_count(), 0, "both orders stay archived");
+    assert_healthy(e);
+    // ann still holds her 2 units for the per-user limit of 2.
+    let more = e.create_order(CreateOrder::new("ann", &[("B", 1)], "again")).wait();
+    assert_eq!(more.unwrap_err().code(), "purchase_limit_exceeded");
+    drop(db);
+
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert_eq!(db.recovery().fixes, 0, "repairs were logged");
+    assert_eq!(db.engine().get_sku("B").unwrap().sold, 2);
+    assert_healthy(db.engine());
+    db.close().unwrap();
+}
+
 // ---- bugs ---------------------------------------------------------------------------------------
 
 /// The engine's sold-out fast path must not answer before the idempotency lookup: a client
@@ -626,5 +699,37 @@ fn a_leftover_older_snapshot_never_shadows_a_newer_one() {
     let db = open_db(&cfg, &engine_cfg(), None).unwrap();
     assert!(db.engine().get_order(fresh.order_id).is_ok(), "order acknowledged in run 2 lost");
     assert!(state_of(db.engine()) == before);
+    db.close().unwrap();
+}
+
+/// Adjustment ids are durable (issue 10, item 7): in the log (reopen without a snapshot) and in
+/// snapshots (reopen after `close`, which snapshots and trims the log), a retry with the same id
+/// has no second effect and the same id with another delta is `idempotency_conflict`.
+#[test]
+fn adjustment_ids_survive_restart_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path(), Durability::Sync);
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    db.engine().create_sku(sku_a(10)).wait().unwrap();
+    assert_eq!(db.engine().adjust_stock("A", "po-1", 5, "restock").wait().unwrap().stocked_total, 15);
+    db.close_without_snapshot();
+
+    let check = |db: &DurableEngine, what: &str| {
+        let e = db.engine();
+        let v = e.adjust_stock("A", "po-1", 5, "restock").wait().unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_eq!(v.stocked_total, 15, "{what}: the retry was applied again");
+        let err = e.adjust_stock("A", "po-1", -5, "restock").wait().unwrap_err();
+        assert_eq!(err.code(), "idempotency_conflict", "{what}");
+        let err = e.adjust_stock("A", "po-1", 5, "another reason").wait().unwrap_err();
+        assert_eq!(err.code(), "idempotency_conflict", "{what}");
+    };
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert!(db.recovery().records_replayed > 0, "replayed from the log");
+    check(&db, "after replay");
+    db.close().unwrap();
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert!(db.recovery().snapshot_lsn.is_some(), "loaded a snapshot");
+    assert_eq!(db.recovery().records_replayed, 0, "the snapshot alone holds the record");
+    check(&db, "after snapshot");
     db.close().unwrap();
 }

@@ -256,7 +256,10 @@ pub fn run_workload(engine: &Engine, rng: &mut Rng, ledger: &mut Ledger, tag: &s
                 let (sku, ..) = SKUS[rng.below(SKUS.len())];
                 let available = engine.get_sku(sku).expect("sku").available;
                 let delta = if rng.below(3) == 0 && available > 0 { -1 } else { 1 + rng.below(4) as i64 };
-                let v = engine.adjust_stock(sku, delta, &format!("{tag} step {step}")).wait().expect("adjust");
+                let v = engine
+                    .adjust_stock(sku, &format!("{tag}-{step}"), delta, &format!("{tag} step {step}"))
+                    .wait()
+                    .expect("adjust");
                 assert_eq!(v.available as i64, available as i64 + delta);
                 ledger.adjustments += 1;
             }
