@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use surge_engine::{Engine, SystemClock};
 use surge_persistence::{DurableEngine, RecoveryStats};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -78,7 +78,7 @@ pub struct ServerHandle {
     http_task: JoinHandle<std::io::Result<()>>,
     tcp_task: JoinHandle<()>,
     hub_task: JoinHandle<()>,
-    control: Option<mpsc::Sender<hub::Control>>,
+    control: Option<hub::HubLink>,
     hub_stats: Arc<HubStats>,
     shutdown_timeout: Duration,
 }
@@ -163,7 +163,7 @@ impl Server {
         let recovery = db.recovery().clone();
         crate::metrics::recovery(&recovery);
 
-        let (control_tx, control_rx) = mpsc::channel(1_024);
+        let (control_tx, control_rx) = hub::link(1_024);
         let hub_task = tokio::spawn(hub::run(
             engine.clone(),
             parts.changes,

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Role, Tokens};
 use crate::config::LimitsConfig;
-use crate::hub::{ConnShared, Control, Outbound, Sink, Topic};
+use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
 use crate::protocol::{self, Op, WireError};
 
 /// Most subscriptions one connection may hold.
@@ -32,7 +32,7 @@ pub(crate) struct Gateway {
     pub engine: Engine,
     pub tokens: Tokens,
     pub limits: LimitsConfig,
-    pub control: mpsc::Sender<Control>,
+    pub control: HubLink,
     pub user_limiter: DefaultKeyedRateLimiter<String>,
     pub next_conn: AtomicU64,
     pub connections: AtomicUsize,
@@ -336,10 +336,17 @@ impl Conn {
     pub async fn finish(self, wait: Duration) {
         let max = u32::try_from(self.gw.limits.max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(wait, self.inflight.acquire_many(max)).await;
-        if !self.topics.is_empty() {
-            let _ = self.gw.control.try_send(Control::Disconnect { conn: self.id });
-        }
         let _ = tokio::time::timeout(wait, self.out.send(Outbound::Close)).await;
+    }
+}
+
+impl Drop for Conn {
+    /// Leave the hub however the connection ends (finished, aborted or panicked): the
+    /// disconnect is never dropped (issue 10 item 14).
+    fn drop(&mut self) {
+        if !self.topics.is_empty() {
+            self.gw.control.disconnect(self.id);
+        }
     }
 }
 
