@@ -424,13 +424,15 @@ impl Outcome {
     }
 }
 
-/// A request's `id` for logs: a string id unquoted, a number as is, `-` when absent.
+/// A request's `id` for logs: a string id unquoted with control characters, quotes and
+/// backslashes escaped (Rust's `escape_debug`: a client's `\n` or `"` cannot forge a log line or
+/// break a JSON log), a number as is, `-` when absent.
 struct ReqId<'a>(&'a Value);
 
 impl std::fmt::Display for ReqId<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Value::String(s) => f.write_str(s),
+            Value::String(s) => write!(f, "{}", s.escape_debug()),
             Value::Null => f.write_str("-"),
             v => write!(f, "{v}"),
         }
@@ -524,4 +526,19 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
         ),
         Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_escaped_in_logs() {
+        let forged = Value::String("a\n2026-11-29T00:00:00Z INFO forged\"}\r\u{1b}[31m\\".into());
+        let shown = ReqId(&forged).to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(shown, r#"a\n2026-11-29T00:00:00Z INFO forged\"}\r\u{1b}[31m\\"#);
+        assert_eq!(ReqId(&Value::String("plain-7".into())).to_string(), "plain-7");
+        assert_eq!(ReqId(&Value::from(7)).to_string(), "7");
+    }
 }
