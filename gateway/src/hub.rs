@@ -35,6 +35,9 @@ pub struct ConnShared {
     pub kill_code: std::sync::OnceLock<&'static str>,
     /// Stops the connection's reader and writer.
     pub cancel: CancellationToken,
+    /// Reply bytes produced for this connection and not yet handed to its socket (see
+    /// `limits.rs`).
+    pub pending_reply_bytes: AtomicUsize,
 }
 
 impl ConnShared {

@@ -178,6 +178,7 @@ impl Server {
             user_limiter: Gateway::user_quota(&cfg.limits),
             limits: cfg.limits.clone(),
             control: control_tx.clone(),
+            limit_stats: Arc::default(),
             next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             shutdown: shutdown_rx,
@@ -247,6 +248,11 @@ impl ServerHandle {
     /// Open connections (TCP + WebSocket).
     pub fn connections(&self) -> usize {
         self.gateway.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connection-limit counters (peak pending reply bytes, connections closed at a limit).
+    pub fn limit_stats(&self) -> &crate::limits::LimitStats {
+        &self.gateway.limit_stats
     }
 
     /// Push hub counters (dropped changes, slow consumers, pushes).

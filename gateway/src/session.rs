@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Role, Tokens};
 use crate::config::LimitsConfig;
 use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
+use crate::limits::{LimitStats, Replier};
 use crate::protocol::{self, Op, WireError};
 
 /// Most subscriptions one connection may hold.
@@ -33,6 +34,7 @@ pub(crate) struct Gateway {
     pub tokens: Tokens,
     pub limits: LimitsConfig,
     pub control: HubLink,
+    pub limit_stats: Arc<LimitStats>,
     pub user_limiter: DefaultKeyedRateLimiter<String>,
     pub next_conn: AtomicU64,
     pub connections: AtomicUsize,
@@ -129,8 +131,14 @@ impl Conn {
         }
     }
 
+    /// Queues this connection's replies within `max_pending_reply_bytes`.
+    pub fn replier(&self) -> Replier {
+        let (out, shared, stats) = (self.out.clone(), self.shared.clone(), self.gw.limit_stats.clone());
+        Replier { out, shared, stats, max_bytes: self.gw.limits.max_pending_reply_bytes }
+    }
+
     pub async fn reply(&self, text: String) {
-        let _ = self.out.send(Outbound::Reply(text)).await;
+        self.replier().send(text).await;
     }
 
     pub async fn reply_err(&self, id: &Value, e: WireError) {
@@ -229,7 +237,7 @@ impl Conn {
             }
             op => {
                 let engine = self.gw.engine.clone();
-                let out = self.out.clone();
+                let out = self.replier();
                 let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
                 let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
                 let conn = self.id;
@@ -256,7 +264,7 @@ impl Conn {
                             (protocol::err_reply(&id, &e), "overloaded", None)
                         }
                     };
-                    let _ = out.send(Outbound::Reply(text)).await;
+                    out.send(text).await;
                     drop(permit);
                     let elapsed = t0.elapsed();
                     crate::metrics::request(op_name, code, elapsed);
@@ -364,8 +372,10 @@ pub(crate) fn encode_push(seq: u64, push: &Map<String, Value>) -> String {
 
 /// What a writer does next.
 pub(crate) enum Next {
-    /// Write this text.
+    /// Write this push.
     Text(String),
+    /// Write this reply, then tell `limits::reply_written`.
+    Reply(String),
     /// Write this final error, then close.
     Final(String),
     /// Close.
@@ -380,7 +390,10 @@ pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &Co
             Some(code) => {
                 *seq += 1;
                 let msg = match *code {
-                    "slow_consumer" => "outbound queue full: this subscriber is too slow and is disconnected",
+                    "slow_consumer" => {
+                        "this connection does not read what it is sent (outbound queue, max_pending_reply_bytes or \
+                         write_timeout_ms exceeded) and is disconnected"
+                    }
                     _ => "connection closed by the server",
                 };
                 let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
@@ -389,7 +402,7 @@ pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &Co
             None => Next::End,
         },
         m = rx.recv() => match m {
-            Some(Outbound::Reply(s)) => Next::Text(s),
+            Some(Outbound::Reply(s)) => Next::Reply(s),
             Some(Outbound::Push(p)) => {
                 *seq += 1;
                 Next::Text(encode_push(*seq, &p))
