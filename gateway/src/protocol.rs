@@ -316,8 +316,12 @@ pub struct Envelope {
 /// ```
 pub fn parse_envelope(text: &str) -> Result<Envelope, (Value, WireError)> {
     let value = parse_strict(text).map_err(|e| {
-        let code = if e.classify() == serde_json::error::Category::Data { "invalid_request" } else { "bad_json" };
-        (Value::Null, WireError::new(code, bad_json(&e)))
+        let err = if e.classify() == serde_json::error::Category::Data {
+            WireError::new("invalid_request", e.to_string()) // a duplicate key or deep nesting
+        } else {
+            WireError::new("bad_json", bad_json(&e))
+        };
+        (Value::Null, err)
     })?;
     let Value::Object(mut fields) = value else {
         return Err((Value::Null, WireError::new("invalid_request", "a request must be a JSON object")));
