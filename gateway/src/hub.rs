@@ -1,4 +1,6 @@
-//! The push hub: subscriptions `order:<id>`, `user:<id>`, `sku:<id>`.
+//! The push hub: subscriptions `order:<id>`, `user:<id>`, `sku:<id>`. Subscribe and unsubscribe are
+//! O(1) (subscriptions are indexed by topic and by connection); a disconnect is O(that
+//! connection's topics) and travels on its own channel, so it is never dropped (`HubLink`).
 //!
 //! The engine calls [`HubObserver`] from its threads after a change is durable; the observer
 //! only `try_send`s into a bounded queue (a full queue drops the change and counts it: the

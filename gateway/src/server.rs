@@ -250,7 +250,16 @@ impl ServerHandle {
         self.gateway.connections.load(Ordering::Relaxed)
     }
 
-    /// Connection-limit counters (peak pending reply bytes, connections closed at a limit).
+    /// Connection-limit counters (peak pending reply bytes, connections closed at a limit;
+    /// issue 10 item 12).
+    ///
+    /// ```no_run
+    /// # async fn f(server: surge_gateway::ServerHandle) {
+    /// use std::sync::atomic::Ordering;
+    /// let peak = server.limit_stats().pending_reply_bytes_peak.load(Ordering::Relaxed);
+    /// println!("the most unwritten reply bytes one connection held: {peak}");
+    /// # }
+    /// ```
     pub fn limit_stats(&self) -> &crate::limits::LimitStats {
         &self.gateway.limit_stats
     }
