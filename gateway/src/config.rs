@@ -88,6 +88,19 @@ pub struct LimitsConfig {
     /// Changes waiting for the push hub; beyond it changes are dropped (counted) rather than
     /// slowing the engine.
     pub hub_queue: usize,
+    /// A connection must authenticate within this time from accept (TCP) or upgrade
+    /// (WebSocket), else it gets `unauthorized` and is closed. Blank lines, partial lines and
+    /// WebSocket pings / pongs do not extend it (issue 10 item 12: an unauthenticated
+    /// connection must not hold a slot).
+    pub auth_timeout_ms: u64,
+    /// Bytes of replies a connection may have waiting to be written to its socket (queued, or
+    /// produced and waiting for room in the queue). Beyond it the client is not reading: it gets
+    /// `slow_consumer` and is closed. One reply is always allowed, however large, so a single
+    /// large `list_orders` never closes a reading client.
+    pub max_pending_reply_bytes: usize,
+    /// A connection whose socket accepts nothing for this long (one reply or push not written,
+    /// one WebSocket frame not taken) gets `slow_consumer` and is closed.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -106,6 +119,9 @@ impl Default for LimitsConfig {
             outbound_queue: 4_096,
             sku_push_interval_ms: 100,
             hub_queue: 65_536,
+            auth_timeout_ms: 5_000,
+            max_pending_reply_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -247,6 +263,9 @@ impl FileConfig {
             ("outbound_queue", l.outbound_queue as u64),
             ("sku_push_interval_ms", l.sku_push_interval_ms),
             ("hub_queue", l.hub_queue as u64),
+            ("auth_timeout_ms", l.auth_timeout_ms),
+            ("max_pending_reply_bytes", l.max_pending_reply_bytes as u64),
+            ("write_timeout_ms", l.write_timeout_ms),
         ];
         if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("limits.{k} must be positive")));

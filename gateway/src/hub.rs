@@ -1,4 +1,6 @@
-//! The push hub: subscriptions `order:<id>`, `user:<id>`, `sku:<id>`.
+//! The push hub: subscriptions `order:<id>`, `user:<id>`, `sku:<id>`. Subscribe and unsubscribe are
+//! O(1) (subscriptions are indexed by topic and by connection); a disconnect is O(that
+//! connection's topics) and travels on its own channel, so it is never dropped (`HubLink`).
 //!
 //! The engine calls [`HubObserver`] from its threads after a change is durable; the observer
 //! only `try_send`s into a bounded queue (a full queue drops the change and counts it: the
@@ -35,6 +37,9 @@ pub struct ConnShared {
     pub kill_code: std::sync::OnceLock<&'static str>,
     /// Stops the connection's reader and writer.
     pub cancel: CancellationToken,
+    /// Reply bytes produced for this connection and not yet handed to its socket (see
+    /// `limits.rs`).
+    pub pending_reply_bytes: AtomicUsize,
 }
 
 impl ConnShared {
@@ -84,7 +89,48 @@ impl Topic {
 pub(crate) enum Control {
     Subscribe { conn: u64, topic: Topic, sink: Sink, ack: oneshot::Sender<()> },
     Unsubscribe { conn: u64, topic: Topic, ack: oneshot::Sender<()> },
-    Disconnect { conn: u64 },
+}
+
+/// How connections reach the hub: subscribe / unsubscribe through a bounded queue (a caller
+/// waits for room and for the ack), and disconnects through their own channel, which is never
+/// full, so leaving can never be dropped.
+///
+/// The disconnect channel is unbounded in type but bounded by construction: a connection sends
+/// at most one disconnect (when it ends), each is 8 bytes, and the hub drains them before any
+/// other work.
+#[derive(Debug, Clone)]
+pub(crate) struct HubLink {
+    control: mpsc::Sender<Control>,
+    disconnects: mpsc::UnboundedSender<u64>,
+}
+
+/// The hub's ends of a [`HubLink`].
+pub(crate) struct HubInbox {
+    pub control: mpsc::Receiver<Control>,
+    pub disconnects: mpsc::UnboundedReceiver<u64>,
+}
+
+/// A link whose subscribe / unsubscribe queue holds `control_capacity` requests.
+pub(crate) fn link(control_capacity: usize) -> (HubLink, HubInbox) {
+    let (control, control_rx) = mpsc::channel(control_capacity.max(1));
+    let (disconnects, disconnects_rx) = mpsc::unbounded_channel();
+    (HubLink { control, disconnects }, HubInbox { control: control_rx, disconnects: disconnects_rx })
+}
+
+impl HubLink {
+    /// Queue a subscribe / unsubscribe, waiting for room.
+    ///
+    /// # Errors
+    /// The hub is gone (shutting down).
+    pub async fn send(&self, c: Control) -> Result<(), mpsc::error::SendError<Control>> {
+        self.control.send(c).await
+    }
+
+    /// Drop every subscription of `conn`. Never waits and is never dropped while the hub runs
+    /// (issue 10 item 14: a full control queue used to leak the subscriptions forever).
+    pub fn disconnect(&self, conn: u64) {
+        let _ = self.disconnects.send(conn);
+    }
 }
 
 pub(crate) enum Change {
@@ -107,6 +153,9 @@ pub struct HubStats {
     pub lagged: std::sync::atomic::AtomicBool,
     /// `gap` pushes sent.
     pub gaps: AtomicU64,
+    /// Subscription entries visited by subscribe, unsubscribe and disconnect (not by pushes):
+    /// shows they cost O(1), and a disconnect O(that connection's topics).
+    pub entries_visited: AtomicU64,
 }
 
 /// The engine side of the hub: never blocks.
@@ -156,87 +205,120 @@ struct SkuPush {
     last_available: Option<u64>,
 }
 
+/// One subscribed connection: its sink (stored once, not per topic) and its topics.
+struct Subscriber {
+    sink: Sink,
+    topics: HashSet<Topic>,
+}
+
+/// Every subscription is indexed both ways, so subscribe, unsubscribe and a topic's removal are
+/// O(1) hash operations and a disconnect is O(that connection's topics); nothing scans a
+/// topic's subscribers or all topics.
 struct Hub {
     engine: Engine,
     stats: Arc<HubStats>,
-    topics: HashMap<Topic, HashMap<u64, Sink>>,
-    by_conn: HashMap<u64, HashSet<Topic>>,
+    topics: HashMap<Topic, HashSet<u64>>,
+    conns: HashMap<u64, Subscriber>,
     skus: HashMap<Arc<str>, SkuPush>,
     interval: Duration,
+    subscriptions: usize,
 }
 
 impl Hub {
-    fn count(&self) {
-        let n = self.topics.values().map(HashMap::len).sum();
-        self.stats.subscriptions.store(n, Ordering::Relaxed);
+    fn new(engine: Engine, stats: Arc<HubStats>, interval: Duration) -> Self {
+        let (topics, conns, skus) = (HashMap::new(), HashMap::new(), HashMap::new());
+        Hub { engine, stats, topics, conns, skus, interval, subscriptions: 0 }
+    }
+
+    fn publish_count(&self) {
+        self.stats.subscriptions.store(self.subscriptions, Ordering::Relaxed);
+    }
+
+    fn visited(&self, n: u64) {
+        self.stats.entries_visited.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn subscribe(&mut self, conn: u64, topic: Topic, sink: Sink) {
+        self.visited(1);
+        let sub = self.conns.entry(conn).or_insert_with(|| Subscriber { sink, topics: HashSet::new() });
+        if !sub.topics.insert(topic.clone()) {
+            return;
+        }
+        if let Topic::Sku(s) = &topic {
+            if !self.skus.contains_key(s) {
+                let available = self.engine.get_sku(s).ok().map(|v| v.available);
+                let state = SkuPush { last_push: None, dirty: false, last_available: available };
+                self.skus.insert(s.clone(), state);
+            }
+        }
+        self.topics.entry(topic).or_default().insert(conn);
+        self.subscriptions += 1;
+        self.publish_count();
+    }
+
+    fn unsubscribe(&mut self, conn: u64, topic: &Topic) {
+        self.visited(1);
+        let Some(sub) = self.conns.get_mut(&conn) else { return };
+        if !sub.topics.remove(topic) {
+            return;
+        }
+        if sub.topics.is_empty() {
+            self.conns.remove(&conn);
+        }
+        self.detach(conn, topic);
+        self.publish_count();
+    }
+
+    /// Remove `conn` from `topic`'s subscribers (the connection's own set is already updated).
+    fn detach(&mut self, conn: u64, topic: &Topic) {
+        let Some(set) = self.topics.get_mut(topic) else { return };
+        if set.remove(&conn) {
+            self.subscriptions -= 1;
+        }
+        if set.is_empty() {
+            self.topics.remove(topic);
+            if let Topic::Sku(s) = topic {
+                self.skus.remove(s);
+            }
+        }
     }
 
     fn remove_conn(&mut self, conn: u64) {
-        if let Some(topics) = self.by_conn.remove(&conn) {
-            for t in topics {
-                if let Some(m) = self.topics.get_mut(&t) {
-                    m.remove(&conn);
-                    if m.is_empty() {
-                        self.topics.remove(&t);
-                        if let Topic::Sku(s) = &t {
-                            self.skus.remove(s);
-                        }
-                    }
-                }
-            }
+        let Some(sub) = self.conns.remove(&conn) else { return };
+        self.visited(sub.topics.len() as u64);
+        for t in &sub.topics {
+            self.detach(conn, t);
         }
-        self.count();
+        self.publish_count();
     }
 
     fn control(&mut self, c: Control) {
         match c {
             Control::Subscribe { conn, topic, sink, ack } => {
-                if let Topic::Sku(s) = &topic {
-                    let available = self.engine.get_sku(s).ok().map(|v| v.available);
-                    self.skus.entry(s.clone()).or_insert(SkuPush {
-                        last_push: None,
-                        dirty: false,
-                        last_available: available,
-                    });
-                }
-                self.topics.entry(topic.clone()).or_default().insert(conn, sink);
-                self.by_conn.entry(conn).or_default().insert(topic);
-                self.count();
+                self.subscribe(conn, topic, sink);
                 let _ = ack.send(());
             }
             Control::Unsubscribe { conn, topic, ack } => {
-                if let Some(m) = self.topics.get_mut(&topic) {
-                    m.remove(&conn);
-                    if m.is_empty() {
-                        self.topics.remove(&topic);
-                        if let Topic::Sku(s) = &topic {
-                            self.skus.remove(s);
-                        }
-                    }
-                }
-                if let Some(set) = self.by_conn.get_mut(&conn) {
-                    set.remove(&topic);
-                }
-                self.count();
+                self.unsubscribe(conn, &topic);
                 let _ = ack.send(());
             }
-            Control::Disconnect { conn } => self.remove_conn(conn),
         }
     }
 
-    /// Send `push` to every listed connection once; returns the slow ones.
-    fn deliver(&mut self, targets: HashMap<u64, Sink>, push: Map<String, Value>) {
+    /// Send `push` to every listed connection once; the slow ones are killed and dropped.
+    fn deliver(&mut self, targets: Vec<u64>, push: Map<String, Value>) {
         let push = Arc::new(push);
         let mut dead = Vec::new();
-        for (conn, sink) in targets {
-            match sink.out.try_send(Outbound::Push(push.clone())) {
+        for conn in targets {
+            let Some(sub) = self.conns.get(&conn) else { continue };
+            match sub.sink.out.try_send(Outbound::Push(push.clone())) {
                 Ok(()) => {
                     self.stats.pushes.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(conn, "slow consumer disconnected");
-                    sink.shared.kill("slow_consumer");
+                    sub.sink.shared.kill("slow_consumer");
                     dead.push(conn);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => dead.push(conn),
@@ -248,13 +330,12 @@ impl Hub {
     }
 
     fn order(&mut self, order: Arc<Order>) {
-        let mut targets: HashMap<u64, Sink> = HashMap::new();
-        for t in [Topic::Order(order.order_id.0), Topic::User(order.user_id.clone())] {
-            if let Some(m) = self.topics.get(&t) {
-                for (c, s) in m {
-                    targets.entry(*c).or_insert_with(|| s.clone());
-                }
-            }
+        let by_order = self.topics.get(&Topic::Order(order.order_id.0));
+        let by_user = self.topics.get(&Topic::User(order.user_id.clone()));
+        let mut targets: Vec<u64> = by_order.map(|s| s.iter().copied().collect()).unwrap_or_default();
+        if let Some(users) = by_user {
+            // A connection watching both the order and its user gets the push once.
+            targets.extend(users.iter().filter(|c| by_order.is_none_or(|o| !o.contains(c))));
         }
         if targets.is_empty() {
             return;
@@ -291,7 +372,8 @@ impl Hub {
         state.last_available = Some(view.available);
         state.last_push = Some(now);
         state.dirty = false;
-        let Some(targets) = self.topics.get(&Topic::Sku(sku.clone())).cloned() else { return };
+        let Some(set) = self.topics.get(&Topic::Sku(sku.clone())) else { return };
+        let targets: Vec<u64> = set.iter().copied().collect();
         let mut push = Map::new();
         push.insert("event".into(), Value::String("stock".into()));
         push.insert("sku_id".into(), Value::String(sku.to_string()));
@@ -307,12 +389,7 @@ impl Hub {
     /// Changes were dropped (the hub's queue was full): every subscriber may have missed a push,
     /// so each gets one `gap` push telling it to re-read what it watches.
     fn announce_gap(&mut self) {
-        let mut targets: HashMap<u64, Sink> = HashMap::new();
-        for m in self.topics.values() {
-            for (c, s) in m {
-                targets.entry(*c).or_insert_with(|| s.clone());
-            }
-        }
+        let targets: Vec<u64> = self.conns.keys().copied().collect();
         if targets.is_empty() {
             return;
         }
@@ -342,21 +419,27 @@ impl Hub {
     }
 }
 
-/// Run the hub until every control sender is gone and the change queue is closed.
+/// Run the hub until the change queue is closed. Disconnects go first (they only free
+/// memory), then subscribe / unsubscribe, changes and the stock ticker.
 pub(crate) async fn run(
     engine: Engine,
     mut changes: mpsc::Receiver<Change>,
-    mut control: mpsc::Receiver<Control>,
+    inbox: HubInbox,
     stats: Arc<HubStats>,
     interval: Duration,
 ) {
-    let mut hub =
-        Hub { engine, stats, topics: HashMap::new(), by_conn: HashMap::new(), skus: HashMap::new(), interval };
+    let HubInbox { mut control, mut disconnects } = inbox;
+    let mut hub = Hub::new(engine, stats, interval);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut control_open = true;
+    let (mut control_open, mut disconnects_open) = (true, true);
     loop {
         tokio::select! {
+            biased;
+            d = disconnects.recv(), if disconnects_open => match d {
+                Some(conn) => hub.remove_conn(conn),
+                None => disconnects_open = false,
+            },
             c = control.recv(), if control_open => match c {
                 Some(c) => hub.control(c),
                 None => control_open = false,
@@ -383,7 +466,7 @@ mod tests {
             .observer(parts.observer.clone())
             .start()
             .unwrap();
-        let (control_tx, control_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = link(16);
         let stats = parts.stats.clone();
         let hub =
             tokio::spawn(run(engine.clone(), parts.changes, control_rx, stats.clone(), Duration::from_millis(100)));
@@ -423,7 +506,7 @@ mod tests {
     async fn dropped_changes_are_announced_with_a_gap_push() {
         let parts = hub_parts(1);
         let engine = Engine::builder(EngineConfig { shard_count: 1, ..Default::default() }).start().unwrap();
-        let (control_tx, control_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = link(16);
         let stats = parts.stats.clone();
         let observer = parts.observer.clone();
         let hub =
@@ -458,6 +541,83 @@ mod tests {
         assert!(saw_gap, "a subscriber must learn that pushes were dropped");
         assert_eq!(stats.gaps.load(Ordering::Relaxed), 1);
         hub.abort();
+        engine.shutdown(Duration::from_secs(5));
+    }
+
+    fn sink() -> (Sink, mpsc::Receiver<Outbound>) {
+        let (out, rx) = mpsc::channel(1);
+        (Sink { out, shared: Arc::new(ConnShared::default()) }, rx)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn disconnects_are_never_dropped_while_the_control_queue_is_full() {
+        let parts = hub_parts(16);
+        let engine = Engine::builder(EngineConfig { shard_count: 1, ..Default::default() }).start().unwrap();
+        let (link, inbox) = link(1);
+        let stats = parts.stats.clone();
+        let hub = tokio::spawn(run(engine.clone(), parts.changes, inbox, stats.clone(), Duration::from_millis(50)));
+        let (s, _rx) = sink();
+        for conn in 0..300u64 {
+            for topic in [Topic::User(format!("u{}", conn % 7).into()), Topic::Order(conn)] {
+                let (ack, done) = oneshot::channel();
+                link.send(Control::Subscribe { conn, topic, sink: s.clone(), ack }).await.unwrap();
+                done.await.unwrap();
+            }
+        }
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 600);
+        // Saturate the control queue (capacity 1). The hub task cannot run until we await
+        // (current-thread runtime), so the queue stays full while every connection leaves.
+        let (ack, _done) = oneshot::channel();
+        let filler = Control::Unsubscribe { conn: 9_999, topic: Topic::Order(1), ack };
+        assert!(link.control.try_send(filler).is_ok());
+        let (ack, _done2) = oneshot::channel();
+        let extra = Control::Unsubscribe { conn: 9_999, topic: Topic::Order(2), ack };
+        assert!(link.control.try_send(extra).is_err(), "the control queue is full");
+        for conn in 0..300u64 {
+            link.disconnect(conn);
+        }
+        for _ in 0..500 {
+            if stats.subscriptions.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 0, "no subscription may leak");
+        hub.abort();
+        engine.shutdown(Duration::from_secs(5));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn subscribe_and_unsubscribe_visit_one_entry_and_disconnect_only_its_topics() {
+        let parts = hub_parts(16);
+        let engine = Engine::builder(EngineConfig { shard_count: 1, ..Default::default() }).start().unwrap();
+        let stats = parts.stats.clone();
+        let mut hub = Hub::new(engine.clone(), stats.clone(), Duration::from_millis(100));
+        let (s, _rx) = sink();
+        let hot = Topic::User("hot".into());
+        for conn in 0..100_000u64 {
+            hub.subscribe(conn, hot.clone(), s.clone());
+        }
+        // Many other topics, held by one connection (a scan of all topics would show here).
+        for id in 0..10_000u64 {
+            hub.subscribe(1, Topic::Order(id), s.clone());
+        }
+        let visited = || stats.entries_visited.load(Ordering::Relaxed);
+        let before = visited();
+        hub.unsubscribe(50_000, &hot);
+        assert_eq!(visited() - before, 1, "unsubscribe must not scan");
+        let before = visited();
+        hub.subscribe(200_000, hot.clone(), s.clone());
+        assert_eq!(visited() - before, 1, "subscribe must not scan");
+        assert_eq!(hub.topics[&hot].len(), 100_000);
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 110_000);
+        let before = visited();
+        hub.remove_conn(1);
+        assert_eq!(visited() - before, 10_001, "a disconnect visits that connection's topics only");
+        assert_eq!(hub.topics.len(), 1);
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 99_999);
+        let per_topic: usize = hub.topics.values().map(HashSet::len).sum();
+        assert_eq!(per_topic, 99_999, "the running count matches the index");
         engine.shutdown(Duration::from_secs(5));
     }
 

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 mod server;

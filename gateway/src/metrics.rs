@@ -79,6 +79,8 @@ pub mod names {
     pub const CONNECTIONS_REFUSED: &str = "surge_gateway_connections_refused_total";
     /// Counter.
     pub const AUTH_FAILURES: &str = "surge_gateway_auth_failures_total";
+    /// Counter `{reason}`.
+    pub const CONNECTIONS_CLOSED_BY_LIMIT: &str = "surge_gateway_connections_closed_by_limit_total";
     /// Counter `{scope}`.
     pub const RATE_LIMITED: &str = "surge_gateway_rate_limited_total";
     /// Counter `{cause}`.
@@ -205,6 +207,12 @@ fn describe() {
     describe_counter!(CONNECTIONS_OPENED, "Gateway connections accepted, by transport (tcp, ws).");
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused because max_connections were open.");
     describe_counter!(AUTH_FAILURES, "Failed authentications (bad or missing token).");
+    describe_counter!(
+        CONNECTIONS_CLOSED_BY_LIMIT,
+        "Connections the server closed, by reason (auth_timeout: no auth within auth_timeout_ms; \
+         pending_replies: max_pending_reply_bytes exceeded; write_timeout: the socket accepted nothing for \
+         write_timeout_ms)."
+    );
     describe_counter!(RATE_LIMITED, "Requests answered rate_limited, by scope (connection, user).");
     describe_counter!(
         OVERLOADED,
@@ -230,6 +238,9 @@ fn zero_series() {
         counter!(CONNECTIONS_OPENED, "transport" => transport).absolute(0);
     }
     counter!(AUTH_FAILURES).absolute(0);
+    for reason in ["auth_timeout", "pending_replies", "write_timeout"] {
+        counter!(CONNECTIONS_CLOSED_BY_LIMIT, "reason" => reason).absolute(0);
+    }
     counter!(CONNECTIONS_REFUSED).absolute(0);
     gauge!(CONNECTIONS).increment(0.0);
 }
@@ -280,6 +291,12 @@ pub(crate) fn connection(open: bool) {
 /// A connection accepted on `transport` (`tcp`, `ws`).
 pub(crate) fn connection_opened(transport: &'static str) {
     counter!(CONNECTIONS_OPENED, "transport" => transport).increment(1);
+}
+
+/// The server closed a connection at a limit (`auth_timeout`, `pending_replies`,
+/// `write_timeout`).
+pub(crate) fn connection_closed(reason: &'static str) {
+    counter!(CONNECTIONS_CLOSED_BY_LIMIT, "reason" => reason).increment(1);
 }
 
 /// A connection refused at max_connections.

@@ -4,17 +4,31 @@
 //! Parsing never panics and lets nothing invalid through: a request is a JSON object with an
 //! optional `id` (number, or string of at most 64 bytes), an `op`, and exactly the fields of
 //! that op (`deny_unknown_fields`, typed: quantities are `u32`, money is a decimal *string*).
+//!
+//! The envelope parser is strict and cheap (issue 10 item 13): a key twice in one object (at any
+//! depth) is `invalid_request` (serde_json's own `Value` silently keeps the last, so a proxy and
+//! Surge could read different requests: RFC 8259 §4 leaves duplicates undefined), nesting deeper
+//! than [`NESTING_DEPTH_MAX`] is `invalid_request` before serde_json's recursion limit is reached,
+//! and string lengths are checked in [`parse_op`], before any value becomes a key of a rate
+//! limiter, map or label.
 
 use rust_decimal::Decimal;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use surge_engine::{DisputeResolution, EngineError, OrderId, OrderStatus};
+use surge_engine::{
+    DisputeResolution, EngineError, OrderId, OrderStatus, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX,
+};
 
 use crate::auth::Role;
 
 /// Longest string `id`, in bytes.
 pub const ID_STRING_BYTES_MAX: usize = 64;
+
+/// Deepest nesting of arrays and objects in a request (the envelope object is level 1; the
+/// deepest real request, `create_order`'s items, is 3). Deeper is `invalid_request`, long before
+/// serde_json's recursion limit of 128.
+pub const NESTING_DEPTH_MAX: usize = 8;
 
 /// A gateway-level error reply (never reached the engine).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,9 +303,29 @@ pub struct Envelope {
 }
 
 /// Parse one message. On error, the id is returned whenever it could be read.
+///
+/// # Errors
+/// `bad_json`: not JSON (including numbers beyond `f64`'s range, such as `1e400`, which
+/// serde_json classifies as a syntax error). `invalid_request`: a key twice in one object,
+/// nesting deeper than [`NESTING_DEPTH_MAX`], not an object, a bad `id` or `op`.
+///
+/// # Example
+/// ```
+/// use surge_gateway::protocol::parse_envelope;
+/// let env = parse_envelope(r#"{"id":7,"op":"ping"}"#).ok().unwrap();
+/// assert_eq!(env.op, "ping");
+/// let (_, e) = parse_envelope(r#"{"op":"ping","op":"pay"}"#).err().unwrap();
+/// assert_eq!(e.code, "invalid_request");
+/// ```
 pub fn parse_envelope(text: &str) -> Result<Envelope, (Value, WireError)> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| (Value::Null, WireError::new("bad_json", bad_json(&e))))?;
+    let value = parse_strict(text).map_err(|e| {
+        let err = if e.classify() == serde_json::error::Category::Data {
+            WireError::new("invalid_request", e.to_string()) // a duplicate key or deep nesting
+        } else {
+            WireError::new("bad_json", bad_json(&e))
+        };
+        (Value::Null, err)
+    })?;
     let Value::Object(mut fields) = value else {
         return Err((Value::Null, WireError::new("invalid_request", "a request must be a JSON object")));
     };
@@ -310,6 +344,92 @@ pub fn parse_envelope(text: &str) -> Result<Envelope, (Value, WireError)> {
         None => return Err((id, WireError::new("invalid_request", "missing field `op`"))),
     };
     Ok(Envelope { id, op, fields })
+}
+
+/// Parse `text` into a [`Value`], refusing duplicate keys and deep nesting. Errors raised here
+/// (not by the JSON syntax) have serde_json's category `Data`.
+fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = StrictValue { depth: 0 }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// A [`Value`] builder like serde_json's own, but a key seen twice in one object is an error
+/// (the check is one lookup in the map being built) and so is nesting deeper than
+/// [`NESTING_DEPTH_MAX`].
+#[derive(Clone, Copy)]
+struct StrictValue {
+    depth: usize,
+}
+
+impl StrictValue {
+    fn enter<E: serde::de::Error>(self) -> Result<StrictValue, E> {
+        if self.depth >= NESTING_DEPTH_MAX {
+            return Err(E::custom(format!("nested deeper than {NESTING_DEPTH_MAX} levels")));
+        }
+        Ok(StrictValue { depth: self.depth + 1 })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // serde_json never yields a non-finite float (1e400 is a syntax error), so this is exact.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element_seed(inner)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut m = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if m.contains_key(&key) {
+                // Name the key only when it is short (messages never echo a payload).
+                let msg = if key.len() <= 64 { format!("duplicate key `{key}`") } else { "duplicate key".into() };
+                return Err(serde::de::Error::custom(msg));
+            }
+            let v = map.next_value_seed(inner)?;
+            m.insert(key, v);
+        }
+        Ok(Value::Object(m))
+    }
 }
 
 fn bad_json(e: &serde_json::Error) -> String {
@@ -331,8 +451,67 @@ pub fn known_op(op: &str) -> bool {
     op == "auth" || OPS.iter().any(|(o, _)| *o == op)
 }
 
-/// Turn an envelope's fields into a typed [`Op`].
+/// Turn an envelope's fields into a typed [`Op`], with every string's length checked (see
+/// [`check_lengths`]).
+///
+/// # Errors
+/// `unknown_op`; `invalid_request` for a missing, unknown, mistyped or over-long field.
 pub fn parse_op(op: &str, fields: Map<String, Value>) -> Result<Op, WireError> {
+    let op = parse_fields(op, fields)?;
+    check_lengths(&op)?;
+    Ok(op)
+}
+
+/// Check `len` is within `1..=max` bytes (`min_bytes` 0 allows empty).
+fn check_len(field: &str, value: &str, min_bytes: usize, max_bytes: usize) -> Result<(), WireError> {
+    if value.len() < min_bytes || value.len() > max_bytes {
+        return Err(WireError::new("invalid_request", format!("{field} must be {min_bytes}..={max_bytes} bytes")));
+    }
+    Ok(())
+}
+
+/// The engine's length limits (`ID_BYTES_MAX` for ids, `IDEMPOTENCY_KEY_BYTES_MAX`,
+/// `TEXT_BYTES_MAX` for names, reasons and tracking numbers), applied at the gateway so that a
+/// value is bounded before the session uses it as a key (the per-user rate limiter keys on
+/// `user_id`). A field added to a request with a string goes here too.
+///
+/// # Errors
+/// `invalid_request` naming the field.
+pub fn check_lengths(op: &Op) -> Result<(), WireError> {
+    let id = |f: &str, v: &str| check_len(f, v, 1, ID_BYTES_MAX);
+    let reason = |r: &Option<String>| r.as_deref().map_or(Ok(()), |r| check_len("reason", r, 0, TEXT_BYTES_MAX));
+    match op {
+        Op::CreateSku(r) => {
+            id("sku_id", &r.sku_id)?;
+            check_len("name", &r.name, 1, TEXT_BYTES_MAX)
+        }
+        Op::UpdateSku(r) => {
+            id("sku_id", &r.sku_id)?;
+            r.name.as_deref().map_or(Ok(()), |n| check_len("name", n, 1, TEXT_BYTES_MAX))
+        }
+        Op::AdjustStock(r) => {
+            id("sku_id", &r.sku_id)?;
+            check_len("reason", &r.reason, 1, TEXT_BYTES_MAX)
+        }
+        Op::GetSku(r) => id("sku_id", &r.sku_id),
+        Op::CreateOrder(r) => {
+            id("user_id", &r.user_id)?;
+            check_len("idempotency_key", &r.idempotency_key, 1, IDEMPOTENCY_KEY_BYTES_MAX)?;
+            r.items.iter().try_for_each(|i| id("sku_id", &i.sku_id))
+        }
+        Op::ListOrders(r) => id("user_id", &r.user_id),
+        Op::Pay(r) => id("payment_id", &r.payment_id),
+        Op::Transition(_, r) => reason(&r.reason),
+        Op::Ship(r) => {
+            check_len("tracking_number", &r.tracking_number, 1, TEXT_BYTES_MAX)?;
+            reason(&r.reason)
+        }
+        Op::ResolveDispute(r) => reason(&r.reason),
+        Op::GetOrder(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Ok(()),
+    }
+}
+
+fn parse_fields(op: &str, fields: Map<String, Value>) -> Result<Op, WireError> {
     Ok(match op {
         "create_sku" => Op::CreateSku(args(fields)?),
         "update_sku" => Op::UpdateSku(args(fields)?),
@@ -460,6 +639,88 @@ mod tests {
             assert_eq!(env.id, Value::String("a".into()));
             assert_eq!(parse_op(&env.op, env.fields).unwrap_err().code, "invalid_request", "{q}");
         }
+    }
+
+    fn envelope_code(text: &str) -> &'static str {
+        match parse_envelope(text) {
+            Ok(_) => "ok",
+            Err((_, e)) => e.code,
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_refused() {
+        assert_eq!(envelope_code(r#"{"op":"ping","op":"ping"}"#), "invalid_request");
+        assert_eq!(envelope_code(r#"{"id":1,"id":2,"op":"ping"}"#), "invalid_request");
+        let item =
+            r#"{"op":"create_order","user_id":"u","idempotency_key":"k","items":[{"sku_id":"A","qty":1,"qty":2}]}"#;
+        assert_eq!(envelope_code(item), "invalid_request");
+        let (_, e) = parse_envelope(r#"{"op":"get_sku","sku_id":"A","sku_id":"B"}"#).err().unwrap();
+        assert!(e.message.contains("duplicate key `sku_id`"), "{}", e.message);
+        // The same key in sibling objects is fine.
+        let ok = r#"{"op":"create_order","user_id":"u","idempotency_key":"k","items":[{"sku_id":"A","qty":1},{"sku_id":"B","qty":1}]}"#;
+        assert_eq!(envelope_code(ok), "ok");
+    }
+
+    #[test]
+    fn deep_nesting_is_a_typed_error_at_any_depth() {
+        for depth in [NESTING_DEPTH_MAX + 1, 127, 128, 129, 10_000, 100_000] {
+            let text = format!(r#"{{"op":"ping","x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(envelope_code(&text), "invalid_request", "depth {depth}");
+            let text = format!("{}{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            assert_eq!(envelope_code(&text), "invalid_request", "object depth {depth}");
+        }
+        let ok = format!(
+            r#"{{"op":"ping","x":{}{}}}"#,
+            "[".repeat(NESTING_DEPTH_MAX - 1),
+            "]".repeat(NESTING_DEPTH_MAX - 1)
+        );
+        assert_eq!(envelope_code(&ok), "ok");
+        // Unbalanced garbage is still malformed JSON.
+        assert_eq!(envelope_code(r#"{"op":"ping","x":[[[}"#), "bad_json");
+    }
+
+    #[test]
+    fn huge_numbers_are_typed_errors() {
+        assert_eq!(envelope_code(r#"{"op":"ping","x":1e400}"#), "bad_json");
+        for q in ["18446744073709551616", "1e30", "-1e30", "4294967296", "1e400x"] {
+            let text = format!(
+                r#"{{"op":"create_order","user_id":"u","idempotency_key":"k","items":[{{"sku_id":"A","qty":{q}}}]}}"#
+            );
+            let code = match parse_envelope(&text) {
+                Ok(env) => parse_op(&env.op, env.fields).err().map_or("ok", |e| e.code),
+                Err((_, e)) => e.code,
+            };
+            assert!(code == "invalid_request" || code == "bad_json", "{q}: {code}");
+        }
+    }
+
+    #[test]
+    fn over_long_and_empty_strings_are_refused_by_the_parser() {
+        let long = "u".repeat(ID_BYTES_MAX + 1);
+        let cases = [
+            format!(
+                r#"{{"op":"create_order","user_id":"{long}","idempotency_key":"k","items":[{{"sku_id":"A","qty":1}}]}}"#
+            ),
+            format!(r#"{{"op":"list_orders","user_id":"{long}"}}"#),
+            r#"{"op":"list_orders","user_id":""}"#.to_string(),
+            format!(r#"{{"op":"get_sku","sku_id":"{long}"}}"#),
+            format!(r#"{{"op":"pay","order_id":1,"payment_id":"{long}","amount":"1.00"}}"#),
+            format!(
+                r#"{{"op":"create_order","user_id":"u","idempotency_key":"{}","items":[{{"sku_id":"A","qty":1}}]}}"#,
+                "k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1)
+            ),
+            format!(r#"{{"op":"cancel_order","order_id":1,"reason":"{}"}}"#, "r".repeat(TEXT_BYTES_MAX + 1)),
+        ];
+        for text in cases {
+            let env = parse_envelope(&text).ok().unwrap();
+            let e = parse_op(&env.op, env.fields).unwrap_err();
+            assert_eq!(e.code, "invalid_request", "{text}");
+            assert!(e.message.contains("bytes"), "{}", e.message);
+        }
+        let max = "u".repeat(ID_BYTES_MAX);
+        let env = parse_envelope(&format!(r#"{{"op":"list_orders","user_id":"{max}"}}"#)).ok().unwrap();
+        assert!(parse_op(&env.op, env.fields).is_ok());
     }
 
     #[test]

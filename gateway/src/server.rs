@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use surge_engine::{Engine, SystemClock};
 use surge_persistence::{DurableEngine, RecoveryStats};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -78,7 +78,7 @@ pub struct ServerHandle {
     http_task: JoinHandle<std::io::Result<()>>,
     tcp_task: JoinHandle<()>,
     hub_task: JoinHandle<()>,
-    control: Option<mpsc::Sender<hub::Control>>,
+    control: Option<hub::HubLink>,
     hub_stats: Arc<HubStats>,
     shutdown_timeout: Duration,
 }
@@ -163,7 +163,7 @@ impl Server {
         let recovery = db.recovery().clone();
         crate::metrics::recovery(&recovery);
 
-        let (control_tx, control_rx) = mpsc::channel(1_024);
+        let (control_tx, control_rx) = hub::link(1_024);
         let hub_task = tokio::spawn(hub::run(
             engine.clone(),
             parts.changes,
@@ -178,6 +178,7 @@ impl Server {
             user_limiter: Gateway::user_quota(&cfg.limits),
             limits: cfg.limits.clone(),
             control: control_tx.clone(),
+            limit_stats: Arc::default(),
             next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             shutdown: shutdown_rx,
@@ -247,6 +248,20 @@ impl ServerHandle {
     /// Open connections (TCP + WebSocket).
     pub fn connections(&self) -> usize {
         self.gateway.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connection-limit counters (peak pending reply bytes, connections closed at a limit;
+    /// issue 10 item 12).
+    ///
+    /// ```no_run
+    /// # async fn f(server: surge_gateway::ServerHandle) {
+    /// use std::sync::atomic::Ordering;
+    /// let peak = server.limit_stats().pending_reply_bytes_peak.load(Ordering::Relaxed);
+    /// println!("the most unwritten reply bytes one connection held: {peak}");
+    /// # }
+    /// ```
+    pub fn limit_stats(&self) -> &crate::limits::LimitStats {
+        &self.gateway.limit_stats
     }
 
     /// Push hub counters (dropped changes, slow consumers, pushes).

@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Role, Tokens};
 use crate::config::LimitsConfig;
-use crate::hub::{ConnShared, Control, Outbound, Sink, Topic};
+use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
+use crate::limits::{LimitStats, Replier};
 use crate::protocol::{self, Op, WireError};
 
 /// Most subscriptions one connection may hold.
@@ -32,7 +33,8 @@ pub(crate) struct Gateway {
     pub engine: Engine,
     pub tokens: Tokens,
     pub limits: LimitsConfig,
-    pub control: mpsc::Sender<Control>,
+    pub control: HubLink,
+    pub limit_stats: Arc<LimitStats>,
     pub user_limiter: DefaultKeyedRateLimiter<String>,
     pub next_conn: AtomicU64,
     pub connections: AtomicUsize,
@@ -129,8 +131,14 @@ impl Conn {
         }
     }
 
+    /// Queues this connection's replies within `max_pending_reply_bytes`.
+    pub fn replier(&self) -> Replier {
+        let (out, shared, stats) = (self.out.clone(), self.shared.clone(), self.gw.limit_stats.clone());
+        Replier { out, shared, stats, max_bytes: self.gw.limits.max_pending_reply_bytes }
+    }
+
     pub async fn reply(&self, text: String) {
-        let _ = self.out.send(Outbound::Reply(text)).await;
+        self.replier().send(text).await;
     }
 
     pub async fn reply_err(&self, id: &Value, e: WireError) {
@@ -229,7 +237,7 @@ impl Conn {
             }
             op => {
                 let engine = self.gw.engine.clone();
-                let out = self.out.clone();
+                let out = self.replier();
                 let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
                 let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
                 let conn = self.id;
@@ -256,7 +264,7 @@ impl Conn {
                             (protocol::err_reply(&id, &e), "overloaded", None)
                         }
                     };
-                    let _ = out.send(Outbound::Reply(text)).await;
+                    out.send(text).await;
                     drop(permit);
                     let elapsed = t0.elapsed();
                     crate::metrics::request(op_name, code, elapsed);
@@ -336,10 +344,17 @@ impl Conn {
     pub async fn finish(self, wait: Duration) {
         let max = u32::try_from(self.gw.limits.max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(wait, self.inflight.acquire_many(max)).await;
-        if !self.topics.is_empty() {
-            let _ = self.gw.control.try_send(Control::Disconnect { conn: self.id });
-        }
         let _ = tokio::time::timeout(wait, self.out.send(Outbound::Close)).await;
+    }
+}
+
+impl Drop for Conn {
+    /// Leave the hub however the connection ends (finished, aborted or panicked): the
+    /// disconnect is never dropped (issue 10 item 14).
+    fn drop(&mut self) {
+        if !self.topics.is_empty() {
+            self.gw.control.disconnect(self.id);
+        }
     }
 }
 
@@ -357,8 +372,10 @@ pub(crate) fn encode_push(seq: u64, push: &Map<String, Value>) -> String {
 
 /// What a writer does next.
 pub(crate) enum Next {
-    /// Write this text.
+    /// Write this push.
     Text(String),
+    /// Write this reply, then tell `limits::reply_written`.
+    Reply(String),
     /// Write this final error, then close.
     Final(String),
     /// Close.
@@ -373,7 +390,10 @@ pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &Co
             Some(code) => {
                 *seq += 1;
                 let msg = match *code {
-                    "slow_consumer" => "outbound queue full: this subscriber is too slow and is disconnected",
+                    "slow_consumer" => {
+                        "this connection does not read what it is sent (outbound queue, max_pending_reply_bytes or \
+                         write_timeout_ms exceeded) and is disconnected"
+                    }
                     _ => "connection closed by the server",
                 };
                 let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
@@ -382,7 +402,7 @@ pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &Co
             None => Next::End,
         },
         m = rx.recv() => match m {
-            Some(Outbound::Reply(s)) => Next::Text(s),
+            Some(Outbound::Reply(s)) => Next::Reply(s),
             Some(Outbound::Push(p)) => {
                 *seq += 1;
                 Next::Text(encode_push(*seq, &p))
@@ -417,13 +437,15 @@ impl Outcome {
     }
 }
 
-/// A request's `id` for logs: a string id unquoted, a number as is, `-` when absent.
+/// A request's `id` for logs: a string id unquoted with control characters, quotes and
+/// backslashes escaped (Rust's `escape_debug`: a client's `\n` or `"` cannot forge a log line or
+/// break a JSON log), a number as is, `-` when absent.
 struct ReqId<'a>(&'a Value);
 
 impl std::fmt::Display for ReqId<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Value::String(s) => f.write_str(s),
+            Value::String(s) => write!(f, "{}", s.escape_debug()),
             Value::Null => f.write_str("-"),
             v => write!(f, "{v}"),
         }
@@ -517,4 +539,19 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
         ),
         Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_escaped_in_logs() {
+        let forged = Value::String("a\n2026-11-29T00:00:00Z INFO forged\"}\r\u{1b}[31m\\".into());
+        let shown = ReqId(&forged).to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(shown, r#"a\n2026-11-29T00:00:00Z INFO forged\"}\r\u{1b}[31m\\"#);
+        assert_eq!(ReqId(&Value::String("plain-7".into())).to_string(), "plain-7");
+        assert_eq!(ReqId(&Value::from(7)).to_string(), "7");
+    }
 }

@@ -1,5 +1,6 @@
 //! The TCP transport: one JSON object per line (`\n`, optional `\r`), at most
-//! `max_frame_bytes` per line.
+//! `max_frame_bytes` per line. A connection must authenticate within `auth_timeout_ms` of
+//! accept; its writer gives up on a socket that accepts nothing for `write_timeout_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,15 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
+use crate::hub::{ConnShared, Outbound};
+use crate::limits::LimitStats;
 use crate::protocol::WireError;
 use crate::session::{next_outbound, Conn, Flow, Gateway, Next};
 
@@ -77,6 +84,8 @@ pub(crate) async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener) {
 }
 
 async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
+    // The authentication deadline runs from accept, not from the last byte received.
+    let auth_deadline = Instant::now() + Duration::from_millis(gw.limits.auth_timeout_ms);
     let Some(slot) = gw.try_connection() else {
         let e = WireError::new("too_many_connections", "the server is at max_connections; retry later");
         let mut line = crate::protocol::err_reply(&Value::Null, &e);
@@ -86,53 +95,83 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
     };
     crate::metrics::connection_opened("tcp");
     let (rd, wr) = stream.into_split();
-    let (mut conn, mut rx) = Conn::new(gw.clone(), slot, None);
-    let shared = conn.shared.clone();
-    let writer = tokio::spawn(async move {
-        let mut w = BufWriter::new(wr);
-        let mut seq = 0u64;
-        loop {
-            let (text, last) = match next_outbound(&mut rx, &shared, &mut seq).await {
-                Next::Text(t) => (t, false),
-                Next::Final(t) => (t, true),
-                Next::End => break,
-            };
-            let ok = async {
-                w.write_all(text.as_bytes()).await?;
-                w.write_all(b"\n").await?;
-                if rx.is_empty() && !last {
-                    // Replies of one engine batch complete together but reach this queue from
-                    // separate tasks: let them run once before paying a syscall (and a TCP
-                    // segment) for this one alone.
-                    tokio::task::yield_now().await;
-                }
-                if rx.is_empty() || last {
-                    w.flush().await?;
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            // A client that stops reading cannot hold the writer once we gave up on it: after a
-            // kill, the line being written gets a short grace (so the final error can follow a
-            // whole line), and the final error itself a bounded time.
-            let done = if last {
-                tokio::time::timeout(Duration::from_secs(1), ok).await.map_or(true, |r| r.is_err())
-            } else {
-                let grace = async {
-                    shared.cancel.cancelled().await;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                };
-                tokio::select! {
-                    r = ok => r.is_err(),
-                    _ = grace => shared.kill_code.get().is_some(),
-                }
-            };
-            if done || last {
-                break;
+    let (conn, rx) = Conn::new(gw.clone(), slot, None);
+    let write_timeout = Duration::from_millis(gw.limits.write_timeout_ms);
+    let writer = tokio::spawn(write_loop(wr, rx, conn.shared.clone(), gw.limit_stats.clone(), write_timeout));
+    read_loop(conn, rd, auth_deadline, writer).await;
+}
+
+/// Write replies and pushes in order, coalescing those that are ready into one flush. A socket
+/// that accepts nothing for `write_timeout` kills the connection (`slow_consumer`).
+async fn write_loop(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outbound>,
+    shared: Arc<ConnShared>,
+    stats: Arc<LimitStats>,
+    write_timeout: Duration,
+) {
+    let mut w = BufWriter::new(wr);
+    let mut seq = 0u64;
+    loop {
+        let (text, reply, last) = match next_outbound(&mut rx, &shared, &mut seq).await {
+            Next::Text(t) => (t, false, false),
+            Next::Reply(t) => (t, true, false),
+            Next::Final(t) => (t, false, true),
+            Next::End => break,
+        };
+        let ok = async {
+            w.write_all(text.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+            if rx.is_empty() && !last {
+                // Replies of one engine batch complete together but reach this queue from
+                // separate tasks: let them run once before paying a syscall (and a TCP
+                // segment) for this one alone.
+                tokio::task::yield_now().await;
             }
+            if rx.is_empty() || last {
+                w.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        // A client that stops reading cannot hold the writer: a write that makes no progress
+        // for write_timeout kills the connection; after a kill, the line being written gets a
+        // short grace (so the final error can follow a whole line), and the final error itself
+        // a bounded time.
+        let done = if last {
+            tokio::time::timeout(Duration::from_secs(1), ok).await.map_or(true, |r| r.is_err())
+        } else {
+            let grace = async {
+                shared.cancel.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            tokio::select! {
+                r = tokio::time::timeout(write_timeout, ok) => match r {
+                    Ok(r) => r.is_err(),
+                    Err(_) => {
+                        crate::limits::write_timed_out(&shared, &stats);
+                        false // go round once more for the final error
+                    }
+                },
+                _ = grace => shared.kill_code.get().is_some(),
+            }
+        };
+        if reply {
+            crate::limits::reply_written(&shared, text.len());
         }
+        if done || last {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = w.flush().await;
         let _ = w.shutdown().await;
-    });
+    })
+    .await;
+}
+
+/// Read lines until the client leaves, a limit closes the connection, or the server stops.
+async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, writer: JoinHandle<()>) {
+    let gw = conn.gw.clone();
     let max = gw.limits.max_frame_bytes;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
     let mut lines = FramedRead::new(rd, LineCodec(LinesCodec::new_with_max_length(max)));
@@ -144,7 +183,12 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
             biased;
             _ = cancel.cancelled() => break,
             _ = shutdown.wait_for(|s| *s) => break,
-            r = tokio::time::timeout(idle, lines.next()) => r,
+            _ = tokio::time::sleep_until(auth_deadline), if conn.role.is_none() => None,
+            r = tokio::time::timeout(idle, lines.next()) => Some(r),
+        };
+        let Some(item) = item else {
+            auth_timed_out(&conn).await;
+            break;
         };
         match item {
             Err(_) => {
@@ -175,4 +219,14 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
         }
     }
     conn.close(writer).await;
+}
+
+/// The connection did not authenticate within `auth_timeout_ms`: a final `unauthorized`.
+pub(crate) async fn auth_timed_out(conn: &Conn) {
+    conn.gw.limit_stats.closed_auth_timeout.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::connection_closed("auth_timeout");
+    crate::metrics::auth_failed();
+    tracing::info!(conn = conn.id, "no auth within auth_timeout_ms; closing");
+    let e = WireError::new("unauthorized", "no auth within auth_timeout_ms; closing");
+    conn.reply_err(&Value::Null, e).await;
 }

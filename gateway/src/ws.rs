@@ -1,13 +1,19 @@
 //! The HTTP listener: `GET /health`, `GET /ready`, and the WebSocket gateway at `/ws`
-//! (actix-web + actix-ws; one JSON object per text frame).
+//! (actix-web + actix-ws; one JSON object per text frame). A WebSocket connection without a
+//! bearer token must authenticate within `auth_timeout_ms` of the upgrade (pings and pongs do
+//! not extend it); its writer gives up on a client that takes no frame for `write_timeout_ms`.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::hub::{ConnShared, Outbound};
+use crate::limits::LimitStats;
 use crate::protocol::WireError;
 use crate::session::{next_outbound, Conn, Flow, Gateway, Next};
 
@@ -61,6 +67,8 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
             }
         }
     };
+    // The authentication deadline runs from the upgrade, not from the last frame received.
+    let auth_deadline = Instant::now() + Duration::from_millis(gw.limits.auth_timeout_ms);
     let Some(slot) = gw.try_connection() else {
         return http_error(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "max_connections reached");
     };
@@ -72,69 +80,99 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     crate::metrics::connection_opened("ws");
     let (conn, rx) = Conn::new(gw.clone(), slot, role);
-    actix_web::rt::spawn(gw.tracker.track_future(run(conn, rx, session, stream)));
+    let write_timeout = Duration::from_millis(gw.limits.write_timeout_ms);
+    let writer = actix_web::rt::spawn(write_loop(
+        session.clone(),
+        rx,
+        conn.shared.clone(),
+        gw.limit_stats.clone(),
+        write_timeout,
+    ));
+    actix_web::rt::spawn(gw.tracker.track_future(read_loop(conn, session, stream, auth_deadline, writer)));
     response
 }
 
-async fn run(
+/// Send replies and pushes as text frames, in order. A frame actix-ws does not take within
+/// `write_timeout` (its queue of 32 frames stays full: the client does not read) kills the
+/// connection (`slow_consumer`).
+async fn write_loop(
+    mut session: actix_ws::Session,
+    mut rx: mpsc::Receiver<Outbound>,
+    shared: Arc<ConnShared>,
+    stats: Arc<LimitStats>,
+    write_timeout: Duration,
+) {
+    let mut seq = 0u64;
+    let mut reason = None;
+    loop {
+        let (t, reply) = match next_outbound(&mut rx, &shared, &mut seq).await {
+            Next::Text(t) => (t, false),
+            Next::Reply(t) => (t, true),
+            Next::Final(t) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), session.text(t)).await;
+                reason = Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: shared.kill_code.get().map(|c| c.to_string()),
+                });
+                break;
+            }
+            Next::End => break,
+        };
+        let len = t.len();
+        let sent = tokio::select! {
+            r = tokio::time::timeout(write_timeout, session.text(t)) => match r {
+                Ok(r) => r.is_ok(),
+                Err(_) => {
+                    crate::limits::write_timed_out(&shared, &stats);
+                    false
+                }
+            },
+            _ = shared.cancel.cancelled() => false,
+        };
+        if reply {
+            crate::limits::reply_written(&shared, len);
+        }
+        // Killed (slow consumer): go round once more for the final error frame.
+        if !sent && shared.kill_code.get().is_none() {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(reason)).await;
+}
+
+/// Read frames until the client leaves, a limit closes the connection, or the server stops.
+async fn read_loop(
     mut conn: Conn,
-    mut rx: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
     mut session: actix_ws::Session,
     mut stream: actix_ws::AggregatedMessageStream,
+    auth_deadline: Instant,
+    writer: actix_web::rt::task::JoinHandle<()>,
 ) {
     let gw = conn.gw.clone();
-    let shared = conn.shared.clone();
-    let mut out_session = session.clone();
-    let writer = actix_web::rt::spawn(async move {
-        let mut seq = 0u64;
-        let mut reason = None;
-        loop {
-            match next_outbound(&mut rx, &shared, &mut seq).await {
-                Next::Text(t) => {
-                    let sent = tokio::select! {
-                        r = out_session.text(t) => r.is_ok(),
-                        _ = shared.cancel.cancelled() => false,
-                    };
-                    if !sent {
-                        // Killed (slow consumer): go round once more for the final error frame.
-                        if shared.kill_code.get().is_some() {
-                            continue;
-                        }
-                        break;
-                    }
-                }
-                Next::Final(t) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), out_session.text(t)).await;
-                    reason = Some(CloseReason {
-                        code: CloseCode::Policy,
-                        description: shared.kill_code.get().map(|c| c.to_string()),
-                    });
-                    break;
-                }
-                Next::End => break,
-            }
-        }
-        let _ = out_session.close(reason).await;
-    });
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
+    let write_timeout = Duration::from_millis(gw.limits.write_timeout_ms);
     let mut ping = tokio::time::interval(Duration::from_millis(gw.limits.ping_interval_ms));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut shutdown = gw.shutdown.clone();
     let cancel = conn.cancel.clone();
-    let max = gw.limits.max_frame_bytes;
     loop {
         let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
         let msg = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep_until(auth_deadline), if conn.role.is_none() => {
+                crate::tcp::auth_timed_out(&conn).await;
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() >= idle {
                     conn.reply_err(&Value::Null, WireError::new("idle_timeout", "no message within idle_timeout_ms")).await;
                     break;
                 }
-                if session.ping(b"").await.is_err() {
+                // A client that does not read cannot stall the reader on a full frame queue.
+                if !matches!(tokio::time::timeout(write_timeout, session.ping(b"")).await, Ok(Ok(()))) {
                     break;
                 }
                 continue;
@@ -142,50 +180,59 @@ async fn run(
             m = stream.recv() => m,
         };
         last_seen = Instant::now();
-        match msg {
-            None | Some(Ok(AggregatedMessage::Close(_))) => break,
-            Some(Ok(AggregatedMessage::Text(t))) => {
-                if conn.on_text(&t, permit).await == Flow::Close {
-                    break;
-                }
-            }
-            Some(Ok(AggregatedMessage::Binary(_))) => {
-                if conn.role.is_none() {
-                    conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
-                    break;
-                }
-                let e =
-                    WireError::new("binary_frame", "send one JSON object per text frame; binary frames are refused");
-                conn.reply_err(&Value::Null, e).await;
-            }
-            Some(Ok(AggregatedMessage::Ping(b))) => {
-                if session.pong(&b).await.is_err() {
-                    break;
-                }
-            }
-            Some(Ok(AggregatedMessage::Pong(_))) => {}
-            Some(Err(ProtocolError::Overflow)) => {
-                let msg = format!("a message must be at most {max} bytes; closing");
-                conn.reply_err(&Value::Null, WireError::new("frame_too_large", msg)).await;
-                break;
-            }
-            Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                if conn.role.is_none() {
-                    conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
-                    break;
-                }
-                conn.reply_err(&Value::Null, WireError::new("bad_utf8", "a text frame must be valid UTF-8")).await;
-            }
-            Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
-                let msg = format!("a message must be at most {max} bytes; closing");
-                conn.reply_err(&Value::Null, WireError::new("frame_too_large", msg)).await;
-                break;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "websocket protocol error; closing");
-                break;
-            }
+        if on_message(&mut conn, &mut session, msg, permit, write_timeout).await == Flow::Close {
+            break;
         }
     }
     conn.close(writer).await;
+}
+
+/// Handle one frame (or stream error).
+async fn on_message(
+    conn: &mut Conn,
+    session: &mut actix_ws::Session,
+    msg: Option<Result<AggregatedMessage, ProtocolError>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    write_timeout: Duration,
+) -> Flow {
+    let max = conn.gw.limits.max_frame_bytes;
+    let too_large = || WireError::new("frame_too_large", format!("a message must be at most {max} bytes; closing"));
+    match msg {
+        None | Some(Ok(AggregatedMessage::Close(_))) => Flow::Close,
+        Some(Ok(AggregatedMessage::Text(t))) => conn.on_text(&t, permit).await,
+        Some(Ok(AggregatedMessage::Binary(_))) => {
+            if conn.role.is_none() {
+                conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
+                return Flow::Close;
+            }
+            let e = WireError::new("binary_frame", "send one JSON object per text frame; binary frames are refused");
+            conn.reply_err(&Value::Null, e).await;
+            Flow::Continue
+        }
+        Some(Ok(AggregatedMessage::Ping(b))) => match tokio::time::timeout(write_timeout, session.pong(&b)).await {
+            Ok(Ok(())) => Flow::Continue,
+            _ => Flow::Close,
+        },
+        Some(Ok(AggregatedMessage::Pong(_))) => Flow::Continue,
+        Some(Err(ProtocolError::Overflow)) => {
+            conn.reply_err(&Value::Null, too_large()).await;
+            Flow::Close
+        }
+        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            if conn.role.is_none() {
+                conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
+                return Flow::Close;
+            }
+            conn.reply_err(&Value::Null, WireError::new("bad_utf8", "a text frame must be valid UTF-8")).await;
+            Flow::Continue
+        }
+        Some(Err(ProtocolError::Io(e))) if e.to_string().contains("continuation size") => {
+            conn.reply_err(&Value::Null, too_large()).await;
+            Flow::Close
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket protocol error; closing");
+            Flow::Close
+        }
+    }
 }
