@@ -27,6 +27,11 @@ pub enum PersistenceError {
         /// What was wrong.
         reason: String,
     },
+    /// A WAL write or fsync failed earlier on this handle (policy
+    /// [`crate::StorageFailurePolicy::Halt`]): nothing more is written through it; drop it and
+    /// open the directory again (recovery replays the log).
+    #[error("storage failed earlier on this handle; reopen the data directory to recover")]
+    StorageFailed,
     /// The engine refused to start (bad config) or answered with an error.
     #[error(transparent)]
     Engine(#[from] EngineError),

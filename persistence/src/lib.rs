@@ -48,14 +48,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use surge_engine::{
-    ChangeObserver, Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock,
+    fatal, ChangeObserver, Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock,
 };
 
 pub use crate::codec::SnapshotFile;
 pub use crate::error::{PersistenceError, PersistenceResult};
 pub use crate::recovery::RecoveryStats;
 pub use crate::store::{LogStore, SledStore};
-pub use crate::writer::{WalJournal, WalStats};
+pub use crate::writer::{StorageFailurePolicy, WalJournal, WalStats};
 
 use crate::codec::{decode_header, encode_record};
 use crate::writer::Writer;
@@ -85,8 +85,12 @@ pub struct PersistenceConfig {
     pub snapshot_every_events: u64,
     /// … or after this many seconds, if anything was logged.
     pub snapshot_every_secs: u64,
-    /// How often the writer retries a failed write.
-    pub retry_interval_ms: u64,
+    /// What happens after a failed WAL write or fsync: [`StorageFailurePolicy::FailStop`]
+    /// (default: exit with code 70, recovery runs at the next start) or
+    /// [`StorageFailurePolicy::Halt`] (embedders and tests: the handle stays failed, writes are
+    /// refused, reads work, until it is dropped and the directory reopened). Either way nothing
+    /// is acknowledged on the failed handle again (fsyncgate; see [`writer`]).
+    pub storage_failure_policy: StorageFailurePolicy,
     /// Shard batches that may wait for the writer before shards block (back-pressure).
     pub journal_queue_capacity: usize,
 }
@@ -98,7 +102,7 @@ impl Default for PersistenceConfig {
             durability: Durability::Sync,
             snapshot_every_events: 2_000_000,
             snapshot_every_secs: 300,
-            retry_interval_ms: 1_000,
+            storage_failure_policy: StorageFailurePolicy::FailStop,
             journal_queue_capacity: 4_096,
         }
     }
@@ -137,6 +141,10 @@ struct Shared {
 impl Shared {
     fn snapshot(&self) -> PersistenceResult<Option<SnapshotInfo>> {
         let Some(store) = &self.store else { return Ok(None) };
+        if self.stats.failed.load(Ordering::Acquire) {
+            // Memory may hold changes the log never got; the failed handle must not write again.
+            return Err(PersistenceError::StorageFailed);
+        }
         let (state, cuts) = self.engine.snapshot()?;
         let (orders, skus) = (state.orders.len(), state.skus.len());
         let lsn = self.stats.durable_lsn.load(Ordering::Acquire);
@@ -252,10 +260,12 @@ impl DurableEngine {
             next_lsn,
             gate: gate.clone(),
             stats: stats.clone(),
-            retry_interval: Duration::from_millis(cfg.retry_interval_ms.max(1)),
+            policy: cfg.storage_failure_policy,
         };
         std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
-            writer.run();
+            // A panic in the writer would leave shards waiting forever for durability: end the
+            // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
+            fatal::run_or_fail_stop("wal-writer", || writer.run());
             let _ = done_tx.send(());
         })?;
         let base = recovered.base;
@@ -312,7 +322,8 @@ impl DurableEngine {
     /// Take a snapshot now and delete the WAL records it covers. `None` in mode `none`.
     ///
     /// # Errors
-    /// I/O errors writing the file or trimming the log.
+    /// I/O errors writing the file or trimming the log; [`PersistenceError::StorageFailed`] after
+    /// a failed WAL write on this handle.
     pub fn snapshot_now(&self) -> PersistenceResult<Option<SnapshotInfo>> {
         self.shared().snapshot()
     }
@@ -322,7 +333,9 @@ impl DurableEngine {
     /// the next open just replays more log.
     ///
     /// # Errors
-    /// The final snapshot failed (the WAL still holds everything: nothing is lost).
+    /// The final snapshot failed (the WAL still holds everything: nothing is lost), or
+    /// [`PersistenceError::StorageFailed`] when a WAL write failed earlier (policy
+    /// [`StorageFailurePolicy::Halt`]): no snapshot is taken; reopen to recover.
     pub fn close(mut self) -> PersistenceResult<()> {
         self.stop_snapshotter();
         let result = self.shared().snapshot().map(|_| ());
@@ -372,28 +385,34 @@ fn spawn_snapshotter(shared: Arc<Shared>, cfg: &PersistenceConfig) -> std::io::R
     let every_events = cfg.snapshot_every_events.max(1);
     let every = Duration::from_secs(cfg.snapshot_every_secs.max(1));
     let handle = std::thread::Builder::new().name("surge-snapshot".into()).spawn(move || {
-        let mut last_events = shared.stats.events.load(Ordering::Relaxed);
-        let mut last_at = Instant::now();
-        loop {
-            match stop_rx.recv_timeout(Duration::from_millis(100)) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            let events = shared.stats.events.load(Ordering::Relaxed);
-            let due = events - last_events >= every_events || (events > last_events && last_at.elapsed() >= every);
-            if !due {
-                continue;
-            }
-            match shared.snapshot() {
-                Ok(_) => {
-                    last_events = events;
-                    last_at = Instant::now();
-                }
-                Err(e) => tracing::error!(error = %e, "snapshot failed; the WAL keeps everything, will retry"),
-            }
-        }
+        fatal::run_or_fail_stop("snapshotter", || snapshot_loop(&shared, &stop_rx, every_events, every))
     })?;
     Ok((stop_tx, handle))
+}
+
+/// The snapshotter thread's body: a snapshot when enough events or time have passed, until
+/// `stop_rx` fires or is dropped.
+fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, every_events: u64, every: Duration) {
+    let mut last_events = shared.stats.events.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    loop {
+        match stop_rx.recv_timeout(Duration::from_millis(100)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let events = shared.stats.events.load(Ordering::Relaxed);
+        let due = events - last_events >= every_events || (events > last_events && last_at.elapsed() >= every);
+        if !due {
+            continue;
+        }
+        match shared.snapshot() {
+            Ok(_) => {
+                last_events = events;
+                last_at = Instant::now();
+            }
+            Err(e) => tracing::error!(error = %e, "snapshot failed; the WAL keeps everything, will retry"),
+        }
+    }
 }
 
 /// The archive as the engine reads it: sled trees filled by the WAL writer.
