@@ -11,6 +11,25 @@
 //! Money (`Decimal`) travels as a string (rust_decimal's `serde-str`), because bincode has no
 //! `deserialize_any`. A record that does not decode stops recovery with its LSN.
 //!
+//! # Record size bound (every byte acknowledged is on disk)
+//! sled 0.34.7 writes a page (a tree node, up to ~17 key/value pairs: leaves split above 16
+//! entries, `node.rs` `should_split`) to its own file under `wal/blobs/` when the serialized page
+//! plus a 32-byte message header exceeds `segment_size / 4 - 20` bytes (`logger.rs`
+//! `reserve_inner`: `MAX_MSG_HEADER_LEN`, `MINIMUM_ITEMS_PER_SEGMENT`, `SEG_HEADER_LEN`), and it
+//! never fsyncs those files. With our `segment_size` of 8 MiB that is 2,097,100 bytes per page,
+//! so one value must stay well below 2 MiB / 17. [`encode_records`] packs a shard batch's events
+//! into records of at most [`RECORD_BYTES_TARGET`] bytes and refuses a single event that alone
+//! would exceed [`RECORD_BYTES_MAX`] (18 such values still fit a page). Measured here: pages of
+//! 120 KiB values never spilled, 128 KiB values did.
+//!
+//! The engine's input limits bound one event: the largest is `order_created` (or
+//! `order_archived`) of an order with `order_items_max` (at most 255) line items whose ids are
+//! [`surge_engine::ID_BYTES_MAX`] and names [`surge_engine::TEXT_BYTES_MAX`] bytes, widest decimals
+//! and every optional text at its limit: 107,471 bytes at 255 items, 9,241 at the default 20
+//! (`tests/wal_blobs.rs` computes both). An archived order also carries its history, ~290 bytes
+//! per transition at most, and the engine does not bound the number of transitions (dispute and
+//! refund-rejection cycles): past the bound the writer fail-stops rather than write a blob.
+//!
 //! # Snapshot file
 //! `b"SURGESNP"`, format version (u16 LE), then bincode([`SnapshotFile`]).
 
@@ -24,6 +43,14 @@ use crate::error::{PersistenceError, PersistenceResult};
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes before the bincode payload of a WAL record.
 pub const HEADER_BYTES: usize = 12;
+/// [`encode_records`] starts a new record before one would grow past this many bytes (64 KiB:
+/// large enough for group commit to stay cheap, DESIGN.md's measurements; small enough that a
+/// sled page of such records stays inline; see the module docs).
+pub const RECORD_BYTES_TARGET: usize = 64 * 1024;
+/// Hard bound of one encoded record (and so of one event, and of one archived order value):
+/// 112 KiB, below sled's blob threshold for a full page (module docs). Exceeding it is a broken
+/// invariant of the engine's input limits.
+pub const RECORD_BYTES_MAX: usize = 112 * 1024;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
 
 /// The fixed part of a WAL record.
@@ -49,6 +76,52 @@ pub fn encode_record(shard: u16, seq: u64, events: &[Event]) -> PersistenceResul
     bincode::serialize_into(&mut out, events)
         .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
     Ok(out)
+}
+
+/// Encode one shard batch as records of at most [`RECORD_BYTES_TARGET`] bytes each (one event
+/// alone may take up to [`RECORD_BYTES_MAX`]), all with the same `shard` and `seq`, in event
+/// order. Each record is byte for byte what [`encode_record`] writes for its events. No events,
+/// no records.
+///
+/// # Errors
+/// [`PersistenceError::RecordTooLarge`] if one event alone encodes to more than
+/// [`RECORD_BYTES_MAX`] bytes; bincode refused a value.
+pub fn encode_records(shard: u16, seq: u64, events: &[Event]) -> PersistenceResult<Vec<Vec<u8>>> {
+    let start = || {
+        let mut out = Vec::with_capacity(RECORD_BYTES_TARGET.min(HEADER_BYTES + 8 + 512 * events.len()));
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&shard.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        // bincode's Vec length (u64 LE), patched when the record is complete.
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out
+    };
+    let finish = |mut out: Vec<u8>, count: u64| {
+        out[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&count.to_le_bytes());
+        out
+    };
+    let (mut records, mut out, mut count) = (Vec::new(), start(), 0u64);
+    for e in events {
+        let mark = out.len();
+        // Serialized straight into the record: the common case copies nothing.
+        bincode::serialize_into(&mut out, e)
+            .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
+        let size_bytes = out.len() - mark;
+        if HEADER_BYTES + 8 + size_bytes > RECORD_BYTES_MAX {
+            return Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes: RECORD_BYTES_MAX });
+        }
+        if count > 0 && out.len() > RECORD_BYTES_TARGET {
+            let tail = out.split_off(mark);
+            records.push(finish(std::mem::replace(&mut out, start()), count));
+            out.extend_from_slice(&tail);
+            count = 0;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        records.push(finish(out, count));
+    }
+    Ok(records)
 }
 
 /// Decode a record's header only.

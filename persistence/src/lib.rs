@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod dirs;
 pub mod error;
 pub mod inspect;
 pub mod recovery;
@@ -57,7 +58,7 @@ pub use crate::recovery::RecoveryStats;
 pub use crate::store::{LogStore, SledStore};
 pub use crate::writer::{StorageFailurePolicy, WalJournal, WalStats};
 
-use crate::codec::{decode_header, encode_record};
+use crate::codec::{decode_header, encode_records};
 use crate::writer::Writer;
 
 /// What a reply promises about durability.
@@ -221,7 +222,7 @@ impl DurableEngine {
                 writer_done: None,
             });
         }
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        dirs::create_dir_durable(&cfg.data_dir)?;
         let store = Arc::new(SledStore::open(&cfg.data_dir)?);
         // Orders live on their user's shard and their ids route by shard: a data directory keeps
         // the shard count it was created with (like a topic's partition count).
@@ -244,10 +245,13 @@ impl DurableEngine {
         let mut writer_store = wrap(SledStore::clone(&store));
         if !recovered.fixes.is_empty() {
             // Repairs go to the log before anything new can depend on them.
-            let record = encode_record(u16::MAX, recovered.base, &recovered.fixes)?;
-            writer_store.append(&[(next_lsn, record)])?;
+            let mut records = Vec::new();
+            for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
+                records.push((next_lsn, bytes));
+                next_lsn += 1;
+            }
+            writer_store.append(&records)?;
             writer_store.flush(sync)?;
-            next_lsn += 1;
         }
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());

@@ -19,7 +19,7 @@ fn dir_of(data_dir: &Path) -> PathBuf {
 /// I/O failures (disk full, permissions).
 pub fn write(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(PathBuf, u64)> {
     let dir = dir_of(data_dir);
-    fs::create_dir_all(&dir)?;
+    crate::dirs::create_dir_durable(&dir)?;
     let bytes = encode_snapshot(snap)?;
     let path = dir.join(format!("snapshot-{:020}.bin", snap.lsn));
     let tmp = dir.join(format!("snapshot-{:020}.tmp", snap.lsn));

@@ -34,11 +34,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use surge_engine::{fatal, EngineError, Event, Journal, OnDurable, StorageGate};
 
-use crate::codec::encode_record;
+use crate::codec::encode_records;
 use crate::store::LogStore;
 
-/// Largest number of events in one record (keeps records far below sled's blob threshold).
-const EVENTS_PER_RECORD_MAX: usize = 2_048;
 /// Most submissions one group commit takes (a bound on the loop; the rest go in the next).
 const GROUP_SUBMISSIONS_MAX: usize = 16_384;
 
@@ -184,16 +182,18 @@ impl<S: LogStore> Writer<S> {
     fn encode(&mut self, group: &[Submission]) -> Vec<(u64, Vec<u8>)> {
         let mut records = Vec::new();
         for s in group {
-            for chunk in s.events.chunks(EVENTS_PER_RECORD_MAX) {
-                match encode_record(s.shard, s.seq, chunk) {
-                    Ok(bytes) => {
+            // Split by bytes so no value reaches sled's unsynced blob files (codec docs).
+            match encode_records(s.shard, s.seq, &s.events) {
+                Ok(encoded) => {
+                    for bytes in encoded {
                         records.push((self.next_lsn, bytes));
                         self.next_lsn += 1;
                     }
-                    // Engine events always encode; if one ever did not, the log would miss it,
-                    // so stop rather than acknowledge (TigerBeetle: crash on a broken invariant).
-                    Err(e) => fatal::fail_stop("wal-writer", &format_args!("cannot encode a WAL record: {e}")),
                 }
+                // Engine events always encode within the bound; if one ever did not, the log
+                // would miss it, so stop rather than acknowledge (TigerBeetle: crash on a broken
+                // invariant).
+                Err(e) => fatal::fail_stop("wal-writer", &format_args!("cannot encode a WAL record: {e}")),
             }
         }
         records
