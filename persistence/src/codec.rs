@@ -30,8 +30,18 @@
 //! per transition at most, and the engine does not bound the number of transitions (dispute and
 //! refund-rejection cycles): past the bound the writer fail-stops rather than write a blob.
 //!
-//! # Snapshot file
-//! `b"SURGESNP"`, format version (u16 LE), then bincode([`SnapshotFile`]).
+//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 2)
+//! ```text
+//! offset  size  field
+//! 0       8     magic b"SURGESNP"
+//! 8       2     envelope version (u16 LE) = 2
+//! 10      4     CRC-32 (crc32fast: CRC-32/ISO-HDLC, as zlib and PNG) of bytes 14.. (u32 LE)
+//! 14      8     payload length in bytes (u64 LE)
+//! 22      ..    payload: bincode(SnapshotFile)
+//! ```
+//! The checksum covers the length and the payload, so a torn or bit-flipped file is caught before
+//! bincode sees it (PostgreSQL checksums its WAL and control file the same way). Version 1 files
+//! (`magic`, version 1, bincode payload, no checksum) still decode.
 
 use serde::{Deserialize, Serialize};
 use surge_engine::{EngineState, Event};
@@ -52,6 +62,11 @@ pub const RECORD_BYTES_TARGET: usize = 64 * 1024;
 /// invariant of the engine's input limits.
 pub const RECORD_BYTES_MAX: usize = 112 * 1024;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
+/// Envelope version written by [`encode_snapshot`] (2: with checksum and length; 1: neither,
+/// still decoded).
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// Bytes before the payload of a version-2 snapshot.
+const SNAPSHOT_HEADER_BYTES: usize = 22;
 
 /// The fixed part of a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,33 +189,60 @@ impl SnapshotFile {
     }
 }
 
-/// Encode a snapshot file.
+/// Encode a snapshot file (envelope version [`SNAPSHOT_VERSION`]; layout in the module docs).
 ///
 /// # Errors
 /// bincode refused a value.
 pub fn encode_snapshot(s: &SnapshotFile) -> PersistenceResult<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 12]); // checksum and length, filled in below
     bincode::serialize_into(&mut out, s)
         .map_err(|e| PersistenceError::Snapshot { path: String::new(), reason: e.to_string() })?;
+    let payload_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
+    out[14..22].copy_from_slice(&payload_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&out[14..]);
+    out[10..14].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
-/// Decode a snapshot file.
+/// Decode a snapshot file of envelope version 2 (checksum verified) or 1 (no checksum).
 ///
 /// # Errors
-/// `Snapshot` if the magic, version or payload is wrong.
+/// `Snapshot` naming `path` if the magic, version, length, checksum or payload is wrong.
 pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFile> {
     let bad = |reason: String| PersistenceError::Snapshot { path: path.to_owned(), reason };
     if bytes.len() < 10 || &bytes[..8] != SNAPSHOT_MAGIC {
         return Err(bad("not a Surge snapshot (bad magic)".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != FORMAT_VERSION {
-        return Err(bad(format!("unknown format version {version}")));
+    let payload = match version {
+        1 => &bytes[10..],
+        SNAPSHOT_VERSION => checked_payload(bytes).map_err(bad)?,
+        _ => return Err(bad(format!("unknown format version {version}"))),
+    };
+    bincode::deserialize(payload).map_err(|e| bad(e.to_string()))
+}
+
+/// The payload of a version-2 snapshot, once its length and checksum match.
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < SNAPSHOT_HEADER_BYTES {
+        return Err(format!("{} bytes is shorter than the snapshot header", bytes.len()));
     }
-    bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[10..14]);
+    let (stored, actual) = (u32::from_le_bytes(crc), crc32fast::hash(&bytes[14..]));
+    if stored != actual {
+        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is damaged"));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[14..22]);
+    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if u64::from_le_bytes(len) != payload.len() as u64 {
+        return Err(format!("payload is {} bytes, the header says {}", payload.len(), u64::from_le_bytes(len)));
+    }
+    Ok(payload)
 }
 
 /// Encode an archived order (value of the `archive` tree): format version (u16 LE), then

@@ -137,22 +137,40 @@ struct Shared {
     data_dir: PathBuf,
     base: u64,
     stats: Arc<WalStats>,
+    /// The newest verified snapshot (from recovery or the last write): the next trim's bound.
+    kept: std::sync::Mutex<Option<snapshot::KeptSnapshot>>,
 }
 
 impl Shared {
+    /// Write a snapshot, verify it, then trim the WAL by the *previous* snapshot's coverage and
+    /// keep those two files (see [`snapshot`]'s "Two generations").
     fn snapshot(&self) -> PersistenceResult<Option<SnapshotInfo>> {
         let Some(store) = &self.store else { return Ok(None) };
         if self.stats.failed.load(Ordering::Acquire) {
             // Memory may hold changes the log never got; the failed handle must not write again.
             return Err(PersistenceError::StorageFailed);
         }
+        // One snapshot at a time (snapshotter thread, snapshot_now, close); never on the
+        // command path. A panic while holding it already ended the process (fail-stop).
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (state, cuts) = self.engine.snapshot()?;
         let (orders, skus) = (state.orders.len(), state.skus.len());
         let lsn = self.stats.durable_lsn.load(Ordering::Acquire);
         let file = SnapshotFile { lsn, base: self.base, cuts, state };
-        let (path, size_bytes) = snapshot::write(&self.data_dir, &file)?;
-        let records_removed =
-            store.remove_where(|lsn, bytes| decode_header(lsn, bytes).map(|h| file.covers(&h)).unwrap_or(false))?;
+        let (new, size_bytes) = snapshot::write_kept(&self.data_dir, &file)?;
+        let records_removed = match kept.as_ref() {
+            Some(prev) => {
+                // Recorded before any record goes: recovery must not fall back past `prev`.
+                store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, prev.number)?;
+                let covered = |lsn, bytes: &[u8]| decode_header(lsn, bytes).map(|h| prev.cover.covers(&h));
+                store.remove_where(|lsn, bytes| covered(lsn, bytes).unwrap_or(false))?
+            }
+            None => 0,
+        };
+        let keep: Vec<&Path> = kept.iter().map(|k| k.path.as_path()).chain([new.path.as_path()]).collect();
+        snapshot::retain(&self.data_dir, &keep)?;
+        let path = new.path.clone();
+        *kept = Some(new);
         tracing::info!(path = %path.display(), size_bytes, records_removed, orders, "snapshot written");
         Ok(Some(SnapshotInfo { path, size_bytes, records_removed, orders, skus }))
     }
@@ -214,7 +232,8 @@ impl DurableEngine {
         if cfg.durability == Durability::None {
             let engine = builder(engine_cfg).start()?;
             let stats = Arc::new(WalStats::new(0));
-            let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats };
+            let kept = std::sync::Mutex::new(None);
+            let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats, kept };
             return Ok(Self {
                 shared: Some(Arc::new(shared)),
                 recovery: RecoveryStats::default(),
@@ -236,7 +255,11 @@ impl DurableEngine {
                 engine_cfg.shard_count = n as usize;
             }
             Some(_) => {}
-            None => store.set_meta_u64("shard_count", wanted)?,
+            None => {
+                store.set_meta_u64("shard_count", wanted)?;
+                // A new directory: its log holds everything from the start (snapshot fallback).
+                store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, 0)?;
+            }
         }
         let recovered = recovery::recover(&store, &cfg.data_dir)?;
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
@@ -280,7 +303,9 @@ impl DurableEngine {
             .state(recovered.state)
             .journal(Box::new(move |shard| Box::new(WalJournal::new(shard, base, tx.clone()))))
             .start()?;
-        let shared = Arc::new(Shared { engine, store: Some(store), data_dir: cfg.data_dir.clone(), base, stats });
+        let kept = std::sync::Mutex::new(recovered.kept);
+        let data_dir = cfg.data_dir.clone();
+        let shared = Arc::new(Shared { engine, store: Some(store), data_dir, base, stats, kept });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
         Ok(Self { shared: Some(shared), recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
     }
