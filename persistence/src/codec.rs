@@ -98,6 +98,15 @@ pub fn encode_record(shard: u16, seq: u64, events: &[Event]) -> PersistenceResul
 /// order. Each record is byte for byte what [`encode_record`] writes for its events. No events,
 /// no records.
 ///
+/// ```
+/// use surge_persistence::codec::{decode_record, encode_records, RECORD_BYTES_TARGET};
+/// use surge_engine::{Event, OrderId, SkuEvent};
+/// let e = Event::Sku(SkuEvent::Released { sku_id: "x".repeat(64).into(), order_id: OrderId(1) });
+/// let records = encode_records(0, 7, &vec![e; 5_000]).unwrap();
+/// assert!(records.len() > 1 && records.iter().all(|r| r.len() <= RECORD_BYTES_TARGET));
+/// assert_eq!(decode_record(1, &records[0]).unwrap().0.seq, 7);
+/// ```
+///
 /// # Errors
 /// [`PersistenceError::RecordTooLarge`] if one event alone encodes to more than
 /// [`RECORD_BYTES_MAX`] bytes; bincode refused a value.

@@ -243,38 +243,15 @@ impl DurableEngine {
         }
         dirs::create_dir_durable(&cfg.data_dir)?;
         let store = Arc::new(SledStore::open(&cfg.data_dir)?);
-        // Orders live on their user's shard and their ids route by shard: a data directory keeps
-        // the shard count it was created with (like a topic's partition count).
         let mut engine_cfg = engine_cfg;
-        let wanted = engine_cfg.effective_shard_count() as u64;
-        match store.meta_u64("shard_count") {
-            Some(n) if n != wanted => {
-                if engine_cfg.shard_count != 0 {
-                    tracing::warn!(configured = wanted, kept = n, "shard_count is fixed by the data directory");
-                }
-                engine_cfg.shard_count = n as usize;
-            }
-            Some(_) => {}
-            None => {
-                store.set_meta_u64("shard_count", wanted)?;
-                // A new directory: its log holds everything from the start (snapshot fallback).
-                store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, 0)?;
-            }
-        }
+        engine_cfg.shard_count = directory_shard_count(&store, &engine_cfg)?;
         let recovered = recovery::recover(&store, &cfg.data_dir)?;
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
         let mut writer_store = wrap(SledStore::clone(&store));
         if !recovered.fixes.is_empty() {
-            // Repairs go to the log before anything new can depend on them.
-            let mut records = Vec::new();
-            for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
-                records.push((next_lsn, bytes));
-                next_lsn += 1;
-            }
-            writer_store.append(&records)?;
-            writer_store.flush(sync)?;
+            next_lsn = log_repairs(&mut writer_store, &recovered, next_lsn, sync)?;
         }
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
@@ -398,6 +375,46 @@ impl DurableEngine {
             let _ = done.recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// The shard count of a data directory: orders live on their user's shard and their ids route by
+/// shard, so a directory keeps the count it was created with (like a topic's partition count).
+/// A new directory records the configured count, and that its log is complete from the start
+/// (`snapshot`'s fallback relies on it).
+fn directory_shard_count(store: &SledStore, engine_cfg: &EngineConfig) -> PersistenceResult<usize> {
+    let wanted = engine_cfg.effective_shard_count() as u64;
+    match store.meta_u64("shard_count") {
+        Some(n) if n != wanted => {
+            if engine_cfg.shard_count != 0 {
+                tracing::warn!(configured = wanted, kept = n, "shard_count is fixed by the data directory");
+            }
+            Ok(n as usize)
+        }
+        Some(_) => Ok(engine_cfg.shard_count),
+        None => {
+            store.set_meta_u64("shard_count", wanted)?;
+            store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, 0)?;
+            Ok(engine_cfg.shard_count)
+        }
+    }
+}
+
+/// Log recovery's repairs from `next_lsn` on, durably, before anything new can depend on them.
+/// Returns the next free LSN.
+fn log_repairs(
+    store: &mut Box<dyn LogStore>,
+    recovered: &recovery::Recovered,
+    mut next_lsn: u64,
+    sync: bool,
+) -> PersistenceResult<u64> {
+    let mut records = Vec::new();
+    for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
+        records.push((next_lsn, bytes));
+        next_lsn += 1;
+    }
+    store.append(&records)?;
+    store.flush(sync)?;
+    Ok(next_lsn)
 }
 
 /// Dropping without [`DurableEngine::close`] is [`DurableEngine::close_without_snapshot`]:

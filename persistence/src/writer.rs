@@ -43,6 +43,17 @@ const GROUP_SUBMISSIONS_MAX: usize = 16_384;
 /// What the WAL writer does after a failed write or fsync (the `storage_failure_policy` key of
 /// `[persistence]`). Either way nothing is acknowledged on the failed handle again (see the
 /// module docs, "Storage failure is fail-stop").
+///
+/// ```
+/// use surge_persistence::{PersistenceConfig, StorageFailurePolicy};
+/// // An embedder that wants to keep its process and reopen the store itself:
+/// let cfg = PersistenceConfig {
+///     storage_failure_policy: StorageFailurePolicy::Halt,
+///     ..PersistenceConfig::new("data")
+/// };
+/// assert_eq!(PersistenceConfig::default().storage_failure_policy, StorageFailurePolicy::FailStop);
+/// # let _ = cfg;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageFailurePolicy {
