@@ -456,6 +456,8 @@ fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, every_events: u64, eve
                 last_events = events;
                 last_at = Instant::now();
             }
+            // The handle failed (policy `halt`): nothing more is written through it.
+            Err(PersistenceError::StorageFailed) => return,
             Err(e) => tracing::error!(error = %e, "snapshot failed; the WAL keeps everything, will retry"),
         }
     }

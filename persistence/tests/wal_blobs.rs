@@ -139,7 +139,7 @@ fn twenty_item_carts_with_long_names_never_reach_sled_blob_files() {
     let e = db.engine().clone();
     for i in 0..SKU_COUNT {
         let spec = SkuSpec {
-            sku_id: sku_id(i).into(),
+            sku_id: sku_id(i),
             name: text(&format!("name{i}"), TEXT_BYTES_MAX),
             price: "12345678.99".parse().unwrap(),
             initial_stock: 1_000_000,
