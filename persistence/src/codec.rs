@@ -11,15 +11,45 @@
 //! Money (`Decimal`) travels as a string (rust_decimal's `serde-str`), because bincode has no
 //! `deserialize_any`. A record that does not decode stops recovery with its LSN.
 //!
-//! # Snapshot file
-//! `b"SURGESNP"`, format version (u16 LE), then bincode([`SnapshotFile`]).
-//!
 //! # Versions
 //! * 1: the first format.
 //! * 2: event variants appended at the end of their enums (`SkuEvent::AdjustedOnce`,
 //!   `SkuEvent::Remembered`, `OrderEvent::Restored`), so a v1
 //!   record decodes with the v2 decoder unchanged; `SkuState` gained its adjustment ids, so a v1
-//!   snapshot decodes through the engine's `EngineStateV1` and is converted.
+//!   snapshot decodes through the engine's `EngineStateV1` and is converted. Snapshot files
+//!   gained a checksummed envelope at the same version (below).
+//!
+//! # Record size bound (every byte acknowledged is on disk)
+//! sled 0.34.7 writes a page (a tree node, up to ~17 key/value pairs: leaves split above 16
+//! entries, `node.rs` `should_split`) to its own file under `wal/blobs/` when the serialized page
+//! plus a 32-byte message header exceeds `segment_size / 4 - 20` bytes (`logger.rs`
+//! `reserve_inner`: `MAX_MSG_HEADER_LEN`, `MINIMUM_ITEMS_PER_SEGMENT`, `SEG_HEADER_LEN`), and it
+//! never fsyncs those files. With our `segment_size` of 8 MiB that is 2,097,100 bytes per page,
+//! so one value must stay well below 2 MiB / 17. [`encode_records`] packs a shard batch's events
+//! into records of at most [`RECORD_BYTES_TARGET`] bytes and refuses a single event that alone
+//! would exceed [`RECORD_BYTES_MAX`] (18 such values still fit a page). Measured here: pages of
+//! 120 KiB values never spilled, 128 KiB values did.
+//!
+//! The engine's input limits bound one event: the largest is `order_created` (or
+//! `order_archived`) of an order with `order_items_max` (at most 255) line items whose ids are
+//! [`surge_engine::ID_BYTES_MAX`] and names [`surge_engine::TEXT_BYTES_MAX`] bytes, widest decimals
+//! and every optional text at its limit: 107,471 bytes at 255 items, 9,241 at the default 20
+//! (`tests/wal_blobs.rs` computes both). An archived order also carries its history, ~290 bytes
+//! per transition at most, and the engine does not bound the number of transitions (dispute and
+//! refund-rejection cycles): past the bound the writer fail-stops rather than write a blob.
+//!
+//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 2)
+//! ```text
+//! offset  size  field
+//! 0       8     magic b"SURGESNP"
+//! 8       2     envelope version (u16 LE) = 2
+//! 10      4     CRC-32 (crc32fast: CRC-32/ISO-HDLC, as zlib and PNG) of bytes 14.. (u32 LE)
+//! 14      8     payload length in bytes (u64 LE)
+//! 22      ..    payload: bincode(SnapshotFile)
+//! ```
+//! The checksum covers the length and the payload, so a torn or bit-flipped file is caught before
+//! bincode sees it (PostgreSQL checksums its WAL and control file the same way). Version 1 files
+//! (`magic`, version 1, bincode payload of the v1 state, no checksum) still decode.
 
 use serde::{Deserialize, Serialize};
 use surge_engine::{EngineState, Event};
@@ -33,7 +63,20 @@ pub const FORMAT_VERSION: u16 = 2;
 pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Bytes before the bincode payload of a WAL record.
 pub const HEADER_BYTES: usize = 12;
+/// [`encode_records`] starts a new record before one would grow past this many bytes (64 KiB:
+/// large enough for group commit to stay cheap, DESIGN.md's measurements; small enough that a
+/// sled page of such records stays inline; see the module docs).
+pub const RECORD_BYTES_TARGET: usize = 64 * 1024;
+/// Hard bound of one encoded record (and so of one event, and of one archived order value):
+/// 112 KiB, below sled's blob threshold for a full page (module docs). Exceeding it is a broken
+/// invariant of the engine's input limits.
+pub const RECORD_BYTES_MAX: usize = 112 * 1024;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
+/// Envelope version written by [`encode_snapshot`] (2: with checksum and length; 1: neither,
+/// still decoded).
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// Bytes before the payload of a version-2 snapshot.
+const SNAPSHOT_HEADER_BYTES: usize = 22;
 
 /// The fixed part of a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +101,61 @@ pub fn encode_record(shard: u16, seq: u64, events: &[Event]) -> PersistenceResul
     bincode::serialize_into(&mut out, events)
         .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
     Ok(out)
+}
+
+/// Encode one shard batch as records of at most [`RECORD_BYTES_TARGET`] bytes each (one event
+/// alone may take up to [`RECORD_BYTES_MAX`]), all with the same `shard` and `seq`, in event
+/// order. Each record is byte for byte what [`encode_record`] writes for its events. No events,
+/// no records.
+///
+/// ```
+/// use surge_persistence::codec::{decode_record, encode_records, RECORD_BYTES_TARGET};
+/// use surge_engine::{Event, OrderId, SkuEvent};
+/// let e = Event::Sku(SkuEvent::Released { sku_id: "x".repeat(64).into(), order_id: OrderId(1) });
+/// let records = encode_records(0, 7, &vec![e; 5_000]).unwrap();
+/// assert!(records.len() > 1 && records.iter().all(|r| r.len() <= RECORD_BYTES_TARGET));
+/// assert_eq!(decode_record(1, &records[0]).unwrap().0.seq, 7);
+/// ```
+///
+/// # Errors
+/// [`PersistenceError::RecordTooLarge`] if one event alone encodes to more than
+/// [`RECORD_BYTES_MAX`] bytes; bincode refused a value.
+pub fn encode_records(shard: u16, seq: u64, events: &[Event]) -> PersistenceResult<Vec<Vec<u8>>> {
+    let start = || {
+        let mut out = Vec::with_capacity(RECORD_BYTES_TARGET.min(HEADER_BYTES + 8 + 512 * events.len()));
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&shard.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        // bincode's Vec length (u64 LE), patched when the record is complete.
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out
+    };
+    let finish = |mut out: Vec<u8>, count: u64| {
+        out[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&count.to_le_bytes());
+        out
+    };
+    let (mut records, mut out, mut count) = (Vec::new(), start(), 0u64);
+    for e in events {
+        let mark = out.len();
+        // Serialized straight into the record: the common case copies nothing.
+        bincode::serialize_into(&mut out, e)
+            .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
+        let size_bytes = out.len() - mark;
+        if HEADER_BYTES + 8 + size_bytes > RECORD_BYTES_MAX {
+            return Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes: RECORD_BYTES_MAX });
+        }
+        if count > 0 && out.len() > RECORD_BYTES_TARGET {
+            let tail = out.split_off(mark);
+            records.push(finish(std::mem::replace(&mut out, start()), count));
+            out.extend_from_slice(&tail);
+            count = 0;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        records.push(finish(out, count));
+    }
+    Ok(records)
 }
 
 /// Decode a record's header only.
@@ -120,23 +218,28 @@ struct SnapshotFileV1 {
     state: surge_engine::EngineStateV1,
 }
 
-/// Encode a snapshot file.
+/// Encode a snapshot file (envelope version [`SNAPSHOT_VERSION`]; layout in the module docs).
 ///
 /// # Errors
 /// bincode refused a value.
 pub fn encode_snapshot(s: &SnapshotFile) -> PersistenceResult<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 12]); // checksum and length, filled in below
     bincode::serialize_into(&mut out, s)
         .map_err(|e| PersistenceError::Snapshot { path: String::new(), reason: e.to_string() })?;
+    let payload_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
+    out[14..22].copy_from_slice(&payload_bytes.to_le_bytes());
+    let crc = crc32fast::hash(&out[14..]);
+    out[10..14].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
-/// Decode a snapshot file.
+/// Decode a snapshot file of envelope version 2 (checksum verified) or 1 (no checksum).
 ///
 /// # Errors
-/// `Snapshot` if the magic, version or payload is wrong.
+/// `Snapshot` naming `path` if the magic, version, length, checksum or payload is wrong.
 pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFile> {
     let bad = |reason: String| PersistenceError::Snapshot { path: path.to_owned(), reason };
     if bytes.len() < 10 || &bytes[..8] != SNAPSHOT_MAGIC {
@@ -148,9 +251,32 @@ pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFi
             let v1: SnapshotFileV1 = bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))?;
             Ok(SnapshotFile { lsn: v1.lsn, base: v1.base, cuts: v1.cuts, state: v1.state.into() })
         }
-        FORMAT_VERSION => bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string())),
+        SNAPSHOT_VERSION => {
+            let payload = checked_payload(bytes).map_err(bad)?;
+            bincode::deserialize(payload).map_err(|e| bad(e.to_string()))
+        }
         _ => Err(bad(format!("unknown format version {version}"))),
     }
+}
+
+/// The payload of a version-2 snapshot, once its length and checksum match.
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < SNAPSHOT_HEADER_BYTES {
+        return Err(format!("{} bytes is shorter than the snapshot header", bytes.len()));
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[10..14]);
+    let (stored, actual) = (u32::from_le_bytes(crc), crc32fast::hash(&bytes[14..]));
+    if stored != actual {
+        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is damaged"));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[14..22]);
+    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if u64::from_le_bytes(len) != payload.len() as u64 {
+        return Err(format!("payload is {} bytes, the header says {}", payload.len(), u64::from_le_bytes(len)));
+    }
+    Ok(payload)
 }
 
 /// Encode an archived order (value of the `archive` tree): format version (u16 LE), then

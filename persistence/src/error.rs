@@ -19,6 +19,15 @@ pub enum PersistenceError {
         /// What was wrong.
         reason: String,
     },
+    /// One event encodes to more bytes than a WAL record may hold (a broken invariant: the
+    /// engine's input limits bound every event; see `codec`'s "Record size bound").
+    #[error("one WAL event encodes to {size_bytes} bytes, above the record bound of {limit_bytes} bytes")]
+    RecordTooLarge {
+        /// The event's encoded size.
+        size_bytes: usize,
+        /// [`crate::codec::RECORD_BYTES_MAX`].
+        limit_bytes: usize,
+    },
     /// A snapshot file could not be read or written.
     #[error("snapshot {path}: {reason}")]
     Snapshot {
@@ -27,6 +36,11 @@ pub enum PersistenceError {
         /// What was wrong.
         reason: String,
     },
+    /// A WAL write or fsync failed earlier on this handle (policy
+    /// [`crate::StorageFailurePolicy::Halt`]): nothing more is written through it; drop it and
+    /// open the directory again (recovery replays the log).
+    #[error("storage failed earlier on this handle; reopen the data directory to recover")]
+    StorageFailed,
     /// The engine refused to start (bad config) or answered with an error.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod dirs;
 pub mod error;
 pub mod inspect;
 pub mod recovery;
@@ -48,16 +49,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use surge_engine::{
-    ChangeObserver, Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock,
+    fatal, ChangeObserver, Clock, Engine, EngineConfig, Order, OrderArchive, OrderId, StorageGate, SystemClock,
 };
 
 pub use crate::codec::SnapshotFile;
 pub use crate::error::{PersistenceError, PersistenceResult};
 pub use crate::recovery::RecoveryStats;
 pub use crate::store::{LogStore, SledStore};
-pub use crate::writer::{WalJournal, WalStats};
+pub use crate::writer::{StorageFailurePolicy, WalJournal, WalStats};
 
-use crate::codec::{decode_header, encode_record};
+use crate::codec::{decode_header, encode_records};
 use crate::writer::Writer;
 
 /// What a reply promises about durability.
@@ -85,8 +86,12 @@ pub struct PersistenceConfig {
     pub snapshot_every_events: u64,
     /// … or after this many seconds, if anything was logged.
     pub snapshot_every_secs: u64,
-    /// How often the writer retries a failed write.
-    pub retry_interval_ms: u64,
+    /// What happens after a failed WAL write or fsync: [`StorageFailurePolicy::FailStop`]
+    /// (default: exit with code 70, recovery runs at the next start) or
+    /// [`StorageFailurePolicy::Halt`] (embedders and tests: the handle stays failed, writes are
+    /// refused, reads work, until it is dropped and the directory reopened). Either way nothing
+    /// is acknowledged on the failed handle again (fsyncgate; see [`writer`]).
+    pub storage_failure_policy: StorageFailurePolicy,
     /// Shard batches that may wait for the writer before shards block (back-pressure).
     pub journal_queue_capacity: usize,
 }
@@ -98,7 +103,7 @@ impl Default for PersistenceConfig {
             durability: Durability::Sync,
             snapshot_every_events: 2_000_000,
             snapshot_every_secs: 300,
-            retry_interval_ms: 1_000,
+            storage_failure_policy: StorageFailurePolicy::FailStop,
             journal_queue_capacity: 4_096,
         }
     }
@@ -132,18 +137,40 @@ struct Shared {
     data_dir: PathBuf,
     base: u64,
     stats: Arc<WalStats>,
+    /// The newest verified snapshot (from recovery or the last write): the next trim's bound.
+    kept: std::sync::Mutex<Option<snapshot::KeptSnapshot>>,
 }
 
 impl Shared {
+    /// Write a snapshot, verify it, then trim the WAL by the *previous* snapshot's coverage and
+    /// keep those two files (see [`snapshot`]'s "Two generations").
     fn snapshot(&self) -> PersistenceResult<Option<SnapshotInfo>> {
         let Some(store) = &self.store else { return Ok(None) };
+        if self.stats.failed.load(Ordering::Acquire) {
+            // Memory may hold changes the log never got; the failed handle must not write again.
+            return Err(PersistenceError::StorageFailed);
+        }
+        // One snapshot at a time (snapshotter thread, snapshot_now, close); never on the
+        // command path. A panic while holding it already ended the process (fail-stop).
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (state, cuts) = self.engine.snapshot()?;
         let (orders, skus) = (state.orders.len(), state.skus.len());
         let lsn = self.stats.durable_lsn.load(Ordering::Acquire);
         let file = SnapshotFile { lsn, base: self.base, cuts, state };
-        let (path, size_bytes) = snapshot::write(&self.data_dir, &file)?;
-        let records_removed =
-            store.remove_where(|lsn, bytes| decode_header(lsn, bytes).map(|h| file.covers(&h)).unwrap_or(false))?;
+        let (new, size_bytes) = snapshot::write_kept(&self.data_dir, &file)?;
+        let records_removed = match kept.as_ref() {
+            Some(prev) => {
+                // Recorded before any record goes: recovery must not fall back past `prev`.
+                store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, prev.number)?;
+                let covered = |lsn, bytes: &[u8]| decode_header(lsn, bytes).map(|h| prev.cover.covers(&h));
+                store.remove_where(|lsn, bytes| covered(lsn, bytes).unwrap_or(false))?
+            }
+            None => 0,
+        };
+        let keep: Vec<&Path> = kept.iter().map(|k| k.path.as_path()).chain([new.path.as_path()]).collect();
+        snapshot::retain(&self.data_dir, &keep)?;
+        let path = new.path.clone();
+        *kept = Some(new);
         tracing::info!(path = %path.display(), size_bytes, records_removed, orders, "snapshot written");
         Ok(Some(SnapshotInfo { path, size_bytes, records_removed, orders, skus }))
     }
@@ -205,7 +232,8 @@ impl DurableEngine {
         if cfg.durability == Durability::None {
             let engine = builder(engine_cfg).start()?;
             let stats = Arc::new(WalStats::new(0));
-            let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats };
+            let kept = std::sync::Mutex::new(None);
+            let shared = Shared { engine, store: None, data_dir: cfg.data_dir, base: 0, stats, kept };
             return Ok(Self {
                 shared: Some(Arc::new(shared)),
                 recovery: RecoveryStats::default(),
@@ -213,33 +241,17 @@ impl DurableEngine {
                 writer_done: None,
             });
         }
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        dirs::create_dir_durable(&cfg.data_dir)?;
         let store = Arc::new(SledStore::open(&cfg.data_dir)?);
-        // Orders live on their user's shard and their ids route by shard: a data directory keeps
-        // the shard count it was created with (like a topic's partition count).
         let mut engine_cfg = engine_cfg;
-        let wanted = engine_cfg.effective_shard_count() as u64;
-        match store.meta_u64("shard_count") {
-            Some(n) if n != wanted => {
-                if engine_cfg.shard_count != 0 {
-                    tracing::warn!(configured = wanted, kept = n, "shard_count is fixed by the data directory");
-                }
-                engine_cfg.shard_count = n as usize;
-            }
-            Some(_) => {}
-            None => store.set_meta_u64("shard_count", wanted)?,
-        }
+        engine_cfg.shard_count = directory_shard_count(&store, &engine_cfg)?;
         let recovered = recovery::recover(&store, &cfg.data_dir)?;
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
         let mut writer_store = wrap(SledStore::clone(&store));
         if !recovered.fixes.is_empty() {
-            // Repairs go to the log before anything new can depend on them.
-            let record = encode_record(u16::MAX, recovered.base, &recovered.fixes)?;
-            writer_store.append(&[(next_lsn, record)])?;
-            writer_store.flush(sync)?;
-            next_lsn += 1;
+            next_lsn = log_repairs(&mut writer_store, &recovered, next_lsn, sync)?;
         }
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
@@ -252,10 +264,12 @@ impl DurableEngine {
             next_lsn,
             gate: gate.clone(),
             stats: stats.clone(),
-            retry_interval: Duration::from_millis(cfg.retry_interval_ms.max(1)),
+            policy: cfg.storage_failure_policy,
         };
         std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
-            writer.run();
+            // A panic in the writer would leave shards waiting forever for durability: end the
+            // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
+            fatal::run_or_fail_stop("wal-writer", || writer.run());
             let _ = done_tx.send(());
         })?;
         let base = recovered.base;
@@ -266,7 +280,9 @@ impl DurableEngine {
             .state(recovered.state)
             .journal(Box::new(move |shard| Box::new(WalJournal::new(shard, base, tx.clone()))))
             .start()?;
-        let shared = Arc::new(Shared { engine, store: Some(store), data_dir: cfg.data_dir.clone(), base, stats });
+        let kept = std::sync::Mutex::new(recovered.kept);
+        let data_dir = cfg.data_dir.clone();
+        let shared = Arc::new(Shared { engine, store: Some(store), data_dir, base, stats, kept });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
         Ok(Self { shared: Some(shared), recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
     }
@@ -312,7 +328,8 @@ impl DurableEngine {
     /// Take a snapshot now and delete the WAL records it covers. `None` in mode `none`.
     ///
     /// # Errors
-    /// I/O errors writing the file or trimming the log.
+    /// I/O errors writing the file or trimming the log; [`PersistenceError::StorageFailed`] after
+    /// a failed WAL write on this handle.
     pub fn snapshot_now(&self) -> PersistenceResult<Option<SnapshotInfo>> {
         self.shared().snapshot()
     }
@@ -322,7 +339,9 @@ impl DurableEngine {
     /// the next open just replays more log.
     ///
     /// # Errors
-    /// The final snapshot failed (the WAL still holds everything: nothing is lost).
+    /// The final snapshot failed (the WAL still holds everything: nothing is lost), or
+    /// [`PersistenceError::StorageFailed`] when a WAL write failed earlier (policy
+    /// [`StorageFailurePolicy::Halt`]): no snapshot is taken; reopen to recover.
     pub fn close(mut self) -> PersistenceResult<()> {
         self.stop_snapshotter();
         let result = self.shared().snapshot().map(|_| ());
@@ -358,6 +377,46 @@ impl DurableEngine {
     }
 }
 
+/// The shard count of a data directory: orders live on their user's shard and their ids route by
+/// shard, so a directory keeps the count it was created with (like a topic's partition count).
+/// A new directory records the configured count, and that its log is complete from the start
+/// (`snapshot`'s fallback relies on it).
+fn directory_shard_count(store: &SledStore, engine_cfg: &EngineConfig) -> PersistenceResult<usize> {
+    let wanted = engine_cfg.effective_shard_count() as u64;
+    match store.meta_u64("shard_count") {
+        Some(n) if n != wanted => {
+            if engine_cfg.shard_count != 0 {
+                tracing::warn!(configured = wanted, kept = n, "shard_count is fixed by the data directory");
+            }
+            Ok(n as usize)
+        }
+        Some(_) => Ok(engine_cfg.shard_count),
+        None => {
+            store.set_meta_u64("shard_count", wanted)?;
+            store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, 0)?;
+            Ok(engine_cfg.shard_count)
+        }
+    }
+}
+
+/// Log recovery's repairs from `next_lsn` on, durably, before anything new can depend on them.
+/// Returns the next free LSN.
+fn log_repairs(
+    store: &mut Box<dyn LogStore>,
+    recovered: &recovery::Recovered,
+    mut next_lsn: u64,
+    sync: bool,
+) -> PersistenceResult<u64> {
+    let mut records = Vec::new();
+    for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
+        records.push((next_lsn, bytes));
+        next_lsn += 1;
+    }
+    store.append(&records)?;
+    store.flush(sync)?;
+    Ok(next_lsn)
+}
+
 /// Dropping without [`DurableEngine::close`] is [`DurableEngine::close_without_snapshot`]:
 /// the engine stops (clones answer `shutting_down`) and the data directory is released.
 impl Drop for DurableEngine {
@@ -372,28 +431,36 @@ fn spawn_snapshotter(shared: Arc<Shared>, cfg: &PersistenceConfig) -> std::io::R
     let every_events = cfg.snapshot_every_events.max(1);
     let every = Duration::from_secs(cfg.snapshot_every_secs.max(1));
     let handle = std::thread::Builder::new().name("surge-snapshot".into()).spawn(move || {
-        let mut last_events = shared.stats.events.load(Ordering::Relaxed);
-        let mut last_at = Instant::now();
-        loop {
-            match stop_rx.recv_timeout(Duration::from_millis(100)) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            let events = shared.stats.events.load(Ordering::Relaxed);
-            let due = events - last_events >= every_events || (events > last_events && last_at.elapsed() >= every);
-            if !due {
-                continue;
-            }
-            match shared.snapshot() {
-                Ok(_) => {
-                    last_events = events;
-                    last_at = Instant::now();
-                }
-                Err(e) => tracing::error!(error = %e, "snapshot failed; the WAL keeps everything, will retry"),
-            }
-        }
+        fatal::run_or_fail_stop("snapshotter", || snapshot_loop(&shared, &stop_rx, every_events, every))
     })?;
     Ok((stop_tx, handle))
+}
+
+/// The snapshotter thread's body: a snapshot when enough events or time have passed, until
+/// `stop_rx` fires or is dropped.
+fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, every_events: u64, every: Duration) {
+    let mut last_events = shared.stats.events.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    loop {
+        match stop_rx.recv_timeout(Duration::from_millis(100)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let events = shared.stats.events.load(Ordering::Relaxed);
+        let due = events - last_events >= every_events || (events > last_events && last_at.elapsed() >= every);
+        if !due {
+            continue;
+        }
+        match shared.snapshot() {
+            Ok(_) => {
+                last_events = events;
+                last_at = Instant::now();
+            }
+            // The handle failed (policy `halt`): nothing more is written through it.
+            Err(PersistenceError::StorageFailed) => return,
+            Err(e) => tracing::error!(error = %e, "snapshot failed; the WAL keeps everything, will retry"),
+        }
+    }
 }
 
 /// The archive as the engine reads it: sled trees filled by the WAL writer.

@@ -1,4 +1,5 @@
-//! Recovery on open: load the newest snapshot, replay the WAL records it does not cover in LSN
+//! Recovery on open: load the newest snapshot that verifies (falling back to the previous one
+//! past a damaged file, see [`crate::snapshot`]), replay the WAL records it does not cover in LSN
 //! order, then reconcile (finish what a crash interrupted).
 
 use std::path::Path;
@@ -20,6 +21,8 @@ pub struct RecoveryStats {
     pub records_replayed: u64,
     /// Events replayed.
     pub events_replayed: u64,
+    /// Newer snapshot files skipped because they did not verify (each logged as a warning).
+    pub snapshots_rejected: u64,
     /// Records skipped because the snapshot covers them.
     pub records_skipped: u64,
     /// Repair events produced by reconciliation (orphan reservations released, …).
@@ -40,6 +43,8 @@ pub struct Recovered {
     pub base: u64,
     /// What it did.
     pub stats: RecoveryStats,
+    /// The snapshot it started from: the next snapshot's trim relies on it.
+    pub kept: Option<snapshot::KeptSnapshot>,
 }
 
 /// Rebuild the engine state from `data_dir`'s snapshot and `store`'s log.
@@ -49,22 +54,24 @@ pub struct Recovered {
 pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovered> {
     let t0 = Instant::now();
     let mut stats = RecoveryStats::default();
-    let (mut state, cover) = match snapshot::load_latest(data_dir)? {
-        Some((_, snap)) => {
+    let loaded = snapshot::load_for_recovery(data_dir, store.meta_u64(snapshot::META_WAL_TRIMMED_BY))?;
+    stats.snapshots_rejected = loaded.rejected.len() as u64;
+    let (mut state, kept) = match loaded.snapshot {
+        Some((kept, snap)) => {
             stats.snapshot_lsn = Some(snap.lsn);
-            let cover = SnapshotFile { state: EngineState::default(), ..snap.clone() };
-            (snap.state, Some(cover))
+            (snap.state, Some(kept))
         }
         None => (EngineState::default(), None),
     };
+    let cover: Option<&SnapshotFile> = kept.as_ref().map(|k| &k.cover);
     let mut archived = Vec::new();
-    let mut seq_max = cover.as_ref().map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
+    let mut seq_max = cover.map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
     for r in store.iter() {
         let (lsn, bytes) = r?;
         stats.last_lsn = lsn;
         let header = decode_header(lsn, &bytes)?;
         seq_max = seq_max.max(header.seq);
-        if cover.as_ref().is_some_and(|c| c.covers(&header)) {
+        if cover.is_some_and(|c| c.covers(&header)) {
             stats.records_skipped += 1;
             continue;
         }
@@ -87,6 +94,7 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
     stats.duration = t0.elapsed();
     tracing::info!(
         snapshot_lsn = ?stats.snapshot_lsn,
+        snapshots_rejected = stats.snapshots_rejected,
         records_replayed = stats.records_replayed,
         events_replayed = stats.events_replayed,
         records_skipped = stats.records_skipped,
@@ -94,5 +102,5 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
         duration_ms = stats.duration.as_millis() as u64,
         "recovery finished"
     );
-    Ok(Recovered { state, fixes, base: seq_max + 1, stats })
+    Ok(Recovered { state, fixes, base: seq_max + 1, stats, kept })
 }

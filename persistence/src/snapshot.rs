@@ -1,6 +1,20 @@
-//! Snapshot files: `DIR/snapshots/snapshot-<lsn>.bin`, written to a temporary file, fsynced,
-//! renamed into place, and the directory fsynced, so a crash leaves either the old or the new
-//! snapshot whole. Only the newest valid one is kept.
+//! Snapshot files: `DIR/snapshots/snapshot-<number>.bin`, written to a temporary file, fsynced,
+//! renamed into place, the directory fsynced, then read back and verified (checksum and decode,
+//! `codec`'s envelope version 2) before anything relies on it.
+//!
+//! # Two generations
+//! The newest snapshot and the one before it are kept, and the WAL keeps every record the
+//! *older* of the two does not cover, so a damaged newest file (bad checksum, does not decode)
+//! can be skipped: recovery falls back to the previous one, with a warning naming the file, and
+//! replays the log from there. Before trimming, the store's meta key [`META_WAL_TRIMMED_BY`]
+//! records the number of the snapshot whose coverage the trim used; a snapshot with a lower
+//! number can no longer be replayed from, because records it needs are gone. A new data
+//! directory starts with the key at 0 (never trimmed): if no snapshot is valid, the whole log
+//! is replayed from empty. Otherwise recovery stops with a clear error.
+//!
+//! A file's number orders snapshots: it is the snapshot's LSN, or one more than the newest
+//! number present if that is higher (LSNs do not move while nothing is written), so numbers
+//! only grow.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -9,20 +23,54 @@ use std::path::{Path, PathBuf};
 use crate::codec::{decode_snapshot, encode_snapshot, SnapshotFile};
 use crate::error::{PersistenceError, PersistenceResult};
 
+/// Meta key (u64): number of the snapshot whose coverage the last WAL trim used; 0 = the log
+/// was never trimmed (it holds everything since the directory was created); absent = a
+/// directory from before this key (only its newest snapshot may be used).
+pub const META_WAL_TRIMMED_BY: &str = "wal_trimmed_by_snapshot";
+
 fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
-/// Write `snap` durably; returns its path and size in bytes. Older snapshots are removed after.
+/// A snapshot that recovery loaded or the snapshotter wrote: what the next trim may rely on.
+#[derive(Debug, Clone)]
+pub struct KeptSnapshot {
+    /// Its file.
+    pub path: PathBuf,
+    /// Its number (see the module docs).
+    pub number: u64,
+    /// What it covers: the file's `lsn`, `base` and `cuts`; `state` is left empty.
+    pub cover: SnapshotFile,
+}
+
+impl KeptSnapshot {
+    fn new(path: PathBuf, number: u64, snap: &SnapshotFile) -> Self {
+        let cover = SnapshotFile { lsn: snap.lsn, base: snap.base, cuts: snap.cuts.clone(), state: Default::default() };
+        Self { path, number, cover }
+    }
+}
+
+/// Write `snap` durably and verify it by reading it back; returns its path and size in bytes.
+/// Other snapshot files are left alone ([`retain`] removes them).
 ///
 /// # Errors
-/// I/O failures (disk full, permissions).
+/// I/O failures (disk full, permissions); the file read back does not verify (it is removed).
 pub fn write(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(PathBuf, u64)> {
+    write_kept(data_dir, snap).map(|(kept, size_bytes)| (kept.path, size_bytes))
+}
+
+/// [`write`], returning the new snapshot as [`KeptSnapshot`].
+///
+/// # Errors
+/// As [`write`].
+pub fn write_kept(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(KeptSnapshot, u64)> {
     let dir = dir_of(data_dir);
-    fs::create_dir_all(&dir)?;
+    crate::dirs::create_dir_durable(&dir)?;
     let bytes = encode_snapshot(snap)?;
-    let path = dir.join(format!("snapshot-{:020}.bin", snap.lsn));
-    let tmp = dir.join(format!("snapshot-{:020}.tmp", snap.lsn));
+    let newest = list(data_dir)?.last().map_or(0, |(n, _)| *n);
+    let number = snap.lsn.max(newest + 1);
+    let path = dir.join(format!("snapshot-{number:020}.bin"));
+    let tmp = dir.join(format!("snapshot-{number:020}.tmp"));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(&bytes)?;
@@ -30,41 +78,123 @@ pub fn write(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(PathBuf
     }
     fs::rename(&tmp, &path)?;
     File::open(&dir)?.sync_all()?;
-    for old in list(data_dir)? {
-        if old != path {
-            // A stale file left behind costs disk only; the newest is the one loaded.
-            let _ = fs::remove_file(old);
-        }
+    // Read back: only a file that verifies may replace the previous generation.
+    if let Err(e) = read_verified(&path) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
     }
-    Ok((path, bytes.len() as u64))
+    Ok((KeptSnapshot::new(path, number, snap), bytes.len() as u64))
 }
 
-/// Snapshot files present, oldest first.
-fn list(data_dir: &Path) -> PersistenceResult<Vec<PathBuf>> {
+/// Remove every snapshot file (and leftover temporary file) except `keep`. A file that cannot
+/// be removed costs disk only: numbers order the files, and recovery verifies before use.
+///
+/// # Errors
+/// The directory cannot be read or fsynced.
+pub fn retain(data_dir: &Path, keep: &[&Path]) -> PersistenceResult<()> {
+    let dir = dir_of(data_dir);
+    for entry in fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snapshot-"));
+        if ours && !keep.contains(&path.as_path()) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The number in a snapshot file name, if it is one.
+fn number_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("snapshot-")?.strip_suffix(".bin")?.parse().ok()
+}
+
+/// Snapshot files present, by number, oldest first.
+fn list(data_dir: &Path) -> PersistenceResult<Vec<(u64, PathBuf)>> {
     let dir = dir_of(data_dir);
     if !dir.exists() {
         return Ok(Vec::new());
     }
-    let mut v: Vec<PathBuf> = fs::read_dir(&dir)?
+    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .filter_map(|p| number_of(&p).map(|n| (n, p)))
         .collect();
     v.sort();
     Ok(v)
 }
 
-/// The newest snapshot, if any.
+fn read_verified(path: &Path) -> PersistenceResult<SnapshotFile> {
+    let name = path.display().to_string();
+    let bytes = fs::read(path).map_err(|e| PersistenceError::Snapshot { path: name.clone(), reason: e.to_string() })?;
+    decode_snapshot(&name, &bytes)
+}
+
+/// The newest snapshot file, verified, if any (no fallback: for `surge wal inspect` and tests).
 ///
 /// # Errors
-/// The newest file exists but does not decode: recovery stops rather than silently fall back
-/// (an older one was deleted when this one was written).
+/// The newest file exists but does not verify.
 pub fn load_latest(data_dir: &Path) -> PersistenceResult<Option<(PathBuf, SnapshotFile)>> {
-    let Some(path) = list(data_dir)?.pop() else { return Ok(None) };
-    let bytes = fs::read(&path)?;
-    let name = path.display().to_string();
-    let snap = decode_snapshot(&name, &bytes).map_err(|e| match e {
-        PersistenceError::Snapshot { reason, .. } => PersistenceError::Snapshot { path: name.clone(), reason },
-        other => other,
-    })?;
+    let Some((_, path)) = list(data_dir)?.pop() else { return Ok(None) };
+    let snap = read_verified(&path)?;
     Ok(Some((path, snap)))
+}
+
+/// What recovery starts from.
+pub struct Loaded {
+    /// The snapshot used, or `None`: replay the whole log from an empty state.
+    pub snapshot: Option<(KeptSnapshot, SnapshotFile)>,
+    /// Newer snapshot files skipped because they did not verify (each logged as a warning).
+    pub rejected: Vec<PathBuf>,
+}
+
+/// The newest snapshot recovery may start from, given the store's [`META_WAL_TRIMMED_BY`]
+/// (`trimmed_by`), falling back past damaged files as the module docs describe.
+///
+/// # Errors
+/// No snapshot verifies and the log no longer holds everything from the start (names the newest
+/// file and why it failed); the directory cannot be read.
+pub fn load_for_recovery(data_dir: &Path, trimmed_by: Option<u64>) -> PersistenceResult<Loaded> {
+    let files = list(data_dir)?;
+    let mut rejected = Vec::new();
+    let mut first_error = None;
+    for (number, path) in files.iter().rev() {
+        // Older than the trim (or, in an old directory, anything but the newest): unusable.
+        let usable = match trimmed_by {
+            Some(t) => *number >= t,
+            None => rejected.is_empty(),
+        };
+        if !usable {
+            break;
+        }
+        match read_verified(path) {
+            Ok(snap) => {
+                let kept = KeptSnapshot::new(path.clone(), *number, &snap);
+                return Ok(Loaded { snapshot: Some((kept, snap)), rejected });
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "snapshot damaged; falling back to the previous one");
+                first_error.get_or_insert(e);
+                rejected.push(path.clone());
+            }
+        }
+    }
+    match (trimmed_by, first_error) {
+        (Some(0), Some(e)) => {
+            tracing::warn!(error = %e, "no valid snapshot; the log holds everything: replaying it from the start");
+            Ok(Loaded { snapshot: None, rejected })
+        }
+        (_, None) if files.is_empty() && trimmed_by.unwrap_or(0) == 0 => Ok(Loaded { snapshot: None, rejected }),
+        (_, Some(PersistenceError::Snapshot { path, reason })) => Err(PersistenceError::Snapshot {
+            path,
+            reason: format!("{reason}; no older snapshot is usable and the log was trimmed: cannot recover"),
+        }),
+        (_, other) => Err(other.unwrap_or_else(|| PersistenceError::Snapshot {
+            path: dir_of(data_dir).display().to_string(),
+            reason: format!(
+                "the log was trimmed by snapshot {} but no snapshot from it on is left: cannot recover",
+                trimmed_by.unwrap_or(0)
+            ),
+        })),
+    }
 }

@@ -67,12 +67,15 @@ impl SledStore {
     /// sled cannot open the directory (missing permissions, another process holds it).
     pub fn open(dir: &Path) -> PersistenceResult<Self> {
         let path = dir.join("wal");
+        // sled would create `wal/` itself, without making its entry in `dir` durable.
+        crate::dirs::create_dir_durable(&path)?;
         let config = sled::Config::new()
             .path(&path)
             .mode(sled::Mode::HighThroughput)
             // Only our group commit flushes: a reply is released after *its* flush.
             .flush_every_ms(None)
-            // Records stay inline (no blob files) up to segment_size / 4.
+            // Pages stay inline (no unsynced blob files) up to segment_size / 4: 2 MiB, which
+            // codec::RECORD_BYTES_MAX keeps every page of records far below.
             .segment_size(8 << 20)
             .cache_capacity(128 << 20);
         // sled's lock can outlive the last handle of a process that just closed it by a few

@@ -7,29 +7,64 @@
 //! each batch's `on_durable`, which releases its replies. One flush thus acknowledges every
 //! request that arrived while the previous flush ran.
 //!
-//! # Storage failure
-//! If a write or flush fails, the writer raises the engine's [`StorageGate`] (new writes are
-//! refused with `storage_unavailable`; reads go on), answers the failed batches'
-//! callers with `storage_unavailable` (outcome unknown: retry with the same idempotency key),
-//! and keeps retrying the same records, in order, every `retry_interval`. The engine's memory
-//! already holds those changes, so the log must get them too before anything newer; once a retry
-//! succeeds the gate drops and writes resume. Nothing unwritten is ever acknowledged.
+//! # Storage failure is fail-stop
+//! After a failed write or fsync, sled's handle (and the kernel's page cache: PostgreSQL's
+//! "fsyncgate", 2018) no longer says what is on disk: a later flush that "succeeds" may have
+//! dropped the failed pages. So the writer never acknowledges anything on that handle again.
+//! On the first failed append, archive or flush it
+//! 1. raises the engine's [`StorageGate`] (new writes are refused with `storage_unavailable` at
+//!    the `Engine` handle; reads go on),
+//! 2. answers the failed group and every batch still queued or arriving later with
+//!    `storage_unavailable` (outcome unknown: retry with the same idempotency key after the
+//!    restart),
+//! 3. calls the [`StorageFailurePolicy`]: by default [`StorageFailurePolicy::FailStop`] ends the
+//!    process with `surge_engine::fatal::fail_stop("wal-writer", ..)` (exit code 70), and the
+//!    next start's recovery rebuilds from what the log really holds (DESIGN.md: "a failed fsync
+//!    ends the process with a clear log line"; TigerBeetle and PostgreSQL do the same). With
+//!    [`StorageFailurePolicy::Halt`] (embedders, in-process tests) the process lives on with a
+//!    failed handle: writes refused, reads served, until the embedder drops or closes the
+//!    `DurableEngine` and opens the directory again, which runs recovery.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
-use surge_engine::{EngineError, Event, Journal, OnDurable, StorageGate};
+use serde::{Deserialize, Serialize};
+use surge_engine::{fatal, EngineError, Event, Journal, OnDurable, StorageGate};
 
-use crate::codec::encode_record;
+use crate::codec::encode_records;
 use crate::store::LogStore;
 
-/// Largest number of events in one record (keeps records far below sled's blob threshold).
-const EVENTS_PER_RECORD_MAX: usize = 2_048;
 /// Most submissions one group commit takes (a bound on the loop; the rest go in the next).
 const GROUP_SUBMISSIONS_MAX: usize = 16_384;
+
+/// What the WAL writer does after a failed write or fsync (the `storage_failure_policy` key of
+/// `[persistence]`). Either way nothing is acknowledged on the failed handle again (see the
+/// module docs, "Storage failure is fail-stop").
+///
+/// ```
+/// use surge_persistence::{PersistenceConfig, StorageFailurePolicy};
+/// // An embedder that wants to keep its process and reopen the store itself:
+/// let cfg = PersistenceConfig {
+///     storage_failure_policy: StorageFailurePolicy::Halt,
+///     ..PersistenceConfig::new("data")
+/// };
+/// assert_eq!(PersistenceConfig::default().storage_failure_policy, StorageFailurePolicy::FailStop);
+/// # let _ = cfg;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageFailurePolicy {
+    /// End the process with `surge_engine::fatal::fail_stop("wal-writer", ..)` (exit code 70):
+    /// a supervisor restarts it and recovery replays the log (production default, `surge serve`).
+    #[default]
+    FailStop,
+    /// Keep the process: the `DurableEngine` stays failed (writes answer `storage_unavailable`,
+    /// reads work) until it is dropped or closed and the directory is opened again.
+    Halt,
+}
 
 pub(crate) struct Submission {
     shard: u16,
@@ -78,8 +113,11 @@ pub struct WalStats {
     pub bytes: AtomicU64,
     /// Highest LSN known durable.
     pub durable_lsn: AtomicU64,
-    /// Failed write or flush attempts.
+    /// Failed write or flush attempts (at most 1: the first failure ends the writer's service).
     pub failures: AtomicU64,
+    /// True once a write or flush failed: the handle acknowledges nothing again, and snapshots
+    /// are refused (see the module docs).
+    pub failed: std::sync::atomic::AtomicBool,
     /// Flush (+ fsync) latency in microseconds, per group commit. Written only by the writer
     /// thread; the lock is never on the command path.
     pub flush_latency_us: Mutex<Histogram<u64>>,
@@ -95,6 +133,7 @@ impl WalStats {
             bytes: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(durable_lsn),
             failures: AtomicU64::new(0),
+            failed: std::sync::atomic::AtomicBool::new(false),
             flush_latency_us: Mutex::new(histogram()),
             group_size: Mutex::new(histogram()),
         }
@@ -133,7 +172,7 @@ pub(crate) struct Writer<S: LogStore> {
     pub next_lsn: u64,
     pub gate: Arc<StorageGate>,
     pub stats: Arc<WalStats>,
-    pub retry_interval: Duration,
+    pub policy: StorageFailurePolicy,
 }
 
 impl<S: LogStore> Writer<S> {
@@ -154,19 +193,18 @@ impl<S: LogStore> Writer<S> {
     fn encode(&mut self, group: &[Submission]) -> Vec<(u64, Vec<u8>)> {
         let mut records = Vec::new();
         for s in group {
-            for chunk in s.events.chunks(EVENTS_PER_RECORD_MAX) {
-                match encode_record(s.shard, s.seq, chunk) {
-                    Ok(bytes) => {
+            // Split by bytes so no value reaches sled's unsynced blob files (codec docs).
+            match encode_records(s.shard, s.seq, &s.events) {
+                Ok(encoded) => {
+                    for bytes in encoded {
                         records.push((self.next_lsn, bytes));
                         self.next_lsn += 1;
                     }
-                    // Engine events always encode; if one ever did not, the log would miss it,
-                    // so stop rather than acknowledge (TigerBeetle: crash on a broken invariant).
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode a WAL record; aborting");
-                        std::process::abort();
-                    }
                 }
+                // Engine events always encode within the bound; if one ever did not, the log
+                // would miss it, so stop rather than acknowledge (TigerBeetle: crash on a broken
+                // invariant).
+                Err(e) => fatal::fail_stop("wal-writer", &format_args!("cannot encode a WAL record: {e}")),
             }
         }
         records
@@ -191,7 +229,7 @@ impl<S: LogStore> Writer<S> {
                     (s.on_durable)(Ok(()));
                 }
             }
-            Err(e) => self.fail_and_retry(group, records, e),
+            Err(e) => self.fail(group, e),
         }
     }
 
@@ -211,53 +249,33 @@ impl<S: LogStore> Writer<S> {
         }
     }
 
-    /// Storage failed: refuse new writes, fail the callers of what is pending, and retry the same
-    /// records (plus anything still arriving) until storage takes them.
-    fn fail_and_retry(&mut self, group: Vec<Submission>, mut records: Vec<(u64, Vec<u8>)>, first: std::io::Error) {
+    /// Storage failed: refuse new writes, fail every pending and later batch, apply the policy,
+    /// and (for `Halt`) answer `storage_unavailable` until every journal is gone. Never returns
+    /// to normal service: the handle is not trusted again (fsyncgate).
+    fn fail(&mut self, group: Vec<Submission>, error: std::io::Error) {
         self.gate.set_failed(true);
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.failed.store(true, Ordering::Release);
         let message = format!(
-            "write-ahead log write failed ({first}); writes are refused until storage recovers (free disk space or fix \
-             the device); outcome of this request unknown: retry with the same idempotency key"
+            "write-ahead log write failed ({error}); this server no longer accepts writes and must restart (recovery \
+             replays the log); outcome of this request unknown: retry with the same idempotency key"
         );
-        tracing::error!(error = %first, "WAL write failed; refusing writes and retrying");
+        tracing::error!(error = %error, policy = ?self.policy, "WAL write failed; storage is fail-stop");
         let unavailable = || EngineError::StorageUnavailable { message: message.clone() };
-        let mut archived = archived_orders(&group);
-        let mut submissions = group.len();
-        let mut events = events_in(&group);
         for s in group {
             (s.on_durable)(Err(unavailable()));
         }
-        loop {
-            std::thread::sleep(self.retry_interval);
-            // Changes already applied in memory keep arriving (sagas in flight, timers): they go
-            // to the log after the failed ones, in order, and their callers hear the failure.
-            let late: Vec<Submission> = self.rx.try_iter().take(GROUP_SUBMISSIONS_MAX).collect();
-            records.extend(self.encode(&late));
-            archived.extend(archived_orders(&late));
-            submissions += late.len();
-            events += events_in(&late);
-            for s in late {
-                (s.on_durable)(Err(unavailable()));
-            }
-            let t0 = Instant::now();
-            let attempt = self
-                .store
-                .append(&records)
-                .and_then(|()| self.store.archive(&archived))
-                .and_then(|()| self.store.flush(self.sync));
-            match attempt {
-                Ok(()) => {
-                    self.account(submissions, events, &records, t0);
-                    self.gate.set_failed(false);
-                    tracing::warn!(records = records.len(), "WAL storage recovered; writes resume");
-                    return;
-                }
-                Err(e) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "WAL retry failed");
-                }
-            }
+        // Whatever already waits in the queue hears the failure before the process may end.
+        for s in self.rx.try_iter() {
+            (s.on_durable)(Err(unavailable()));
+        }
+        if self.policy == StorageFailurePolicy::FailStop {
+            fatal::fail_stop("wal-writer", &format_args!("write-ahead log write failed: {error}"));
+        }
+        // Halt: changes already applied in memory keep arriving (sagas in flight, timers) until
+        // the engine stops; none of them is written, each caller hears the failure.
+        for s in self.rx.iter() {
+            (s.on_durable)(Err(unavailable()));
         }
     }
 }

@@ -5,12 +5,15 @@
 //! # Fixtures
 //! * `tests/fixtures/wal-v1.records`: the records of [`fixture_records`], each as
 //!   `[u32 LE length][record bytes from codec::encode_record]`, in order (LSN = position + 1).
-//! * `tests/fixtures/snapshot-v1.bin`: `codec::encode_snapshot` of [`fixture_snapshot`].
+//! * `tests/fixtures/snapshot-v1.bin`: `codec::encode_snapshot` of [`fixture_snapshot`] as
+//!   format version 1 wrote it (no checksum).
+//! * `tests/fixtures/snapshot-v2.bin`: the same snapshot in envelope version 2 (CRC-32 and
+//!   length; `codec::SNAPSHOT_VERSION`).
 //!
 //! Regenerate (only when adding a fixture for a *new* format version; the v1 files must never
 //! change) with
 //! `cargo test -p surge-persistence --test format_fixture -- --ignored regenerate_fixtures`,
-//! which writes the files of the current `FORMAT_VERSION`.
+//! which writes the files of the current `FORMAT_VERSION` (WAL) and `SNAPSHOT_VERSION` (snapshot).
 
 mod common;
 
@@ -25,7 +28,7 @@ use surge_engine::{
 };
 use surge_persistence::codec::{
     decode_header, decode_record, decode_snapshot, encode_record, encode_snapshot, event_type, RecordHeader,
-    SnapshotFile, FORMAT_VERSION, HEADER_BYTES,
+    SnapshotFile, FORMAT_VERSION, HEADER_BYTES, SNAPSHOT_VERSION,
 };
 use surge_persistence::recovery::recover;
 use surge_persistence::{DurableEngine, LogStore, PersistenceConfig, PersistenceError};
@@ -395,7 +398,7 @@ fn regenerate_fixtures() {
     write_fixture(&wal_fixture(FORMAT_VERSION), &wal, |old| old == wal.as_slice());
     let want = fixture_snapshot();
     let snap = encode_snapshot(&want).unwrap();
-    write_fixture(&snapshot_fixture(FORMAT_VERSION), &snap, |old| {
+    write_fixture(&snapshot_fixture(SNAPSHOT_VERSION), &snap, |old| {
         decode_snapshot("old", old)
             .is_ok_and(|s| (s.lsn, s.base, &s.cuts) == (want.lsn, want.base, &want.cuts) && s.state == want.state)
     });
@@ -481,11 +484,25 @@ fn fixture_covers_every_variant() {
 
 #[test]
 fn snapshot_v1_fixture_decodes_to_the_known_state() {
-    let path = snapshot_fixture(1);
+    snapshot_fixture_decodes_to_the_known_state(1);
+}
+
+/// Envelope version 2 (checksum and length) decodes to the same state.
+#[test]
+fn snapshot_v2_fixture_decodes_to_the_known_state() {
+    snapshot_fixture_decodes_to_the_known_state(2);
+    // Today's encoder writes a file that decodes to the same values (the bincode payload of a
+    // state holding maps need not be byte-identical, so the values are compared).
+    let now = decode_snapshot("now", &encode_snapshot(&fixture_snapshot()).unwrap()).unwrap();
+    assert!(now.state == fixture_state());
+}
+
+fn snapshot_fixture_decodes_to_the_known_state(version: u16) {
+    let path = snapshot_fixture(version);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
     assert_eq!(&bytes[..8], b"SURGESNP");
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1);
-    let snap = decode_snapshot("snapshot-v1.bin", &bytes).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), version);
+    let snap = decode_snapshot(&format!("snapshot-v{version}.bin"), &bytes).unwrap();
     let want = fixture_snapshot();
     assert_eq!((snap.lsn, snap.base, &snap.cuts), (want.lsn, want.base, &want.cuts));
     assert_eq!(snap.state, want.state);
@@ -521,7 +538,8 @@ fn format_version_is_checked() {
     let mut v0 = committed[0].clone();
     v0[..2].copy_from_slice(&0u16.to_le_bytes());
     assert!(decode_record(7, &v0).is_err(), "version 0 is no version");
-    let mut snap = std::fs::read(snapshot_fixture(1)).unwrap();
+    assert_eq!(SNAPSHOT_VERSION, 2, "a new snapshot version needs a new fixture, and the old ones kept");
+    let mut snap = std::fs::read(snapshot_fixture(2)).unwrap();
     snap[8..10].copy_from_slice(&3u16.to_le_bytes());
     match decode_snapshot("s.bin", &snap) {
         Err(PersistenceError::Snapshot { path, reason }) => {
@@ -530,6 +548,10 @@ fn format_version_is_checked() {
         }
         other => panic!("a version-3 snapshot decoded: {:?}", other.map(|s| s.lsn)),
     }
+    // A v1 file relabeled as v2 fails its (missing) checksum instead of decoding as garbage.
+    let mut relabeled = std::fs::read(snapshot_fixture(1)).unwrap();
+    relabeled[8..10].copy_from_slice(&2u16.to_le_bytes());
+    assert!(matches!(decode_snapshot("s.bin", &relabeled), Err(PersistenceError::Snapshot { .. })));
     let mut bad_magic = std::fs::read(snapshot_fixture(1)).unwrap();
     bad_magic[0] = b'X';
     assert!(matches!(decode_snapshot("s.bin", &bad_magic), Err(PersistenceError::Snapshot { .. })));
@@ -657,19 +679,31 @@ fn truncated_record_stops_recovery_at_its_lsn() {
     assert_stops_at_lsn_4("shorter than the header", good[..5].to_vec());
 }
 
+/// A truncated snapshot, in a directory whose log was trimmed and whose previous snapshot is
+/// damaged too, stops recovery naming the newest file (`snapshot_checks.rs` covers the fallbacks).
 #[test]
 fn corrupt_snapshot_stops_recovery_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = PersistenceConfig::new(dir.path());
     let db = DurableEngine::open(cfg.clone(), EngineConfig { shard_count: 2, ..Default::default() }).unwrap();
     db.engine().create_sku(common::spec("A", 100, 3, None)).wait().unwrap();
+    db.snapshot_now().unwrap();
+    db.engine().create_sku(common::spec("B", 100, 3, None)).wait().unwrap();
+    db.snapshot_now().unwrap(); // trims what the first covers
     db.close().unwrap();
-    let file = std::fs::read_dir(dir.path().join("snapshots")).unwrap().next().unwrap().unwrap().path();
-    let bytes = std::fs::read(&file).unwrap();
-    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("snapshots")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "two generations are kept: {files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        std::fs::write(f, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let file = files.last().unwrap();
     match open_db(&cfg, &EngineConfig { shard_count: 2, ..Default::default() }, None) {
-        Err(PersistenceError::Snapshot { path, .. }) => {
-            assert!(path.ends_with(file.file_name().unwrap().to_str().unwrap()), "{path}")
+        Err(PersistenceError::Snapshot { path, reason }) => {
+            assert!(path.ends_with(file.file_name().unwrap().to_str().unwrap()), "{path}");
+            assert!(reason.contains("cannot recover"), "{reason}");
         }
         Err(e) => panic!("wrong error {e}"),
         Ok(db) => {

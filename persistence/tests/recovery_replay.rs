@@ -134,8 +134,9 @@ fn close_then_reopen(durability: Durability) {
     let db = open_db(&cfg, &engine_cfg(), None).expect("reopen");
     let r = db.recovery().clone();
     assert_eq!(r.snapshot_lsn, Some(lsn), "close writes a snapshot at the last durable LSN");
-    assert_eq!(r.records_replayed, 0, "close trims every record the snapshot covers");
-    assert_eq!(r.records_skipped, 0, "trimmed records are gone, not skipped");
+    assert_eq!(r.records_replayed, 0, "the snapshot covers every record");
+    // The first snapshot trims nothing: the log is its fallback (two generations are kept).
+    assert_eq!(r.records_skipped, lsn, "covered records are skipped, not replayed");
     assert_eq!(r.fixes, 0);
     check_recovered(&db, &before, &ledger);
     db.close().unwrap();
@@ -161,7 +162,9 @@ fn snapshot_then_crash(durability: Durability) {
     let lsn_snap = durable_lsn(&db);
     let events_snap = events_written(&db);
     let info = db.snapshot_now().expect("snapshot").expect("durable mode snapshots");
-    assert_eq!(info.records_removed, lsn_snap, "the snapshot covers (and trims) every record so far");
+    assert_eq!(info.records_removed, 0, "a first snapshot trims nothing (the log is its fallback)");
+    let info = db.snapshot_now().expect("snapshot").expect("durable mode snapshots");
+    assert_eq!(info.records_removed, lsn_snap, "the second trims every record the first covers");
     assert_eq!(info.orders, ledger.orders.len());
     assert_eq!(info.skus, SKUS.len());
     assert!(info.path.exists());
@@ -226,7 +229,9 @@ fn crash_between_snapshot_write_and_trim_skips_covered_records() {
     let db = open_db(&cfg, &engine_cfg(), None).expect("reopen");
     let r = db.recovery().clone();
     assert_eq!(r.snapshot_lsn, Some(lsn_2));
-    assert_eq!(r.records_skipped, lsn_2 - lsn_1, "records covered but not trimmed are skipped");
+    // The first snapshot trimmed nothing (no previous generation), the crash hit before the
+    // second trimmed: every record up to lsn_2 is covered and skipped.
+    assert_eq!(r.records_skipped, lsn_2, "records covered but not trimmed are skipped");
     assert_eq!(r.records_replayed, lsn_3 - lsn_2);
     assert_eq!(r.fixes, 0);
     check_recovered(&db, &before, &ledger);
@@ -692,6 +697,8 @@ fn a_leftover_older_snapshot_never_shadows_a_newer_one() {
     run_workload(db.engine(), &mut Rng::new(7), &mut ledger, "run2", 20);
     let fresh = db.engine().create_order(CreateOrder::new("run2", &[("sticker", 1)], "k")).wait().unwrap();
     let before = state_of(db.engine());
+    // Two more generations, so the first one is no longer kept.
+    db.snapshot_now().unwrap();
     db.close().unwrap();
     assert!(!old_path.exists(), "the older snapshot was removed");
     std::fs::write(&old_path, old_bytes).unwrap(); // as if that removal had failed
