@@ -50,6 +50,7 @@ pub mod event;
 pub mod fatal;
 mod order;
 mod pending;
+mod publish;
 mod shard;
 mod sku;
 pub mod snowflake;

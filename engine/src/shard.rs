@@ -43,6 +43,7 @@ use crate::domain::{
 use crate::error::{EngineError, EngineResult};
 use crate::event::{ChangeObserver, Event, Journal, OrderEvent, SkuEvent};
 use crate::order::{self, Decision, OrderCommand};
+use crate::publish::BatchPublication;
 use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
 use crate::state::EngineState;
@@ -217,8 +218,10 @@ pub(crate) struct Shard {
     archive_enabled: bool,
     /// Told about durable changes (subscriptions); `None` costs nothing.
     observer: Option<Arc<dyn ChangeObserver>>,
-    changed_orders: Vec<Arc<Order>>,
-    changed_skus: Vec<SkuId>,
+    /// Orders changed in this batch (new state; true if created): published when durable.
+    changed_orders: Vec<(Arc<Order>, bool)>,
+    /// SKUs changed in this batch, each once (their actors are marked dirty).
+    dirty_skus: Vec<SkuId>,
     /// Monitoring counters (this thread is their only writer).
     counters: Arc<ShardCounters>,
 }
@@ -269,7 +272,7 @@ impl Shard {
             archive_enabled: p.archive_enabled,
             observer: p.observer,
             changed_orders: Vec::new(),
-            changed_skus: Vec::new(),
+            dirty_skus: Vec::new(),
             counters: p.counters,
         }
         .install(p.initial))
@@ -280,7 +283,7 @@ impl Shard {
     /// the log.
     fn install(mut self, state: EngineState) -> Self {
         for (sku_id, st) in state.skus {
-            let actor = SkuActor::new(st, self.id);
+            let actor = SkuActor::new(st, self.id, true);
             self.read.skus.insert(sku_id.clone(), actor.shared().clone());
             self.skus.insert(sku_id, actor);
         }
@@ -306,6 +309,11 @@ impl Shard {
             }
             self.orders.insert(id, order);
         }
+        // Recovered orders came from a hash map: restore each user's ascending index.
+        for mut ids in self.read.user_orders.iter_mut() {
+            ids.sort_unstable();
+            ids.dedup();
+        }
         self
     }
 
@@ -316,7 +324,7 @@ impl Shard {
         self.index_order_reads(order);
     }
 
-    /// Read models of an order.
+    /// Read models of a recovered order (durable: published at once).
     fn index_order_reads(&mut self, order: &Arc<Order>) {
         let id = order.order_id;
         self.read.orders.insert(id, order.clone());
@@ -436,13 +444,15 @@ impl Shard {
             let archived = std::mem::take(&mut self.archived);
             let read = self.read.clone();
             let observer = self.observer.clone();
-            let changed_orders = std::mem::take(&mut self.changed_orders);
-            let changed_skus = std::mem::take(&mut self.changed_skus);
+            let publication = self.take_publication();
             // Submit before sending the batch's messages: the log stays causally ordered.
             self.journal.submit(
                 self.id,
                 events,
                 Box::new(move |result| {
+                    if result.is_ok() {
+                        publication.publish(&read);
+                    }
                     for (id, user) in archived {
                         read.orders.remove(&id);
                         if let Some(mut ids) = read.user_orders.get_mut(&user) {
@@ -450,11 +460,11 @@ impl Shard {
                         }
                     }
                     if let (Some(obs), Ok(())) = (&observer, &result) {
-                        for o in &changed_orders {
+                        for (o, _) in &publication.orders {
                             obs.order_changed(o);
                         }
-                        for sku in &changed_skus {
-                            obs.stock_changed(sku);
+                        for sku in &publication.skus {
+                            obs.stock_changed(sku.sku_id());
                         }
                     }
                     release(replies, result)
@@ -465,6 +475,17 @@ impl Shard {
             // Only fails when the peer has exited (shutdown): nothing is left to tell.
             let _ = self.peers[shard].send(msg);
         }
+    }
+
+    /// What this batch changed, for the read models (one publication per dirty SKU).
+    fn take_publication(&mut self) -> BatchPublication {
+        let mut skus = Vec::with_capacity(self.dirty_skus.len());
+        for sku_id in self.dirty_skus.drain(..) {
+            if let Some(actor) = self.skus.get_mut(&sku_id) {
+                skus.push(actor.take_publication());
+            }
+        }
+        BatchPublication { orders: std::mem::take(&mut self.changed_orders), skus }
     }
 
     // ---- SKU actors -------------------------------------------------------------------------
@@ -571,21 +592,17 @@ impl Shard {
         self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::StockDone));
     }
 
-    /// Apply a SKU event to its actor (creating it for `Created`), publish, and journal it.
+    /// Apply a SKU event to its actor (creating it for `Created`), mark it for publication at
+    /// the end of the batch, and journal it.
     fn apply_sku(&mut self, event: SkuEvent) {
         if let SkuEvent::Created { sku_id, .. } = &event {
-            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id)) {
-                self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id, false)) {
                 self.skus.insert(sku_id.clone(), actor);
+                self.dirty_skus.push(sku_id.clone());
             }
         } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
-            actor.apply(&event);
-        }
-        if self.observer.is_some() {
-            let sku_id = sku_id_of(&event);
-            // A batch touches few SKUs: a linear dedupe beats a set here.
-            if !self.changed_skus.iter().any(|s| s == sku_id) {
-                self.changed_skus.push(sku_id.clone());
+            if actor.apply(&event) {
+                self.dirty_skus.push(sku_id_of(&event).clone());
             }
         }
         self.events.push(Event::Sku(event));
@@ -807,13 +824,11 @@ impl Shard {
     /// recorded its idempotency key).
     fn apply_order_created(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        // The saga recorded the idempotency key when it started.
-        self.index_order_reads(&order);
+        // The saga recorded the idempotency key when it started; the read models get the order
+        // when the batch is durable.
         self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         self.orders.insert(id, order.clone());
-        if self.observer.is_some() {
-            self.changed_orders.push(order.clone());
-        }
+        self.changed_orders.push((order.clone(), true));
         self.counters.order_created();
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
@@ -848,10 +863,7 @@ impl Shard {
             self.timers.insert((at, order_id, TimerKind::Archive));
         }
         self.orders.insert(order_id, next.clone());
-        self.read.orders.insert(order_id, next.clone());
-        if self.observer.is_some() {
-            self.changed_orders.push(next.clone());
-        }
+        self.changed_orders.push((next.clone(), false));
         self.events.push(Event::Order(event));
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,
