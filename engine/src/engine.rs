@@ -13,7 +13,7 @@ use crate::audit::AuditReport;
 use crate::clock::{Clock, SystemClock};
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate, SkuView,
+    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, OrderPage, SkuSpec, SkuUpdate, SkuView,
     TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
@@ -520,32 +520,37 @@ impl Engine {
         self.inner.archive.as_ref().and_then(|a| a.get(order_id)).ok_or(EngineError::UnknownOrder { order_id })
     }
 
-    /// A user's orders, newest first, optionally only one status; `page` counts from 0.
+    /// One page of a user's orders, newest first, optionally only one status. Pass the page's
+    /// `next_before` as the next query's `before` to continue; it is `None` on the last page.
+    /// Costs O(`limit`) whatever the user's order count (see [`crate::LIST_SCAN_FACTOR`] for
+    /// filtered pages), live and archived orders alike.
     ///
     /// # Errors
     /// `invalid_request` if `limit` is 0 or above `list_limit_max`.
-    pub fn list_orders(&self, q: &ListOrders) -> EngineResult<Vec<Arc<Order>>> {
-        if q.limit == 0 || q.limit > self.inner.config.list_limit_max {
-            return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
-        }
-        // Copy the ids out so no guard is held while reading the order map.
-        let mut ids: Vec<OrderId> =
-            self.inner.read.user_orders.get(q.user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
-        if let Some(archive) = &self.inner.archive {
-            ids.extend(archive.list_user(&q.user_id));
-            // Live and archived ids interleave; an order briefly in both is listed once.
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        let skip = q.page.saturating_mul(q.limit);
-        Ok(ids
-            .iter()
-            .rev()
-            .filter_map(|id| self.get_order(*id).ok())
-            .filter(|o| q.status.is_none_or(|s| o.status == s))
-            .skip(skip)
-            .take(q.limit)
-            .collect())
+    ///
+    /// # Example
+    /// ```
+    /// use surge_engine::{CreateOrder, Engine, EngineConfig, ListOrders, SkuSpec, SaleRules};
+    /// use rust_decimal::Decimal;
+    ///
+    /// let engine = Engine::in_memory(EngineConfig::default()).unwrap();
+    /// engine.create_sku(SkuSpec {
+    ///     sku_id: "tee".into(), name: "T-shirt".into(), price: Decimal::new(1990, 2),
+    ///     initial_stock: 10, rules: SaleRules::default(),
+    /// }).wait().unwrap();
+    /// for k in ["k1", "k2", "k3"] {
+    ///     engine.create_order(CreateOrder::new("ann", &[("tee", 1)], k)).wait().unwrap();
+    /// }
+    /// let mut q = ListOrders { user_id: "ann".into(), status: None, limit: 2, before: None };
+    /// let first = engine.list_orders(&q).unwrap();
+    /// assert_eq!(first.orders.len(), 2);
+    /// q.before = first.next_before;
+    /// let last = engine.list_orders(&q).unwrap();
+    /// assert_eq!((last.orders.len(), last.next_before), (1, None));
+    /// ```
+    pub fn list_orders(&self, q: &ListOrders) -> EngineResult<OrderPage> {
+        let archive = self.inner.archive.as_deref();
+        crate::listing::page(&self.inner.read, archive, q, self.inner.config.list_limit_max).map(|(page, _)| page)
     }
 
     /// Block until every shard is idle: all sagas, side effects and due timers have run. For

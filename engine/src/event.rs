@@ -177,6 +177,18 @@ pub trait OrderArchive: Send + Sync + 'static {
     fn get(&self, order_id: OrderId) -> Option<Arc<Order>>;
     /// Ids of a user's archived orders (any order).
     fn list_user(&self, user_id: &str) -> Vec<OrderId>;
+
+    /// Up to `limit` ids of a user's archived orders below `before` (all if `None`), highest
+    /// first: one page of `list_orders`, which must cost O(`limit`) (a reverse range scan of an
+    /// index keyed by user and id). The default filters [`OrderArchive::list_user`], which costs
+    /// O(all of the user's archived orders): archives that can hold many override it.
+    fn list_user_before(&self, user_id: &str, before: Option<OrderId>, limit: usize) -> Vec<OrderId> {
+        let mut ids: Vec<OrderId> =
+            self.list_user(user_id).into_iter().filter(|id| before.is_none_or(|b| *id < b)).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
+        ids
+    }
 }
 
 /// Told about every change once it is durable (for subscriptions: the gateway's push hub).

@@ -48,6 +48,7 @@ mod engine;
 pub mod error;
 pub mod event;
 pub mod fatal;
+mod listing;
 mod order;
 mod pending;
 mod publish;
@@ -62,8 +63,8 @@ pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use domain::{
-    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderStatus,
-    Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
+    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderPage,
+    OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
 pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
 pub use error::{EngineError, EngineResult};
@@ -71,6 +72,7 @@ pub use event::{
     ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent,
     StorageGate,
 };
+pub use listing::LIST_SCAN_FACTOR;
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
 pub use state::{EngineState, SkuState};

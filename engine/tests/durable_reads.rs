@@ -120,8 +120,8 @@ fn queries_show_a_batch_only_once_it_is_durable() {
     assert_ne!(alices_id, bobs.order_id);
 
     assert_eq!(engine.get_order(alices_id).unwrap_err().code(), "unknown_order", "order not durable yet");
-    let alices = ListOrders { user_id: "alice".into(), status: None, page: 0, limit: 10 };
-    assert!(engine.list_orders(&alices).expect("list").is_empty(), "index not durable yet");
+    let alices = ListOrders { user_id: "alice".into(), status: None, limit: 10, before: None };
+    assert!(engine.list_orders(&alices).expect("list").orders.is_empty(), "index not durable yet");
     assert_eq!(engine.get_order(bobs.order_id).expect("bob").status, OrderStatus::PendingPayment, "pay not durable");
     let a = engine.get_sku("a").expect("a");
     assert_eq!((a.available, a.reserved, a.sold), (9, 1, 0), "counters not durable yet");
@@ -139,7 +139,7 @@ fn queries_show_a_batch_only_once_it_is_durable() {
 
     assert_eq!(engine.get_order(alices_id).expect("alice's order").status, OrderStatus::PendingPayment);
     let page = engine.list_orders(&alices).expect("list");
-    assert_eq!(page.iter().map(|o| o.order_id).collect::<Vec<_>>(), [alices_id]);
+    assert_eq!(page.orders.iter().map(|o| o.order_id).collect::<Vec<_>>(), [alices_id]);
     assert_eq!(engine.get_order(bobs.order_id).expect("bob").status, OrderStatus::Paid);
     let a = engine.get_sku("a").expect("a");
     assert_eq!((a.available, a.reserved, a.sold), (7, 2, 1));
@@ -174,7 +174,7 @@ fn a_batch_that_never_becomes_durable_is_never_shown() {
     engine.create_sku(spec("a", 10)).wait().expect("sku a");
     let err = engine.create_order(CreateOrder::new("carol", &[("a", 1)], "k")).wait().unwrap_err();
     assert_eq!(err.code(), "storage_unavailable");
-    let carols = ListOrders { user_id: "carol".into(), status: None, page: 0, limit: 10 };
-    assert!(engine.list_orders(&carols).expect("list").is_empty());
+    let carols = ListOrders { user_id: "carol".into(), status: None, limit: 10, before: None };
+    assert!(engine.list_orders(&carols).expect("list").orders.is_empty());
     assert_eq!(engine.order_count(), 0);
 }

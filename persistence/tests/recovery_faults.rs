@@ -155,8 +155,8 @@ fn single_fault(fault: Fault) {
     // Refused means not executed: nothing of it reached memory either.
     assert_eq!(engine.get_sku("new").unwrap_err().code(), "unknown_sku");
     assert_eq!(engine.get_sku("mug").unwrap().price, mug.price);
-    let bobs = ListOrders { user_id: "bob".into(), status: None, page: 0, limit: 10 };
-    assert!(engine.list_orders(&bobs).unwrap().is_empty());
+    let bobs = ListOrders { user_id: "bob".into(), status: None, limit: 10, before: None };
+    assert!(engine.list_orders(&bobs).unwrap().orders.is_empty());
     // ... and keeps being refused while the writer retries and fails.
     let seen = failures(&db);
     wait_for_failures(&db, seen + 3);
@@ -171,9 +171,9 @@ fn single_fault(fault: Fault) {
         OrderStatus::PendingPayment
     );
     let mine = engine
-        .list_orders(&ListOrders { user_id: pending.user_id.to_string(), status: None, page: 0, limit: 100 })
+        .list_orders(&ListOrders { user_id: pending.user_id.to_string(), status: None, limit: 100, before: None })
         .expect("list_orders while failing");
-    assert!(mine.iter().any(|o| o.order_id == pending.order_id));
+    assert!(mine.orders.iter().any(|o| o.order_id == pending.order_id));
     assert_eq!(engine.list_skus().len(), SKUS.len());
 
     // (b) Heal: the retried request (same key) now succeeds, and it is the same order as the one
