@@ -32,6 +32,17 @@ pub const ID_BYTES_MAX: usize = 64;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 /// Longest name, reason or tracking number, in bytes.
 pub const TEXT_BYTES_MAX: usize = 256;
+/// Largest unit price: 10^12 currency units (`create_sku`, `update_sku`). With at most
+/// [`PRICE_SCALE_MAX`] decimal places, a price's mantissa stays below 10^16, so even 255 line
+/// items × `u32::MAX` units × `PRICE_MAX` (about 1.1 × 10^28) stay below `Decimal::MAX`
+/// (about 7.9 × 10^28): no order total can overflow (issue 10, item 3).
+pub const PRICE_MAX: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+/// Most decimal places of a price: 4, the most minor units of any ISO 4217 currency.
+pub const PRICE_SCALE_MAX: u32 = 4;
+/// Largest stock of a SKU, in units (`initial_stock`, and `stocked_total` after any
+/// `adjust_stock`): 10^15, far above any real inventory and the load generator's 10^12, far
+/// below `u64::MAX`, so no stock counter can overflow.
+pub const STOCK_MAX: u64 = 1_000_000_000_000_000;
 
 /// A handle to a running engine. Cheap to clone; every clone talks to the same shards. The
 /// shards stop when the last clone is dropped (or at [`Engine::shutdown`]).
@@ -217,6 +228,19 @@ impl EngineBuilder {
     }
 }
 
+/// A price must be 0..=[`PRICE_MAX`] with at most [`PRICE_SCALE_MAX`] decimal places.
+fn check_price(price: Decimal) -> EngineResult<()> {
+    if price.is_sign_negative() {
+        return Err(EngineError::invalid("price must not be negative"));
+    }
+    if price > PRICE_MAX || price.scale() > PRICE_SCALE_MAX {
+        return Err(EngineError::invalid(format!(
+            "price must be at most {PRICE_MAX} with at most {PRICE_SCALE_MAX} decimal places"
+        )));
+    }
+    Ok(())
+}
+
 fn check_text(what: &str, value: &str, max: usize) -> EngineResult<()> {
     if value.is_empty() || value.len() > max {
         return Err(EngineError::invalid(format!("{what} must be 1..={max} bytes")));
@@ -279,14 +303,16 @@ impl Engine {
     /// Create a SKU with its initial stock and rules.
     ///
     /// # Errors
-    /// `invalid_request` (empty or long id/name, negative price, sale window ends before it
-    /// starts), `sku_already_exists`.
+    /// `invalid_request` (empty or long id/name, negative price, a price above [`PRICE_MAX`] or
+    /// with more than [`PRICE_SCALE_MAX`] decimal places, `initial_stock` above [`STOCK_MAX`],
+    /// sale window ends before it starts), `sku_already_exists`.
     pub fn create_sku(&self, spec: SkuSpec) -> Pending<SkuView> {
         let check = || -> EngineResult<()> {
             check_text("sku_id", &spec.sku_id, ID_BYTES_MAX)?;
             check_text("name", &spec.name, TEXT_BYTES_MAX)?;
-            if spec.price.is_sign_negative() {
-                return Err(EngineError::invalid("price must not be negative"));
+            check_price(spec.price)?;
+            if spec.initial_stock > STOCK_MAX {
+                return Err(EngineError::invalid(format!("initial_stock must be at most {STOCK_MAX}")));
             }
             if let (Some(a), Some(b)) = (spec.rules.sale_starts_at_ms, spec.rules.sale_ends_at_ms) {
                 if b <= a {
@@ -305,15 +331,15 @@ impl Engine {
     /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
     ///
     /// # Errors
-    /// `unknown_sku`, `invalid_request`.
+    /// `unknown_sku`, `invalid_request` (as [`Engine::create_sku`]).
     pub fn update_sku(&self, sku_id: &str, update: SkuUpdate) -> Pending<SkuView> {
         if let Some(name) = &update.name {
             if let Err(e) = check_text("name", name, TEXT_BYTES_MAX) {
                 return Pending::ready(Err(e));
             }
         }
-        if update.price.is_some_and(|p| p.is_sign_negative()) {
-            return Pending::ready(Err(EngineError::invalid("price must not be negative")));
+        if let Some(Err(e)) = update.price.map(check_price) {
+            return Pending::ready(Err(e));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));

@@ -66,7 +66,10 @@ pub use domain::{
     CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderPage,
     OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
-pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
+pub use engine::{
+    Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, PRICE_MAX, PRICE_SCALE_MAX, STOCK_MAX,
+    TEXT_BYTES_MAX,
+};
 pub use error::{EngineError, EngineResult};
 pub use event::{
     ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent,

@@ -35,7 +35,7 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 
 use crate::clock::Clock;
-use crate::config::EngineConfig;
+use crate::config::{ms_i64, EngineConfig};
 use crate::domain::{
     CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec, SkuUpdate, SkuView,
     UserId,
@@ -295,7 +295,7 @@ impl Shard {
                     self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
                 }
                 s if s.is_terminal() && self.archive_enabled => {
-                    let at = order.updated_at_ms.saturating_add(self.config.archive_after_ms as i64);
+                    let at = order.updated_at_ms.saturating_add(ms_i64(self.config.archive_after_ms));
                     self.timers.insert((at, id, TimerKind::Archive));
                 }
                 OrderStatus::Delivered => {
@@ -736,38 +736,26 @@ impl Shard {
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
                     }
-                } else if let Some(err) = first_rejection(&saga) {
-                    let granted: Vec<SkuId> = saga
-                        .items
-                        .iter()
-                        .zip(&saga.grants)
-                        .filter(|(_, g)| matches!(g, Some(Ok(_))))
-                        .map(|((s, _), _)| s.clone())
-                        .collect();
-                    if granted.is_empty() {
-                        self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
-                        for w in waiters {
-                            self.replies.push(Deferred::Order(w, Err(err.clone())));
-                        }
-                    } else {
-                        // Compensation: release what was granted, newest first, then answer.
-                        for sku_id in granted.iter().rev() {
-                            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
-                            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
-                        }
-                        saga.compensating = Some(err);
-                        let acks_left = granted.len();
-                        self.in_flight.insert(
-                            order_id,
-                            InFlight { waiters, acks_left, state: FlightState::Creating(saga), queued },
-                        );
-                        return;
-                    }
                 } else {
-                    let order = self.build_order(order_id, &saga);
-                    self.apply_order_created(order.clone());
-                    for w in waiters {
-                        self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                    // A total that would overflow is a rejection like any other: compensate.
+                    match first_rejection(&saga).map_or_else(|| self.build_order(order_id, &saga), Err) {
+                        Err(err) => {
+                            let acks_left = self.reject_saga(order_id, &mut saga, err.clone());
+                            if acks_left > 0 {
+                                let state = FlightState::Creating(saga);
+                                self.in_flight.insert(order_id, InFlight { waiters, acks_left, state, queued });
+                                return;
+                            }
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Err(err.clone())));
+                            }
+                        }
+                        Ok(order) => {
+                            self.apply_order_created(order.clone());
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                            }
+                        }
                     }
                 }
             }
@@ -777,14 +765,43 @@ impl Shard {
         }
     }
 
-    fn build_order(&self, order_id: OrderId, saga: &Saga) -> Arc<Order> {
+    /// A saga failed with `err`. If nothing was granted, forget its key and return 0 (answer at
+    /// once). Otherwise start compensation (release every grant, newest first; the answer waits
+    /// for the releases) and return how many releases were sent.
+    fn reject_saga(&mut self, order_id: OrderId, saga: &mut Saga, err: EngineError) -> usize {
+        let granted: Vec<SkuId> = saga
+            .items
+            .iter()
+            .zip(&saga.grants)
+            .filter(|(_, g)| matches!(g, Some(Ok(_))))
+            .map(|((s, _), _)| s.clone())
+            .collect();
+        if granted.is_empty() {
+            self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+            return 0;
+        }
+        for sku_id in granted.iter().rev() {
+            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
+        }
+        saga.compensating = Some(err);
+        granted.len()
+    }
+
+    /// The order a fully granted saga creates.
+    ///
+    /// # Errors
+    /// `invalid_request` if a subtotal or the total overflows `Decimal` (prices are bounded at
+    /// the boundary by `PRICE_MAX`, but state recovered from older data may hold any price).
+    fn build_order(&self, order_id: OrderId, saga: &Saga) -> EngineResult<Arc<Order>> {
         let now = self.clock.now_ms();
         let mut items = Vec::with_capacity(saga.items.len());
         let mut total = Decimal::ZERO;
         for ((sku_id, qty), grant) in saga.items.iter().zip(&saga.grants) {
             let Some(Ok(g)) = grant else { continue };
-            let subtotal = g.unit_price * Decimal::from(*qty);
-            total += subtotal;
+            let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
+            let subtotal = g.unit_price.checked_mul(Decimal::from(*qty)).ok_or_else(overflow)?;
+            total = total.checked_add(subtotal).ok_or_else(overflow)?;
             items.push(LineItem {
                 sku_id: sku_id.clone(),
                 name: g.name.clone(),
@@ -801,7 +818,7 @@ impl Shard {
             by: Initiator::User,
             reason: None,
         }];
-        Arc::new(Order {
+        Ok(Arc::new(Order {
             order_id,
             user_id: saga.user_id.clone(),
             items,
@@ -810,14 +827,14 @@ impl Shard {
             version: 1,
             created_at_ms: now,
             updated_at_ms: now,
-            payment_deadline_ms: now.saturating_add(self.config.payment_timeout_ms as i64),
+            payment_deadline_ms: now.saturating_add(ms_i64(self.config.payment_timeout_ms)),
             payment: None,
             tracking_number: None,
             shipped: false,
             refund_return_to: None,
             history,
             idempotency_key: saga.idempotency_key.clone(),
-        })
+        }))
     }
 
     /// Install a created order: actor, read models, deadline timer, journal (the saga already
@@ -859,7 +876,7 @@ impl Shard {
             ));
         }
         if next.status.is_terminal() && self.archive_enabled {
-            let at = now.saturating_add(self.config.archive_after_ms as i64);
+            let at = now.saturating_add(ms_i64(self.config.archive_after_ms));
             self.timers.insert((at, order_id, TimerKind::Archive));
         }
         self.orders.insert(order_id, next.clone());
@@ -971,7 +988,7 @@ fn auto_complete_at(order: &Order, auto_complete_ms: u64) -> i64 {
         .rev()
         .find(|h| h.to == OrderStatus::Delivered && h.from == Some(OrderStatus::Shipped))
         .map_or(order.updated_at_ms, |h| h.at_ms);
-    delivered_at.saturating_add(auto_complete_ms as i64)
+    delivered_at.saturating_add(ms_i64(auto_complete_ms))
 }
 
 fn first_rejection(saga: &Saga) -> Option<EngineError> {

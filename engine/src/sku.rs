@@ -297,11 +297,16 @@ impl SkuState {
         if self.available < u64::from(qty) {
             return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
         }
+        let held = self.user_units.get(user_id).copied().unwrap_or(0);
         if let Some(limit) = rules.per_user_limit {
-            let held = self.user_units.get(user_id).copied().unwrap_or(0);
             if u64::from(held) + u64::from(qty) > u64::from(limit) {
                 return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
             }
+        }
+        // The per-user count is a u32: a user holding about 4.3 billion units of one SKU must
+        // not wrap it (that would lift their per-user limit).
+        if held.checked_add(qty).is_none() {
+            return Err(EngineError::invalid(format!("user {user_id} holds too many units of sku {}", self.id)));
         }
         let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
         Ok((grant, Some(event)))
@@ -341,12 +346,13 @@ impl SkuState {
         }
     }
 
-    /// Decide an admin stock adjustment.
+    /// Decide an admin stock adjustment: removal is bounded by `available`, addition by
+    /// [`crate::STOCK_MAX`] (so no counter can overflow); otherwise `invalid_adjustment`.
     pub(crate) fn decide_adjust(&self, delta: i64, reason: &str) -> Result<SkuEvent, EngineError> {
         let ok = if delta < 0 {
             delta.unsigned_abs() <= self.available
         } else {
-            self.stocked_total.checked_add(delta as u64).is_some()
+            self.stocked_total.checked_add(delta.unsigned_abs()).is_some_and(|t| t <= crate::STOCK_MAX)
         };
         if !ok {
             return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
@@ -371,8 +377,8 @@ impl SkuState {
             }
             SkuEvent::Adjusted { delta, .. } => {
                 if *delta >= 0 {
-                    self.available += *delta as u64;
-                    self.stocked_total += *delta as u64;
+                    self.available += delta.unsigned_abs();
+                    self.stocked_total += delta.unsigned_abs();
                 } else {
                     let d = delta.unsigned_abs().min(self.available);
                     self.available -= d;
