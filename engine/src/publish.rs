@@ -34,13 +34,19 @@ impl BatchPublication {
         for (order, created) in &self.orders {
             read.orders.insert(order.order_id, order.clone());
             if *created {
-                // Sagas can land out of id order, so insert in place; almost always at the end.
-                let mut ids = read.user_orders.entry(order.user_id.clone()).or_default();
-                let at = ids.partition_point(|x| *x < order.order_id);
-                if ids.get(at) != Some(&order.order_id) {
-                    ids.insert(at, order.order_id);
-                }
+                // Sagas can land out of id order: insert in place (almost always at the end).
+                index_user_order(read, order);
             }
         }
+    }
+}
+
+/// Add `order` to its user's index, which stays ascending (`list_orders` binary-searches it)
+/// and holds each id once. O(log n) plus a shift of the ids above it (usually none).
+pub(crate) fn index_user_order(read: &ReadModels, order: &Order) {
+    let mut ids = read.user_orders.entry(order.user_id.clone()).or_default();
+    let at = ids.partition_point(|x| *x < order.order_id);
+    if ids.get(at) != Some(&order.order_id) {
+        ids.insert(at, order.order_id);
     }
 }

@@ -309,11 +309,6 @@ impl Shard {
             }
             self.orders.insert(id, order);
         }
-        // Recovered orders came from a hash map: restore each user's ascending index.
-        for mut ids in self.read.user_orders.iter_mut() {
-            ids.sort_unstable();
-            ids.dedup();
-        }
         self
     }
 
@@ -328,7 +323,8 @@ impl Shard {
     fn index_order_reads(&mut self, order: &Arc<Order>) {
         let id = order.order_id;
         self.read.orders.insert(id, order.clone());
-        self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
+        // In place: a different shard count may spread a user's orders over several shards.
+        crate::publish::index_user_order(&self.read, order);
     }
 
     /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
