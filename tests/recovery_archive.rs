@@ -157,3 +157,44 @@ fn ten_thousand_orders_page_exactly_once_across_live_and_archive() {
     drop(e);
     db.close().expect("close");
 }
+
+/// Issue 10, item 8: orders minted while the clock was an hour ahead, then archived (so not in
+/// the recovered state). After a restart with the clock corrected, new ids still continue above
+/// the archived ones, at once (the shard does not wait an hour for the clock).
+#[test]
+fn ids_stay_above_archived_orders_minted_while_the_clock_was_ahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0 + 3_600_000));
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let spec = SkuSpec {
+        sku_id: "A".into(),
+        name: "A".into(),
+        price: "1.00".parse().expect("decimal"),
+        initial_stock: 100,
+        rules: SaleRules::default(),
+    };
+    e.create_sku(spec).wait().expect("sku");
+    let mut ahead = Vec::new();
+    for i in 0..4 {
+        let o = e.create_order(CreateOrder::new(&format!("u{i}"), &[("A", 1)], "k")).wait().expect("create");
+        e.cancel_order(o.order_id, Initiator::User, TransitionOptions::default()).wait().expect("cancel");
+        ahead.push(o.order_id);
+    }
+    clock.advance_ms(60_001);
+    e.settle();
+    assert_eq!(e.order_count(), 0, "all archived");
+    drop(e);
+    db.close().expect("close");
+
+    clock.set_ms(T0); // the clock was corrected: an hour back
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let highest = *ahead.iter().max().expect("ids");
+    for i in 0..4 {
+        let o = e.create_order(CreateOrder::new(&format!("u{i}"), &[("A", 1)], "k2")).wait().expect("create");
+        assert!(o.order_id > highest, "new id {:?} not above archived {highest:?}", o.order_id);
+    }
+    drop(e);
+    db.close().expect("close");
+}

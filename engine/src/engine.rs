@@ -182,8 +182,10 @@ impl EngineBuilder {
         let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counters: Vec<Arc<ShardCounters>> = (0..n).map(|_| Arc::default()).collect();
         let mut shards = Vec::with_capacity(n);
+        // New ids stay above archived ones too (they are not in the recovered state).
+        let id_floor = self.archive.as_ref().and_then(|a| a.highest_id());
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
-            shards.push(Shard::new(ShardParts {
+            let mut shard = Shard::new(ShardParts {
                 id,
                 config: config.clone(),
                 clock: self.clock.clone(),
@@ -196,7 +198,11 @@ impl EngineBuilder {
                 archive_enabled: self.archive.is_some(),
                 observer: self.observer.clone(),
                 counters: counters[id].clone(),
-            })?);
+            })?;
+            if let Some(floor) = id_floor {
+                shard.observe_id(floor);
+            }
+            shards.push(shard);
         }
         let mut inner = Inner {
             config,

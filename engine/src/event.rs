@@ -178,6 +178,14 @@ pub trait OrderArchive: Send + Sync + 'static {
     /// Ids of a user's archived orders (any order).
     fn list_user(&self, user_id: &str) -> Vec<OrderId>;
 
+    /// The highest archived order id, if any. Recovery's id floor: archived orders are not in
+    /// the recovered state, yet new ids must stay above theirs even when they were minted while
+    /// the clock was ahead (issue 10, item 8). The default (`None`) suits archives that cannot
+    /// hold ids above the live orders'.
+    fn highest_id(&self) -> Option<OrderId> {
+        None
+    }
+
     /// Up to `limit` ids of a user's archived orders below `before` (all if `None`), highest
     /// first: one page of `list_orders`, which must cost O(`limit`) (a reverse range scan of an
     /// index keyed by user and id). The default filters [`OrderArchive::list_user`], which costs

@@ -312,6 +312,11 @@ impl Shard {
         self
     }
 
+    /// Never mint an id at or below `id` (an archived order's, after recovery).
+    pub fn observe_id(&mut self, id: OrderId) {
+        self.ids.observe(id.0);
+    }
+
     /// Idempotency record and read models of an order.
     fn index_order(&mut self, order: &Arc<Order>) {
         let id = order.order_id;

@@ -173,6 +173,17 @@ impl SledStore {
             .collect()
     }
 
+    /// The highest archived order id (the archive is keyed by big-endian id), if any.
+    pub fn archived_max_id(&self) -> Option<u64> {
+        match self.archive.last() {
+            Ok(last) => last.map(|(k, _)| lsn_of(&k)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the archive's highest order id");
+                None
+            }
+        }
+    }
+
     /// Up to `limit` ids of a user's archived orders below `before` (all if `None`), highest
     /// first: a reverse range scan of `archive_by_user`, so it costs O(`limit`) whatever the
     /// user's archive holds (one page of `list_orders`). Read errors end the scan early.
