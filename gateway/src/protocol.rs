@@ -530,12 +530,12 @@ mod tests {
             r#","cursor":5"#,
             r#","cursor":"v1.000000000000000000000000000005""#,
         ] {
-            let e = list_orders(bad).err().expect(bad);
+            let e = list_orders(bad).expect_err(bad);
             assert_eq!(e.code, "invalid_request", "{bad}");
             assert!(e.message.contains("cursor"), "{bad}: {}", e.message);
         }
         for page in [r#","page":0"#, r#","page":2"#, r#","page":null"#] {
-            let e = list_orders(page).err().expect(page);
+            let e = list_orders(page).expect_err(page);
             assert_eq!(e.code, "invalid_request");
             assert!(e.message.contains("use") || e.message.contains("cursor"), "{}", e.message);
         }
