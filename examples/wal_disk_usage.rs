@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_round = arg("--orders-per-round", 50_000);
     let dir = tempfile::tempdir()?;
     let cfg = PersistenceConfig { snapshot_every_events: per_round, ..PersistenceConfig::new(dir.path()) };
-    let archive_after_ms = if std::env::args().any(|a| a == "--no-archive") { u64::MAX / 4 } else { 0 };
+    let archive_after_ms =
+        if std::env::args().any(|a| a == "--no-archive") { surge::engine::config::DURATION_MS_MAX } else { 0 };
     let engine_cfg = EngineConfig { archive_after_ms, mailbox_capacity: 1 << 20, ..EngineConfig::default() };
     let db = DurableEngine::open(cfg, engine_cfg)?;
     let e = db.engine().clone();

@@ -239,8 +239,14 @@ fn a_full_mailbox_answers_overloaded_and_never_drops_a_request() {
     for user in retried.iter().take(50) {
         assert_eq!(
             engine
-                .list_orders(&surge::engine::ListOrders { user_id: user.clone(), status: None, page: 0, limit: 10 })
+                .list_orders(&surge::engine::ListOrders {
+                    user_id: user.clone(),
+                    status: None,
+                    limit: 10,
+                    before: None
+                })
                 .unwrap()
+                .orders
                 .len(),
             0,
             "{user}: an overloaded request created an order"

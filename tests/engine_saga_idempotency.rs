@@ -7,7 +7,7 @@ use std::thread;
 
 use surge::engine::{
     CreateOrder, Decimal, Engine, EngineConfig, EngineError, Initiator, ListOrders, ManualClock, Order, OrderId,
-    OrderStatus, SaleRules, SkuSpec, SkuUpdate, SkuView,
+    OrderPage, OrderStatus, SaleRules, SkuSpec, SkuUpdate, SkuView,
 };
 
 const T0: i64 = 1_800_000_000_000;
@@ -51,8 +51,12 @@ impl Shop {
         self.engine.get_sku(id).expect("sku")
     }
 
-    fn list(&self, user: &str, status: Option<OrderStatus>, page: usize, limit: usize) -> Vec<Arc<Order>> {
-        self.engine.list_orders(&ListOrders { user_id: user.into(), status, page, limit }).expect("list_orders")
+    fn list(&self, user: &str, status: Option<OrderStatus>, before: Option<OrderId>, limit: usize) -> Vec<Arc<Order>> {
+        self.page(user, status, before, limit).orders
+    }
+
+    fn page(&self, user: &str, status: Option<OrderStatus>, before: Option<OrderId>, limit: usize) -> OrderPage {
+        self.engine.list_orders(&ListOrders { user_id: user.into(), status, limit, before }).expect("list_orders")
     }
 
     /// Settle, audit, and check that no unit of any SKU is held and no order exists.
@@ -97,7 +101,7 @@ fn saga_with_a_sold_out_middle_sku_reserves_nothing() {
         assert_eq!(err.sku_id(), Some("B"));
         assert_eq!(err.code(), "sold_out");
         assert_eq!(s.engine.order_count(), 0);
-        assert!(s.list("u1", None, 0, 10).is_empty());
+        assert!(s.list("u1", None, None, 10).is_empty());
         s.assert_nothing_held(&format!("{shards} shards"));
         assert_eq!(s.get_sku("A").available, 10);
         assert_eq!(s.get_sku("C").available, 10);
@@ -271,7 +275,7 @@ fn same_key_same_items_returns_the_same_order_and_reserves_once() {
     assert_eq!(s.get_sku("A").reserved, 2, "reserved once");
     assert_eq!(s.get_sku("C").reserved, 1, "reserved once");
     assert_eq!(s.engine.order_count(), 1);
-    assert_eq!(s.list("alice", None, 0, 10).len(), 1);
+    assert_eq!(s.list("alice", None, None, 10).len(), 1);
 
     // Still the same order after it moved on; still no second reservation.
     s.engine.pay(first.order_id, "psp-1", first.total, Default::default()).wait().unwrap();
@@ -448,8 +452,8 @@ fn list_orders_is_newest_first_filtered_and_paged() {
 
     let ids = |v: Vec<Arc<Order>>| v.iter().map(|o| o.order_id).collect::<Vec<_>>();
     let newest_first: Vec<OrderId> = orders.iter().rev().map(|o| o.order_id).collect();
-    assert_eq!(ids(s.list("dave", None, 0, 100)), newest_first);
-    let all = s.list("dave", None, 0, 100);
+    assert_eq!(ids(s.list("dave", None, None, 100)), newest_first);
+    let all = s.list("dave", None, None, 100);
     assert!(all.windows(2).all(|w| w[0].created_at_ms > w[1].created_at_ms));
     assert!(all.iter().all(|o| &*o.user_id == "dave"));
     // Lists show current state.
@@ -457,29 +461,38 @@ fn list_orders_is_newest_first_filtered_and_paged() {
 
     // Status filter.
     let paid = vec![orders[5].order_id, orders[4].order_id, orders[1].order_id];
-    assert_eq!(ids(s.list("dave", Some(OrderStatus::Paid), 0, 100)), paid);
-    assert_eq!(ids(s.list("dave", Some(OrderStatus::Canceled), 0, 100)), vec![orders[2].order_id]);
-    assert_eq!(s.list("dave", Some(OrderStatus::PendingPayment), 0, 100).len(), 3);
-    assert!(s.list("dave", Some(OrderStatus::Refunded), 0, 100).is_empty());
+    assert_eq!(ids(s.list("dave", Some(OrderStatus::Paid), None, 100)), paid);
+    assert_eq!(ids(s.list("dave", Some(OrderStatus::Canceled), None, 100)), vec![orders[2].order_id]);
+    assert_eq!(s.list("dave", Some(OrderStatus::PendingPayment), None, 100).len(), 3);
+    assert!(s.list("dave", Some(OrderStatus::Refunded), None, 100).is_empty());
 
-    // Pagination.
-    assert_eq!(ids(s.list("dave", None, 0, 3)), newest_first[0..3]);
-    assert_eq!(ids(s.list("dave", None, 1, 3)), newest_first[3..6]);
-    assert_eq!(ids(s.list("dave", None, 2, 3)), newest_first[6..7]);
-    assert!(s.list("dave", None, 3, 3).is_empty());
-    assert_eq!(ids(s.list("dave", Some(OrderStatus::Paid), 1, 2)), paid[2..3]);
-    assert!(s.list("dave", None, usize::MAX, 100).is_empty(), "huge page does not overflow");
+    // Pagination: each page's next_before is the next page's cursor; None on the last page.
+    let p1 = s.page("dave", None, None, 3);
+    assert_eq!(ids(p1.orders), newest_first[0..3]);
+    assert_eq!(p1.next_before, Some(newest_first[2]));
+    let p2 = s.page("dave", None, p1.next_before, 3);
+    assert_eq!(ids(p2.orders), newest_first[3..6]);
+    let p3 = s.page("dave", None, p2.next_before, 3);
+    assert_eq!(ids(p3.orders), newest_first[6..7]);
+    assert_eq!(p3.next_before, None, "last page");
+    let exact = s.page("dave", None, None, 7);
+    assert_eq!((exact.orders.len(), exact.next_before), (7, None), "a full last page has no cursor");
+    let paid_p1 = s.page("dave", Some(OrderStatus::Paid), None, 2);
+    assert_eq!(ids(paid_p1.orders), paid[0..2]);
+    assert_eq!(ids(s.list("dave", Some(OrderStatus::Paid), paid_p1.next_before, 2)), paid[2..3]);
+    assert!(s.list("dave", None, Some(OrderId(0)), 100).is_empty(), "nothing below the smallest id");
+    assert!(s.list("dave", None, Some(OrderId(u64::MAX)), 100).len() == 7, "any id works as a cursor");
 
     // Limits.
     for bad in [0, 101] {
         let err = s
             .engine
-            .list_orders(&ListOrders { user_id: "dave".into(), status: None, page: 0, limit: bad })
+            .list_orders(&ListOrders { user_id: "dave".into(), status: None, limit: bad, before: None })
             .unwrap_err();
         assert_eq!(err.code(), "invalid_request", "limit {bad}");
     }
-    assert!(s.list("nobody", None, 0, 100).is_empty());
-    assert_eq!(s.list("erin", None, 0, 1).len(), 1);
+    assert!(s.list("nobody", None, None, 100).is_empty());
+    assert_eq!(s.list("erin", None, None, 1).len(), 1);
 
     // get_order.
     assert_eq!(s.engine.get_order(orders[3].order_id).unwrap(), orders[3]);

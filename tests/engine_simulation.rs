@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IteratorRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use surge::engine::{
     Clock, CreateOrder, Decimal, DisputeResolution, Engine, EngineConfig, EngineError, Initiator, ListOrders,
     ManualClock, Order, OrderEventKind, OrderId, OrderStatus, SaleRules, SkuSpec, SkuUpdate, TransitionOptions,
+    LIST_SCAN_FACTOR,
 };
 
 use OrderEventKind as E;
@@ -755,25 +756,36 @@ impl Sim {
         let status =
             if self.rng.gen_bool(0.5) { Some(*OrderStatus::ALL.choose(&mut self.rng).expect("ALL")) } else { None };
         let limit = self.rng.gen_range(1..=5);
-        let page = self.rng.gen_range(0..3);
-        self.op = format!("list {user} {status:?} page {page} limit {limit}");
-        let got: Vec<OrderId> = self
+        // The cursor: the first page, one of the user's orders, or any id at all.
+        let before = match self.rng.gen_range(0..3) {
+            0 => None,
+            1 => self.orders.iter().filter(|o| o.user == user).map(|o| o.id).choose(&mut self.rng),
+            _ => self.orders.iter().map(|o| o.id).choose(&mut self.rng),
+        };
+        self.op = format!("list {user} {status:?} before {before:?} limit {limit}");
+        let page = self
             .engine
-            .list_orders(&ListOrders { user_id: user.clone(), status, page, limit })
-            .unwrap_or_else(|e| panic!("{}: {e}", self.ctx()))
-            .iter()
-            .map(|o| o.order_id)
-            .collect();
-        let want: Vec<OrderId> = self
-            .orders
-            .iter()
-            .rev()
-            .filter(|o| o.user == user && status.is_none_or(|s| o.status == s))
-            .skip(page * limit)
-            .take(limit)
-            .map(|o| o.id)
-            .collect();
+            .list_orders(&ListOrders { user_id: user.clone(), status, limit, before })
+            .unwrap_or_else(|e| panic!("{}: {e}", self.ctx()));
+        let got: Vec<OrderId> = page.orders.iter().map(|o| o.order_id).collect();
+        // The model of a page: the user's orders below the cursor, newest first; a filtered page
+        // examines at most limit × LIST_SCAN_FACTOR of them.
+        let candidates: Vec<&_> =
+            self.orders.iter().rev().filter(|o| o.user == user && before.is_none_or(|b| o.id < b)).collect();
+        let scan = if status.is_some() { limit * LIST_SCAN_FACTOR } else { limit };
+        let (mut want, mut examined) = (Vec::new(), 0);
+        for o in candidates.iter().take(scan) {
+            examined += 1;
+            if status.is_none_or(|s| o.status == s) {
+                want.push(o.id);
+                if want.len() == limit {
+                    break;
+                }
+            }
+        }
+        let next_before = (examined < candidates.len()).then(|| candidates[examined - 1].id);
         assert_eq!(got, want, "{}", self.ctx());
+        assert_eq!(page.next_before, next_before, "{}: next_before", self.ctx());
         self.count("query");
     }
 
@@ -879,8 +891,9 @@ impl Sim {
         for user in self.users.clone() {
             let got: Vec<OrderId> = self
                 .engine
-                .list_orders(&ListOrders { user_id: user.clone(), status: None, page: 0, limit: 100 })
+                .list_orders(&ListOrders { user_id: user.clone(), status: None, limit: 100, before: None })
                 .unwrap_or_else(|e| panic!("{}: {e}", self.ctx()))
+                .orders
                 .iter()
                 .map(|o| o.order_id)
                 .collect();

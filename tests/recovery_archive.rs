@@ -62,12 +62,13 @@ fn terminal_orders_leave_memory_and_stay_queryable() {
     for id in &completed {
         assert_eq!(e.get_order(*id).expect("archived order readable").status, OrderStatus::Completed);
     }
-    let all = e.list_orders(&ListOrders { user_id: "bob".into(), status: None, page: 0, limit: 100 }).expect("list");
+    let page = e.list_orders(&ListOrders { user_id: "bob".into(), status: None, limit: 100, before: None });
+    let all = page.expect("list").orders;
     assert_eq!(all.len(), 21, "live and archived orders are listed");
     assert_eq!(all[0].order_id, live.order_id, "newest first");
     assert!(all.windows(2).all(|w| w[0].order_id > w[1].order_id));
-    let done = ListOrders { user_id: "bob".into(), status: Some(OrderStatus::Completed), page: 0, limit: 100 };
-    assert_eq!(e.list_orders(&done).expect("list").len(), 10);
+    let done = ListOrders { user_id: "bob".into(), status: Some(OrderStatus::Completed), limit: 100, before: None };
+    assert_eq!(e.list_orders(&done).expect("list").orders.len(), 10);
     let after = e.get_sku("A").expect("sku");
     assert_eq!((after.available, after.reserved, after.sold), (before.available, before.reserved, before.sold));
     let report = e.audit();
@@ -142,8 +143,8 @@ fn archived_orders_keep_their_rights() {
     assert_eq!((sku.sold, sku.available), (2, 8), "units stay sold");
     let report = e.audit();
     assert!(report.is_healthy(), "{:?}", report.violations);
-    let dan = ListOrders { user_id: "dan".into(), status: None, page: 0, limit: 10 };
-    assert_eq!(e.list_orders(&dan).expect("list").len(), 3, "listed once each");
+    let dan = ListOrders { user_id: "dan".into(), status: None, limit: 10, before: None };
+    assert_eq!(e.list_orders(&dan).expect("list").orders.len(), 3, "listed once each");
 
     // After the window (30 days from completion by default): refused, archived or not.
     clock.set_ms(late.updated_at_ms + 2_592_000_000);
@@ -172,5 +173,111 @@ fn archived_orders_keep_their_rights() {
     assert!(report.is_healthy(), "{:?}", report.violations);
     let more = e.create_order(CreateOrder::new("dan", &[("A", 2)], "more")).wait();
     assert_eq!(more.expect_err("dan holds 2 of 3").code(), "purchase_limit_exceeded");
+    db.close().expect("close");
+}
+
+/// Issue 10, item 13: a user with 10 000 orders, some archived (real sled archive), pages
+/// through all of them exactly once, newest first, with a small limit.
+#[test]
+fn ten_thousand_orders_page_exactly_once_across_live_and_archive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0));
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let spec = SkuSpec {
+        sku_id: "A".into(),
+        name: "A".into(),
+        price: "1.00".parse().expect("decimal"),
+        initial_stock: 20_000,
+        rules: SaleRules::default(),
+    };
+    e.create_sku(spec).wait().expect("sku");
+    // Bursts of 1 000 (group commit), each in its own millisecond of the manual clock.
+    let mut ids = Vec::with_capacity(10_000);
+    for burst in 0..10 {
+        clock.advance_ms(1);
+        let pending: Vec<_> = (0..1_000)
+            .map(|i| e.create_order(CreateOrder::new("carol", &[("A", 1)], &format!("k{burst}-{i}"))))
+            .collect();
+        ids.extend(pending.into_iter().map(|p| p.wait().expect("create").order_id));
+    }
+    // Cancel the first 4 000 and let them be archived; the rest stay live.
+    let cancels: Vec<_> =
+        ids[..4_000].iter().map(|id| e.cancel_order(*id, Initiator::User, TransitionOptions::default())).collect();
+    for c in cancels {
+        c.wait().expect("cancel");
+    }
+    clock.advance_ms(60_001);
+    e.settle();
+    assert_eq!(e.order_count(), 6_000, "4 000 orders archived");
+    let mut q = ListOrders { user_id: "carol".into(), status: None, limit: 7, before: None };
+    let mut listed = Vec::with_capacity(10_000);
+    loop {
+        let page = e.list_orders(&q).expect("page");
+        assert!(page.orders.len() <= 7);
+        listed.extend(page.orders.iter().map(|o| o.order_id));
+        match page.next_before {
+            Some(b) => q.before = Some(b),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(listed.len(), 10_000);
+    assert!(listed == expected, "every order exactly once, newest first");
+    // A filtered walk finds exactly the archived (canceled) ones.
+    let mut q = ListOrders { user_id: "carol".into(), status: Some(OrderStatus::Canceled), limit: 50, before: None };
+    let mut canceled = 0;
+    loop {
+        let page = e.list_orders(&q).expect("page");
+        canceled += page.orders.len();
+        match page.next_before {
+            Some(b) => q.before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(canceled, 4_000);
+    drop(e);
+    db.close().expect("close");
+}
+
+/// Issue 10, item 8: orders minted while the clock was an hour ahead, then archived (so not in
+/// the recovered state). After a restart with the clock corrected, new ids still continue above
+/// the archived ones, at once (the shard does not wait an hour for the clock).
+#[test]
+fn ids_stay_above_archived_orders_minted_while_the_clock_was_ahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0 + 3_600_000));
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let spec = SkuSpec {
+        sku_id: "A".into(),
+        name: "A".into(),
+        price: "1.00".parse().expect("decimal"),
+        initial_stock: 100,
+        rules: SaleRules::default(),
+    };
+    e.create_sku(spec).wait().expect("sku");
+    let mut ahead = Vec::new();
+    for i in 0..4 {
+        let o = e.create_order(CreateOrder::new(&format!("u{i}"), &[("A", 1)], "k")).wait().expect("create");
+        e.cancel_order(o.order_id, Initiator::User, TransitionOptions::default()).wait().expect("cancel");
+        ahead.push(o.order_id);
+    }
+    clock.advance_ms(60_001);
+    e.settle();
+    assert_eq!(e.order_count(), 0, "all archived");
+    drop(e);
+    db.close().expect("close");
+
+    clock.set_ms(T0); // the clock was corrected: an hour back
+    let db = open(dir.path(), &clock);
+    let e = db.engine().clone();
+    let highest = *ahead.iter().max().expect("ids");
+    for i in 0..4 {
+        let o = e.create_order(CreateOrder::new(&format!("u{i}"), &[("A", 1)], "k2")).wait().expect("create");
+        assert!(o.order_id > highest, "new id {:?} not above archived {highest:?}", o.order_id);
+    }
+    drop(e);
     db.close().expect("close");
 }

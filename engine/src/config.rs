@@ -75,27 +75,122 @@ impl EngineConfig {
         }
     }
 
-    /// Check every field.
+    /// Check every field: each must fit what uses it (issue 10, item 3: config that does not fit
+    /// is refused at start, never met as a panic or a wrap later).
+    ///
+    /// * `shard_count` ≤ 4096: order ids route by their 12 sequence bits ([`crate::snowflake`]).
+    /// * `node_id` ≤ 1023: the snowflake's 10 node bits.
+    /// * Durations (`payment_timeout_ms`, `auto_complete_ms`, `archive_after_ms`) ≤
+    ///   [`DURATION_MS_MAX`] (100 years), so a clock plus any of them fits an `i64`.
+    /// * Capacities and counts positive and at most their `*_MAX` constant (a bounded channel
+    ///   allocates its capacity up front).
     ///
     /// # Errors
     /// `invalid_config` naming the first bad field.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let bad = |m: &str| Err(EngineError::InvalidConfig { message: m.to_owned() });
-        if self.effective_shard_count() > 4096 {
-            return bad("shard_count must be at most 4096");
+        let bad = |m: String| Err(EngineError::InvalidConfig { message: m });
+        if self.effective_shard_count() > SHARD_COUNT_MAX {
+            return bad(format!("shard_count must be at most {SHARD_COUNT_MAX} (order ids route by 12 bits)"));
         }
         if self.node_id > NODE_ID_MAX {
-            return bad("node_id must be at most 1023");
+            return bad(format!("node_id must be at most {NODE_ID_MAX} (10 bits of the order id)"));
         }
-        if self.mailbox_capacity == 0 || self.batch_size_max == 0 {
-            return bad("mailbox_capacity and batch_size_max must be positive");
+        let durations = [
+            ("payment_timeout_ms", self.payment_timeout_ms),
+            ("auto_complete_ms", self.auto_complete_ms),
+            ("archive_after_ms", self.archive_after_ms),
+        ];
+        for (name, ms) in durations {
+            if ms > DURATION_MS_MAX {
+                return bad(format!("{name} must be at most {DURATION_MS_MAX} (100 years)"));
+            }
         }
-        if self.order_items_max == 0 || self.order_items_max > 255 || self.item_qty_max == 0 {
-            return bad("order_items_max must be 1..=255 and item_qty_max positive");
-        }
-        if self.list_limit_max == 0 || self.timers_per_tick_max == 0 || self.tick_interval_ms == 0 {
-            return bad("list_limit_max, timers_per_tick_max and tick_interval_ms must be positive");
+        let counts = [
+            ("mailbox_capacity", self.mailbox_capacity as u64, MAILBOX_CAPACITY_MAX),
+            ("batch_size_max", self.batch_size_max as u64, BATCH_SIZE_MAX),
+            ("order_items_max", self.order_items_max as u64, ORDER_ITEMS_MAX),
+            ("item_qty_max", u64::from(self.item_qty_max), ITEM_QTY_MAX),
+            ("list_limit_max", self.list_limit_max as u64, LIST_LIMIT_MAX),
+            ("timers_per_tick_max", self.timers_per_tick_max as u64, TIMERS_PER_TICK_MAX),
+            ("tick_interval_ms", self.tick_interval_ms, TICK_INTERVAL_MS_MAX),
+        ];
+        for (name, value, max) in counts {
+            if value == 0 || value > max {
+                return bad(format!("{name} must be 1..={max}"));
+            }
         }
         Ok(())
+    }
+}
+
+/// Most shards: order ids route to shards by their 12 sequence bits.
+pub const SHARD_COUNT_MAX: usize = 4096;
+/// Longest configurable duration: 100 years in ms (a clock plus this fits an `i64` for
+/// millennia).
+pub const DURATION_MS_MAX: u64 = 100 * 366 * 86_400_000;
+/// Largest `mailbox_capacity` (16 Mi messages; the channel allocates it up front).
+pub const MAILBOX_CAPACITY_MAX: u64 = 1 << 24;
+/// Largest `batch_size_max`.
+pub const BATCH_SIZE_MAX: u64 = 1 << 20;
+/// Largest `order_items_max`: a line item's index travels as a `u8`.
+pub const ORDER_ITEMS_MAX: u64 = 255;
+/// Largest `item_qty_max`.
+pub const ITEM_QTY_MAX: u64 = 1_000_000;
+/// Largest `list_limit_max` (a page is built in memory).
+pub const LIST_LIMIT_MAX: u64 = 10_000;
+/// Largest `timers_per_tick_max`.
+pub const TIMERS_PER_TICK_MAX: u64 = 1 << 20;
+/// Longest `tick_interval_ms`: one minute (timers fire at most this late on an idle shard).
+pub const TICK_INTERVAL_MS_MAX: u64 = 60_000;
+
+/// A configured duration as a signed ms offset for clock arithmetic; saturates instead of
+/// wrapping (`validate` keeps durations far below the limit anyway).
+pub(crate) fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(cfg: EngineConfig, field: &str) {
+        match cfg.validate() {
+            Err(EngineError::InvalidConfig { message }) => assert!(message.contains(field), "{field}: {message}"),
+            other => panic!("{field}: expected invalid_config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_refused_naming_the_field() {
+        let d = EngineConfig::default;
+        assert_eq!(d().validate(), Ok(()));
+        refused(EngineConfig { shard_count: 4097, ..d() }, "shard_count");
+        refused(EngineConfig { node_id: 1024, ..d() }, "node_id");
+        refused(EngineConfig { payment_timeout_ms: u64::MAX, ..d() }, "payment_timeout_ms");
+        refused(EngineConfig { auto_complete_ms: i64::MAX as u64 + 1, ..d() }, "auto_complete_ms");
+        refused(EngineConfig { archive_after_ms: DURATION_MS_MAX + 1, ..d() }, "archive_after_ms");
+        refused(EngineConfig { mailbox_capacity: 0, ..d() }, "mailbox_capacity");
+        refused(EngineConfig { mailbox_capacity: usize::MAX, ..d() }, "mailbox_capacity");
+        refused(EngineConfig { batch_size_max: usize::MAX, ..d() }, "batch_size_max");
+        refused(EngineConfig { order_items_max: 256, ..d() }, "order_items_max");
+        refused(EngineConfig { item_qty_max: 0, ..d() }, "item_qty_max");
+        refused(EngineConfig { item_qty_max: u32::MAX, ..d() }, "item_qty_max");
+        refused(EngineConfig { list_limit_max: usize::MAX, ..d() }, "list_limit_max");
+        refused(EngineConfig { timers_per_tick_max: 0, ..d() }, "timers_per_tick_max");
+        refused(EngineConfig { tick_interval_ms: u64::MAX, ..d() }, "tick_interval_ms");
+        let edge = EngineConfig {
+            shard_count: 4096,
+            node_id: 1023,
+            payment_timeout_ms: DURATION_MS_MAX,
+            item_qty_max: 1_000_000,
+            ..d()
+        };
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn durations_never_wrap_when_added_to_a_clock() {
+        assert_eq!(ms_i64(u64::MAX), i64::MAX);
+        assert_eq!(ms_i64(DURATION_MS_MAX), DURATION_MS_MAX as i64);
     }
 }

@@ -319,15 +319,32 @@ pub struct TransitionOptions {
     pub reason: Option<String>,
 }
 
-/// A page of `list_orders`.
+/// A `list_orders` query: one page of a user's orders, newest first.
+///
+/// Paging is by cursor (keyset paging, as Stripe's `starting_after` / `ending_before`): pass the
+/// previous page's [`OrderPage::next_before`] as `before` to get the next page. Pages stay exact
+/// while orders are created or archived, and a page costs O(`limit`), not O(all of the user's
+/// orders) (issue 10, item 13).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOrders {
     /// Whose orders.
     pub user_id: String,
-    /// Only orders in this status, if set.
+    /// Only orders in this status, if set. A filtered page examines at most
+    /// `limit` × [`crate::LIST_SCAN_FACTOR`] orders, so it may hold fewer than `limit` orders (even
+    /// none) and still have a `next_before`.
     pub status: Option<OrderStatus>,
-    /// Page number, from 0.
-    pub page: usize,
     /// Page size, 1..=`list_limit_max`.
     pub limit: usize,
+    /// Only orders with an id below this one (the previous page's `next_before`); `None` for the
+    /// first page.
+    pub before: Option<OrderId>,
+}
+
+/// One page of a user's orders (the answer to [`ListOrders`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrderPage {
+    /// Orders, newest (highest id) first.
+    pub orders: Vec<Arc<Order>>,
+    /// The `before` of the next page; `None` on the last page.
+    pub next_before: Option<OrderId>,
 }

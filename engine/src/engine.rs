@@ -13,7 +13,7 @@ use crate::audit::AuditReport;
 use crate::clock::{Clock, SystemClock};
 use crate::config::EngineConfig;
 use crate::domain::{
-    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, SkuSpec, SkuUpdate, SkuView,
+    CreateOrder, DisputeResolution, Initiator, ListOrders, Order, OrderId, OrderPage, SkuSpec, SkuUpdate, SkuView,
     TransitionOptions,
 };
 use crate::error::{EngineError, EngineResult};
@@ -32,6 +32,17 @@ pub const ID_BYTES_MAX: usize = 64;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 /// Longest name, reason or tracking number, in bytes.
 pub const TEXT_BYTES_MAX: usize = 256;
+/// Largest unit price: 10^12 currency units (`create_sku`, `update_sku`). With at most
+/// [`PRICE_SCALE_MAX`] decimal places, a price's mantissa stays below 10^16, so even 255 line
+/// items × `u32::MAX` units × `PRICE_MAX` (about 1.1 × 10^28) stay below `Decimal::MAX`
+/// (about 7.9 × 10^28): no order total can overflow (issue 10, item 3).
+pub const PRICE_MAX: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+/// Most decimal places of a price: 4, the most minor units of any ISO 4217 currency.
+pub const PRICE_SCALE_MAX: u32 = 4;
+/// Largest stock of a SKU, in units (`initial_stock`, and `stocked_total` after any
+/// `adjust_stock`): 10^15, far above any real inventory and the load generator's 10^12, far
+/// below `u64::MAX`, so no stock counter can overflow.
+pub const STOCK_MAX: u64 = 1_000_000_000_000_000;
 
 /// A handle to a running engine. Cheap to clone; every clone talks to the same shards. The
 /// shards stop when the last clone is dropped (or at [`Engine::shutdown`]).
@@ -171,8 +182,10 @@ impl EngineBuilder {
         let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counters: Vec<Arc<ShardCounters>> = (0..n).map(|_| Arc::default()).collect();
         let mut shards = Vec::with_capacity(n);
+        // New ids stay above archived ones too (they are not in the recovered state).
+        let id_floor = self.archive.as_ref().and_then(|a| a.highest_id());
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
-            shards.push(Shard::new(ShardParts {
+            let mut shard = Shard::new(ShardParts {
                 id,
                 config: config.clone(),
                 clock: self.clock.clone(),
@@ -186,7 +199,11 @@ impl EngineBuilder {
                 archive: self.archive.clone(),
                 observer: self.observer.clone(),
                 counters: counters[id].clone(),
-            })?);
+            })?;
+            if let Some(floor) = id_floor {
+                shard.observe_id(floor);
+            }
+            shards.push(shard);
         }
         let mut inner = Inner {
             config,
@@ -216,6 +233,19 @@ impl EngineBuilder {
         }
         Ok(Engine { inner: Arc::new(inner) })
     }
+}
+
+/// A price must be 0..=[`PRICE_MAX`] with at most [`PRICE_SCALE_MAX`] decimal places.
+fn check_price(price: Decimal) -> EngineResult<()> {
+    if price.is_sign_negative() {
+        return Err(EngineError::invalid("price must not be negative"));
+    }
+    if price > PRICE_MAX || price.scale() > PRICE_SCALE_MAX {
+        return Err(EngineError::invalid(format!(
+            "price must be at most {PRICE_MAX} with at most {PRICE_SCALE_MAX} decimal places"
+        )));
+    }
+    Ok(())
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> EngineResult<()> {
@@ -280,14 +310,16 @@ impl Engine {
     /// Create a SKU with its initial stock and rules.
     ///
     /// # Errors
-    /// `invalid_request` (empty or long id/name, negative price, sale window ends before it
-    /// starts), `sku_already_exists`.
+    /// `invalid_request` (empty or long id/name, negative price, a price above [`PRICE_MAX`] or
+    /// with more than [`PRICE_SCALE_MAX`] decimal places, `initial_stock` above [`STOCK_MAX`],
+    /// sale window ends before it starts), `sku_already_exists`.
     pub fn create_sku(&self, spec: SkuSpec) -> Pending<SkuView> {
         let check = || -> EngineResult<()> {
             check_text("sku_id", &spec.sku_id, ID_BYTES_MAX)?;
             check_text("name", &spec.name, TEXT_BYTES_MAX)?;
-            if spec.price.is_sign_negative() {
-                return Err(EngineError::invalid("price must not be negative"));
+            check_price(spec.price)?;
+            if spec.initial_stock > STOCK_MAX {
+                return Err(EngineError::invalid(format!("initial_stock must be at most {STOCK_MAX}")));
             }
             if let (Some(a), Some(b)) = (spec.rules.sale_starts_at_ms, spec.rules.sale_ends_at_ms) {
                 if b <= a {
@@ -306,15 +338,15 @@ impl Engine {
     /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
     ///
     /// # Errors
-    /// `unknown_sku`, `invalid_request`.
+    /// `unknown_sku`, `invalid_request` (as [`Engine::create_sku`]).
     pub fn update_sku(&self, sku_id: &str, update: SkuUpdate) -> Pending<SkuView> {
         if let Some(name) = &update.name {
             if let Err(e) = check_text("name", name, TEXT_BYTES_MAX) {
                 return Pending::ready(Err(e));
             }
         }
-        if update.price.is_some_and(|p| p.is_sign_negative()) {
-            return Pending::ready(Err(EngineError::invalid("price must not be negative")));
+        if let Some(Err(e)) = update.price.map(check_price) {
+            return Pending::ready(Err(e));
         }
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
@@ -546,32 +578,37 @@ impl Engine {
         self.inner.archive.as_ref().and_then(|a| a.get(order_id)).ok_or(EngineError::UnknownOrder { order_id })
     }
 
-    /// A user's orders, newest first, optionally only one status; `page` counts from 0.
+    /// One page of a user's orders, newest first, optionally only one status. Pass the page's
+    /// `next_before` as the next query's `before` to continue; it is `None` on the last page.
+    /// Costs O(`limit`) whatever the user's order count (see [`crate::LIST_SCAN_FACTOR`] for
+    /// filtered pages), live and archived orders alike.
     ///
     /// # Errors
     /// `invalid_request` if `limit` is 0 or above `list_limit_max`.
-    pub fn list_orders(&self, q: &ListOrders) -> EngineResult<Vec<Arc<Order>>> {
-        if q.limit == 0 || q.limit > self.inner.config.list_limit_max {
-            return Err(EngineError::invalid(format!("limit must be 1..={}", self.inner.config.list_limit_max)));
-        }
-        // Copy the ids out so no guard is held while reading the order map.
-        let mut ids: Vec<OrderId> =
-            self.inner.read.user_orders.get(q.user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
-        if let Some(archive) = &self.inner.archive {
-            ids.extend(archive.list_user(&q.user_id));
-            // Live and archived ids interleave; an order briefly in both is listed once.
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        let skip = q.page.saturating_mul(q.limit);
-        Ok(ids
-            .iter()
-            .rev()
-            .filter_map(|id| self.get_order(*id).ok())
-            .filter(|o| q.status.is_none_or(|s| o.status == s))
-            .skip(skip)
-            .take(q.limit)
-            .collect())
+    ///
+    /// # Example
+    /// ```
+    /// use surge_engine::{CreateOrder, Engine, EngineConfig, ListOrders, SkuSpec, SaleRules};
+    /// use rust_decimal::Decimal;
+    ///
+    /// let engine = Engine::in_memory(EngineConfig::default()).unwrap();
+    /// engine.create_sku(SkuSpec {
+    ///     sku_id: "tee".into(), name: "T-shirt".into(), price: Decimal::new(1990, 2),
+    ///     initial_stock: 10, rules: SaleRules::default(),
+    /// }).wait().unwrap();
+    /// for k in ["k1", "k2", "k3"] {
+    ///     engine.create_order(CreateOrder::new("ann", &[("tee", 1)], k)).wait().unwrap();
+    /// }
+    /// let mut q = ListOrders { user_id: "ann".into(), status: None, limit: 2, before: None };
+    /// let first = engine.list_orders(&q).unwrap();
+    /// assert_eq!(first.orders.len(), 2);
+    /// q.before = first.next_before;
+    /// let last = engine.list_orders(&q).unwrap();
+    /// assert_eq!((last.orders.len(), last.next_before), (1, None));
+    /// ```
+    pub fn list_orders(&self, q: &ListOrders) -> EngineResult<OrderPage> {
+        let archive = self.inner.archive.as_deref();
+        crate::listing::page(&self.inner.read, archive, q, self.inner.config.list_limit_max).map(|(page, _)| page)
     }
 
     /// Block until every shard is idle: all sagas, side effects and due timers have run. For

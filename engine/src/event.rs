@@ -209,6 +209,26 @@ pub trait OrderArchive: Send + Sync + 'static {
     fn get(&self, order_id: OrderId) -> Option<Arc<Order>>;
     /// Ids of a user's archived orders (any order).
     fn list_user(&self, user_id: &str) -> Vec<OrderId>;
+
+    /// The highest archived order id, if any. Recovery's id floor: archived orders are not in
+    /// the recovered state, yet new ids must stay above theirs even when they were minted while
+    /// the clock was ahead (issue 10, item 8). The default (`None`) suits archives that cannot
+    /// hold ids above the live orders'.
+    fn highest_id(&self) -> Option<OrderId> {
+        None
+    }
+
+    /// Up to `limit` ids of a user's archived orders below `before` (all if `None`), highest
+    /// first: one page of `list_orders`, which must cost O(`limit`) (a reverse range scan of an
+    /// index keyed by user and id). The default filters [`OrderArchive::list_user`], which costs
+    /// O(all of the user's archived orders): archives that can hold many override it.
+    fn list_user_before(&self, user_id: &str, before: Option<OrderId>, limit: usize) -> Vec<OrderId> {
+        let mut ids: Vec<OrderId> =
+            self.list_user(user_id).into_iter().filter(|id| before.is_none_or(|b| *id < b)).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
+        ids
+    }
 }
 
 /// Told about every change once it is durable (for subscriptions: the gateway's push hub).

@@ -48,8 +48,10 @@ mod engine;
 pub mod error;
 pub mod event;
 pub mod fatal;
+mod listing;
 mod order;
 mod pending;
+mod publish;
 mod shard;
 mod sku;
 pub mod snowflake;
@@ -61,15 +63,19 @@ pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use domain::{
-    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderStatus,
-    Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
+    CreateOrder, DisputeResolution, HistoryEntry, Initiator, LineItem, ListOrders, Order, OrderId, OrderPage,
+    OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
-pub use engine::{Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
+pub use engine::{
+    Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, PRICE_MAX, PRICE_SCALE_MAX, STOCK_MAX,
+    TEXT_BYTES_MAX,
+};
 pub use error::{EngineError, EngineResult};
 pub use event::{
     ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent,
     StorageGate,
 };
+pub use listing::LIST_SCAN_FACTOR;
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
 pub use sku::ADJUSTMENT_IDS_PER_SKU_MAX;

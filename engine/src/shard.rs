@@ -35,7 +35,7 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 
 use crate::clock::Clock;
-use crate::config::EngineConfig;
+use crate::config::{ms_i64, EngineConfig};
 use crate::domain::{
     CreateOrder, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, SkuId, SkuSpec, SkuUpdate, SkuView,
     UserId,
@@ -43,6 +43,7 @@ use crate::domain::{
 use crate::error::{EngineError, EngineResult};
 use crate::event::{ChangeObserver, Event, Journal, OrderArchive, OrderEvent, SkuEvent};
 use crate::order::{self, Decision, OrderCommand};
+use crate::publish::BatchPublication;
 use crate::sku::{Grant, SkuActor, SkuShared, SkuState};
 use crate::snowflake::Snowflake;
 use crate::state::EngineState;
@@ -226,8 +227,10 @@ pub(crate) struct Shard {
     archive: Option<Arc<dyn OrderArchive>>,
     /// Told about durable changes (subscriptions); `None` costs nothing.
     observer: Option<Arc<dyn ChangeObserver>>,
-    changed_orders: Vec<Arc<Order>>,
-    changed_skus: Vec<SkuId>,
+    /// Orders changed in this batch (new state; true if created): published when durable.
+    changed_orders: Vec<(Arc<Order>, bool)>,
+    /// SKUs changed in this batch, each once (their actors are marked dirty).
+    dirty_skus: Vec<SkuId>,
     /// Monitoring counters (this thread is their only writer).
     counters: Arc<ShardCounters>,
 }
@@ -281,7 +284,7 @@ impl Shard {
             archive: p.archive,
             observer: p.observer,
             changed_orders: Vec::new(),
-            changed_skus: Vec::new(),
+            dirty_skus: Vec::new(),
             counters: p.counters,
         }
         .install(p.initial))
@@ -292,7 +295,7 @@ impl Shard {
     /// the log.
     fn install(mut self, state: EngineState) -> Self {
         for (sku_id, st) in state.skus {
-            let actor = SkuActor::new(st, self.id);
+            let actor = SkuActor::new(st, self.id, true);
             self.read.skus.insert(sku_id.clone(), actor.shared().clone());
             self.skus.insert(sku_id, actor);
         }
@@ -304,7 +307,7 @@ impl Shard {
                     self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
                 }
                 s if s.is_terminal() && self.archive_enabled => {
-                    let at = order.updated_at_ms.saturating_add(self.config.archive_after_ms as i64);
+                    let at = order.updated_at_ms.saturating_add(ms_i64(self.config.archive_after_ms));
                     self.timers.insert((at, id, TimerKind::Archive));
                 }
                 OrderStatus::Delivered => {
@@ -321,6 +324,11 @@ impl Shard {
         self
     }
 
+    /// Never mint an id at or below `id` (an archived order's, after recovery).
+    pub fn observe_id(&mut self, id: OrderId) {
+        self.ids.observe(id.0);
+    }
+
     /// Idempotency record and read models of an order.
     fn index_order(&mut self, order: &Arc<Order>) {
         let id = order.order_id;
@@ -328,11 +336,12 @@ impl Shard {
         self.index_order_reads(order);
     }
 
-    /// Read models of an order.
+    /// Read models of a recovered order (durable: published at once).
     fn index_order_reads(&mut self, order: &Arc<Order>) {
         let id = order.order_id;
         self.read.orders.insert(id, order.clone());
-        self.read.user_orders.entry(order.user_id.clone()).or_default().push(id);
+        // In place: a different shard count may spread a user's orders over several shards.
+        crate::publish::index_user_order(&self.read, order);
     }
 
     /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
@@ -448,13 +457,15 @@ impl Shard {
             let archived = std::mem::take(&mut self.archived);
             let read = self.read.clone();
             let observer = self.observer.clone();
-            let changed_orders = std::mem::take(&mut self.changed_orders);
-            let changed_skus = std::mem::take(&mut self.changed_skus);
+            let publication = self.take_publication();
             // Submit before sending the batch's messages: the log stays causally ordered.
             self.journal.submit(
                 self.id,
                 events,
                 Box::new(move |result| {
+                    if result.is_ok() {
+                        publication.publish(&read);
+                    }
                     for order in archived {
                         let id = order.order_id;
                         // Unless it was restored meanwhile (then the read model holds a newer
@@ -467,11 +478,11 @@ impl Shard {
                         }
                     }
                     if let (Some(obs), Ok(())) = (&observer, &result) {
-                        for o in &changed_orders {
+                        for (o, _) in &publication.orders {
                             obs.order_changed(o);
                         }
-                        for sku in &changed_skus {
-                            obs.stock_changed(sku);
+                        for sku in &publication.skus {
+                            obs.stock_changed(sku.sku_id());
                         }
                     }
                     release(replies, result)
@@ -482,6 +493,17 @@ impl Shard {
             // Only fails when the peer has exited (shutdown): nothing is left to tell.
             let _ = self.peers[shard].send(msg);
         }
+    }
+
+    /// What this batch changed, for the read models (one publication per dirty SKU).
+    fn take_publication(&mut self) -> BatchPublication {
+        let mut skus = Vec::with_capacity(self.dirty_skus.len());
+        for sku_id in self.dirty_skus.drain(..) {
+            if let Some(actor) = self.skus.get_mut(&sku_id) {
+                skus.push(actor.take_publication());
+            }
+        }
+        BatchPublication { orders: std::mem::take(&mut self.changed_orders), skus }
     }
 
     // ---- SKU actors -------------------------------------------------------------------------
@@ -596,21 +618,17 @@ impl Shard {
         self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::StockDone));
     }
 
-    /// Apply a SKU event to its actor (creating it for `Created`), publish, and journal it.
+    /// Apply a SKU event to its actor (creating it for `Created`), mark it for publication at
+    /// the end of the batch, and journal it.
     fn apply_sku(&mut self, event: SkuEvent) {
         if let SkuEvent::Created { sku_id, .. } = &event {
-            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id)) {
-                self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id, false)) {
                 self.skus.insert(sku_id.clone(), actor);
+                self.dirty_skus.push(sku_id.clone());
             }
         } else if let Some(actor) = self.skus.get_mut(sku_id_of(&event)) {
-            actor.apply(&event);
-        }
-        if self.observer.is_some() {
-            let sku_id = sku_id_of(&event);
-            // A batch touches few SKUs: a linear dedupe beats a set here.
-            if !self.changed_skus.iter().any(|s| s == sku_id) {
-                self.changed_skus.push(sku_id.clone());
+            if actor.apply(&event) {
+                self.dirty_skus.push(sku_id_of(&event).clone());
             }
         }
         self.events.push(Event::Sku(event));
@@ -744,38 +762,26 @@ impl Shard {
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
                     }
-                } else if let Some(err) = first_rejection(&saga) {
-                    let granted: Vec<SkuId> = saga
-                        .items
-                        .iter()
-                        .zip(&saga.grants)
-                        .filter(|(_, g)| matches!(g, Some(Ok(_))))
-                        .map(|((s, _), _)| s.clone())
-                        .collect();
-                    if granted.is_empty() {
-                        self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
-                        for w in waiters {
-                            self.replies.push(Deferred::Order(w, Err(err.clone())));
-                        }
-                    } else {
-                        // Compensation: release what was granted, newest first, then answer.
-                        for sku_id in granted.iter().rev() {
-                            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
-                            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
-                        }
-                        saga.compensating = Some(err);
-                        let acks_left = granted.len();
-                        self.in_flight.insert(
-                            order_id,
-                            InFlight { waiters, acks_left, state: FlightState::Creating(saga), queued },
-                        );
-                        return;
-                    }
                 } else {
-                    let order = self.build_order(order_id, &saga);
-                    self.apply_order_created(order.clone());
-                    for w in waiters {
-                        self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                    // A total that would overflow is a rejection like any other: compensate.
+                    match first_rejection(&saga).map_or_else(|| self.build_order(order_id, &saga), Err) {
+                        Err(err) => {
+                            let acks_left = self.reject_saga(order_id, &mut saga, err.clone());
+                            if acks_left > 0 {
+                                let state = FlightState::Creating(saga);
+                                self.in_flight.insert(order_id, InFlight { waiters, acks_left, state, queued });
+                                return;
+                            }
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Err(err.clone())));
+                            }
+                        }
+                        Ok(order) => {
+                            self.apply_order_created(order.clone());
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                            }
+                        }
                     }
                 }
             }
@@ -785,14 +791,43 @@ impl Shard {
         }
     }
 
-    fn build_order(&self, order_id: OrderId, saga: &Saga) -> Arc<Order> {
+    /// A saga failed with `err`. If nothing was granted, forget its key and return 0 (answer at
+    /// once). Otherwise start compensation (release every grant, newest first; the answer waits
+    /// for the releases) and return how many releases were sent.
+    fn reject_saga(&mut self, order_id: OrderId, saga: &mut Saga, err: EngineError) -> usize {
+        let granted: Vec<SkuId> = saga
+            .items
+            .iter()
+            .zip(&saga.grants)
+            .filter(|(_, g)| matches!(g, Some(Ok(_))))
+            .map(|((s, _), _)| s.clone())
+            .collect();
+        if granted.is_empty() {
+            self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+            return 0;
+        }
+        for sku_id in granted.iter().rev() {
+            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
+        }
+        saga.compensating = Some(err);
+        granted.len()
+    }
+
+    /// The order a fully granted saga creates.
+    ///
+    /// # Errors
+    /// `invalid_request` if a subtotal or the total overflows `Decimal` (prices are bounded at
+    /// the boundary by `PRICE_MAX`, but state recovered from older data may hold any price).
+    fn build_order(&self, order_id: OrderId, saga: &Saga) -> EngineResult<Arc<Order>> {
         let now = self.clock.now_ms();
         let mut items = Vec::with_capacity(saga.items.len());
         let mut total = Decimal::ZERO;
         for ((sku_id, qty), grant) in saga.items.iter().zip(&saga.grants) {
             let Some(Ok(g)) = grant else { continue };
-            let subtotal = g.unit_price * Decimal::from(*qty);
-            total += subtotal;
+            let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
+            let subtotal = g.unit_price.checked_mul(Decimal::from(*qty)).ok_or_else(overflow)?;
+            total = total.checked_add(subtotal).ok_or_else(overflow)?;
             items.push(LineItem {
                 sku_id: sku_id.clone(),
                 name: g.name.clone(),
@@ -809,7 +844,7 @@ impl Shard {
             by: Initiator::User,
             reason: None,
         }];
-        Arc::new(Order {
+        Ok(Arc::new(Order {
             order_id,
             user_id: saga.user_id.clone(),
             items,
@@ -818,27 +853,25 @@ impl Shard {
             version: 1,
             created_at_ms: now,
             updated_at_ms: now,
-            payment_deadline_ms: now.saturating_add(self.config.payment_timeout_ms as i64),
+            payment_deadline_ms: now.saturating_add(ms_i64(self.config.payment_timeout_ms)),
             payment: None,
             tracking_number: None,
             shipped: false,
             refund_return_to: None,
             history,
             idempotency_key: saga.idempotency_key.clone(),
-        })
+        }))
     }
 
     /// Install a created order: actor, read models, deadline timer, journal (the saga already
     /// recorded its idempotency key).
     fn apply_order_created(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        // The saga recorded the idempotency key when it started.
-        self.index_order_reads(&order);
+        // The saga recorded the idempotency key when it started; the read models get the order
+        // when the batch is durable.
         self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
         self.orders.insert(id, order.clone());
-        if self.observer.is_some() {
-            self.changed_orders.push(order.clone());
-        }
+        self.changed_orders.push((order.clone(), true));
         self.counters.order_created();
         self.events.push(Event::Order(OrderEvent::Created(order)));
     }
@@ -876,14 +909,11 @@ impl Shard {
             ));
         }
         if next.status.is_terminal() && self.archive_enabled {
-            let at = now.saturating_add(self.config.archive_after_ms as i64);
+            let at = now.saturating_add(ms_i64(self.config.archive_after_ms));
             self.timers.insert((at, order_id, TimerKind::Archive));
         }
         self.orders.insert(order_id, next.clone());
-        self.read.orders.insert(order_id, next.clone());
-        if self.observer.is_some() {
-            self.changed_orders.push(next.clone());
-        }
+        self.changed_orders.push((next.clone(), false));
         self.events.push(Event::Order(event));
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,
@@ -930,14 +960,8 @@ impl Shard {
     fn restore_order(&mut self, order: Arc<Order>) {
         let id = order.order_id;
         self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
-        self.read.orders.insert(id, order.clone());
-        // Keep the user's ids ascending, once each (it may still be listed while archiving).
-        let mut ids = self.read.user_orders.entry(order.user_id.clone()).or_default();
-        let pos = ids.partition_point(|x| *x < id);
-        if ids.get(pos) != Some(&id) {
-            ids.insert(pos, id);
-        }
-        drop(ids);
+        // Back in the read models (and the user's index) once this batch is durable.
+        self.changed_orders.push((order.clone(), true));
         for item in &order.items {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
             let msg = SkuMsg::Remember { order_id: id, user_id: order.user_id.clone(), qty: item.qty };
@@ -1028,7 +1052,7 @@ fn auto_complete_at(order: &Order, auto_complete_ms: u64) -> i64 {
         .rev()
         .find(|h| h.to == OrderStatus::Delivered && h.from == Some(OrderStatus::Shipped))
         .map_or(order.updated_at_ms, |h| h.at_ms);
-    delivered_at.saturating_add(auto_complete_ms as i64)
+    delivered_at.saturating_add(ms_i64(auto_complete_ms))
 }
 
 fn first_rejection(saga: &Saga) -> Option<EngineError> {

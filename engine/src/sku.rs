@@ -5,9 +5,12 @@
 //! shard thread owns the actor and handles one message at a time, every stock decision for a SKU
 //! is serialized without a lock.
 //!
-//! After every applied event the actor publishes its counters to [`SkuShared`] (a seqlock of
-//! atomics read by `get_sku` and by the sold-out fast path). The actor stays the authority: the
-//! published counters are a hint and a read model, never an input to a decision.
+//! Applied events only mark the actor *dirty*; at the end of its batch the shard takes one
+//! [`SkuPublication`] per dirty SKU (the counters and, if they changed, the rules) and the
+//! batch's `on_durable` callback writes it to [`SkuShared`] (a seqlock of atomics read by
+//! `get_sku` and by the sold-out fast path), so readers never see what is not durable (issue 10,
+//! item 2). The actor stays the authority: the published counters are a hint and a read model,
+//! never an input to a decision (the fast path may reject from a stale hint, never grant).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -67,9 +70,11 @@ pub(crate) struct SkuMeta {
 
 /// The part of a SKU that readers see without messaging the actor.
 ///
-/// Counters are a seqlock: the actor (single writer) bumps `seq` to odd, stores, bumps to even;
+/// Counters are a seqlock: the writer (the `on_durable` callbacks of the owning shard's batches,
+/// which run one after another in batch order) moves `seq` to odd, stores, moves it to even;
 /// readers retry until they see the same even `seq` before and after, so a view is never torn
-/// (`available + reserved + sold == stocked_total` holds in every view).
+/// (`available + reserved + sold == stocked_total` holds in every view). The writer takes the
+/// odd `seq` with a compare-and-swap, so even two overlapping writers could not tear a view.
 #[derive(Debug)]
 pub(crate) struct SkuShared {
     pub sku_id: SkuId,
@@ -105,6 +110,25 @@ impl SkuShared {
             return Some(EngineError::SaleEnded { sku_id: sku_id() });
         }
         self.sold_out_hint().then(|| EngineError::SoldOut { sku_id: sku_id() })
+    }
+
+    /// Write `counters` (available, reserved, sold, stocked_total) as one seqlock update.
+    fn store_counters(&self, counters: [u64; 4]) {
+        let seq = loop {
+            let seq = self.seq.load(Ordering::Relaxed);
+            if seq & 1 == 0
+                && self.seq.compare_exchange_weak(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                break seq;
+            }
+            std::hint::spin_loop();
+        };
+        fence(Ordering::Release);
+        self.available.store(counters[0], Ordering::Relaxed);
+        self.reserved.store(counters[1], Ordering::Relaxed);
+        self.sold.store(counters[2], Ordering::Relaxed);
+        self.stocked_total.store(counters[3], Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
     }
 
     /// A consistent snapshot.
@@ -201,6 +225,44 @@ impl From<SkuStateV1> for SkuState {
 pub(crate) struct SkuActor {
     state: SkuState,
     shared: Arc<SkuShared>,
+    /// Changed since the last [`SkuActor::take_publication`].
+    dirty: bool,
+    /// Name, price or rules changed since the last publication.
+    meta_dirty: bool,
+    /// `shared` is in the read models (false for a SKU created in a batch not yet durable).
+    listed: bool,
+}
+
+/// One SKU's read-model update at the end of a batch, applied when the batch is durable
+/// ([`SkuPublication::publish`]): an immutable copy computed by the shard, so the shared seqlock
+/// has exactly one writer (the batch's `on_durable` callback).
+pub(crate) struct SkuPublication {
+    shared: Arc<SkuShared>,
+    /// available, reserved, sold, stocked_total at the end of the batch.
+    counters: [u64; 4],
+    /// New name, price and rules, if they changed in the batch.
+    meta: Option<Arc<SkuMeta>>,
+    /// The SKU was created in the batch: list it in the read models.
+    created: bool,
+}
+
+impl SkuPublication {
+    /// The SKU this publication is for.
+    pub fn sku_id(&self) -> &SkuId {
+        &self.shared.sku_id
+    }
+
+    /// Make the batch's changes visible: rules first, then counters, then (for a new SKU) the
+    /// listing, so a reader that finds the SKU sees its durable state.
+    pub fn publish(&self, skus: &dashmap::DashMap<SkuId, Arc<SkuShared>, ahash::RandomState>) {
+        if let Some(meta) = &self.meta {
+            self.shared.meta.store(meta.clone());
+        }
+        self.shared.store_counters(self.counters);
+        if self.created {
+            skus.insert(self.shared.sku_id.clone(), self.shared.clone());
+        }
+    }
 }
 
 impl SkuState {
@@ -291,11 +353,16 @@ impl SkuState {
         if self.available < u64::from(qty) {
             return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
         }
+        let held = self.user_units.get(user_id).copied().unwrap_or(0);
         if let Some(limit) = rules.per_user_limit {
-            let held = self.user_units.get(user_id).copied().unwrap_or(0);
             if u64::from(held) + u64::from(qty) > u64::from(limit) {
                 return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
             }
+        }
+        // The per-user count is a u32: a user holding about 4.3 billion units of one SKU must
+        // not wrap it (that would lift their per-user limit).
+        if held.checked_add(qty).is_none() {
+            return Err(EngineError::invalid(format!("user {user_id} holds too many units of sku {}", self.id)));
         }
         let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
         Ok((grant, Some(event)))
@@ -372,11 +439,13 @@ impl SkuState {
         }))
     }
 
+    /// Removal is bounded by `available`, addition by [`crate::STOCK_MAX`] (so no counter can
+    /// overflow); otherwise `invalid_adjustment`.
     fn check_adjust(&self, delta: i64) -> Result<(), EngineError> {
         let ok = if delta < 0 {
             delta.unsigned_abs() <= self.available
         } else {
-            self.stocked_total.checked_add(delta as u64).is_some()
+            self.stocked_total.checked_add(delta.unsigned_abs()).is_some_and(|t| t <= crate::STOCK_MAX)
         };
         if !ok {
             return Err(EngineError::InvalidAdjustment { sku_id: self.sku(), delta, available: self.available });
@@ -387,8 +456,8 @@ impl SkuState {
     /// Add or remove units (bounded by `available`, as decided).
     fn adjust(&mut self, delta: i64) {
         if delta >= 0 {
-            self.available += delta as u64;
-            self.stocked_total += delta as u64;
+            self.available += delta.unsigned_abs();
+            self.stocked_total += delta.unsigned_abs();
         } else {
             let d = delta.unsigned_abs().min(self.available);
             self.available -= d;
@@ -484,8 +553,10 @@ impl SkuState {
 }
 
 impl SkuActor {
-    /// Host `state` on `shard`, with a fresh read model.
-    pub fn new(state: SkuState, shard: usize) -> Self {
+    /// Host `state` on `shard`, with a fresh read model. `listed` says whether the read model is
+    /// already in the read models (recovered SKUs: durable by definition) or must be listed by
+    /// the first publication (a SKU created in the current batch).
+    pub fn new(state: SkuState, shard: usize, listed: bool) -> Self {
         let meta = Arc::new(SkuMeta { name: state.name.clone(), price: state.price, rules: state.rules.clone() });
         let shared = Arc::new(SkuShared {
             sku_id: state.id.clone(),
@@ -497,7 +568,7 @@ impl SkuActor {
             stocked_total: AtomicU64::new(state.stocked_total),
             meta: ArcSwap::new(meta),
         });
-        Self { state, shared }
+        Self { state, shared, dirty: !listed, meta_dirty: false, listed }
     }
 
     pub fn shared(&self) -> &Arc<SkuShared> {
@@ -508,30 +579,30 @@ impl SkuActor {
         &self.state
     }
 
-    /// Apply an event and publish the result to the read model.
-    pub fn apply(&mut self, event: &SkuEvent) {
+    /// Apply an event. Returns true if the actor just became dirty (the shard lists it once per
+    /// batch for [`SkuActor::take_publication`]).
+    pub fn apply(&mut self, event: &SkuEvent) -> bool {
         self.state.apply(event);
         if let SkuEvent::Updated { .. } = event {
-            let st = &self.state;
-            self.shared.meta.store(Arc::new(SkuMeta {
-                name: st.name.clone(),
-                price: st.price,
-                rules: st.rules.clone(),
-            }));
+            self.meta_dirty = true;
         }
-        self.publish();
+        !std::mem::replace(&mut self.dirty, true)
     }
 
-    fn publish(&self) {
-        let (s, st) = (&self.shared, &self.state);
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        s.available.store(st.available, Ordering::Relaxed);
-        s.reserved.store(st.reserved, Ordering::Relaxed);
-        s.sold.store(st.sold, Ordering::Relaxed);
-        s.stocked_total.store(st.stocked_total, Ordering::Relaxed);
-        s.seq.store(seq + 2, Ordering::Release);
+    /// The read-model update for everything applied since the last one; clears the dirty marks.
+    pub fn take_publication(&mut self) -> SkuPublication {
+        let st = &self.state;
+        let meta = std::mem::take(&mut self.meta_dirty)
+            .then(|| Arc::new(SkuMeta { name: st.name.clone(), price: st.price, rules: st.rules.clone() }));
+        let publication = SkuPublication {
+            shared: self.shared.clone(),
+            counters: [st.available, st.reserved, st.sold, st.stocked_total],
+            meta,
+            created: !self.listed,
+        };
+        self.dirty = false;
+        self.listed = true;
+        publication
     }
 }
 

@@ -5,9 +5,14 @@
 //! sequence numbers with `seq % n == s`, so ids from different shards of one node never collide,
 //! and [`shard_of`] finds an order's shard from its id alone.
 //!
-//! On a clock step back the generator keeps issuing from the last millisecond it used and, when
-//! that millisecond's sequence space is exhausted, *waits* for the clock to pass it: it never
-//! panics and never repeats an id.
+//! The generator keeps a *logical* millisecond (`last_ms`) that never goes back. When the clock
+//! is behind it (an NTP step back, or recovery [`Snowflake::observe`]d ids minted while the wall
+//! clock was ahead, e.g. an id from next week), the generator does not wait for the clock to catch
+//! up (that would freeze the shard for as long as the clock was ahead): it continues from the
+//! logical millisecond, moving to the next one when this shard's sequence space in it is used up
+//! (logical time, as Sonyflake and hybrid logical clocks do), and logs one warning per such
+//! episode. Only when the clock stands exactly on the exhausted millisecond does it wait, at most
+//! until the next millisecond. It never panics and never repeats an id.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -51,6 +56,8 @@ pub struct Snowflake {
     seq_stride: u32,
     last_ms: i64,
     next_seq: u32,
+    /// True while `last_ms` runs ahead of the clock (one warning per episode).
+    ahead: bool,
 }
 
 impl Snowflake {
@@ -74,6 +81,7 @@ impl Snowflake {
             seq_stride: shard_count as u32,
             last_ms: 0,
             next_seq: shard as u32,
+            ahead: false,
         })
     }
 
@@ -86,21 +94,42 @@ impl Snowflake {
         }
     }
 
-    /// The next id. Blocks (sleeping in 1 ms steps) only while this shard's sequence space for
-    /// the current millisecond is used up and the clock has not moved past it.
+    /// The next id: strictly above every id issued or observed before, with `seq % n == shard`.
+    ///
+    /// Never waits while the clock is behind the logical millisecond (see the module docs); it
+    /// sleeps (200 µs steps) only while the clock stands on a millisecond whose sequence space
+    /// this shard has used up, i.e. at most until the clock's next millisecond.
     pub fn next_id(&mut self, clock: &dyn Clock) -> u64 {
         loop {
-            let now = (clock.now_ms() - EPOCH_MS).max(0);
+            let now = clock.now_ms().saturating_sub(EPOCH_MS).max(0);
             if now > self.last_ms {
+                if self.ahead {
+                    tracing::info!(shard = self.seq_first, "snowflake: the clock caught up with the ids");
+                    self.ahead = false;
+                }
                 self.last_ms = now;
                 self.next_seq = self.seq_first;
             }
-            // A clock step back (now < last_ms) keeps using last_ms: ids stay increasing.
             if self.next_seq < SEQ_SPACE {
                 let seq = self.next_seq;
                 self.next_seq += self.seq_stride;
                 let ms = (self.last_ms as u64) & ((1 << 41) - 1);
                 return (ms << (SEQ_BITS + NODE_BITS)) | (self.node_id << SEQ_BITS) | u64::from(seq);
+            }
+            if now < self.last_ms {
+                // The clock is behind the ids (stepped back, or ids came from a clock that was
+                // ahead): continue in logical time rather than freeze until it catches up.
+                if !self.ahead {
+                    self.ahead = true;
+                    tracing::warn!(
+                        shard = self.seq_first,
+                        ahead_ms = self.last_ms - now,
+                        "snowflake: ids run ahead of the clock; continuing from the highest id in logical time"
+                    );
+                }
+                self.last_ms += 1;
+                self.next_seq = self.seq_first;
+                continue;
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
@@ -152,6 +181,43 @@ mod tests {
         let id = g.next_id(&*clock);
         t.join().unwrap();
         assert_eq!(timestamp_ms_of(id), EPOCH_MS + 2);
+    }
+
+    /// Observe an id minted `ahead_ms` ahead of a clock that then stands still; mint 100 000 ids.
+    /// Before the fix the generator slept until the clock passed the observed millisecond, so
+    /// this never finished (the timeout turns that into a failure).
+    fn mints_without_waiting_after_observing_an_id_ahead(ahead_ms: i64) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = EPOCH_MS + 86_400_000;
+            let clock = ManualClock::new(start);
+            let mut old = Snowflake::new(5, 2, 3).unwrap();
+            let future = old.next_id(&ManualClock::new(start + ahead_ms));
+            let mut g = Snowflake::new(5, 2, 3).unwrap();
+            g.observe(future);
+            let mut last = future;
+            for i in 0..100_000 {
+                let id = g.next_id(&clock);
+                assert!(id > last, "id {id} not above {last} at {i}");
+                assert_eq!(shard_of(id, 3), 2, "routing of {id}");
+                last = id;
+            }
+            // 100 000 ids at 1366 per ms for this shard take 74 logical ms past the floor.
+            assert!(timestamp_ms_of(last) <= start + ahead_ms + 100, "logical time ran off");
+            let _ = tx.send(());
+        });
+        let done = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert!(done.is_ok(), "the generator waited for the clock (or panicked) with ids {ahead_ms} ms ahead");
+    }
+
+    #[test]
+    fn continues_from_an_id_an_hour_ahead_without_waiting() {
+        mints_without_waiting_after_observing_an_id_ahead(3_600_000);
+    }
+
+    #[test]
+    fn continues_from_an_id_a_year_ahead_without_waiting() {
+        mints_without_waiting_after_observing_an_id_ahead(365 * 86_400_000);
     }
 
     #[test]

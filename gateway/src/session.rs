@@ -23,7 +23,7 @@ use crate::auth::{Role, Tokens};
 use crate::config::LimitsConfig;
 use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
 use crate::limits::{LimitStats, Replier};
-use crate::protocol::{self, Op, WireError};
+use crate::protocol::{self, encode_order_cursor, Op, WireError};
 
 /// Most subscriptions one connection may hold.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1_000;
@@ -424,7 +424,11 @@ fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOpti
 enum Outcome {
     Order(Arc<surge_engine::Order>),
     Sku(surge_engine::SkuView),
-    Orders { orders: Vec<Arc<surge_engine::Order>>, page: usize, limit: usize },
+    /// A `list_orders` page; `next_cursor` is `null` on the last page.
+    Orders {
+        orders: Vec<Arc<surge_engine::Order>>,
+        next_cursor: Option<String>,
+    },
     Null(()),
 }
 
@@ -511,8 +515,9 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
         }
         Op::GetOrder(r) => Outcome::Order(engine.get_order(r.order_id.0)?),
         Op::ListOrders(r) => {
-            let q = ListOrders { user_id: r.user_id, status: r.status, page: r.page, limit: r.limit };
-            Outcome::Orders { orders: engine.list_orders(&q)?, page: r.page, limit: r.limit }
+            let q = ListOrders { user_id: r.user_id, status: r.status, limit: r.limit, before: r.cursor };
+            let page = engine.list_orders(&q)?;
+            Outcome::Orders { orders: page.orders, next_cursor: page.next_before.map(encode_order_cursor) }
         }
         Op::Pay(r) => {
             Outcome::Order(engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?)

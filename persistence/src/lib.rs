@@ -474,6 +474,15 @@ impl OrderArchive for SledArchive {
     fn list_user(&self, user_id: &str) -> Vec<OrderId> {
         self.0.upgrade().map(|s| s.archived_ids(user_id).into_iter().map(OrderId).collect()).unwrap_or_default()
     }
+
+    fn highest_id(&self) -> Option<OrderId> {
+        self.0.upgrade()?.archived_max_id().map(OrderId)
+    }
+
+    fn list_user_before(&self, user_id: &str, before: Option<OrderId>, limit: usize) -> Vec<OrderId> {
+        let Some(store) = self.0.upgrade() else { return Vec::new() };
+        store.archived_ids_before(user_id, before.map(|b| b.0), limit).into_iter().map(OrderId).collect()
+    }
 }
 
 impl LogStore for Box<dyn LogStore> {

@@ -176,6 +176,36 @@ impl SledStore {
             .collect()
     }
 
+    /// The highest archived order id (the archive is keyed by big-endian id), if any.
+    pub fn archived_max_id(&self) -> Option<u64> {
+        match self.archive.last() {
+            Ok(last) => last.map(|(k, _)| lsn_of(&k)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the archive's highest order id");
+                None
+            }
+        }
+    }
+
+    /// Up to `limit` ids of a user's archived orders below `before` (all if `None`), highest
+    /// first: a reverse range scan of `archive_by_user`, so it costs O(`limit`) whatever the
+    /// user's archive holds (one page of `list_orders`). Read errors end the scan early.
+    pub fn archived_ids_before(&self, user_id: &str, before: Option<u64>, limit: usize) -> Vec<u64> {
+        use std::ops::Bound;
+        let prefix = user_key(user_id, None);
+        let upper = match before {
+            Some(b) => Bound::Excluded(user_key(user_id, Some(b))),
+            None => Bound::Included(user_key(user_id, Some(u64::MAX))),
+        };
+        self.archive_by_user
+            .range::<Vec<u8>, _>((Bound::Included(prefix.clone()), upper))
+            .rev()
+            .take(limit)
+            .map_while(|r| r.ok())
+            .map(|(k, _)| lsn_of(&k[prefix.len()..]))
+            .collect()
+    }
+
     /// A number stored in the meta tree.
     pub fn meta_u64(&self, key: &str) -> Option<u64> {
         let v = self.meta.get(key).ok()??;

@@ -604,7 +604,8 @@ fn v1_snapshot_opens() {
     std::fs::copy(snapshot_fixture(1), dir.path().join("snapshots").join(format!("snapshot-{:020}.bin", 17))).unwrap();
     let cfg = PersistenceConfig::new(dir.path());
     // The fixture's orders are from 2025: keep the terminal ones from being archived at once.
-    let engine_cfg = EngineConfig { shard_count: 3, archive_after_ms: u64::MAX / 4, ..Default::default() };
+    let engine_cfg =
+        EngineConfig { shard_count: 3, archive_after_ms: surge_engine::config::DURATION_MS_MAX, ..Default::default() };
     let db = open_db(&cfg, &engine_cfg, None).unwrap();
     assert_eq!(db.recovery().snapshot_lsn, Some(17));
     assert_eq!(db.recovery().records_replayed, 0);

@@ -147,10 +147,10 @@ fn assert_reads_work(engine: &Engine, pending: &Order, mug_before: &surge_engine
     assert_eq!(m.available + m.reserved + m.sold, m.stocked_total);
     let o = engine.get_order(pending.order_id).expect("get_order while failed");
     assert_eq!(o.status, OrderStatus::PendingPayment);
-    let bobs = ListOrders { user_id: "bob".into(), status: None, page: 0, limit: 10 };
-    assert!(engine.list_orders(&bobs).unwrap().is_empty(), "a refused create_order ran");
-    let mine = ListOrders { user_id: pending.user_id.to_string(), status: None, page: 0, limit: 100 };
-    assert!(engine.list_orders(&mine).expect("list_orders").iter().any(|o| o.order_id == pending.order_id));
+    let bobs = ListOrders { user_id: "bob".into(), status: None, limit: 10, before: None };
+    assert!(engine.list_orders(&bobs).unwrap().orders.is_empty(), "a refused create_order ran");
+    let mine = ListOrders { user_id: pending.user_id.to_string(), status: None, limit: 100, before: None };
+    assert!(engine.list_orders(&mine).expect("list_orders").orders.iter().any(|o| o.order_id == pending.order_id));
     assert_eq!(engine.list_skus().len(), SKUS.len());
 }
 

@@ -1,0 +1,52 @@
+//! Read models change only when their batch is durable (issue 10, item 2: "queries never show
+//! what is not durable").
+//!
+//! A shard collects what a batch changed: each order's new state and one [`SkuPublication`] per
+//! SKU (its counters at the end of the batch). The batch's `on_durable` callback applies the
+//! collection to the [`ReadModels`] *before* it releases the batch's replies, so a caller always
+//! reads its own acknowledged write, and only when the batch is durable (`Ok`), so a crash never
+//! erases what a reader saw. The callback runs on the WAL writer thread (durable modes, one
+//! thread, batches in submission order) or on the shard thread (`NullJournal`); either way one
+//! shard's batches are published one after another, in order.
+
+use std::sync::Arc;
+
+use crate::domain::Order;
+use crate::shard::ReadModels;
+use crate::sku::SkuPublication;
+
+/// What one batch changed in the read models.
+#[derive(Default)]
+pub(crate) struct BatchPublication {
+    /// Each changed order's new state, in the order of the changes; `true` if the order was
+    /// created in this batch (it joins its user's index).
+    pub orders: Vec<(Arc<Order>, bool)>,
+    /// One per SKU changed in the batch.
+    pub skus: Vec<SkuPublication>,
+}
+
+impl BatchPublication {
+    /// Apply the batch's changes to the read models.
+    pub fn publish(&self, read: &ReadModels) {
+        for sku in &self.skus {
+            sku.publish(&read.skus);
+        }
+        for (order, created) in &self.orders {
+            read.orders.insert(order.order_id, order.clone());
+            if *created {
+                // Sagas can land out of id order: insert in place (almost always at the end).
+                index_user_order(read, order);
+            }
+        }
+    }
+}
+
+/// Add `order` to its user's index, which stays ascending (`list_orders` binary-searches it)
+/// and holds each id once. O(log n) plus a shift of the ids above it (usually none).
+pub(crate) fn index_user_order(read: &ReadModels, order: &Order) {
+    let mut ids = read.user_orders.entry(order.user_id.clone()).or_default();
+    let at = ids.partition_point(|x| *x < order.order_id);
+    if ids.get(at) != Some(&order.order_id) {
+        ids.insert(at, order.order_id);
+    }
+}
