@@ -6,7 +6,7 @@ mod gateway_support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use gateway_support::{config, Tcp, ADMIN, CLIENT};
+use gateway_support::{config, Tcp, ADMIN, SERVICE};
 use serde_json::json;
 use surge::gateway::Server;
 use surge::persistence::Durability;
@@ -17,14 +17,14 @@ async fn an_idle_connection_is_closed_with_a_final_error() {
     let mut cfg = config(dir.path());
     cfg.limits.idle_timeout_ms = 300;
     let server = Server::start(cfg).await.expect("start");
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     assert_eq!(c.ok(json!({"op": "ping"})).await["pong"], true);
     // Say nothing for longer than the idle timeout.
     let last = c.next().await.expect("a final error before the close");
     assert_eq!(last["error"]["code"], "idle_timeout", "{last}");
     assert!(c.closed().await, "the connection closes after idle_timeout");
     // An active connection is not closed.
-    let mut busy = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut busy = Tcp::login(server.tcp_addr, SERVICE).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(busy.ok(json!({"op": "ping"})).await["pong"], true);
@@ -44,7 +44,7 @@ async fn pipelining_past_the_in_flight_limit_loses_nothing() {
     let server = Server::start(cfg).await.expect("start");
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "1.00", "initial_stock": 1000})).await;
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     // 200 requests written at once: the server reads at most 2 ahead (back-pressure), but every
     // request is answered exactly once.
     let mut batch = String::new();
@@ -84,10 +84,10 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_others_go_on() {
         .ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "1.00", "initial_stock": 1_000_000}))
         .await;
     // The slow subscriber watches user u and never reads again.
-    let mut slow = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut slow = Tcp::login(server.tcp_addr, SERVICE).await;
     assert_eq!(slow.call(json!({"op": "subscribe", "topic": "user:u"})).await["ok"], true);
     // A buyer creates orders for u until the slow subscriber's socket buffer and queue fill.
-    let mut buyer = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut buyer = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut cut_off = false;
     for round in 0..200 {
         let mut batch = String::new();
