@@ -229,11 +229,11 @@ async fn a_user_connection_closes_when_its_token_expires() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_auth(dir.path()).await;
     let short =
-        hs256(&json!({"sub": "alice", "exp": now_s() + 2, "aud": AUDIENCE, "iss": ISSUER}), JWT_SECRET.as_bytes());
+        hs256(&json!({"sub": "alice", "exp": now_s() + 3, "aud": AUDIENCE, "iss": ISSUER}), JWT_SECRET.as_bytes());
     let mut c = user_tcp(server.tcp_addr, &short).await;
     assert_usable(&mut c).await;
     // Idle until after exp: the server closes it with a final `unauthorized` error.
-    let last = tokio::time::timeout(Duration::from_secs(6), c.push()).await.expect("final error before the wait ends");
+    let last = tokio::time::timeout(Duration::from_secs(8), c.push()).await.expect("final error before the wait ends");
     assert_eq!((last["event"].as_str(), last["error"]["code"].as_str()), (Some("error"), Some("unauthorized")));
     assert!(c.closed().await, "closed after the token expired");
     server.shutdown().await.unwrap();
@@ -317,5 +317,30 @@ async fn the_deprecated_client_token_still_works_as_service() {
     assert_eq!(paid["status"], "paid");
     assert_usable(&mut legacy).await;
     drop((admin, legacy));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_rate_limit_keys_on_the_authenticated_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = auth_config(dir.path());
+    cfg.limits.per_user_rps = 1;
+    cfg.limits.per_user_burst = 2;
+    let server = Server::start(cfg).await.unwrap();
+    let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
+    admin.ok(sku("A", 100, None)).await;
+    let mut alice = user_tcp(server.tcp_addr, &user_jwt("alice")).await;
+    for key in ["a1", "a2"] {
+        alice.ok(json!({"op": "create_order", "items": [{"sku_id": "A", "qty": 1}], "idempotency_key": key})).await;
+    }
+    let r = alice.call(json!({"op": "list_orders"})).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "alice's burst is spent: {r}");
+    // The same bucket, whoever sends for alice; bob's is his own.
+    let mut service = Tcp::login(server.tcp_addr, SERVICE).await;
+    let r = service.call(order("alice", "A", 1, "s1")).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+    service.ok(order("bob", "A", 1, "b1")).await;
+    assert_usable(&mut alice).await;
+    drop((admin, alice, service));
     server.shutdown().await.unwrap();
 }

@@ -315,3 +315,32 @@ impl ServerHandle {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::config::AuthConfig;
+
+    #[test]
+    fn dev_credentials_cover_every_role() {
+        let mut auth = AuthConfig::default();
+        let t = DevTokens::generate(&mut auth);
+        let cfg = FileConfig { auth, ..Default::default() };
+        cfg.validate().expect("generated credentials are valid config");
+        let a = Authenticator::new(&cfg.auth).unwrap();
+        assert_eq!(a.token(&t.admin).map(|i| i.role), Some(Role::Admin));
+        assert_eq!(a.token(&t.service).map(|i| i.role), Some(Role::Service));
+        let user = a.jwt(t.user_jwt.as_deref().expect("an example user JWT")).unwrap();
+        assert_eq!((user.role, user.user_id.as_deref()), (Role::User, Some(DevTokens::USER_ID)));
+        assert!(t.jwt_hs256_secret.is_some_and(|s| s.len() >= 32));
+    }
+
+    #[test]
+    fn a_configured_jwt_key_is_not_replaced_by_a_dev_secret() {
+        let mut auth = AuthConfig { jwt_hs256_secret: "k".repeat(32), ..Default::default() };
+        let t = DevTokens::generate(&mut auth);
+        assert_eq!((t.jwt_hs256_secret, t.user_jwt), (None, None));
+        assert_eq!(auth.jwt_hs256_secret, "k".repeat(32));
+    }
+}
