@@ -202,34 +202,7 @@ impl Conn {
         // A closed set of label values: the client's op string never becomes a label.
         let op_name = crate::metrics::op_label(&env.op);
         if env.op == "auth" {
-            if self.role.is_some() {
-                self.fail(&id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
-                return Flow::Continue;
-            }
-            let credential = match protocol::parse_auth(env.fields) {
-                Ok(c) => c,
-                Err(_) => return self.auth_failed(&id, op_name, t0, "auth takes exactly one of token and jwt").await,
-            };
-            let verified = match credential {
-                protocol::Credential::Token(t) => self.gw.auth.token(&t).ok_or_else(|| "invalid token".to_owned()),
-                protocol::Credential::Jwt(j) => self.gw.auth.jwt(&j).map_err(|e| e.0),
-            };
-            return match verified {
-                Ok(identity) => {
-                    let mut result = serde_json::json!({ "role": identity.role.as_str() });
-                    if let Some(u) = &identity.user_id {
-                        result["user_id"] = Value::String(u.to_string());
-                    }
-                    if let Some(ms) = identity.expires_at_ms {
-                        result["expires_at_ms"] = Value::from(ms);
-                    }
-                    self.set_identity(identity);
-                    self.reply(protocol::ok_reply(&id, &result)).await;
-                    crate::metrics::request(op_name, "ok", t0.elapsed());
-                    Flow::Continue
-                }
-                Err(msg) => self.auth_failed(&id, op_name, t0, &msg).await,
-            };
+            return self.on_auth(&id, env.fields, op_name, t0).await;
         }
         let Some(role) = self.role else {
             return self.auth_failed(&id, op_name, t0, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
@@ -348,6 +321,39 @@ impl Conn {
             }
         }
         Flow::Continue
+    }
+
+    /// `{"op":"auth","token":…}` or `{"op":"auth","jwt":…}`: become `admin` / `service` or a
+    /// `user`; a refused credential closes the connection.
+    async fn on_auth(&mut self, id: &Value, fields: Map<String, Value>, op_name: &'static str, t0: Instant) -> Flow {
+        if self.role.is_some() {
+            self.fail(id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
+            return Flow::Continue;
+        }
+        let credential = match protocol::parse_auth(fields) {
+            Ok(c) => c,
+            Err(_) => return self.auth_failed(id, op_name, t0, "auth takes exactly one of token and jwt").await,
+        };
+        let verified = match credential {
+            protocol::Credential::Token(t) => self.gw.auth.token(&t).ok_or_else(|| "invalid token".to_owned()),
+            protocol::Credential::Jwt(j) => self.gw.auth.jwt(&j).map_err(|e| e.0),
+        };
+        match verified {
+            Ok(identity) => {
+                let mut result = serde_json::json!({ "role": identity.role.as_str() });
+                if let Some(u) = &identity.user_id {
+                    result["user_id"] = Value::String(u.to_string());
+                }
+                if let Some(ms) = identity.expires_at_ms {
+                    result["expires_at_ms"] = Value::from(ms);
+                }
+                self.set_identity(identity);
+                self.reply(protocol::ok_reply(id, &result)).await;
+                crate::metrics::request(op_name, "ok", t0.elapsed());
+                Flow::Continue
+            }
+            Err(msg) => self.auth_failed(id, op_name, t0, &msg).await,
+        }
     }
 
     /// Answer `e` to a request that never reached the engine, and count it.
