@@ -240,14 +240,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             None => writeln!(out, "  metrics    off (disabled, or the exporter could not start: see the log)")?,
         }
         match &server.dev_tokens {
-            Some(t) => {
-                writeln!(
-                    out,
-                    "  dev tokens (generated; set [auth] or SURGE_ADMIN_TOKEN / SURGE_CLIENT_TOKEN to fix them):"
-                )?;
-                writeln!(out, "    admin  {}", t.admin)?;
-                writeln!(out, "    client {}", t.client)?;
-            }
+            Some(t) => print_dev_tokens(&mut out, t)?,
             None => writeln!(out, "  tokens: from config / environment")?,
         }
         out.flush()?;
@@ -259,6 +252,23 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+/// The generated credentials, marked dev-only: they change at every start and anyone who reads
+/// this output can use them.
+fn print_dev_tokens(out: &mut impl Write, t: &surge::gateway::DevTokens) -> std::io::Result<()> {
+    writeln!(out, "  DEV-ONLY credentials (generated at start, not for production; set [auth] or")?;
+    writeln!(out, "  SURGE_ADMIN_TOKEN / SURGE_SERVICE_TOKEN / SURGE_AUTH_JWT_HS256_SECRET to fix them):")?;
+    writeln!(out, "    admin    token {}", t.admin)?;
+    writeln!(out, "    service  token {}", t.service)?;
+    if let Some(secret) = &t.jwt_hs256_secret {
+        writeln!(out, "    user JWT HS256 secret {secret}")?;
+    }
+    if let Some(jwt) = &t.user_jwt {
+        let sub = surge::gateway::DevTokens::USER_ID;
+        writeln!(out, "    user     jwt   {jwt}   (sub {sub}, valid 24 h)")?;
+    }
     Ok(())
 }
 

@@ -319,7 +319,7 @@ fn serve_scripted(stream: TcpStream, orders: &AtomicU64, stall_at: u64, stall: D
                 if n == stall_at {
                     std::thread::sleep(stall);
                 }
-                json!({"id": id, "ok": true, "result": {"order_id": n, "total": "1.00"}})
+                json!({"id": id, "ok": true, "result": {"order_id": n.to_string(), "total": "1.00"}})
             }
             "get_sku" => {
                 let n = orders.load(Ordering::Acquire);

@@ -20,7 +20,7 @@ async fn surge_serve_runs_and_stops_gracefully_on_sigterm() {
         .arg("--data-dir")
         .arg(dir.path())
         .env("SURGE_ADMIN_TOKEN", ADMIN)
-        .env("SURGE_CLIENT_TOKEN", CLIENT)
+        .env("SURGE_SERVICE_TOKEN", SERVICE)
         .env("SURGE_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/config/surge.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -36,7 +36,7 @@ async fn surge_serve_runs_and_stops_gracefully_on_sigterm() {
             tcp_addr = words.get(1).and_then(|a| a.parse::<std::net::SocketAddr>().ok());
         }
         if line.contains("tokens") {
-            assert!(!line.contains(ADMIN) && !line.contains(CLIENT), "configured tokens are not printed");
+            assert!(!line.contains(ADMIN) && !line.contains(SERVICE), "configured tokens are not printed");
             break;
         }
     }
@@ -44,7 +44,7 @@ async fn surge_serve_runs_and_stops_gracefully_on_sigterm() {
 
     let mut admin = Tcp::login(addr, ADMIN).await;
     admin.ok(sku("A", 4, None)).await;
-    let mut c = Tcp::login(addr, CLIENT).await;
+    let mut c = Tcp::login(addr, SERVICE).await;
     let o1 = c.ok(order("u1", "A", 1, "k1")).await;
     let o2 = c.ok(order("u2", "A", 2, "k2")).await;
     c.ok(json!({"op": "pay", "order_id": o1["order_id"], "payment_id": "psp-1", "amount": o1["total"]})).await;
@@ -68,8 +68,8 @@ async fn surge_serve_runs_and_stops_gracefully_on_sigterm() {
 
     let db = DurableEngine::open(PersistenceConfig::new(dir.path()), EngineConfig::default()).unwrap();
     let e = db.engine();
-    assert_eq!(e.get_order(OrderId(o1["order_id"].as_u64().unwrap())).unwrap().status, OrderStatus::Paid);
-    assert_eq!(e.get_order(OrderId(o2["order_id"].as_u64().unwrap())).unwrap().status, OrderStatus::PendingPayment);
+    assert_eq!(e.get_order(OrderId(order_id(&o1))).unwrap().status, OrderStatus::Paid);
+    assert_eq!(e.get_order(OrderId(order_id(&o2))).unwrap().status, OrderStatus::PendingPayment);
     let s = e.get_sku("A").unwrap();
     assert_eq!((s.available, s.reserved, s.sold), (1, 2, 1));
     assert!(dir.path().join("snapshots").read_dir().unwrap().next().is_some(), "a snapshot was written at shutdown");

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_support::{config, Tcp, Ws, ADMIN, CLIENT};
+use gateway_support::{config, Tcp, Ws, ADMIN, SERVICE};
 use serde_json::json;
 use surge::gateway::{Server, ServerHandle};
 use surge::persistence::Durability;
@@ -22,14 +22,14 @@ async fn an_idle_connection_is_closed_with_a_final_error() {
     let mut cfg = config(dir.path());
     cfg.limits.idle_timeout_ms = 300;
     let server = Server::start(cfg).await.expect("start");
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     assert_eq!(c.ok(json!({"op": "ping"})).await["pong"], true);
     // Say nothing for longer than the idle timeout.
     let last = c.next().await.expect("a final error before the close");
     assert_eq!(last["error"]["code"], "idle_timeout", "{last}");
     assert!(c.closed().await, "the connection closes after idle_timeout");
     // An active connection is not closed.
-    let mut busy = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut busy = Tcp::login(server.tcp_addr, SERVICE).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(busy.ok(json!({"op": "ping"})).await["pong"], true);
@@ -49,7 +49,7 @@ async fn pipelining_past_the_in_flight_limit_loses_nothing() {
     let server = Server::start(cfg).await.expect("start");
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "1.00", "initial_stock": 1000})).await;
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     // 200 requests written at once: the server reads at most 2 ahead (back-pressure), but every
     // request is answered exactly once.
     let mut batch = String::new();
@@ -89,10 +89,10 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_others_go_on() {
         .ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "1.00", "initial_stock": 1_000_000}))
         .await;
     // The slow subscriber watches user u and never reads again.
-    let mut slow = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut slow = Tcp::login(server.tcp_addr, SERVICE).await;
     assert_eq!(slow.call(json!({"op": "subscribe", "topic": "user:u"})).await["ok"], true);
     // A buyer creates orders for u until the slow subscriber's socket buffer and queue fill.
-    let mut buyer = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut buyer = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut cut_off = false;
     for round in 0..200 {
         let mut batch = String::new();
@@ -200,7 +200,7 @@ async fn an_unauthenticated_connection_is_closed_after_auth_timeout_whatever_it_
     assert!(saw_error, "a final unauthorized error");
     assert!(closed, "an unauthenticated WebSocket is closed despite its pings");
     // An authenticated connection is not affected by the auth timeout.
-    let mut ok = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut ok = Tcp::login(server.tcp_addr, SERVICE).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(ok.ok(json!({"op": "ping"})).await["pong"], true);
     assert!(server.limit_stats().closed_auth_timeout.load(Ordering::Relaxed) >= 3);
@@ -248,7 +248,7 @@ async fn greedy_client_is_closed(ws: bool, tweak: impl FnOnce(&mut surge::gatewa
     let lines = list_orders_lines(5_000);
     // The greedy client writes 5,000 list_orders and never reads a byte.
     let greedy = if ws {
-        let mut c = Ws::connect(server.http_addr, Some(CLIENT)).await.expect("upgrade");
+        let mut c = Ws::connect(server.http_addr, Some(SERVICE)).await.expect("upgrade");
         tokio::spawn(async move {
             for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let text = String::from_utf8(line.to_vec()).expect("utf8");
@@ -261,7 +261,7 @@ async fn greedy_client_is_closed(ws: bool, tweak: impl FnOnce(&mut surge::gatewa
             drop(c);
         })
     } else {
-        let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+        let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
         tokio::spawn(async move {
             let _ = c.wr.write_all(&lines).await;
             std::future::pending::<()>().await;

@@ -20,7 +20,7 @@ async fn flash_sale_over_tcp_with_pipelining_then_recovery() {
     assert_eq!(created["price"], "59.90", "money travels as a string");
 
     // 8 buyers, pipelined on one connection: all requests go out before any reply is read.
-    let mut client = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut client = Tcp::login(server.tcp_addr, SERVICE).await;
     for i in 0..8 {
         let mut req = order(&format!("buyer-{i}"), "phone", 1, &format!("cart-{i}"));
         req["id"] = json!(format!("o{i}"));
@@ -46,10 +46,10 @@ async fn flash_sale_over_tcp_with_pipelining_then_recovery() {
         let p = client.ok(pay.clone()).await;
         assert_eq!(p["status"], "paid");
         assert_eq!(client.ok(pay).await["version"], p["version"], "same payment twice: one effect");
-        paid.push(o["order_id"].as_u64().unwrap());
+        paid.push(order_id(o));
     }
     // Fulfilment is admin work.
-    let ship = json!({"op": "ship", "order_id": paid[0], "tracking_number": "TRK-1"});
+    let ship = json!({"op": "ship", "order_id": paid[0].to_string(), "tracking_number": "TRK-1"});
     let r = client.call(ship.clone()).await;
     assert_eq!(r["error"]["code"], "forbidden");
     assert_eq!(admin.ok(ship).await["status"], "shipped");
@@ -93,7 +93,7 @@ async fn auth_is_required_and_roles_are_enforced() {
     assert!(c.closed().await);
 
     // A client may not manage SKUs; an admin may.
-    let mut client = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut client = Tcp::login(server.tcp_addr, SERVICE).await;
     for op in [
         sku("A", 1, None),
         json!({"op": "adjust_stock", "sku_id": "A", "adjustment_id": "adj-1", "delta": 1, "reason": "x"}),
@@ -120,7 +120,7 @@ async fn every_bad_input_gets_its_error_and_the_connection_stays_usable() {
     let server = start(dir.path()).await;
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(sku("A", 10, None)).await;
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     let cases: Vec<(&[u8], &str, Value)> = vec![
         (b"{\"id\":1,\"op\":\"get_sku\"", "bad_json", Value::Null),
         (b"not json at all", "bad_json", Value::Null),
@@ -176,11 +176,11 @@ async fn subscriber_receives_paid_and_canceled_pushes_in_order() {
     let server = start(dir.path()).await;
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(sku("A", 10, None)).await;
-    let mut sub = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut sub = Tcp::login(server.tcp_addr, SERVICE).await;
     assert_eq!(sub.ok(json!({"op": "subscribe", "topic": "user:alice"})).await["subscribed"], true);
     assert_eq!(sub.ok(json!({"op": "subscribe", "topic": "sku:A"})).await["subscribed"], true);
 
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     let o1 = c.ok(order("alice", "A", 1, "k1")).await;
     let o2 = c.ok(order("alice", "A", 2, "k2")).await;
     c.ok(json!({"op": "pay", "order_id": o1["order_id"], "payment_id": "psp-1", "amount": o1["total"]})).await;
@@ -248,7 +248,7 @@ async fn rate_limits_answer_rate_limited_with_retry_after() {
     let server = surge::gateway::Server::start(cfg).await.unwrap();
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(sku("A", 100, None)).await;
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     c.ok(order("greedy", "A", 1, "g1")).await;
     c.ok(order("greedy", "A", 1, "g2")).await;
     let r = c.call(order("greedy", "A", 1, "g3")).await;
@@ -267,7 +267,7 @@ async fn max_connections_is_enforced() {
     let mut cfg = config(dir.path());
     cfg.limits.max_connections = 1;
     let server = surge::gateway::Server::start(cfg).await.unwrap();
-    let mut first = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut first = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut second = Tcp::connect(server.tcp_addr).await;
     let r = second.next().await.expect("an error line");
     assert_eq!(r["error"]["code"], "too_many_connections");

@@ -22,8 +22,8 @@ async fn flash_sale_over_websocket_with_bearer_and_first_message_auth() {
     admin.ok(sku("ticket", 3, Some(1))).await;
     // A client authenticating with its first message.
     let mut client = Ws::connect(server.http_addr, None).await.unwrap();
-    assert_eq!(client.ok(json!({"op": "auth", "token": CLIENT})).await["role"], "client");
-    let mut sub = Ws::connect(server.http_addr, Some(CLIENT)).await.unwrap();
+    assert_eq!(client.ok(json!({"op": "auth", "token": SERVICE})).await["role"], "service");
+    let mut sub = Ws::connect(server.http_addr, Some(SERVICE)).await.unwrap();
     sub.ok(json!({"op": "subscribe", "topic": "sku:ticket"})).await;
 
     let mut won = Vec::new();
@@ -77,7 +77,7 @@ async fn websocket_auth_failures_close() {
 async fn websocket_bad_input_gets_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let mut c = Ws::connect(server.http_addr, Some(CLIENT)).await.unwrap();
+    let mut c = Ws::connect(server.http_addr, Some(SERVICE)).await.unwrap();
     let texts: Vec<(&str, &str, Value)> = vec![
         ("{oops", "bad_json", Value::Null),
         (r#"{"id":1,"op":"fly"}"#, "unknown_op", json!(1)),

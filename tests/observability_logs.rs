@@ -20,7 +20,7 @@ async fn json_logs_carry_ids_as_fields_and_never_a_token_or_payload() {
         .arg("--data-dir")
         .arg(dir.path())
         .env("SURGE_ADMIN_TOKEN", ADMIN)
-        .env("SURGE_CLIENT_TOKEN", CLIENT)
+        .env("SURGE_SERVICE_TOKEN", SERVICE)
         .env("SURGE_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/config/surge.toml"))
         .env("RUST_LOG", "info,surge_gateway=debug")
         .stdout(Stdio::piped())
@@ -57,13 +57,13 @@ async fn json_logs_carry_ids_as_fields_and_never_a_token_or_payload() {
 
     let mut admin = Tcp::login(addr, ADMIN).await;
     admin.ok(sku("sku-logged", 5, None)).await;
-    let mut c = Tcp::login(addr, CLIENT).await;
+    let mut c = Tcp::login(addr, SERVICE).await;
     let secret_key = "idempotency-key-not-for-logs";
     let o = c
         .ok(json!({"id": "req-42", "op": "create_order", "user_id": "u-logged",
         "items": [{"sku_id": "sku-logged", "qty": 1}], "idempotency_key": secret_key}))
         .await;
-    let order_id = o["order_id"].as_u64().unwrap();
+    let order_id = order_id(&o);
     let mut intruder = Tcp::connect(addr).await;
     let wrong = "wrong-token-must-not-be-logged";
     let r = intruder.call(json!({"op": "auth", "token": wrong})).await;
@@ -106,7 +106,7 @@ async fn json_logs_carry_ids_as_fields_and_never_a_token_or_payload() {
     assert_eq!(req["order_id"], order_id);
     assert_eq!(req["sku_id"], "sku-logged");
     assert!(events.iter().any(|e| e["message"] == "authentication failed; closing"), "{log}");
-    for secret in [ADMIN, CLIENT, wrong, secret_key] {
+    for secret in [ADMIN, SERVICE, wrong, secret_key] {
         assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
     }
 }

@@ -103,7 +103,7 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
     for (id, stock) in [("A", 3), ("B", 5), ("C", 7)] {
         admin.ok(sku(id, stock, None)).await;
     }
-    let mut c = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut c = Tcp::login(server.tcp_addr, SERVICE).await;
     let o1 = c.ok(order("user-one", "A", 1, "k1")).await;
     let o2 = c.ok(order("user-two", "A", 2, "k2")).await;
     let late = c.call(order("user-three", "A", 1, "k3")).await;
@@ -119,7 +119,7 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
     let mut intruder = Tcp::connect(server.tcp_addr).await;
     let r = intruder.call(json!({"op": "auth", "token": "wrong-token-123"})).await;
     assert_eq!(r["error"]["code"], "unauthorized");
-    let mut ws = Ws::connect(server.http_addr, Some(CLIENT)).await.expect("ws");
+    let mut ws = Ws::connect(server.http_addr, Some(SERVICE)).await.expect("ws");
     ws.ok(json!({"op": "get_sku", "sku_id": "B"})).await;
 
     // The sampler copies engine state every 20 ms: wait until the final stock shows.
@@ -215,7 +215,7 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
         }
     }
     for o in [&o1, &o2] {
-        let id = o["order_id"].as_u64().unwrap().to_string();
+        let id = order_id(&o).to_string();
         assert!(!m.text.contains(&id), "order id {id} appears in the exposition");
     }
 

@@ -584,7 +584,7 @@ def render(results, meta, notes, results_path):
         w("")
         w(
             "In order, as run (paths relative to the repo root; ports and temp dirs were picked for that run; "
-            "`$SURGE_ADMIN_TOKEN` / `$SURGE_CLIENT_TOKEN` were random per run):"
+            "`$SURGE_ADMIN_TOKEN` / `$SURGE_SERVICE_TOKEN` were random per run):"
         )
         w("")
         w("```sh")

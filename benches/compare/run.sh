@@ -273,8 +273,8 @@ start_surge() { # durability
   local cmd=("$SURGE_BIN" serve --tcp-addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http"
     --metrics-addr "127.0.0.1:$metrics" --data-dir "$SURGE_DIR/data" --durability "$mode")
   [[ -n $SURGE_SHARDS ]] && cmd+=(--shards "$SURGE_SHARDS")
-  record "SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN SURGE_CLIENT_TOKEN=\$SURGE_CLIENT_TOKEN $(q "${envs[@]}" "${cmd[@]}") &"
-  env "${envs[@]}" SURGE_ADMIN_TOKEN="$ADMIN_TOKEN" SURGE_CLIENT_TOKEN="$CLIENT_TOKEN" \
+  record "SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN SURGE_SERVICE_TOKEN=\$SURGE_SERVICE_TOKEN $(q "${envs[@]}" "${cmd[@]}") &"
+  env "${envs[@]}" SURGE_ADMIN_TOKEN="$ADMIN_TOKEN" SURGE_SERVICE_TOKEN="$SERVICE_TOKEN" \
     "${cmd[@]}" </dev/null >"$SURGE_LOG" 2>&1 &
   SURGE_PID=$!
   wait_port "$tcp" "$SURGE_PID" 60 "surge serve ($mode)"
@@ -366,7 +366,7 @@ RUN_RESULTS="$WORK/results.jsonl"
 : >"$CMDS"
 : >"$RUN_RESULTS"
 ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-CLIENT_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+SERVICE_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 log "work dir $WORK; systems: $SYSTEMS"
 
 REDIS_VERSION="" PG_VERSION="" PG_PORT="" REDIS_NONE_PORT="" REDIS_ALWAYS_PORT=""

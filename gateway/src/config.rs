@@ -126,24 +126,82 @@ impl Default for LimitsConfig {
     }
 }
 
-/// API tokens. Empty lists (and no `SURGE_ADMIN_TOKEN` / `SURGE_CLIENT_TOKEN`): `surge serve`
-/// generates a dev token per role at start and prints it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Authentication (issue 10). Roles: `admin` and `service` by static token, `user` by JWT.
+///
+/// Empty token lists (and no `SURGE_ADMIN_TOKEN` / `SURGE_SERVICE_TOKEN` / `SURGE_CLIENT_TOKEN`):
+/// `surge serve` generates a dev token per role at start, and (if no JWT key is set) a dev HS256
+/// secret with an example user JWT, and prints them. Empty strings mean "not set" (so that the
+/// `SURGE_AUTH_<KEY>` environment overrides can reach every key).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Tokens with role `admin` (SKUs, stock, fulfilment, refunds, disputes; and everything a
-    /// client may do).
+    /// Tokens with role `admin` (SKUs, stock, fulfilment, refunds, disputes; and everything
+    /// `service` may do). At least 8 bytes each.
     pub admin_tokens: Vec<String>,
-    /// Tokens with role `client` (orders, payment callbacks, queries, subscriptions).
+    /// Tokens with role `service` (the shop's backend: orders for any user, `pay`, queries,
+    /// subscriptions). At least 8 bytes each.
+    pub service_tokens: Vec<String>,
+    /// Deprecated name of `service_tokens` (the old role `client`): still accepted, as role
+    /// `service`, with a warning at start.
     pub client_tokens: Vec<String>,
+    /// HS256 secret for user JWTs (at least 32 bytes; RFC 7518 §3.2). Env
+    /// `SURGE_AUTH_JWT_HS256_SECRET`. Empty: HS256 is not accepted.
+    pub jwt_hs256_secret: String,
+    /// PEM file with the public key for user JWTs (EdDSA: Ed25519 `PUBLIC KEY`; RS256: RSA
+    /// `PUBLIC KEY` or `RSA PUBLIC KEY`). Empty: no public-key algorithm is accepted.
+    pub jwt_public_key_pem_file: String,
+    /// The algorithm of `jwt_public_key_pem_file`: `EdDSA` or `RS256`.
+    pub jwt_public_key_algorithm: String,
+    /// Required `aud` of user JWTs. Empty: `aud` is not checked.
+    pub jwt_audience: String,
+    /// Required `iss` of user JWTs. Empty: `iss` is not checked.
+    pub jwt_issuer: String,
+    /// Clock-skew leeway on `exp` / `nbf`, in ms (applied in whole seconds, as JWT times are
+    /// seconds). Also how long after `exp` a user connection is closed. At most 300000.
+    pub jwt_leeway_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_tokens: Vec::new(),
+            service_tokens: Vec::new(),
+            client_tokens: Vec::new(),
+            jwt_hs256_secret: String::new(),
+            jwt_public_key_pem_file: String::new(),
+            jwt_public_key_algorithm: "EdDSA".into(),
+            jwt_audience: String::new(),
+            jwt_issuer: String::new(),
+            jwt_leeway_ms: 30_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// True when neither static tokens nor a JWT key are configured (dev mode).
+    pub fn has_no_tokens(&self) -> bool {
+        self.admin_tokens.is_empty() && self.service_tokens.is_empty() && self.client_tokens.is_empty()
+    }
+
+    /// True when a JWT key (HS256 secret or public key file) is configured.
+    pub fn has_jwt_key(&self) -> bool {
+        !self.jwt_hs256_secret.is_empty() || !self.jwt_public_key_pem_file.is_empty()
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
-    // Never print a token.
+    // Never print a token or the secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("admin_tokens", &self.admin_tokens.len())
+            .field("service_tokens", &self.service_tokens.len())
             .field("client_tokens", &self.client_tokens.len())
+            .field("jwt_hs256_secret", &!self.jwt_hs256_secret.is_empty())
+            .field("jwt_public_key_pem_file", &self.jwt_public_key_pem_file)
+            .field("jwt_public_key_algorithm", &self.jwt_public_key_algorithm)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_leeway_ms", &self.jwt_leeway_ms)
             .finish()
     }
 }
@@ -182,7 +240,8 @@ impl FileConfig {
 
     /// Read `path`, or, when `None`, `config/surge.toml` if it exists (else the defaults); then
     /// apply `SURGE_<TABLE>_<KEY>` environment overrides (e.g. `SURGE_LIMITS_MAX_IN_FLIGHT=64`,
-    /// `SURGE_PERSISTENCE_DURABILITY=os`) and `SURGE_ADMIN_TOKEN` / `SURGE_CLIENT_TOKEN`.
+    /// `SURGE_PERSISTENCE_DURABILITY=os`, `SURGE_AUTH_JWT_HS256_SECRET=…`) and
+    /// `SURGE_ADMIN_TOKEN` / `SURGE_SERVICE_TOKEN` / `SURGE_CLIENT_TOKEN` (deprecated).
     ///
     /// # Errors
     /// Unreadable or invalid file; an override that does not fit its key.
@@ -236,6 +295,9 @@ impl FileConfig {
         if let Some(t) = get("SURGE_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
             self.auth.admin_tokens = vec![t];
         }
+        if let Some(t) = get("SURGE_SERVICE_TOKEN").filter(|t| !t.is_empty()) {
+            self.auth.service_tokens = vec![t];
+        }
         if let Some(t) = get("SURGE_CLIENT_TOKEN").filter(|t| !t.is_empty()) {
             self.auth.client_tokens = vec![t];
         }
@@ -276,9 +338,15 @@ impl FileConfig {
         if self.metrics.enabled && self.metrics.sample_interval_ms == 0 {
             return Err(ConfigError("metrics.sample_interval_ms must be positive".into()));
         }
-        if self.auth.admin_tokens.iter().chain(&self.auth.client_tokens).any(|t| t.len() < 8) {
+        let a = &self.auth;
+        if a.admin_tokens.iter().chain(&a.service_tokens).chain(&a.client_tokens).any(|t| t.len() < 8) {
             return Err(ConfigError("auth tokens must be at least 8 bytes".into()));
         }
+        if a.jwt_leeway_ms > 300_000 {
+            return Err(ConfigError("auth.jwt_leeway_ms must be at most 300000 (5 minutes)".into()));
+        }
+        // Loads the keys: a bad secret, PEM file or algorithm name stops the start.
+        crate::auth::JwtVerifier::from_config(a)?;
         Ok(())
     }
 }

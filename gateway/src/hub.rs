@@ -342,11 +342,11 @@ impl Hub {
         }
         let mut push = Map::new();
         push.insert("event".into(), Value::String("order_status".into()));
-        push.insert("order_id".into(), Value::from(order.order_id.0));
+        push.insert("order_id".into(), Value::String(order.order_id.0.to_string()));
         push.insert("user_id".into(), Value::String(order.user_id.to_string()));
         push.insert("status".into(), Value::String(order.status.as_str().into()));
         push.insert("version".into(), Value::from(order.version));
-        push.insert("order".into(), serde_json::to_value(&*order).unwrap_or(Value::Null));
+        push.insert("order".into(), crate::wire::order_value(&order));
         self.deliver(targets, push);
     }
 

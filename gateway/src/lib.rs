@@ -3,9 +3,10 @@
 //! The network face of Surge: `surge serve`. A TCP gateway (one JSON object per line) and a
 //! WebSocket gateway (actix-web + actix-ws at `/ws`, one JSON object per text frame) share one
 //! request/response schema; HTTP also answers `GET /health` and `GET /ready`. Connections
-//! authenticate with a token (role `admin` or `client`), are rate limited and bounded
-//! (in-flight, frame size, idle time), and may subscribe to `order:<id>`, `user:<id>` and
-//! `sku:<id>` pushes. See `docs/protocol.md` for the wire protocol.
+//! authenticate with a static token (role `admin` or `service`) or a user JWT (role `user`, acting
+//! only as its `sub`), are rate limited and bounded (in-flight, frame size, idle time), and may
+//! subscribe to `order:<id>`, `user:<id>` and `sku:<id>` pushes. Every id on the wire is a JSON
+//! string ([`wire`]). See `docs/protocol.md` for the wire protocol.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,8 +26,9 @@ pub mod protocol;
 mod server;
 mod session;
 mod tcp;
+pub mod wire;
 mod ws;
 
-pub use auth::Role;
+pub use auth::{Authenticator, Identity, Role};
 pub use config::{AuthConfig, ConfigError, FileConfig, LimitsConfig, MetricsConfig, ServerConfig};
 pub use server::{DevTokens, Server, ServerError, ServerHandle};

@@ -274,11 +274,22 @@ pub struct TopicReq {
     pub topic: String,
 }
 
-/// `auth`.
+/// `auth`: exactly one of `token` (role `admin` or `service`) and `jwt` (role `user`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthReq {
-    pub token: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub jwt: Option<String>,
+}
+
+/// What an `auth` message carries.
+pub enum Credential {
+    /// A static token (`{"op":"auth","token":…}`).
+    Token(String),
+    /// A user JWT (`{"op":"auth","jwt":…}`).
+    Jwt(String),
 }
 
 /// `ping`.
@@ -307,37 +318,54 @@ pub enum Op {
     Unsubscribe(TopicReq),
 }
 
-/// Every op name and the least role that may send it (`auth` is separate).
-pub const OPS: &[(&str, Role)] = &[
-    ("create_sku", Role::Admin),
-    ("update_sku", Role::Admin),
-    ("adjust_stock", Role::Admin),
-    ("get_sku", Role::Client),
-    ("create_order", Role::Client),
-    ("get_order", Role::Client),
-    ("list_orders", Role::Client),
-    ("pay", Role::Client),
-    ("cancel_order", Role::Client),
-    ("start_packing", Role::Admin),
-    ("ship", Role::Admin),
-    ("deliver", Role::Admin),
-    ("complete", Role::Client),
-    ("request_refund", Role::Client),
-    ("confirm_refund", Role::Admin),
-    ("reject_refund", Role::Admin),
-    ("open_dispute", Role::Client),
-    ("resolve_dispute", Role::Admin),
-    ("ping", Role::Client),
-    ("subscribe", Role::Client),
-    ("unsubscribe", Role::Client),
+const ADMIN: &[Role] = &[Role::Admin];
+const BACKEND: &[Role] = &[Role::Admin, Role::Service];
+const EVERYONE: &[Role] = &[Role::Admin, Role::Service, Role::User];
+
+/// Every op name and the roles that may send it: the one table of who may do what (`auth` is
+/// separate). `user` connections are further scoped to their own `user_id`, orders and topics
+/// (`auth::scope`); only `admin` and `service` may `pay` (a user would otherwise mark its own
+/// order paid with an invented `payment_id`).
+pub const OPS: &[(&str, &[Role])] = &[
+    ("create_sku", ADMIN),
+    ("update_sku", ADMIN),
+    ("adjust_stock", ADMIN),
+    ("get_sku", EVERYONE),
+    ("create_order", EVERYONE),
+    ("get_order", EVERYONE),
+    ("list_orders", EVERYONE),
+    ("pay", BACKEND),
+    ("cancel_order", EVERYONE),
+    ("start_packing", ADMIN),
+    ("ship", ADMIN),
+    ("deliver", ADMIN),
+    ("complete", EVERYONE),
+    ("request_refund", EVERYONE),
+    ("confirm_refund", ADMIN),
+    ("reject_refund", ADMIN),
+    ("open_dispute", EVERYONE),
+    ("resolve_dispute", ADMIN),
+    ("ping", EVERYONE),
+    ("subscribe", EVERYONE),
+    ("unsubscribe", EVERYONE),
 ];
 
-/// Whether `role` may send `op` (admin may send everything).
+/// Whether `role` may send `op` (per [`OPS`]).
+///
+/// ```
+/// use surge_gateway::{protocol::allowed, Role};
+/// assert!(allowed(Role::Service, "pay"));
+/// assert!(!allowed(Role::User, "pay"));
+/// assert!(allowed(Role::Admin, "ship") && !allowed(Role::Service, "ship"));
+/// ```
 pub fn allowed(role: Role, op: &str) -> bool {
-    match role {
-        Role::Admin => true,
-        Role::Client => OPS.iter().any(|(o, r)| *o == op && *r == Role::Client),
-    }
+    OPS.iter().any(|(o, roles)| *o == op && roles.contains(&role))
+}
+
+/// The roles that may send `op`, for the `forbidden` message (e.g. `"admin or service"`).
+pub fn roles_of(op: &str) -> String {
+    let roles = OPS.iter().find(|(o, _)| *o == op).map_or(&[][..], |(_, r)| *r);
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
 }
 
 /// A request envelope: the id (already validated), the op name, and the remaining fields.
@@ -489,9 +517,13 @@ fn args<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, WireError>
     serde_json::from_value(Value::Object(fields)).map_err(|e| WireError::new("invalid_request", e.to_string()))
 }
 
-/// The token of an `auth` message (its only field).
-pub fn parse_auth(fields: Map<String, Value>) -> Result<String, WireError> {
-    args::<AuthReq>(fields).map(|a| a.token)
+/// The credential of an `auth` message: exactly one of `token` and `jwt`.
+pub fn parse_auth(fields: Map<String, Value>) -> Result<Credential, WireError> {
+    match args::<AuthReq>(fields)? {
+        AuthReq { token: Some(t), jwt: None } => Ok(Credential::Token(t)),
+        AuthReq { token: None, jwt: Some(j) } => Ok(Credential::Jwt(j)),
+        _ => Err(WireError::new("invalid_request", "auth takes exactly one of token and jwt")),
+    }
 }
 
 /// Whether `op` names an operation (or `auth`).
@@ -647,7 +679,12 @@ pub fn engine_err_reply(id: &Value, e: &EngineError) -> String {
         EngineError::IdempotencyConflict { order_id }
         | EngineError::AlreadyPaid { order_id }
         | EngineError::UnknownOrder { order_id } => {
-            err.insert("order_id".into(), Value::from(order_id.0));
+            // A string, like every id on the wire (JavaScript-safe; see crate::wire).
+            err.insert("order_id".into(), Value::String(order_id.0.to_string()));
+        }
+        EngineError::OrderNotPayable { order_id, status } => {
+            err.insert("order_id".into(), Value::String(order_id.0.to_string()));
+            err.insert("status".into(), Value::String(status.as_str().into()));
         }
         EngineError::AdjustmentConflict { adjustment_id, .. } => {
             err.insert("adjustment_id".into(), Value::String(adjustment_id.clone()));

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{generate_token, Tokens};
+use crate::auth::{generate_token, jwt::dev_user_jwt, Authenticator};
 use crate::config::FileConfig;
 use crate::hub::{self, HubStats};
 use crate::session::Gateway;
@@ -39,14 +39,43 @@ pub enum ServerError {
     Close(String),
 }
 
-/// Tokens `surge serve` generated because none were configured (print them; they are not
-/// stored anywhere).
+/// Credentials `surge serve` generated because none were configured (print them, marked
+/// dev-only; they are not stored anywhere and change at every start).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DevTokens {
-    /// Role admin.
+    /// A token with role `admin`.
     pub admin: String,
-    /// Role client.
-    pub client: String,
+    /// A token with role `service`.
+    pub service: String,
+    /// The HS256 secret for user JWTs (`None` when a JWT key was configured).
+    pub jwt_hs256_secret: Option<String>,
+    /// An example user JWT (`sub` [`DevTokens::USER_ID`], valid 24 h) signed with that secret.
+    pub user_jwt: Option<String>,
+}
+
+impl DevTokens {
+    /// The `sub` of the example user JWT.
+    pub const USER_ID: &'static str = "dev-user";
+
+    /// Generate dev credentials into `auth` (which has no tokens): an admin and a service
+    /// token, and, unless a JWT key is configured, an HS256 secret and an example user JWT.
+    fn generate(auth: &mut crate::config::AuthConfig) -> Self {
+        let t = DevTokens {
+            admin: generate_token("adm"),
+            service: generate_token("svc"),
+            jwt_hs256_secret: None,
+            user_jwt: None,
+        };
+        auth.admin_tokens.push(t.admin.clone());
+        auth.service_tokens.push(t.service.clone());
+        if auth.has_jwt_key() {
+            return t;
+        }
+        let secret = format!("{}{}", generate_token("jwt"), generate_token(""));
+        auth.jwt_hs256_secret = secret.clone();
+        let user_jwt = dev_user_jwt(&secret, Self::USER_ID, 24 * 3_600);
+        DevTokens { jwt_hs256_secret: Some(secret), user_jwt, ..t }
+    }
 }
 
 impl std::fmt::Debug for DevTokens {
@@ -91,15 +120,15 @@ impl Server {
     /// # Errors
     /// Invalid config; a listener cannot bind; the data directory cannot be opened.
     pub async fn start(mut cfg: FileConfig) -> Result<ServerHandle, ServerError> {
-        let dev_tokens = if cfg.auth.admin_tokens.is_empty() && cfg.auth.client_tokens.is_empty() {
-            let t = DevTokens { admin: generate_token("adm"), client: generate_token("cli") };
-            cfg.auth.admin_tokens.push(t.admin.clone());
-            cfg.auth.client_tokens.push(t.client.clone());
-            Some(t)
-        } else {
-            None
-        };
+        let dev_tokens = cfg.auth.has_no_tokens().then(|| DevTokens::generate(&mut cfg.auth));
         cfg.validate()?;
+        if !cfg.auth.client_tokens.is_empty() {
+            tracing::warn!(
+                "[auth] client_tokens / SURGE_CLIENT_TOKEN are deprecated: they work as role service; \
+                 rename them to service_tokens / SURGE_SERVICE_TOKEN"
+            );
+        }
+        let auth = Authenticator::new(&cfg.auth)?;
         let bind_err = |addr: &str| {
             let addr = addr.to_owned();
             move |source| ServerError::Bind { addr, source }
@@ -174,7 +203,7 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let gateway = Arc::new(Gateway {
             engine,
-            tokens: Tokens::new(&cfg.auth),
+            auth,
             user_limiter: Gateway::user_quota(&cfg.limits),
             limits: cfg.limits.clone(),
             control: control_tx.clone(),
@@ -299,5 +328,34 @@ impl ServerHandle {
         closed.map_err(|e| ServerError::Close(e.to_string()))?;
         tracing::info!("stopped: snapshot written, data directory closed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::config::AuthConfig;
+
+    #[test]
+    fn dev_credentials_cover_every_role() {
+        let mut auth = AuthConfig::default();
+        let t = DevTokens::generate(&mut auth);
+        let cfg = FileConfig { auth, ..Default::default() };
+        cfg.validate().expect("generated credentials are valid config");
+        let a = Authenticator::new(&cfg.auth).unwrap();
+        assert_eq!(a.token(&t.admin).map(|i| i.role), Some(Role::Admin));
+        assert_eq!(a.token(&t.service).map(|i| i.role), Some(Role::Service));
+        let user = a.jwt(t.user_jwt.as_deref().expect("an example user JWT")).unwrap();
+        assert_eq!((user.role, user.user_id.as_deref()), (Role::User, Some(DevTokens::USER_ID)));
+        assert!(t.jwt_hs256_secret.is_some_and(|s| s.len() >= 32));
+    }
+
+    #[test]
+    fn a_configured_jwt_key_is_not_replaced_by_a_dev_secret() {
+        let mut auth = AuthConfig { jwt_hs256_secret: "k".repeat(32), ..Default::default() };
+        let t = DevTokens::generate(&mut auth);
+        assert_eq!((t.jwt_hs256_secret, t.user_jwt), (None, None));
+        assert_eq!(auth.jwt_hs256_secret, "k".repeat(32));
     }
 }

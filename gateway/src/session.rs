@@ -16,10 +16,10 @@ use surge_engine::{
     TransitionOptions,
 };
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Role, Tokens};
+use crate::auth::{scope, Authenticator, Identity, Role};
 use crate::config::LimitsConfig;
 use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
 use crate::limits::{LimitStats, Replier};
@@ -31,7 +31,7 @@ pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1_000;
 /// Everything the connections share.
 pub(crate) struct Gateway {
     pub engine: Engine,
-    pub tokens: Tokens,
+    pub auth: Authenticator,
     pub limits: LimitsConfig,
     pub control: HubLink,
     pub limit_stats: Arc<LimitStats>,
@@ -95,6 +95,10 @@ pub(crate) struct Conn {
     pub gw: Arc<Gateway>,
     pub id: u64,
     pub role: Option<Role>,
+    /// Who authenticated (`role` is its role); `user` connections act only as its `user_id`.
+    identity: Option<Identity>,
+    /// Ends the token-expiry timer of a `user` connection when the connection goes away.
+    expiry: Option<DropGuard>,
     pub out: mpsc::Sender<Outbound>,
     pub shared: Arc<ConnShared>,
     pub cancel: CancellationToken,
@@ -105,15 +109,57 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(gw: Arc<Gateway>, slot: ConnSlot, role: Option<Role>) -> (Self, mpsc::Receiver<Outbound>) {
+    pub fn new(gw: Arc<Gateway>, slot: ConnSlot, identity: Option<Identity>) -> (Self, mpsc::Receiver<Outbound>) {
         let (out, rx) = mpsc::channel(gw.limits.outbound_queue);
         let id = gw.next_conn.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(ConnShared::default());
         let limiter = RateLimiter::direct(quota(gw.limits.per_connection_rps, gw.limits.per_connection_burst));
         let inflight = Arc::new(Semaphore::new(gw.limits.max_in_flight));
         let cancel = shared.cancel.clone();
-        let conn = Self { gw, id, role, out, shared, cancel, inflight, limiter, topics: HashSet::new(), _slot: slot };
+        let topics = HashSet::new();
+        let mut conn = Self {
+            gw,
+            id,
+            role: None,
+            identity: None,
+            expiry: None,
+            out,
+            shared,
+            cancel,
+            inflight,
+            limiter,
+            topics,
+            _slot: slot,
+        };
+        if let Some(identity) = identity {
+            conn.set_identity(identity);
+        }
         (conn, rx)
+    }
+
+    /// Become `identity`; a `user` connection also gets a timer that closes it (final error
+    /// `unauthorized`) when its token expires, so an idle subscriber stops getting pushes too.
+    fn set_identity(&mut self, identity: Identity) {
+        tracing::debug!(conn = self.id, role = identity.role.as_str(), "authenticated");
+        self.role = Some(identity.role);
+        if let Some(at_ms) = identity.expires_at_ms {
+            let left = Duration::from_millis(at_ms.saturating_sub(crate::auth::wall_now_ms()));
+            let gone = CancellationToken::new();
+            let (shared, ended) = (self.shared.clone(), gone.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => shared.kill("unauthorized"),
+                    _ = ended.cancelled() => {}
+                }
+            });
+            self.expiry = Some(gone.drop_guard());
+        }
+        self.identity = Some(identity);
+    }
+
+    /// The user a `user` connection acts as (`None` for `admin` / `service`).
+    fn acting_user(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref().and_then(|i| i.user_id.as_ref())
     }
 
     /// Wait for an in-flight slot (back-pressure: the transport reads nothing until it has one).
@@ -164,36 +210,29 @@ impl Conn {
         // A closed set of label values: the client's op string never becomes a label.
         let op_name = crate::metrics::op_label(&env.op);
         if env.op == "auth" {
-            if self.role.is_some() {
-                self.fail(&id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
-                return Flow::Continue;
-            }
-            let token = match protocol::parse_auth(env.fields) {
-                Ok(t) => t,
-                Err(_) => return self.auth_failed(&id, op_name, t0, "auth takes exactly one field: token").await,
-            };
-            return match self.gw.tokens.verify(&token) {
-                Some(role) => {
-                    self.role = Some(role);
-                    tracing::debug!(conn = self.id, role = role.as_str(), "authenticated");
-                    self.reply(protocol::ok_reply(&id, &serde_json::json!({ "role": role.as_str() }))).await;
-                    crate::metrics::request(op_name, "ok", t0.elapsed());
-                    Flow::Continue
-                }
-                None => self.auth_failed(&id, op_name, t0, "invalid token").await,
-            };
+            return self.on_auth(&id, env.fields, op_name, t0).await;
         }
         let Some(role) = self.role else {
             return self.auth_failed(&id, op_name, t0, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
         };
+        if self.identity.as_ref().and_then(|i| i.expires_at_ms).is_some_and(|at| crate::auth::wall_now_ms() >= at) {
+            return self.auth_failed(&id, op_name, t0, "the token expired: connect and authenticate again").await;
+        }
         if !protocol::known_op(&env.op) {
             self.fail(&id, op_name, t0, WireError::new("unknown_op", "unknown op")).await;
             return Flow::Continue;
         }
         if !protocol::allowed(role, &env.op) {
-            let msg = format!("op {} needs role admin", env.op);
+            let msg = format!("op {} needs role {}", env.op, protocol::roles_of(&env.op));
             self.fail(&id, op_name, t0, WireError::new("forbidden", msg)).await;
             return Flow::Continue;
+        }
+        let mut fields = env.fields;
+        if let Some(sub) = self.acting_user() {
+            if let Err(e) = scope::user_id_field(sub, &env.op, &mut fields) {
+                self.fail(&id, op_name, t0, e).await;
+                return Flow::Continue;
+            }
         }
         if let Err(nu) = self.limiter.check() {
             let wait = nu.wait_time_from(self.gw.clock.now());
@@ -201,7 +240,7 @@ impl Conn {
             self.fail(&id, op_name, t0, rate_limited("connection", wait)).await;
             return Flow::Continue;
         }
-        let op = match protocol::parse_op(&env.op, env.fields) {
+        let op = match protocol::parse_op(&env.op, fields) {
             Ok(op) => op,
             Err(e) => {
                 self.fail(&id, op_name, t0, e).await;
@@ -241,9 +280,17 @@ impl Conn {
                 let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
                 let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
                 let conn = self.id;
+                let user = self.acting_user().cloned();
                 self.gw.tracker.spawn(async move {
                     let (mut order_id, sku_id) = log_ids(&op);
-                    let (text, code, err_sku) = match tokio::time::timeout(deadline, execute(&engine, op, by)).await {
+                    let run = async {
+                        // A user's request for another user's order answers as if it did not exist.
+                        if let (Some(sub), Some(order_id)) = (&user, scope::order_of(&op)) {
+                            scope::own_order(&engine, sub, order_id)?;
+                        }
+                        execute(&engine, op, by).await
+                    };
+                    let (text, code, err_sku) = match tokio::time::timeout(deadline, run).await {
                         Ok(Ok(v)) => {
                             order_id = order_id.or_else(|| v.order_id());
                             (protocol::ok_reply(&id, &v), "ok", None)
@@ -284,6 +331,39 @@ impl Conn {
         Flow::Continue
     }
 
+    /// `{"op":"auth","token":…}` or `{"op":"auth","jwt":…}`: become `admin` / `service` or a
+    /// `user`; a refused credential closes the connection.
+    async fn on_auth(&mut self, id: &Value, fields: Map<String, Value>, op_name: &'static str, t0: Instant) -> Flow {
+        if self.role.is_some() {
+            self.fail(id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
+            return Flow::Continue;
+        }
+        let credential = match protocol::parse_auth(fields) {
+            Ok(c) => c,
+            Err(_) => return self.auth_failed(id, op_name, t0, "auth takes exactly one of token and jwt").await,
+        };
+        let verified = match credential {
+            protocol::Credential::Token(t) => self.gw.auth.token(&t).ok_or_else(|| "invalid token".to_owned()),
+            protocol::Credential::Jwt(j) => self.gw.auth.jwt(&j).map_err(|e| e.0),
+        };
+        match verified {
+            Ok(identity) => {
+                let mut result = serde_json::json!({ "role": identity.role.as_str() });
+                if let Some(u) = &identity.user_id {
+                    result["user_id"] = Value::String(u.to_string());
+                }
+                if let Some(ms) = identity.expires_at_ms {
+                    result["expires_at_ms"] = Value::from(ms);
+                }
+                self.set_identity(identity);
+                self.reply(protocol::ok_reply(id, &result)).await;
+                crate::metrics::request(op_name, "ok", t0.elapsed());
+                Flow::Continue
+            }
+            Err(msg) => self.auth_failed(id, op_name, t0, &msg).await,
+        }
+    }
+
     /// Answer `e` to a request that never reached the engine, and count it.
     async fn fail(&self, id: &Value, op: &'static str, t0: Instant, e: WireError) {
         let code = e.code;
@@ -307,6 +387,12 @@ impl Conn {
             self.reply_err(id, e).await;
             return "invalid_request";
         };
+        if let (true, Some(sub)) = (on, self.acting_user()) {
+            if let Err(refused) = scope::topic(&self.gw.engine, sub, &t) {
+                self.reply(refused.reply(id)).await;
+                return refused.code();
+            }
+        }
         if on && !self.topics.contains(&t) && self.topics.len() >= SUBSCRIPTIONS_PER_CONNECTION_MAX {
             let e = WireError::new("invalid_request", "too many subscriptions on this connection");
             self.reply_err(id, e).await;
@@ -394,6 +480,7 @@ pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &Co
                         "this connection does not read what it is sent (outbound queue, max_pending_reply_bytes or \
                          write_timeout_ms exceeded) and is disconnected"
                     }
+                    "unauthorized" => "the token expired: connect and authenticate again",
                     _ => "connection closed by the server",
                 };
                 let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
@@ -422,10 +509,11 @@ fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOpti
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum Outcome {
-    Order(Arc<surge_engine::Order>),
+    Order(#[serde(serialize_with = "crate::wire::order")] Arc<surge_engine::Order>),
     Sku(surge_engine::SkuView),
     /// A `list_orders` page; `next_cursor` is `null` on the last page.
     Orders {
+        #[serde(serialize_with = "crate::wire::orders")]
         orders: Vec<Arc<surge_engine::Order>>,
         next_cursor: Option<String>,
     },

@@ -53,16 +53,17 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
     let Some(gw) = state.ready().cloned() else {
         return http_error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "not ready or shutting down");
     };
-    let role = match req.headers().get(header::AUTHORIZATION) {
+    // A static token (admin, service) or a user JWT.
+    let identity = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(h) => {
             let token = h.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
-            match gw.tokens.verify(token) {
-                Some(role) => Some(role),
-                None => {
-                    tracing::info!("websocket: invalid bearer token");
+            match gw.auth.bearer(token) {
+                Ok(identity) => Some(identity),
+                Err(e) => {
+                    tracing::info!("websocket: invalid bearer credential");
                     crate::metrics::auth_failed();
-                    return http_error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token");
+                    return http_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.0);
                 }
             }
         }
@@ -79,7 +80,7 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
     let max = gw.limits.max_frame_bytes;
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     crate::metrics::connection_opened("ws");
-    let (conn, rx) = Conn::new(gw.clone(), slot, role);
+    let (conn, rx) = Conn::new(gw.clone(), slot, identity);
     let write_timeout = Duration::from_millis(gw.limits.write_timeout_ms);
     let writer = actix_web::rt::spawn(write_loop(
         session.clone(),

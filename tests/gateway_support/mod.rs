@@ -13,7 +13,12 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const ADMIN: &str = "admin-token-for-tests";
-pub const CLIENT: &str = "client-token-for-tests";
+pub const SERVICE: &str = "service-token-for-tests";
+/// Deprecated alias of [`SERVICE`] (the role `client` became `service`), kept so tests written
+/// against the old name still build.
+pub const CLIENT: &str = SERVICE;
+/// The HS256 secret for user JWTs (32 bytes, the minimum).
+pub const JWT_SECRET: &str = "jwt-hs256-secret-for-tests-32by!";
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn config(dir: &std::path::Path) -> FileConfig {
@@ -25,7 +30,8 @@ pub fn config(dir: &std::path::Path) -> FileConfig {
     cfg.server.http_workers = 1;
     cfg.server.shutdown_timeout_ms = 5_000;
     cfg.auth.admin_tokens = vec![ADMIN.into()];
-    cfg.auth.client_tokens = vec![CLIENT.into()];
+    cfg.auth.service_tokens = vec![SERVICE.into()];
+    cfg.auth.jwt_hs256_secret = JWT_SECRET.into();
     cfg
 }
 
@@ -218,6 +224,13 @@ pub fn sku(id: &str, stock: u64, limit: Option<u32>) -> Value {
         v["per_user_limit"] = json!(l);
     }
     v
+}
+
+/// The `order_id` of an order (or push) as the wire carries it: a string of digits (JavaScript
+/// numbers cannot hold ids above 2^53), parsed.
+pub fn order_id(v: &Value) -> u64 {
+    let s = v["order_id"].as_str().unwrap_or_else(|| panic!("order_id is a string: {v}"));
+    s.parse().unwrap_or_else(|_| panic!("order_id is decimal digits: {v}"))
 }
 
 pub fn order(user: &str, sku: &str, qty: u32, key: &str) -> Value {

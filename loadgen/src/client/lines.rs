@@ -46,7 +46,7 @@ struct WireReply {
 
 #[derive(Debug, Default, Deserialize)]
 struct WireResult {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_str")]
     order_id: Option<u64>,
     #[serde(default)]
     total: Option<String>,
@@ -63,6 +63,22 @@ struct WireResult {
 #[derive(Debug, Deserialize)]
 struct WireError {
     code: String,
+}
+
+/// An id as the server sends it: a JSON string of digits (ids exceed 2^53; see
+/// `docs/protocol.md`, "Ids are strings"), or a number from servers before that rule.
+fn id_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        N(u64),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::N(n)) => Ok(Some(n)),
+        Some(Raw::S(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 type PendingMap = Mutex<HashMap<u64, oneshot::Sender<WireReply>>>;
@@ -275,7 +291,7 @@ impl LineClient {
 
     pub async fn pay(&self, order: &OrderRef, payment_id: &str) -> LoadgenResult<Reply<()>> {
         let body = format!(
-            r#""op":"pay","order_id":{},"payment_id":{},"amount":{}"#,
+            r#""op":"pay","order_id":"{}","payment_id":{},"amount":{}"#,
             order.order_id,
             js(payment_id),
             js(&order.total)
@@ -284,12 +300,12 @@ impl LineClient {
     }
 
     pub async fn cancel(&self, order_id: u64) -> LoadgenResult<Reply<()>> {
-        Ok(self.outcome(&format!(r#""op":"cancel_order","order_id":{order_id}"#)).await?.map(|_| ()))
+        Ok(self.outcome(&format!(r#""op":"cancel_order","order_id":"{order_id}""#)).await?.map(|_| ()))
     }
 
     pub async fn get_order(&self, order_id: u64) -> LoadgenResult<Reply<String>> {
         Ok(self
-            .outcome(&format!(r#""op":"get_order","order_id":{order_id}"#))
+            .outcome(&format!(r#""op":"get_order","order_id":"{order_id}""#))
             .await?
             .map(|r| r.status.unwrap_or_default()))
     }
@@ -318,5 +334,21 @@ fn close(pending: &PendingMap, closed: &AtomicBool) {
     if let Ok(mut p) = pending.lock() {
         closed.store(true, Ordering::Release);
         p.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_read_from_strings_and_old_numbers() {
+        let big = r#"{"id":1,"ok":true,"result":{"order_id":"9007199254740993","total":"1.00"}}"#;
+        let r: WireReply = serde_json::from_str(big).unwrap();
+        assert_eq!(r.result.unwrap().order_id, Some(9_007_199_254_740_993), "2^53 + 1 exactly");
+        let old: WireReply = serde_json::from_str(r#"{"id":2,"ok":true,"result":{"order_id":7}}"#).unwrap();
+        assert_eq!(old.result.unwrap().order_id, Some(7));
+        let none: WireReply = serde_json::from_str(r#"{"id":3,"ok":true,"result":{"available":1}}"#).unwrap();
+        assert_eq!(none.result.unwrap().order_id, None);
     }
 }
