@@ -52,6 +52,7 @@ mod listing;
 mod order;
 mod pending;
 mod publish;
+mod routing;
 mod shard;
 mod sku;
 pub mod snowflake;

@@ -3,15 +3,20 @@
 //! An order actor's state is its [`Order`] (shared, immutable, replaced whole on every
 //! transition). [`decide`] looks the (status, event) pair up in the state machine table and checks
 //! compare-and-set and payment rules; [`apply`] is the only code that builds the next state. The
-//! saga that *creates* orders lives in [`crate::shard`], because it talks to SKU actors.
+//! saga that *creates* orders lives in `crate::shard::saga`, because it talks to SKU actors;
+//! [`build_order`] makes the order it creates.
 
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::domain::{DisputeResolution, HistoryEntry, Initiator, Order, OrderStatus, Payment, TransitionOptions};
+use crate::domain::{
+    DisputeResolution, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, Payment, SkuId,
+    TransitionOptions, UserId,
+};
 use crate::error::EngineError;
 use crate::event::OrderEvent;
+use crate::sku::Grant;
 use crate::state_machine::{rule, OrderEventKind, Rule, Target};
 
 /// Most transitions one order may take: its history then holds at most this many entries plus
@@ -164,6 +169,57 @@ pub(crate) fn decide(
     Ok(Decision::Transition(event, r))
 }
 
+/// The order a fully granted create-order saga makes: `lines` are its line items in request
+/// order, `(sku_id, qty, grant)`, each with the name and unit price its SKU actor granted
+/// (snapshotted: later price changes never alter the order). Created now (`now_ms`, engine
+/// clock), due for payment at `payment_deadline_ms`.
+///
+/// # Errors
+/// `invalid_request` if a subtotal or the total overflows `Decimal` (prices are bounded at
+/// the boundary by `PRICE_MAX`, but state recovered from older data may hold any price).
+pub(crate) fn build_order<'a>(
+    order_id: OrderId,
+    user_id: &UserId,
+    idempotency_key: &Arc<str>,
+    lines: impl Iterator<Item = (&'a SkuId, u32, &'a Grant)>,
+    now_ms: i64,
+    payment_deadline_ms: i64,
+) -> Result<Arc<Order>, EngineError> {
+    let mut items = Vec::with_capacity(lines.size_hint().1.unwrap_or(0));
+    let mut total = Decimal::ZERO;
+    for (sku_id, qty, g) in lines {
+        let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
+        let subtotal = g.unit_price.checked_mul(Decimal::from(qty)).ok_or_else(overflow)?;
+        total = total.checked_add(subtotal).ok_or_else(overflow)?;
+        items.push(LineItem { sku_id: sku_id.clone(), name: g.name.clone(), qty, unit_price: g.unit_price, subtotal });
+    }
+    // Exactly one entry's capacity: most orders never move (a flash sale's losers cancel).
+    let history = vec![HistoryEntry {
+        from: None,
+        to: OrderStatus::PendingPayment,
+        at_ms: now_ms,
+        by: Initiator::User,
+        reason: None,
+    }];
+    Ok(Arc::new(Order {
+        order_id,
+        user_id: user_id.clone(),
+        items,
+        total,
+        status: OrderStatus::PendingPayment,
+        version: 1,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        payment_deadline_ms,
+        payment: None,
+        tracking_number: None,
+        shipped: false,
+        refund_return_to: None,
+        history,
+        idempotency_key: idempotency_key.clone(),
+    }))
+}
+
 /// Refuse entering `refunding` or `disputed` (the only statuses cycles go through: refund
 /// request → rejection, dispute → resolution) once the order has taken
 /// [`ORDER_TRANSITIONS_MAX`] − [`ORDER_TRANSITIONS_RESERVED`] transitions. What is left only moves
@@ -216,7 +272,6 @@ mod tests {
     use std::collections::{HashSet, VecDeque};
 
     use super::*;
-    use crate::domain::OrderId;
 
     fn fresh_order() -> Order {
         Order {
