@@ -729,7 +729,7 @@ fn retry_of_the_order_that_took_the_last_unit_returns_that_order() {
 
 /// The fast path also scans *all* items for a sold-out hint before the saga runs, so a later
 /// sold-out item wins over an earlier item's refusal, contradicting "the first rejection in
-/// item order" (engine.rs, `create_order` docs).
+/// item order" (engine/src/engine/orders.rs, `create_order` docs).
 #[test]
 fn fast_path_respects_item_order() {
     let s = shop(2);

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use surge::engine::{
     Clock, CreateOrder, Decimal, DisputeResolution, Engine, EngineConfig, EngineError, Initiator, ListOrders,
     ManualClock, Order, OrderEventKind, OrderId, OrderStatus, SaleRules, SkuSpec, SkuUpdate, TransitionOptions,
-    LIST_SCAN_FACTOR,
+    LIST_SCAN_FACTOR, ORDER_TRANSITIONS_MAX, ORDER_TRANSITIONS_RESERVED,
 };
 
 use OrderEventKind as E;
@@ -122,6 +122,13 @@ impl MOrder {
     fn version(&self) -> u32 {
         self.history.len() as u32
     }
+}
+
+/// The engine's history bound: past `ORDER_TRANSITIONS_MAX − ORDER_TRANSITIONS_RESERVED`
+/// transitions an order may no longer enter `refunding` or `disputed` (`order_history_full`).
+fn history_full(o: &MOrder, to: OrderStatus) -> bool {
+    matches!(to, S::Refunding | S::Disputed)
+        && o.history.len() - 1 >= ORDER_TRANSITIONS_MAX - ORDER_TRANSITIONS_RESERVED
 }
 
 /// DESIGN.md's table for the events a caller can send (timers are modelled separately).
@@ -561,7 +568,7 @@ impl Sim {
             _ => by,
         };
         match (next, result) {
-            (Some(to), Ok(order)) => {
+            (Some(to), Ok(order)) if !history_full(&o, to) => {
                 self.count("transition ok");
                 assert_eq!(order.status, to, "{}", self.ctx());
                 if event == E::Ship {
@@ -584,6 +591,13 @@ impl Sim {
                     "{}",
                     self.ctx()
                 );
+            }
+            (Some(to), Err(EngineError::OrderHistoryFull { order_id, transitions, transitions_max }))
+                if history_full(&o, to) =>
+            {
+                self.count("order_history_full");
+                assert_eq!(order_id, o.id, "{}", self.ctx());
+                assert_eq!((transitions, transitions_max), (o.history.len() - 1, ORDER_TRANSITIONS_MAX));
             }
             (want, got) => panic!("{}: expected {want:?}, got {:?}", self.ctx(), got.map(|o| o.status)),
         }

@@ -730,6 +730,46 @@ fn reject_refund_returns_to_the_previous_status() {
     }
 }
 
+/// Refund request / rejection rounds cannot grow an order without bound (an archived order is
+/// one WAL record, and the writer fail-stops past its size bound): past
+/// `ORDER_TRANSITIONS_MAX − ORDER_TRANSITIONS_RESERVED` transitions a new round is
+/// `order_history_full`, the order is untouched, and it still completes by itself (system
+/// timers keep their room) and through the user's `complete`.
+#[test]
+fn refund_rounds_stop_at_the_history_bound_and_the_order_still_completes() {
+    use surge::engine::{ORDER_TRANSITIONS_MAX, ORDER_TRANSITIONS_RESERVED};
+    for by_timer in [true, false] {
+        let ctx = format!("completed by timer: {by_timer}");
+        let h = harness();
+        let mut order = h.drive(S::Delivered, S::Paid);
+        let refused = loop {
+            assert!(order.history.len() <= ORDER_TRANSITIONS_MAX + 1, "{ctx}: rounds never refused");
+            match h.send(&order, E::RequestRefund, DisputeResolution::Completed, Default::default()) {
+                Ok(refunding) => {
+                    order =
+                        h.send(&refunding, E::RejectRefund, DisputeResolution::Completed, Default::default()).unwrap();
+                    assert_eq!(order.status, S::Delivered, "{ctx}");
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.code(), "order_history_full", "{ctx}: {refused}");
+        assert!(order.history.len() > ORDER_TRANSITIONS_MAX - ORDER_TRANSITIONS_RESERVED, "{ctx}");
+        assert_eq!(h.get(&order), order, "{ctx}: a refused round changes nothing");
+        // A dispute enters a cycle too.
+        let dispute = h.send(&order, E::OpenDispute, DisputeResolution::Completed, Default::default());
+        assert_eq!(dispute.unwrap_err().code(), "order_history_full", "{ctx}");
+        let done = if by_timer {
+            h.send(&order, E::AutoComplete, DisputeResolution::Completed, Default::default()).unwrap()
+        } else {
+            h.send(&order, E::Complete, DisputeResolution::Completed, Default::default()).unwrap()
+        };
+        assert_eq!(done.status, S::Completed, "{ctx}");
+        assert!(done.history.len() <= ORDER_TRANSITIONS_MAX + 1, "{ctx}: {} entries", done.history.len());
+        assert_healthy(&h, &ctx);
+    }
+}
+
 // ---- bugs ---------------------------------------------------------------------------------
 
 /// The auto-complete timer is one-shot, armed only by `deliver`. If it fires while the order is

@@ -110,6 +110,21 @@ pub enum EngineError {
         /// When the window closed (engine clock, ms since the Unix epoch).
         closed_at_ms: i64,
     },
+    /// The order has taken so many transitions that it may no longer enter `refunding` or
+    /// `disputed`: its history is bounded by [`crate::ORDER_TRANSITIONS_MAX`], so an archived
+    /// order always fits one WAL record. Moves towards a terminal status stay allowed.
+    #[error(
+        "order {order_id}: history full ({transitions} transitions of at most {transitions_max}): \
+         no further refund request or dispute"
+    )]
+    OrderHistoryFull {
+        /// The order.
+        order_id: OrderId,
+        /// Transitions the order has taken.
+        transitions: usize,
+        /// [`crate::ORDER_TRANSITIONS_MAX`].
+        transitions_max: usize,
+    },
     /// `expected_version` did not match the order's `version` (compare-and-set failed).
     #[error("version conflict: expected {expected}, order is at {actual}")]
     VersionConflict {
@@ -201,6 +216,7 @@ impl EngineError {
             Self::UnknownOrder { .. } => "unknown_order",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::DisputeWindowClosed { .. } => "dispute_window_closed",
+            Self::OrderHistoryFull { .. } => "order_history_full",
             Self::VersionConflict { .. } => "version_conflict",
             Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } => "idempotency_conflict",
             Self::AmountMismatch { .. } => "amount_mismatch",

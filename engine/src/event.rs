@@ -265,3 +265,19 @@ impl StorageGate {
         self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// The SKU an event belongs to (every SKU event names one).
+pub(crate) fn sku_id_of(event: &SkuEvent) -> &SkuId {
+    match event {
+        SkuEvent::Created { sku_id, .. }
+        | SkuEvent::Updated { sku_id, .. }
+        | SkuEvent::Adjusted { sku_id, .. }
+        | SkuEvent::AdjustedOnce { sku_id, .. }
+        | SkuEvent::Reserved { sku_id, .. }
+        | SkuEvent::Confirmed { sku_id, .. }
+        | SkuEvent::Released { sku_id, .. }
+        | SkuEvent::Restocked { sku_id, .. }
+        | SkuEvent::Forgotten { sku_id, .. }
+        | SkuEvent::Remembered { sku_id, .. } => sku_id,
+    }
+}

@@ -52,6 +52,7 @@ mod listing;
 mod order;
 mod pending;
 mod publish;
+mod routing;
 mod shard;
 mod sku;
 pub mod snowflake;
@@ -76,6 +77,7 @@ pub use event::{
     StorageGate,
 };
 pub use listing::LIST_SCAN_FACTOR;
+pub use order::{ORDER_TRANSITIONS_MAX, ORDER_TRANSITIONS_RESERVED};
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
 pub use sku::ADJUSTMENT_IDS_PER_SKU_MAX;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::domain::{ListOrders, Order, OrderId, OrderPage};
 use crate::error::{EngineError, EngineResult};
 use crate::event::OrderArchive;
-use crate::shard::ReadModels;
+use crate::publish::ReadModels;
 
 /// A page filtered by status examines at most `limit × LIST_SCAN_FACTOR` orders, then returns
 /// what it found (possibly fewer than `limit`, even none) with a cursor to continue: a bound on

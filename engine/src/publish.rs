@@ -11,9 +11,23 @@
 
 use std::sync::Arc;
 
-use crate::domain::Order;
-use crate::shard::ReadModels;
-use crate::sku::SkuPublication;
+use dashmap::DashMap;
+
+use crate::domain::{Order, OrderId, SkuId, UserId};
+use crate::sku::{SkuPublication, SkuShared};
+
+type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
+
+/// Read models: what queries read without messaging actors (dashmap is for reads only; no stock
+/// decision ever reads it).
+#[derive(Default)]
+pub(crate) struct ReadModels {
+    pub orders: FastDashMap<OrderId, Arc<Order>>,
+    /// A user's order ids in creation order (ids increase, all minted by the user's shard).
+    /// Most users have one or two orders: inline, no heap allocation.
+    pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 2]>>,
+    pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
+}
 
 /// What one batch changed in the read models.
 #[derive(Default)]

@@ -20,10 +20,10 @@ use arc_swap::ArcSwap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{OrderId, SaleRules, SkuId, SkuView, UserId};
+use crate::domain::{OrderId, SaleRules, SkuId, SkuUpdate, SkuView, UserId};
 use crate::error::EngineError;
 use crate::event::SkuEvent;
-use crate::shard::FastMap;
+use crate::routing::FastMap;
 
 /// A granted reservation: what the order snapshots.
 #[derive(Debug, Clone)]
@@ -409,6 +409,32 @@ impl SkuState {
             return None;
         }
         Some(SkuEvent::Remembered { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty })
+    }
+
+    /// Decide a partial update of name, price and rules: the `Updated` event carrying the whole
+    /// result (fields `update` leaves `None` keep their current value; `Some(None)` clears an
+    /// optional rule). Validated by the engine handle before it gets here.
+    pub(crate) fn decide_update(&self, update: SkuUpdate) -> SkuEvent {
+        let cur = self.view();
+        let mut rules = cur.rules;
+        if let Some(v) = update.per_user_limit {
+            rules.per_user_limit = v;
+        }
+        if let Some(v) = update.sale_starts_at_ms {
+            rules.sale_starts_at_ms = v;
+        }
+        if let Some(v) = update.sale_ends_at_ms {
+            rules.sale_ends_at_ms = v;
+        }
+        if let Some(v) = update.paused {
+            rules.paused = v;
+        }
+        SkuEvent::Updated {
+            sku_id: self.id.clone(),
+            name: update.name.map(Arc::from).unwrap_or(cur.name),
+            price: update.price.unwrap_or(cur.price),
+            rules,
+        }
     }
 
     /// Decide an admin stock adjustment, idempotent by `adjustment_id`: `Ok(None)` when this id

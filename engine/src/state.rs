@@ -78,7 +78,7 @@ impl EngineState {
                 }
             }
             Event::Sku(e) => {
-                if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
+                if let Some(st) = self.skus.get_mut(crate::event::sku_id_of(e)) {
                     st.apply(e);
                 }
             }
@@ -159,7 +159,7 @@ impl EngineState {
         }
         fixes.extend(self.unforgotten());
         for e in &fixes {
-            if let Some(st) = self.skus.get_mut(crate::shard::sku_id_of(e)) {
+            if let Some(st) = self.skus.get_mut(crate::event::sku_id_of(e)) {
                 st.apply(e);
             }
         }

@@ -48,7 +48,10 @@ fn stock_is_bounded_and_adjustments_cannot_overflow() {
     assert_eq!(e.adjust_stock("big", "adj-big-1", 1, "more").wait().unwrap_err().code(), "invalid_adjustment");
     e.create_sku(spec("small", Decimal::ONE, 1)).wait().expect("small");
     for delta in [i64::MAX, STOCK_MAX as i64] {
-        assert_eq!(e.adjust_stock("small", &format!("adj-{delta}"), delta, "more").wait().unwrap_err().code(), "invalid_adjustment");
+        assert_eq!(
+            e.adjust_stock("small", &format!("adj-{delta}"), delta, "more").wait().unwrap_err().code(),
+            "invalid_adjustment"
+        );
     }
     assert_eq!(e.adjust_stock("small", "adj-min", i64::MIN, "less").wait().unwrap_err().code(), "invalid_adjustment");
     let v = e.adjust_stock("small", "adj-fill", STOCK_MAX as i64 - 1, "fill up").wait().expect("up to STOCK_MAX");

@@ -34,9 +34,11 @@
 //! `order_archived`) of an order with `order_items_max` (at most 255) line items whose ids are
 //! [`surge_engine::ID_BYTES_MAX`] and names [`surge_engine::TEXT_BYTES_MAX`] bytes, widest decimals
 //! and every optional text at its limit: 107,471 bytes at 255 items, 9,241 at the default 20
-//! (`tests/wal_blobs.rs` computes both). An archived order also carries its history, ~290 bytes
-//! per transition at most, and the engine does not bound the number of transitions (dispute and
-//! refund-rejection cycles): past the bound the writer fail-stops rather than write a blob.
+//! (`tests/wal_blobs.rs` computes both). An archived order also carries its payment and its
+//! history, at most 286 bytes per transition; the engine bounds transitions per order
+//! ([`surge_engine::ORDER_TRANSITIONS_MAX`], 16: refund and dispute rounds past it are
+//! `order_history_full`), so the largest `order_archived` / `order_restored` is 112,170 bytes.
+//! Past the bound the writer fail-stops rather than write a blob.
 //!
 //! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 2)
 //! ```text

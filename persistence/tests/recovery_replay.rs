@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use common::*;
 use surge_engine::{
-    Clock, CreateOrder, Decimal, EngineConfig, EngineState, Event, HistoryEntry, Initiator, LineItem, ManualClock,
-    Order, OrderEvent, OrderEventKind, OrderId, OrderStatus, Payment, SkuEvent, SystemClock, TransitionOptions,
+    Clock, CreateOrder, Decimal, DisputeResolution, EngineConfig, EngineState, Event, HistoryEntry, Initiator,
+    LineItem, ManualClock, Order, OrderEvent, OrderEventKind, OrderId, OrderStatus, Payment, SkuEvent, SystemClock,
+    TransitionOptions,
 };
-use surge_persistence::codec::{encode_record, SnapshotFile};
+use surge_persistence::codec::{decode_record, encode_record, SnapshotFile};
 use surge_persistence::{snapshot, Durability, DurableEngine, LogStore, PersistenceConfig};
 
 fn pcfg(dir: &std::path::Path, durability: Durability) -> PersistenceConfig {
@@ -568,6 +569,86 @@ fn crash_between_archived_and_forgotten_never_restocks() {
     assert_eq!(db.engine().get_sku("B").unwrap().sold, 2);
     assert_healthy(db.engine());
     db.close().unwrap();
+}
+
+/// A dispute restores an archived order: its shard logs `order_restored` (and the dispute), then
+/// asks the SKU's shard to log `holding_remembered` in a later group commit. A `kill -9` between
+/// the two leaves a live disputed order whose sold units its SKU holds only as archived ones.
+/// Recovery (`EngineState::reconcile_with`'s `unforgotten`) must log `Remembered`, so the audit
+/// passes and the units stay sold and keep counting toward the buyer's per-user limit.
+#[test]
+fn crash_between_restored_and_remembered_remembers_the_holding() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path(), Durability::Sync);
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    db.engine().create_sku(spec("B", 1000, 10, Some(2))).wait().unwrap();
+    db.close().unwrap();
+
+    let now = SystemClock.now_ms();
+    let a = crafted_order(7_000, "ann", 2, now);
+    let reserved =
+        SkuEvent::Reserved { sku_id: Arc::from("B"), order_id: a.order_id, user_id: a.user_id.clone(), qty: 2 };
+    let mut story = vec![vec![Event::Sku(reserved), Event::Order(OrderEvent::Created(Arc::new(a.clone())))]];
+    let mut st = EngineState::default();
+    story[0].iter().for_each(|e| st.apply(e));
+    use OrderEventKind as K;
+    use OrderStatus as S;
+    let p = Payment { payment_id: "psp-ann".into(), amount: a.total, paid_at_ms: now };
+    let steps = [
+        (K::Pay, S::Paid, Some(p)),
+        (K::Ship, S::Shipped, None),
+        (K::Deliver, S::Delivered, None),
+        (K::Complete, S::Completed, None),
+    ];
+    let mut record = Vec::new();
+    for (kind, to, payment) in steps {
+        let e = moved(&st.orders[&a.order_id], kind, to, now, payment);
+        st.apply(&e);
+        record.push(e);
+    }
+    record.push(Event::Sku(SkuEvent::Confirmed { sku_id: Arc::from("B"), order_id: a.order_id }));
+    story.push(record);
+    // Archived, and the archiving finished (the holding forgotten).
+    let completed = st.orders[&a.order_id].clone();
+    story.push(vec![Event::Order(OrderEvent::Archived(completed.clone()))]);
+    story.push(vec![Event::Sku(SkuEvent::Forgotten { sku_id: Arc::from("B"), order_id: a.order_id })]);
+    // Restored by a dispute; the crash comes before `holding_remembered`.
+    let dispute = moved(&completed, K::OpenDispute, S::Disputed, now, None);
+    story.push(vec![Event::Order(OrderEvent::Restored(completed)), dispute]);
+    append_crafted(dir.path(), &story);
+
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert_eq!(db.recovery().fixes, 1, "remember ann's sold units: {:?}", db.recovery());
+    let e = db.engine();
+    let b = e.get_sku("B").unwrap();
+    assert_eq!((b.available, b.reserved, b.sold, b.stocked_total), (8, 0, 2, 10), "ann's 2 units stay sold");
+    assert_eq!(e.get_order(a.order_id).unwrap().status, OrderStatus::Disputed);
+    assert_eq!(e.order_count(), 1, "the restored order is live");
+    assert_healthy(e);
+    // ann still holds her 2 units for the per-user limit of 2.
+    let more = e.create_order(CreateOrder::new("ann", &[("B", 1)], "again")).wait();
+    assert_eq!(more.unwrap_err().code(), "purchase_limit_exceeded");
+    drop(db);
+
+    let db = open_db(&cfg, &engine_cfg(), None).unwrap();
+    assert_eq!(db.recovery().fixes, 0, "the repair was logged");
+    let e = db.engine();
+    // The dispute goes on from there: resolved for the shop, the units stay sold.
+    let resolved = e.resolve_dispute(a.order_id, DisputeResolution::Completed, TransitionOptions::default()).wait();
+    assert_eq!(resolved.unwrap().status, OrderStatus::Completed);
+    assert_eq!(e.get_sku("B").unwrap().sold, 2);
+    assert_healthy(e);
+    db.close().unwrap();
+    // The log holds the repair: one `holding_remembered` of ann's 2 units.
+    let store = open_store(dir.path());
+    let remembered: Vec<Event> = store
+        .iter()
+        .map(|r| r.expect("read the log"))
+        .flat_map(|(lsn, bytes)| decode_record(lsn, &bytes).expect("decodes").1)
+        .filter(|e| matches!(e, Event::Sku(SkuEvent::Remembered { .. })))
+        .collect();
+    let want = SkuEvent::Remembered { sku_id: Arc::from("B"), order_id: a.order_id, user_id: Arc::from("ann"), qty: 2 };
+    assert_eq!(remembered, vec![Event::Sku(want)]);
 }
 
 // ---- bugs ---------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use common::{assert_healthy, open_db, state_of};
 use surge_engine::{
     CreateOrder, Decimal, EngineConfig, Event, HistoryEntry, Initiator, LineItem, ManualClock, Order, OrderEvent,
-    OrderId, OrderStatus, SaleRules, SkuSpec, TransitionOptions, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX,
-    TEXT_BYTES_MAX,
+    OrderId, OrderStatus, Payment, SaleRules, SkuSpec, TransitionOptions, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX,
+    ORDER_TRANSITIONS_MAX, TEXT_BYTES_MAX,
 };
 use surge_persistence::codec::{encode_record, encode_records, RECORD_BYTES_MAX, RECORD_BYTES_TARGET};
 use surge_persistence::{DurableEngine, PersistenceConfig, PersistenceError};
@@ -73,7 +73,21 @@ fn encoded_size(e: &Event) -> usize {
     records[0].len()
 }
 
-/// The worst case the module docs of `codec` state: one event of the largest order fits.
+/// The largest archived order the input limits allow: [`worst_order`] with a payment, a
+/// pending refund's return status and a full history (`ORDER_TRANSITIONS_MAX` transitions after
+/// the creation entry, every reason at its limit).
+fn worst_archived_order(items: usize) -> Order {
+    let mut o = worst_order(items);
+    o.payment =
+        Some(Payment { payment_id: text("psp", ID_BYTES_MAX).into(), amount: widest_decimal(), paid_at_ms: i64::MAX });
+    o.refund_return_to = Some(OrderStatus::PendingPayment);
+    let entry = HistoryEntry { from: Some(OrderStatus::PendingPayment), ..o.history[0].clone() };
+    o.history.resize(1 + ORDER_TRANSITIONS_MAX, entry);
+    o
+}
+
+/// The worst case the module docs of `codec` and `ORDER_TRANSITIONS_MAX` state: one event of
+/// the largest order fits, and so does the largest archived order with its full history.
 #[test]
 fn the_largest_order_event_fits_the_record_bound() {
     let max_items = worst_order(255);
@@ -82,7 +96,18 @@ fn the_largest_order_event_fits_the_record_bound() {
     println!("worst order_created: {created} bytes at 255 items, {default_items} at 20 (bound {RECORD_BYTES_MAX})");
     assert!(created <= RECORD_BYTES_MAX, "{created} bytes");
     assert!(default_items <= RECORD_BYTES_TARGET, "{default_items} bytes");
-    // An archived order carries its history: beyond the bound, the writer refuses (fail-stop).
+    let archived = encoded_size(&Event::Order(OrderEvent::Archived(Arc::new(worst_archived_order(255)))));
+    let restored = encoded_size(&Event::Order(OrderEvent::Restored(Arc::new(worst_archived_order(255)))));
+    let archived_20 = encoded_size(&Event::Order(OrderEvent::Archived(Arc::new(worst_archived_order(20)))));
+    println!(
+        "worst order_archived: {archived} bytes at 255 items with {ORDER_TRANSITIONS_MAX} transitions, \
+         {archived_20} at 20"
+    );
+    // The margin `ORDER_TRANSITIONS_MAX`'s docs promise: at least 2 KB under the bound.
+    assert!(archived + 2_000 <= RECORD_BYTES_MAX, "{archived} bytes");
+    assert_eq!(restored, archived);
+    assert!(archived_20 <= RECORD_BYTES_TARGET, "{archived_20} bytes");
+    // Beyond the bound (a history the engine no longer allows), the writer refuses: fail-stop.
     let mut huge = max_items;
     huge.history = vec![huge.history[0].clone(); 200];
     match encode_records(0, 1, &[Event::Order(OrderEvent::Archived(Arc::new(huge)))]) {

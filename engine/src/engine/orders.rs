@@ -1,0 +1,166 @@
+//! Order commands: validated here, then sent to the user's shard (`create_order`, a saga) or
+//! the order's shard (transitions through the state machine).
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::domain::{CreateOrder, DisputeResolution, Initiator, Order, OrderId, TransitionOptions};
+use crate::error::{EngineError, EngineResult};
+use crate::order::OrderCommand;
+use crate::pending::Pending;
+use crate::routing::shard_for_key;
+use crate::shard::{OrderMsg, ShardMsg};
+use crate::snowflake::shard_of;
+use crate::state_machine::OrderEventKind;
+
+use super::{check_text, Engine, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, TEXT_BYTES_MAX};
+
+impl Engine {
+    /// Validate a create request without running it.
+    fn check_create(&self, req: &CreateOrder) -> EngineResult<()> {
+        let cfg = &self.inner.config;
+        check_text("user_id", &req.user_id, ID_BYTES_MAX)?;
+        check_text("idempotency_key", &req.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        if req.items.is_empty() || req.items.len() > cfg.order_items_max {
+            return Err(EngineError::invalid(format!("an order has 1..={} items", cfg.order_items_max)));
+        }
+        for (i, (sku_id, qty)) in req.items.iter().enumerate() {
+            check_text("sku_id", sku_id, ID_BYTES_MAX)?;
+            if *qty == 0 || *qty > cfg.item_qty_max {
+                return Err(EngineError::invalid(format!("qty must be 1..={}", cfg.item_qty_max)));
+            }
+            if req.items[..i].iter().any(|(s, _)| s == sku_id) {
+                return Err(EngineError::invalid(format!("sku {sku_id} appears twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Create an order: reserve every line item (a saga), snapshot prices, compute the total.
+    ///
+    /// Idempotent by `(user_id, idempotency_key)`: a retry with the same items returns the same
+    /// order. Business rejections are not recorded, so a retry after `sold_out` runs again.
+    ///
+    /// # Errors
+    /// `invalid_request`; `unknown_sku`, `sold_out`, `insufficient_stock`,
+    /// `purchase_limit_exceeded`, `sale_not_started`, `sale_ended`, `sku_paused` (the first
+    /// rejection in item order, with its sku_id; nothing stays reserved); `idempotency_conflict`;
+    /// `overloaded`.
+    pub fn create_order(&self, req: CreateOrder) -> Pending<Arc<Order>> {
+        if let Err(e) = self.check_create(&req) {
+            return Pending::ready(Err(e));
+        }
+        // Sold-out fast path: the first item's published counters and rules decide a rejection
+        // without a round trip to its SKU actor (which stays the authority). Only the first
+        // item, so the answer is still the first rejection in item order; and the rejection
+        // still passes the user's shard, so a retry of an order that took the last unit finds
+        // its idempotency record and gets its order, not `sold_out`.
+        let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
+            None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
+            Some(s) => s.fast_reject(self.inner.clock.now_ms()),
+        };
+        let shard = shard_for_key(&req.user_id, self.inner.shard_count);
+        self.submit(shard, |r| ShardMsg::CreateOrder(req, r, fast_reject))
+    }
+
+    fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {
+        if let Some(reason) = &cmd.opts.reason {
+            if reason.len() > TEXT_BYTES_MAX {
+                return Pending::ready(Err(EngineError::invalid("reason must be at most 256 bytes")));
+            }
+        }
+        let shard = shard_of(order_id.0, self.inner.shard_count);
+        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r))))
+    }
+
+    /// Move an order by an event that takes no parameters (`cancel`, `start_packing`,
+    /// `deliver`, `complete`, `request_refund`, `confirm_refund`, `reject_refund`,
+    /// `open_dispute`), as `by`.
+    ///
+    /// # Errors
+    /// `unknown_order`, `invalid_transition` (with from and event), `version_conflict`,
+    /// `invalid_request` for events that need parameters (use [`Engine::pay`],
+    /// [`Engine::ship`], [`Engine::resolve_dispute`]) or are the engine's own
+    /// (`payment_deadline`, `auto_complete`).
+    pub fn transition(
+        &self,
+        order_id: OrderId,
+        event: OrderEventKind,
+        by: Initiator,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
+        use OrderEventKind as E;
+        if matches!(event, E::Pay | E::Ship | E::ResolveDispute | E::PaymentDeadline | E::AutoComplete) {
+            return Pending::ready(Err(EngineError::invalid(format!("{event} cannot be sent through transition()"))));
+        }
+        self.command(order_id, OrderCommand { opts, ..OrderCommand::new(event, by) })
+    }
+
+    /// Payment callback from the PSP. Idempotent by `payment_id`: the same payment twice is
+    /// acknowledged once.
+    ///
+    /// # Errors
+    /// `amount_mismatch` (amount ≠ total), `already_paid` (a *different* payment for a paid
+    /// order: refund it), `order_not_payable` (canceled or otherwise closed: refund it),
+    /// `unknown_order`, `version_conflict`, `invalid_request`.
+    pub fn pay(
+        &self,
+        order_id: OrderId,
+        payment_id: &str,
+        amount: Decimal,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
+        if let Err(e) = check_text("payment_id", payment_id, ID_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
+        let cmd = OrderCommand {
+            opts,
+            payment: Some((Box::from(payment_id), amount)),
+            ..OrderCommand::new(OrderEventKind::Pay, Initiator::Psp)
+        };
+        self.command(order_id, cmd)
+    }
+
+    /// Cancel an unpaid order (user or admin); its reservations are released before the reply.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`].
+    pub fn cancel_order(&self, order_id: OrderId, by: Initiator, opts: TransitionOptions) -> Pending<Arc<Order>> {
+        self.transition(order_id, OrderEventKind::Cancel, by, opts)
+    }
+
+    /// Hand a paid or packing order to the carrier.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`]; `invalid_request` for an empty or long tracking number.
+    pub fn ship(&self, order_id: OrderId, tracking_number: &str, opts: TransitionOptions) -> Pending<Arc<Order>> {
+        if let Err(e) = check_text("tracking_number", tracking_number, TEXT_BYTES_MAX) {
+            return Pending::ready(Err(e));
+        }
+        let cmd = OrderCommand {
+            opts,
+            tracking_number: Some(Box::from(tracking_number)),
+            ..OrderCommand::new(OrderEventKind::Ship, Initiator::Admin)
+        };
+        self.command(order_id, cmd)
+    }
+
+    /// Resolve a dispute: to `completed` or to `refunding`.
+    ///
+    /// # Errors
+    /// As [`Engine::transition`].
+    pub fn resolve_dispute(
+        &self,
+        order_id: OrderId,
+        resolution: DisputeResolution,
+        opts: TransitionOptions,
+    ) -> Pending<Arc<Order>> {
+        let cmd = OrderCommand {
+            opts,
+            resolution: Some(resolution),
+            ..OrderCommand::new(OrderEventKind::ResolveDispute, Initiator::Admin)
+        };
+        self.command(order_id, cmd)
+    }
+}

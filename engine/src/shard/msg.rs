@@ -1,0 +1,96 @@
+//! The messages a shard's mailboxes carry: one enum per actor kind ([`SkuMsg`], [`OrderMsg`])
+//! inside the shard-level [`ShardMsg`], and what a shard reports to the audit.
+
+use std::sync::Arc;
+
+use crate::domain::{CreateOrder, Order, OrderId, SkuId, SkuSpec, SkuUpdate, SkuView, UserId};
+use crate::error::{EngineError, EngineResult};
+use crate::order::OrderCommand;
+use crate::sku::Grant;
+use crate::state::EngineState;
+
+/// Where a caller waits for its answer.
+pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
+
+/// The SKU actor's messages.
+pub(crate) enum SkuMsg {
+    Create(SkuSpec, Reply<SkuView>),
+    Update(SkuUpdate, Reply<SkuView>),
+    Adjust {
+        adjustment_id: Box<str>,
+        delta: i64,
+        reason: Box<str>,
+        reply: Reply<SkuView>,
+    },
+    Reserve {
+        order_id: OrderId,
+        user_id: UserId,
+        qty: u32,
+        item: u8,
+        reply_shard: usize,
+    },
+    Confirm {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Release {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    Restock {
+        order_id: OrderId,
+        reply_shard: usize,
+    },
+    /// The order was archived: drop its sold holding (no answer).
+    Forget {
+        order_id: OrderId,
+    },
+    /// The archived order was restored: hold its sold units again (no answer).
+    Remember {
+        order_id: OrderId,
+        user_id: UserId,
+        qty: u32,
+    },
+}
+
+/// The order actor's messages.
+pub(crate) enum OrderMsg {
+    /// A state-machine event; timers send it without a reply.
+    Command(OrderCommand, Option<Reply<Arc<Order>>>),
+    /// A SKU actor's answer to `Reserve` for line item `item`.
+    Reserved { item: u8, result: Result<Grant, EngineError> },
+    /// A SKU actor finished a confirm, release or restock.
+    StockDone,
+}
+
+/// Everything a shard's mailboxes carry.
+pub(crate) enum ShardMsg {
+    Sku(SkuId, SkuMsg),
+    Order(OrderId, OrderMsg),
+    /// Start a create-order saga (sent to the user's shard).
+    /// The third field is the fast path's verdict: given unless the key names an existing order.
+    CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<EngineError>),
+    /// Answer `true` if this shard did or has work since the previous barrier.
+    Barrier(oneshot::Sender<bool>),
+    /// Flush, then report this shard's state and journal position (snapshot cut).
+    Snapshot(oneshot::Sender<(EngineState, u64)>),
+    /// Report every actor's state for [`crate::Engine::audit`].
+    Audit(oneshot::Sender<ShardAudit>),
+    Shutdown,
+}
+
+/// One SKU actor's state as the audit sees it.
+pub(crate) struct SkuAudit {
+    pub view: SkuView,
+    /// (order, user, units, sold?)
+    pub holdings: Vec<(OrderId, UserId, u32, bool)>,
+    pub user_units: Vec<(UserId, u32)>,
+    pub sold_archived: u64,
+}
+
+/// Everything one shard holds, for the audit.
+pub(crate) struct ShardAudit {
+    pub skus: Vec<SkuAudit>,
+    pub orders: Vec<Arc<Order>>,
+    pub in_flight: usize,
+}

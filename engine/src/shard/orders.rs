@@ -1,0 +1,144 @@
+//! The order actors' side of a shard: commands through the state machine, the stock effects a
+//! transition sends to SKU actors, and archived orders read back (and restored) for commands.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::saga::{FlightState, InFlight};
+use super::{OrderMsg, Reply, Shard, ShardMsg, SkuMsg};
+use crate::domain::{Initiator, Order, OrderId, OrderStatus};
+use crate::error::EngineError;
+use crate::event::{Event, OrderEvent};
+use crate::order::{self, Decision, OrderCommand};
+use crate::routing::shard_for_key;
+use crate::state_machine::{OrderEventKind, StockEffect};
+
+impl Shard {
+    pub(super) fn handle_order(&mut self, order_id: OrderId, msg: OrderMsg) {
+        match msg {
+            OrderMsg::Reserved { item, result } => {
+                let Some(f) = self.in_flight.get_mut(&order_id) else {
+                    return;
+                };
+                if let FlightState::Creating(saga) = &mut f.state {
+                    if let Some(slot) = saga.grants.get_mut(usize::from(item)) {
+                        *slot = Some(result);
+                    }
+                }
+                f.acks_left = f.acks_left.saturating_sub(1);
+                if f.acks_left == 0 {
+                    self.land(order_id);
+                }
+            }
+            OrderMsg::StockDone => {
+                let Some(f) = self.in_flight.get_mut(&order_id) else {
+                    return;
+                };
+                f.acks_left = f.acks_left.saturating_sub(1);
+                if f.acks_left == 0 {
+                    self.land(order_id);
+                }
+            }
+            OrderMsg::Command(cmd, reply) => {
+                // A deadline that has passed takes effect before anything else the order hears,
+                // whether or not its timer has fired yet: the outcome never depends on timing.
+                if cmd.kind != OrderEventKind::PaymentDeadline && !self.in_flight.contains_key(&order_id) {
+                    let now = self.clock.now_ms();
+                    let expired = self
+                        .orders
+                        .get(&order_id)
+                        .is_some_and(|o| o.status == OrderStatus::PendingPayment && now >= o.payment_deadline_ms);
+                    if expired {
+                        let deadline = OrderCommand::new(OrderEventKind::PaymentDeadline, Initiator::System);
+                        self.run_command(order_id, deadline, None);
+                    }
+                }
+                if let Some(f) = self.in_flight.get_mut(&order_id) {
+                    f.queued.push_back(OrderMsg::Command(cmd, reply));
+                    return;
+                }
+                self.run_command(order_id, cmd, reply);
+            }
+        }
+    }
+
+    fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
+        let now = self.clock.now_ms();
+        // Timers (by `System`) never need an archived order: they skip the archive read.
+        let Some((order, archived)) = self.find_order(order_id, cmd.by != Initiator::System) else {
+            self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));
+            return;
+        };
+        // An archived order is judged like a live one in its terminal status: a late `pay`
+        // answers `order_not_payable` (or as a duplicate), other moves `invalid_transition`.
+        let (event, rule) = match order::decide(&order, &cmd, now, self.config.dispute_window_ms) {
+            Err(e) => return self.reply_order(reply, Err(e)),
+            Ok(Decision::Duplicate) => return self.reply_order(reply, Ok(order)),
+            Ok(Decision::Transition(event, rule)) => (event, rule),
+        };
+        if archived {
+            // Only `open_dispute` within the window gets here: bring the order back first.
+            self.restore_order(order.clone());
+        }
+        let next = order::apply(&order, &event);
+        self.counters.transition(order.status, next.status);
+        self.rearm_timers(&order, &next, rule, now);
+        self.orders.insert(order_id, next.clone());
+        self.changed_orders.push((next.clone(), false));
+        self.events.push(Event::Order(event));
+        let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
+            StockEffect::None => None,
+            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
+            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release { order_id, reply_shard }),
+            StockEffect::RestockIfNotShipped if !next.shipped => {
+                Some(|order_id, reply_shard| SkuMsg::Restock { order_id, reply_shard })
+            }
+            StockEffect::RestockIfNotShipped => None,
+        };
+        let Some(make) = stock_msg else {
+            return self.reply_order(reply, Ok(next));
+        };
+        for item in &next.items {
+            let shard = shard_for_key(&item.sku_id, self.shard_count);
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)));
+        }
+        let flight = InFlight {
+            waiters: reply.into_iter().collect(),
+            acks_left: next.items.len(),
+            state: FlightState::Effect(next),
+            queued: VecDeque::new(),
+        };
+        self.in_flight.insert(order_id, flight);
+    }
+
+    /// The order a command is for, and whether it is archived: live in memory; or archived in
+    /// this shard's recent batch but not yet durable (still in the read model); or read from
+    /// the archive. The archive read is sled on this shard thread: off the hot path, because
+    /// only ids that are not in memory (archived or unknown) get there.
+    fn find_order(&self, order_id: OrderId, archived_too: bool) -> Option<(Arc<Order>, bool)> {
+        if let Some(o) = self.orders.get(&order_id) {
+            return Some((o.clone(), false));
+        }
+        if !self.archive_enabled || !archived_too {
+            return None;
+        }
+        let archiving = self.read.orders.get(&order_id).map(|o| o.clone()).filter(|o| o.status.is_terminal());
+        archiving.or_else(|| self.archive.as_ref()?.get(order_id)).map(|o| (o, true))
+    }
+
+    /// Bring an archived order back into memory (logged as `Restored`, so replay rebuilds it):
+    /// actor, idempotency record, read models; its SKUs take back its sold holdings.
+    pub(super) fn restore_order(&mut self, order: Arc<Order>) {
+        let id = order.order_id;
+        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        // Back in the read models (and the user's index) once this batch is durable.
+        self.changed_orders.push((order.clone(), true));
+        for item in &order.items {
+            let shard = shard_for_key(&item.sku_id, self.shard_count);
+            let msg = SkuMsg::Remember { order_id: id, user_id: order.user_id.clone(), qty: item.qty };
+            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), msg));
+        }
+        self.orders.insert(id, order.clone());
+        self.events.push(Event::Order(OrderEvent::Restored(order)));
+    }
+}

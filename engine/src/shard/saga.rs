@@ -1,0 +1,209 @@
+//! The create-order saga and the end of every order's cross-shard step: reserve on every SKU
+//! actor, compensate (release what was granted, newest first) on a rejection, and *land* when
+//! every answer is in (create the order, or answer a transition whose stock effects are done).
+//!
+//! `create_order` runs on the shard of the *user* (which owns the user's idempotency records and
+//! orders): it mints the order id, asks every SKU actor to reserve concurrently, and when all
+//! have answered either creates the order or releases what was granted (compensation,
+//! idempotent) and returns the first rejection in item order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::timers::TimerKind;
+use super::{Deferred, OrderMsg, Reply, Shard, ShardMsg, SkuMsg};
+use crate::config::ms_i64;
+use crate::domain::{CreateOrder, Order, OrderId, SkuId, UserId};
+use crate::error::EngineError;
+use crate::event::{Event, OrderEvent};
+use crate::order;
+use crate::routing::shard_for_key;
+use crate::sku::Grant;
+
+pub(super) struct Saga {
+    pub(super) user_id: UserId,
+    pub(super) items: Vec<(SkuId, u32)>,
+    pub(super) idempotency_key: Arc<str>,
+    pub(super) grants: Vec<Option<Result<Grant, EngineError>>>,
+    /// Set once compensation started: the rejection to return when it ends.
+    pub(super) compensating: Option<EngineError>,
+}
+
+pub(super) enum FlightState {
+    Creating(Box<Saga>),
+    /// A transition waiting for its stock effects; the answer to give when they are done.
+    Effect(Arc<Order>),
+}
+
+/// An order with messages out to SKU actors. Commands for it wait in `queued` so an order still
+/// handles one thing at a time, including its side effects.
+pub(super) struct InFlight {
+    pub(super) waiters: Vec<Reply<Arc<Order>>>,
+    pub(super) acks_left: usize,
+    pub(super) state: FlightState,
+    pub(super) queued: VecDeque<OrderMsg>,
+}
+
+impl Shard {
+    pub(super) fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>, fast_reject: Option<EngineError>) {
+        let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
+        if let Some(&existing) = self.idempotency.get(&key) {
+            if let Some(f) = self.in_flight.get_mut(&existing) {
+                if let FlightState::Creating(saga) = &f.state {
+                    if saga.items == req.items {
+                        f.waiters.push(reply);
+                    } else {
+                        self.replies
+                            .push(Deferred::Order(reply, Err(EngineError::IdempotencyConflict { order_id: existing })));
+                    }
+                    return;
+                }
+            }
+            if let Some(order) = self.orders.get(&existing) {
+                let result = if order.same_items(&req.items) {
+                    Ok(order.clone())
+                } else {
+                    Err(EngineError::IdempotencyConflict { order_id: existing })
+                };
+                self.replies.push(Deferred::Order(reply, result));
+                return;
+            }
+        }
+        if let Some(e) = fast_reject {
+            self.replies.push(Deferred::Order(reply, Err(e)));
+            return;
+        }
+        let order_id = OrderId(self.ids.next_id(&*self.clock));
+        let n = req.items.len();
+        for (i, (sku_id, qty)) in req.items.iter().enumerate() {
+            let shard = shard_for_key(sku_id, self.shard_count);
+            let msg = SkuMsg::Reserve {
+                order_id,
+                user_id: req.user_id.clone(),
+                qty: *qty,
+                item: i as u8,
+                reply_shard: self.id,
+            };
+            self.send(shard, ShardMsg::Sku(sku_id.clone(), msg));
+        }
+        let saga = Saga {
+            user_id: req.user_id,
+            items: req.items,
+            idempotency_key: key.1.clone(),
+            grants: (0..n).map(|_| None).collect(),
+            compensating: None,
+        };
+        self.idempotency.insert(key, order_id);
+        self.in_flight.insert(
+            order_id,
+            InFlight {
+                waiters: vec![reply],
+                acks_left: n,
+                state: FlightState::Creating(Box::new(saga)),
+                queued: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Every answer for an in-flight order is in: finish the saga step or the transition.
+    pub(super) fn land(&mut self, order_id: OrderId) {
+        let Some(f) = self.in_flight.remove(&order_id) else {
+            return;
+        };
+        let InFlight { waiters, state, queued, .. } = f;
+        match state {
+            FlightState::Effect(order) => {
+                for w in waiters {
+                    self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                }
+            }
+            FlightState::Creating(mut saga) => {
+                if let Some(err) = saga.compensating.take() {
+                    self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                    for w in waiters {
+                        self.replies.push(Deferred::Order(w, Err(err.clone())));
+                    }
+                } else {
+                    // A total that would overflow is a rejection like any other: compensate.
+                    match first_rejection(&saga).map_or_else(|| self.build_order(order_id, &saga), Err) {
+                        Err(err) => {
+                            let acks_left = self.reject_saga(order_id, &mut saga, err.clone());
+                            if acks_left > 0 {
+                                let state = FlightState::Creating(saga);
+                                self.in_flight.insert(order_id, InFlight { waiters, acks_left, state, queued });
+                                return;
+                            }
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Err(err.clone())));
+                            }
+                        }
+                        Ok(order) => {
+                            self.apply_order_created(order.clone());
+                            for w in waiters {
+                                self.replies.push(Deferred::Order(w, Ok(order.clone())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for m in queued {
+            self.handle_order(order_id, m);
+        }
+    }
+
+    /// The order a fully granted saga creates ([`order::build_order`]).
+    fn build_order(&self, order_id: OrderId, saga: &Saga) -> Result<Arc<Order>, EngineError> {
+        let now = self.clock.now_ms();
+        let deadline = now.saturating_add(ms_i64(self.config.payment_timeout_ms));
+        let lines = saga.items.iter().zip(&saga.grants).filter_map(|((sku_id, qty), grant)| match grant {
+            Some(Ok(g)) => Some((sku_id, *qty, g)),
+            _ => None,
+        });
+        order::build_order(order_id, &saga.user_id, &saga.idempotency_key, lines, now, deadline)
+    }
+
+    /// A saga failed with `err`. If nothing was granted, forget its key and return 0 (answer at
+    /// once). Otherwise start compensation (release every grant, newest first; the answer waits
+    /// for the releases) and return how many releases were sent.
+    pub(super) fn reject_saga(&mut self, order_id: OrderId, saga: &mut Saga, err: EngineError) -> usize {
+        let granted: Vec<SkuId> = saga
+            .items
+            .iter()
+            .zip(&saga.grants)
+            .filter(|(_, g)| matches!(g, Some(Ok(_))))
+            .map(|((s, _), _)| s.clone())
+            .collect();
+        if granted.is_empty() {
+            self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+            return 0;
+        }
+        for sku_id in granted.iter().rev() {
+            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+            self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
+        }
+        saga.compensating = Some(err);
+        granted.len()
+    }
+
+    /// Install a created order: actor, read models, deadline timer, journal (the saga already
+    /// recorded its idempotency key).
+    pub(super) fn apply_order_created(&mut self, order: Arc<Order>) {
+        let id = order.order_id;
+        // The saga recorded the idempotency key when it started; the read models get the order
+        // when the batch is durable.
+        self.timers.insert((order.payment_deadline_ms, id, TimerKind::PaymentDeadline));
+        self.orders.insert(id, order.clone());
+        self.changed_orders.push((order.clone(), true));
+        self.counters.order_created();
+        self.events.push(Event::Order(OrderEvent::Created(order)));
+    }
+}
+
+fn first_rejection(saga: &Saga) -> Option<EngineError> {
+    saga.grants.iter().find_map(|g| match g {
+        Some(Err(e)) => Some(e.clone()),
+        None => Some(EngineError::ShuttingDown),
+        Some(Ok(_)) => None,
+    })
+}
