@@ -33,7 +33,7 @@
 //! `order_id_unknown`, `expected_version_negative`, `list_limit_zero`, `list_limit_huge`,
 //! `list_status_unknown`, `money_as_number`, `money_as_integer`, `money_not_decimal`,
 //! `money_overflow`, `pay_amount_mismatch`, `pay_negative_amount`, `topic_unknown_kind`,
-//! `topic_number`, `topic_empty_id`, `topic_order_not_digits`, `admin_op_as_client`, `auth_twice`,
+//! `topic_number`, `topic_empty_id`, `topic_order_not_digits`, `admin_op_as_service`, `auth_twice`,
 //! `price_as_number`, `initial_stock_negative`, `delta_past_i64`, `resolution_unknown`,
 //! `empty_sku_name`, `request_before_auth`, `bad_token`, `empty_token`, `token_not_a_string`,
 //! `auth_with_unknown_field`, `auth_duplicate_token_key`, `malformed_json_before_auth`,
@@ -45,7 +45,7 @@ mod gateway_support;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_support::{config, Tcp, Ws, ADMIN, CLIENT, WAIT};
+use gateway_support::{config, Tcp, Ws, ADMIN, SERVICE, WAIT};
 use serde_json::{json, Value};
 use surge::gateway::{Server, ServerHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -60,8 +60,8 @@ use tokio_tungstenite::tungstenite::Message;
 enum Login {
     /// Not at all: the payload is the first thing it sends.
     None,
-    /// `{"op":"auth","token":CLIENT}`.
-    Client,
+    /// `{"op":"auth","token":SERVICE}`.
+    Service,
     /// `{"op":"auth","token":ADMIN}`.
     Admin,
 }
@@ -168,10 +168,10 @@ fn over_long_topic() -> String {
 /// The table.
 fn cases() -> Vec<Case> {
     vec![
-        case("malformed_json", Login::Client, Payload::Text(r#"{"op":"ping""#), "bad_json", After::Usable, On::Both),
+        case("malformed_json", Login::Service, Payload::Text(r#"{"op":"ping""#), "bad_json", After::Usable, On::Both),
         case(
             "truncated_after_colon",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":1,"op":"#),
             "bad_json",
             After::Usable,
@@ -179,18 +179,18 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "trailing_garbage",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping"} x"#),
             "bad_json",
             After::Usable,
             On::Both,
         ),
-        case("single_quotes", Login::Client, Payload::Text(r#"{'op':'ping'}"#), "bad_json", After::Usable, On::Both),
-        case("trailing_comma", Login::Client, Payload::Text(r#"{"op":"ping",}"#), "bad_json", After::Usable, On::Both),
-        case("not_json_at_all", Login::Client, Payload::Text(r#"hello"#), "bad_json", After::Usable, On::Both),
+        case("single_quotes", Login::Service, Payload::Text(r#"{'op':'ping'}"#), "bad_json", After::Usable, On::Both),
+        case("trailing_comma", Login::Service, Payload::Text(r#"{"op":"ping",}"#), "bad_json", After::Usable, On::Both),
+        case("not_json_at_all", Login::Service, Payload::Text(r#"hello"#), "bad_json", After::Usable, On::Both),
         case(
             "lone_surrogate_escape",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":"\ud800"}"#),
             "bad_json",
             After::Usable,
@@ -198,18 +198,18 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "json_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"[{"op":"ping"}]"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
-        case("json_string", Login::Client, Payload::Text(r#""ping""#), "invalid_request", After::Usable, On::Both),
-        case("json_number", Login::Client, Payload::Text(r#"42"#), "invalid_request", After::Usable, On::Both),
-        case("json_null", Login::Client, Payload::Text(r#"null"#), "invalid_request", After::Usable, On::Both),
+        case("json_string", Login::Service, Payload::Text(r#""ping""#), "invalid_request", After::Usable, On::Both),
+        case("json_number", Login::Service, Payload::Text(r#"42"#), "invalid_request", After::Usable, On::Both),
+        case("json_null", Login::Service, Payload::Text(r#"null"#), "invalid_request", After::Usable, On::Both),
         case(
             "invalid_utf8",
-            Login::Client,
+            Login::Service,
             Payload::Bytes(b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}"),
             "bad_utf8",
             After::Usable,
@@ -217,7 +217,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_line",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_line),
             "frame_too_large",
             After::Closes,
@@ -225,34 +225,34 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "binary_frame",
-            Login::Client,
+            Login::Service,
             Payload::Binary(b"{\"op\":\"ping\"}"),
             "binary_frame",
             After::Usable,
             On::Ws,
         ),
-        case("missing_op", Login::Client, Payload::Text(r#"{"id":1}"#), "invalid_request", After::Usable, On::Both),
+        case("missing_op", Login::Service, Payload::Text(r#"{"id":1}"#), "invalid_request", After::Usable, On::Both),
         case(
             "op_not_a_string",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":7}"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
-        case("op_null", Login::Client, Payload::Text(r#"{"op":null}"#), "invalid_request", After::Usable, On::Both),
+        case("op_null", Login::Service, Payload::Text(r#"{"op":null}"#), "invalid_request", After::Usable, On::Both),
         case(
             "unknown_op",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"drop_tables"}"#),
             "unknown_op",
             After::Usable,
             On::Both,
         ),
-        case("op_wrong_case", Login::Client, Payload::Text(r#"{"op":"PING"}"#), "unknown_op", After::Usable, On::Both),
+        case("op_wrong_case", Login::Service, Payload::Text(r#"{"op":"PING"}"#), "unknown_op", After::Usable, On::Both),
         case(
             "id_object",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":{},"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -260,7 +260,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "id_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":[1],"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -268,7 +268,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "id_bool",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":true,"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -276,7 +276,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_request_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_request_id),
             "invalid_request",
             After::Usable,
@@ -284,7 +284,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "request_id_forging_log_lines",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":"x\n{\"level\":\"INFO\",\"msg\":\"forged\"}","op":"nope"}"#),
             "unknown_op",
             After::Usable,
@@ -292,7 +292,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_op",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -300,7 +300,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":1,"id":2,"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -308,7 +308,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_field_differing",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":"A","sku_id":"B"}"#),
             "invalid_request",
             After::Usable,
@@ -316,7 +316,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_key_in_item",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"dup","idempotency_key":"d1","items":[{"sku_id":"A","qty":1,"qty":900}]}"#,
             ),
@@ -326,7 +326,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_key_nested",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":{"a":1,"a":2}}"#),
             "invalid_request",
             After::Usable,
@@ -334,7 +334,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "deep_array_nesting_30000",
-            Login::Client,
+            Login::Service,
             Payload::Built(deep_array_nesting_30000),
             "invalid_request",
             After::Usable,
@@ -342,7 +342,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "deep_object_nesting_10000",
-            Login::Client,
+            Login::Service,
             Payload::Built(deep_object_nesting_10000),
             "invalid_request",
             After::Usable,
@@ -350,7 +350,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "nesting_past_serde_limit_129",
-            Login::Client,
+            Login::Service,
             Payload::Built(nesting_past_serde_limit_129),
             "invalid_request",
             After::Usable,
@@ -358,7 +358,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "unknown_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":"A","color":"red"}"#),
             "invalid_request",
             After::Usable,
@@ -366,7 +366,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "ping_with_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":1}"#),
             "invalid_request",
             After::Usable,
@@ -374,7 +374,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku"}"#),
             "invalid_request",
             After::Usable,
@@ -382,7 +382,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing_items",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"create_order","user_id":"m","idempotency_key":"m1"}"#),
             "invalid_request",
             After::Usable,
@@ -390,7 +390,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "sku_id_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":5}"#),
             "invalid_request",
             After::Usable,
@@ -398,7 +398,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "sku_id_null",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":null}"#),
             "invalid_request",
             After::Usable,
@@ -406,7 +406,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "user_id_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":42}"#),
             "invalid_request",
             After::Usable,
@@ -414,7 +414,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "items_not_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"m","idempotency_key":"m2","items":{"sku_id":"A","qty":1}}"#,
             ),
@@ -424,7 +424,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "items_empty",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"create_order","user_id":"m","idempotency_key":"m3","items":[]}"#),
             "invalid_request",
             After::Usable,
@@ -432,7 +432,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "too_many_items",
-            Login::Client,
+            Login::Service,
             Payload::Built(too_many_items),
             "invalid_request",
             After::Usable,
@@ -440,7 +440,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_sku_in_items",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"m","idempotency_key":"m4","items":[{"sku_id":"A","qty":1},{"sku_id":"A","qty":1}]}"#,
             ),
@@ -450,7 +450,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_sku_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":""}"#),
             "invalid_request",
             After::Usable,
@@ -458,7 +458,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_user_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"","idempotency_key":"e1","items":[{"sku_id":"A","qty":1}]}"#,
             ),
@@ -468,7 +468,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_idempotency_key",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"e","idempotency_key":"","items":[{"sku_id":"A","qty":1}]}"#,
             ),
@@ -478,7 +478,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_payment_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"","amount":"59.90"}"#),
             "invalid_request",
             After::Usable,
@@ -486,7 +486,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_sku_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_sku_id),
             "invalid_request",
             After::Usable,
@@ -494,7 +494,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_sku_id_in_item",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_sku_id_in_item),
             "invalid_request",
             After::Usable,
@@ -502,7 +502,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_user_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_user_id),
             "invalid_request",
             After::Usable,
@@ -510,7 +510,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_user_id_list_orders",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_user_id_list_orders),
             "invalid_request",
             After::Usable,
@@ -518,7 +518,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_idempotency_key",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_idempotency_key),
             "invalid_request",
             After::Usable,
@@ -526,7 +526,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_payment_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_payment_id),
             "invalid_request",
             After::Usable,
@@ -534,7 +534,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_reason",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_reason),
             "invalid_request",
             After::Usable,
@@ -542,7 +542,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_topic",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_topic),
             "invalid_request",
             After::Usable,
@@ -550,7 +550,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_1e400",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n1","items":[{"sku_id":"A","qty":1e400}]}"#,
             ),
@@ -560,7 +560,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_2_pow_64",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n2","items":[{"sku_id":"A","qty":18446744073709551616}]}"#,
             ),
@@ -570,7 +570,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n3","items":[{"sku_id":"A","qty":-1}]}"#,
             ),
@@ -580,7 +580,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_fractional",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n4","items":[{"sku_id":"A","qty":1.5}]}"#,
             ),
@@ -590,7 +590,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_zero",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n5","items":[{"sku_id":"A","qty":0}]}"#,
             ),
@@ -600,7 +600,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_u32_overflow",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n6","items":[{"sku_id":"A","qty":4294967296}]}"#,
             ),
@@ -610,7 +610,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_string",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n7","items":[{"sku_id":"A","qty":"1"}]}"#,
             ),
@@ -620,7 +620,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_exponent",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n8","items":[{"sku_id":"A","qty":1e2}]}"#,
             ),
@@ -630,7 +630,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":-1}"#),
             "invalid_request",
             After::Usable,
@@ -638,7 +638,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_2_pow_64",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":18446744073709551616}"#),
             "invalid_request",
             After::Usable,
@@ -646,7 +646,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_fractional",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":1.5}"#),
             "invalid_request",
             After::Usable,
@@ -654,7 +654,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_not_digits",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":"12ab"}"#),
             "invalid_request",
             After::Usable,
@@ -662,7 +662,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_unknown",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":1}"#),
             "unknown_order",
             After::Usable,
@@ -670,7 +670,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "expected_version_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"cancel_order","order_id":"{ORDER}","expected_version":-1}"#),
             "invalid_request",
             After::Usable,
@@ -678,7 +678,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_limit_zero",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","limit":0}"#),
             "invalid_request",
             After::Usable,
@@ -686,7 +686,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_limit_huge",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","limit":1000000000}"#),
             "invalid_request",
             After::Usable,
@@ -694,7 +694,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_status_unknown",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","status":"lost"}"#),
             "invalid_request",
             After::Usable,
@@ -702,7 +702,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_as_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-num","amount":59.9}"#),
             "invalid_request",
             After::Usable,
@@ -710,7 +710,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_as_integer",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-int","amount":60}"#),
             "invalid_request",
             After::Usable,
@@ -718,7 +718,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_not_decimal",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-abc","amount":"abc"}"#),
             "invalid_request",
             After::Usable,
@@ -726,7 +726,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_overflow",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-big","amount":"99999999999999999999999999999999999"}"#,
             ),
@@ -736,7 +736,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "pay_amount_mismatch",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-low","amount":"1.00"}"#),
             "amount_mismatch",
             After::Usable,
@@ -744,7 +744,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "pay_negative_amount",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-neg","amount":"-59.90"}"#),
             "amount_mismatch",
             After::Usable,
@@ -752,7 +752,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_unknown_kind",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"weather:today"}"#),
             "invalid_request",
             After::Usable,
@@ -760,7 +760,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":5}"#),
             "invalid_request",
             After::Usable,
@@ -768,7 +768,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_empty_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"sku:"}"#),
             "invalid_request",
             After::Usable,
@@ -776,15 +776,15 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_order_not_digits",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"order:abc"}"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
         case(
-            "admin_op_as_client",
-            Login::Client,
+            "admin_op_as_service",
+            Login::Service,
             Payload::Text(r#"{"op":"create_sku","sku_id":"Z","name":"Z","price":"1.00","initial_stock":1}"#),
             "forbidden",
             After::Usable,
@@ -792,8 +792,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "auth_twice",
-            Login::Client,
-            Payload::Text(r#"{"op":"auth","token":"client-token-for-tests"}"#),
+            Login::Service,
+            Payload::Text(r#"{"op":"auth","token":"service-token-for-tests"}"#),
             "invalid_request",
             After::Usable,
             On::Both,
@@ -873,7 +873,7 @@ fn cases() -> Vec<Case> {
         case(
             "auth_with_unknown_field",
             Login::None,
-            Payload::Text(r#"{"op":"auth","token":"client-token-for-tests","role":"admin"}"#),
+            Payload::Text(r#"{"op":"auth","token":"service-token-for-tests","role":"admin"}"#),
             "unauthorized",
             After::Closes,
             On::Both,
@@ -881,7 +881,7 @@ fn cases() -> Vec<Case> {
         case(
             "auth_duplicate_token_key",
             Login::None,
-            Payload::Text(r#"{"op":"auth","token":"wrong-token-123","token":"client-token-for-tests"}"#),
+            Payload::Text(r#"{"op":"auth","token":"wrong-token-123","token":"service-token-for-tests"}"#),
             "unauthorized",
             After::Closes,
             On::Both,
@@ -1018,7 +1018,7 @@ impl Raw {
     async fn login(&mut self, login: Login) {
         let token = match login {
             Login::None => return,
-            Login::Client => CLIENT,
+            Login::Service => SERVICE,
             Login::Admin => ADMIN,
         };
         let auth = json!({"id": "login", "op": "auth", "token": token}).to_string();
@@ -1077,9 +1077,9 @@ async fn setup() -> (tempfile::TempDir, ServerHandle, Healthy) {
         Value::String(s) => s.clone(),
         n => n.to_string(),
     };
-    let tcp = Tcp::login(server.tcp_addr, CLIENT).await;
+    let tcp = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut ws = Ws::connect(server.http_addr, None).await.expect("upgrade");
-    ws.ok(json!({"op": "auth", "token": CLIENT})).await;
+    ws.ok(json!({"op": "auth", "token": SERVICE})).await;
     (dir, server, Healthy { tcp, ws, order, checks: 0 })
 }
 
