@@ -9,10 +9,10 @@
 //!   requests are interleaved with every case: between sending the bad input and reading its
 //!   error, and after).
 //!
-//! The table is data: to add a case (e.g. the JWT cases after issue 10's roles land: expired,
-//! wrong signature, `alg: none`, wrong audience, another user's order / topic, `pay` from a
-//! user), append a `case(..)` line to [`cases`], adding a [`Login`] variant if it needs a new way
-//! to authenticate.
+//! The table is data: to add a case, append a `case(..)` line to [`cases`] (or [`role_cases`]
+//! for JWTs and roles), adding a [`Login`] variant if it needs a new way to authenticate. User
+//! JWTs are HS256, made in the test with the server's secret; the server requires
+//! `aud = surge-bad-input` (`[auth] jwt_audience`) so the wrong-audience case is real.
 //!
 //! Cases:
 //! `malformed_json`, `truncated_after_colon`, `trailing_garbage`, `single_quotes`, `trailing_comma`,
@@ -38,14 +38,20 @@
 //! `empty_sku_name`, `request_before_auth`, `bad_token`, `empty_token`, `token_not_a_string`,
 //! `auth_with_unknown_field`, `auth_duplicate_token_key`, `malformed_json_before_auth`,
 //! `invalid_utf8_before_auth`, `binary_before_auth`, `auth_timeout_silent`,
-//! `auth_timeout_keepalives`, `auth_timeout_partial_message`.
+//! `auth_timeout_keepalives`, `auth_timeout_partial_message`; JWTs and roles: `jwt_expired`,
+//! `jwt_wrong_signature`, `jwt_alg_none`, `jwt_wrong_audience`, `jwt_missing_exp`,
+//! `jwt_and_token_both`, `user_auth_twice`, `user_gets_another_users_order`,
+//! `user_cancels_another_users_order`, `user_subscribes_another_users_topic`,
+//! `user_subscribes_another_users_order_topic`, `user_pays`, `admin_op_as_user`,
+//! `admin_transition_as_user`, `admin_transition_as_service`, `user_id_mismatch_create_order`,
+//! `user_id_mismatch_list_orders`, `bearer_user_pays`, `bearer_user_gets_another_users_order`.
 
 mod gateway_support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_support::{config, Tcp, Ws, ADMIN, SERVICE, WAIT};
+use gateway_support::{config, Tcp, Ws, ADMIN, JWT_SECRET, SERVICE, WAIT};
 use serde_json::{json, Value};
 use surge::gateway::{Server, ServerHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -64,6 +70,11 @@ enum Login {
     Service,
     /// `{"op":"auth","token":ADMIN}`.
     Admin,
+    /// `{"op":"auth","jwt":…}` with a valid HS256 JWT for this `sub` (role `user`).
+    User(&'static str),
+    /// A valid HS256 JWT for this `sub` as `Authorization: Bearer` on the WebSocket upgrade
+    /// (WebSocket only).
+    UserBearer(&'static str),
 }
 
 /// What the bad client sends.
@@ -163,6 +174,61 @@ fn over_long_reason() -> String {
 }
 fn over_long_topic() -> String {
     format!(r#"{{"op":"subscribe","topic":"user:{}"}}"#, "u".repeat(65))
+}
+
+// ---- JWTs (HS256, made here with the server's secret unless a case forges one) ----------------
+
+/// The `aud` the suite's server requires (`[auth] jwt_audience`).
+const AUDIENCE: &str = "surge-bad-input";
+
+/// Claims for `sub` that the server accepts (an hour left, the right audience).
+fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 3_600, "aud": AUDIENCE})
+}
+
+fn hs256(claims: &Value, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).expect("an HMAC key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), claims, &key)
+        .expect("encode a JWT")
+}
+
+fn user_jwt(sub: &str) -> String {
+    hs256(&claims(sub), JWT_SECRET.as_bytes())
+}
+
+fn auth_jwt(jwt: &str) -> String {
+    json!({"op": "auth", "jwt": jwt}).to_string()
+}
+
+fn jwt_expired() -> String {
+    let mut c = claims("alice");
+    c["exp"] = json!(jsonwebtoken::get_current_timestamp() - 120);
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_wrong_signature() -> String {
+    auth_jwt(&hs256(&claims("alice"), b"not-the-servers-secret-32-bytes!"))
+}
+/// `alg: none`, no signature (RFC 7519 §6, "Unsecured JWTs"): must never be accepted.
+fn jwt_alg_none() -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    auth_jwt(&format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims("alice"))))
+}
+fn jwt_wrong_audience() -> String {
+    let mut c = claims("alice");
+    c["aud"] = json!("another-service");
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_missing_exp() -> String {
+    let mut c = claims("alice");
+    c.as_object_mut().expect("claims are an object").remove("exp");
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_and_token_both() -> String {
+    json!({"op": "auth", "jwt": user_jwt("alice"), "token": SERVICE}).to_string()
+}
+fn user_auth_twice() -> String {
+    auth_jwt(&user_jwt("mallory"))
 }
 
 /// The table.
@@ -921,6 +987,95 @@ fn cases() -> Vec<Case> {
             On::Both,
         ),
     ]
+    .into_iter()
+    .chain(role_cases())
+    .collect()
+}
+
+/// JWTs and roles (issue 10 item 10): bad JWTs close the connection; a `user` acts only as its
+/// `sub` (the fixture order belongs to `alice`), never pays and never does admin ops.
+fn role_cases() -> Vec<Case> {
+    let closes = |name, send| case(name, Login::None, Payload::Built(send), "unauthorized", After::Closes, On::Both);
+    let user = |name, sub, send, code| case(name, Login::User(sub), Payload::Text(send), code, After::Usable, On::Both);
+    vec![
+        closes("jwt_expired", jwt_expired),
+        closes("jwt_wrong_signature", jwt_wrong_signature),
+        closes("jwt_alg_none", jwt_alg_none),
+        closes("jwt_wrong_audience", jwt_wrong_audience),
+        closes("jwt_missing_exp", jwt_missing_exp),
+        closes("jwt_and_token_both", jwt_and_token_both),
+        case(
+            "user_auth_twice",
+            Login::User("mallory"),
+            Payload::Built(user_auth_twice),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        user("user_gets_another_users_order", "mallory", r#"{"op":"get_order","order_id":"{ORDER}"}"#, "unknown_order"),
+        user(
+            "user_cancels_another_users_order",
+            "mallory",
+            r#"{"op":"cancel_order","order_id":"{ORDER}"}"#,
+            "unknown_order",
+        ),
+        user(
+            "user_subscribes_another_users_topic",
+            "mallory",
+            r#"{"op":"subscribe","topic":"user:alice"}"#,
+            "forbidden",
+        ),
+        user(
+            "user_subscribes_another_users_order_topic",
+            "mallory",
+            r#"{"op":"subscribe","topic":"order:{ORDER}"}"#,
+            "unknown_order",
+        ),
+        user(
+            "user_pays",
+            "alice",
+            r#"{"op":"pay","order_id":"{ORDER}","payment_id":"invented-by-user","amount":"59.90"}"#,
+            "forbidden",
+        ),
+        user(
+            "admin_op_as_user",
+            "alice",
+            r#"{"op":"create_sku","sku_id":"U","name":"U","price":"1.00","initial_stock":1}"#,
+            "forbidden",
+        ),
+        user("admin_transition_as_user", "alice", r#"{"op":"start_packing","order_id":"{ORDER}"}"#, "forbidden"),
+        case(
+            "admin_transition_as_service",
+            Login::Service,
+            Payload::Text(r#"{"op":"ship","order_id":"{ORDER}","tracking_number":"T1"}"#),
+            "forbidden",
+            After::Usable,
+            On::Both,
+        ),
+        user(
+            "user_id_mismatch_create_order",
+            "mallory",
+            r#"{"op":"create_order","user_id":"alice","idempotency_key":"mal1","items":[{"sku_id":"A","qty":1}]}"#,
+            "forbidden",
+        ),
+        user("user_id_mismatch_list_orders", "mallory", r#"{"op":"list_orders","user_id":"alice"}"#, "forbidden"),
+        case(
+            "bearer_user_pays",
+            Login::UserBearer("alice"),
+            Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"invented-by-bearer","amount":"59.90"}"#),
+            "forbidden",
+            After::Usable,
+            On::Ws,
+        ),
+        case(
+            "bearer_user_gets_another_users_order",
+            Login::UserBearer("mallory"),
+            Payload::Text(r#"{"op":"get_order","order_id":"{ORDER}"}"#),
+            "unknown_order",
+            After::Usable,
+            On::Ws,
+        ),
+    ]
 }
 
 // ---- clients ---------------------------------------------------------------------------------
@@ -946,13 +1101,21 @@ enum Raw {
 }
 
 impl Raw {
-    async fn open(t: Transport, server: &ServerHandle) -> Raw {
+    /// Connect; a [`Login::UserBearer`] authenticates on the WebSocket upgrade.
+    async fn open(t: Transport, server: &ServerHandle, login: Login) -> Raw {
         match t {
             Transport::Tcp => {
+                assert!(!matches!(login, Login::UserBearer(_)), "Bearer JWTs exist only on the WebSocket upgrade");
                 let (rd, wr) = TcpStream::connect(server.tcp_addr).await.expect("connect").into_split();
                 Raw::Tcp(BufReader::new(rd).lines(), wr)
             }
-            Transport::Ws => Raw::Ws(Ws::connect(server.http_addr, None).await.expect("upgrade").ws),
+            Transport::Ws => {
+                let bearer = match login {
+                    Login::UserBearer(sub) => Some(user_jwt(sub)),
+                    _ => None,
+                };
+                Raw::Ws(Ws::connect(server.http_addr, bearer.as_deref()).await.expect("upgrade").ws)
+            }
         }
     }
 
@@ -1016,12 +1179,13 @@ impl Raw {
     }
 
     async fn login(&mut self, login: Login) {
-        let token = match login {
-            Login::None => return,
-            Login::Service => SERVICE,
-            Login::Admin => ADMIN,
-        };
-        let auth = json!({"id": "login", "op": "auth", "token": token}).to_string();
+        let auth = match login {
+            Login::None | Login::UserBearer(_) => return,
+            Login::Service => json!({"id": "login", "op": "auth", "token": SERVICE}),
+            Login::Admin => json!({"id": "login", "op": "auth", "token": ADMIN}),
+            Login::User(sub) => json!({"id": "login", "op": "auth", "jwt": user_jwt(sub)}),
+        }
+        .to_string();
         assert!(self.send(Payload::Text(Box::leak(auth.into_boxed_str())), "").await);
         match self.reply(WAIT).await {
             Got::Msg(v) => assert_eq!(v["ok"], true, "login: {v}"),
@@ -1046,16 +1210,20 @@ struct Healthy {
     ws: Ws,
     order: String,
     checks: u64,
+    /// The case being run, named when a check fails (a bad client changed what it must not).
+    during: &'static str,
 }
 
 impl Healthy {
     async fn check(&mut self) {
         self.checks += 1;
+        let during = self.during;
         let sku = self.tcp.ok(json!({"op": "get_sku", "sku_id": "A"})).await;
-        assert_eq!((sku["available"].as_u64(), sku["reserved"].as_u64()), (Some(999), Some(1)), "{sku}");
+        let counts = (sku["available"].as_u64(), sku["reserved"].as_u64());
+        assert_eq!(counts, (Some(999), Some(1)), "during {during}: {sku}");
         let order = self.ws.ok(json!({"op": "get_order", "order_id": self.order})).await;
-        assert_eq!(order["status"], "pending_payment", "{order}");
-        assert_eq!(order["total"], "59.90", "{order}");
+        assert_eq!(order["status"], "pending_payment", "during {during}: {order}");
+        assert_eq!(order["total"], "59.90", "during {during}: {order}");
         assert_eq!(self.ws.ok(json!({"op": "ping"})).await["pong"], true);
     }
 }
@@ -1066,6 +1234,8 @@ async fn setup() -> (tempfile::TempDir, ServerHandle, Healthy) {
     cfg.limits.auth_timeout_ms = 1_000;
     cfg.limits.per_user_rps = 100_000;
     cfg.limits.per_user_burst = 100_000;
+    cfg.auth.jwt_audience = AUDIENCE.into();
+    cfg.auth.jwt_leeway_ms = 0;
     let server = Server::start(cfg).await.expect("start");
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "59.90", "initial_stock": 1_000})).await;
@@ -1080,14 +1250,21 @@ async fn setup() -> (tempfile::TempDir, ServerHandle, Healthy) {
     let tcp = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut ws = Ws::connect(server.http_addr, None).await.expect("upgrade");
     ws.ok(json!({"op": "auth", "token": SERVICE})).await;
-    (dir, server, Healthy { tcp, ws, order, checks: 0 })
+    (dir, server, Healthy { tcp, ws, order, checks: 0, during: "setup" })
 }
 
 // ---- the runner ------------------------------------------------------------------------------
 
-/// Run one case on one transport; `Err` says what went wrong.
+/// Run one case on one transport; `Err` says what went wrong. The healthy clients check
+/// after every case, passed or not, so damage done by a failed case is named by that case.
 async fn run(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Healthy) -> Result<(), String> {
-    let mut c = Raw::open(t, server).await;
+    let verdict = run_case(case, t, server, healthy).await;
+    healthy.check().await;
+    verdict
+}
+
+async fn run_case(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Healthy) -> Result<(), String> {
+    let mut c = Raw::open(t, server, case.login).await;
     c.login(case.login).await;
     let first = match case.send {
         Payload::Silence | Payload::KeepAlives => {
@@ -1123,7 +1300,6 @@ async fn run(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Hea
             other => return Err(format!("must close, got {other:?}")),
         },
     }
-    healthy.check().await;
     Ok(())
 }
 
@@ -1152,6 +1328,7 @@ async fn run_all(transport: Transport) {
             continue;
         }
         ran += 1;
+        healthy.during = case.name;
         if let Err(e) = run(&case, transport, &server, &mut healthy).await {
             failures.push(format!("{} ({transport:?}): {e}", case.name));
         }
