@@ -34,7 +34,8 @@
 //! `list_status_unknown`, `money_as_number`, `money_as_integer`, `money_not_decimal`,
 //! `money_overflow`, `pay_amount_mismatch`, `pay_negative_amount`, `topic_unknown_kind`,
 //! `topic_number`, `topic_empty_id`, `topic_order_not_digits`, `admin_op_as_service`, `auth_twice`,
-//! `price_as_number`, `initial_stock_negative`, `delta_past_i64`, `resolution_unknown`,
+//! `price_as_number`, `initial_stock_negative`, `delta_past_i64`, `adjustment_id_missing`,
+//! `adjustment_id_empty`, `over_long_adjustment_id`, `resolution_unknown`,
 //! `empty_sku_name`, `request_before_auth`, `bad_token`, `empty_token`, `token_not_a_string`,
 //! `auth_with_unknown_field`, `auth_duplicate_token_key`, `malformed_json_before_auth`,
 //! `invalid_utf8_before_auth`, `binary_before_auth`, `auth_timeout_silent`,
@@ -171,6 +172,9 @@ fn over_long_payment_id() -> String {
 }
 fn over_long_reason() -> String {
     format!(r#"{{"op":"cancel_order","order_id":"{{ORDER}}","reason":"{}"}}"#, "r".repeat(257))
+}
+fn over_long_adjustment_id() -> String {
+    format!(r#"{{"op":"adjust_stock","sku_id":"A","adjustment_id":"{}","delta":1,"reason":"x"}}"#, "a".repeat(65))
 }
 fn over_long_topic() -> String {
     format!(r#"{{"op":"subscribe","topic":"user:{}"}}"#, "u".repeat(65))
@@ -883,7 +887,32 @@ fn cases() -> Vec<Case> {
         case(
             "delta_past_i64",
             Login::Admin,
-            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","delta":9223372036854775808,"reason":"x"}"#),
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","adjustment_id":"big","delta":9223372036854775808,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        // An adjustment that slipped through would show in the healthy clients' stock check.
+        case(
+            "adjustment_id_missing",
+            Login::Admin,
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","delta":1,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        case(
+            "adjustment_id_empty",
+            Login::Admin,
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","adjustment_id":"","delta":1,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        case(
+            "over_long_adjustment_id",
+            Login::Admin,
+            Payload::Built(over_long_adjustment_id),
             "invalid_request",
             After::Usable,
             On::Both,

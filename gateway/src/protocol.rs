@@ -571,6 +571,7 @@ pub fn check_lengths(op: &Op) -> Result<(), WireError> {
         }
         Op::AdjustStock(r) => {
             id("sku_id", &r.sku_id)?;
+            id("adjustment_id", &r.adjustment_id)?;
             check_len("reason", &r.reason, 1, TEXT_BYTES_MAX)
         }
         Op::GetSku(r) => id("sku_id", &r.sku_id),
@@ -796,6 +797,8 @@ mod tests {
                 "k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1)
             ),
             format!(r#"{{"op":"cancel_order","order_id":1,"reason":"{}"}}"#, "r".repeat(TEXT_BYTES_MAX + 1)),
+            format!(r#"{{"op":"adjust_stock","sku_id":"A","adjustment_id":"{long}","delta":1,"reason":"r"}}"#),
+            r#"{"op":"adjust_stock","sku_id":"A","adjustment_id":"","delta":1,"reason":"r"}"#.to_string(),
         ];
         for text in cases {
             let env = parse_envelope(&text).ok().unwrap();
@@ -806,6 +809,9 @@ mod tests {
         let max = "u".repeat(ID_BYTES_MAX);
         let env = parse_envelope(&format!(r#"{{"op":"list_orders","user_id":"{max}"}}"#)).ok().unwrap();
         assert!(parse_op(&env.op, env.fields).is_ok());
+        let adjust = format!(r#"{{"op":"adjust_stock","sku_id":"A","adjustment_id":"{max}","delta":1,"reason":"r"}}"#);
+        let env = parse_envelope(&adjust).ok().unwrap();
+        assert!(parse_op(&env.op, env.fields).is_ok(), "a 64-byte adjustment_id is fine");
     }
 
     fn list_orders(fields: &str) -> Result<Op, WireError> {
