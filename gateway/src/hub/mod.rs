@@ -10,7 +10,7 @@
 //! Stock pushes are coalesced per SKU to one per `sku_push_interval_ms`.
 //!
 //! One concern per file: this file holds what connections and the engine share with the hub
-//! (outbound queue items, kill switch, observer, counters) and the hub task's loop ([`run`]);
+//! (outbound queue items, kill switch, observer, counters) and the hub task's loop (`run`);
 //! `link.rs` is how connections reach it (topics, subscribe / unsubscribe, disconnects);
 //! `index.rs` the subscription indexes; `fanout.rs` the pushes (order, stock, gap).
 
