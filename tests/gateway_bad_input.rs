@@ -9,10 +9,10 @@
 //!   requests are interleaved with every case: between sending the bad input and reading its
 //!   error, and after).
 //!
-//! The table is data: to add a case (e.g. the JWT cases after issue 10's roles land: expired,
-//! wrong signature, `alg: none`, wrong audience, another user's order / topic, `pay` from a
-//! user), append a `case(..)` line to [`cases`], adding a [`Login`] variant if it needs a new way
-//! to authenticate.
+//! The table is data: to add a case, append a `case(..)` line to [`cases`] (or [`role_cases`]
+//! for JWTs and roles), adding a [`Login`] variant if it needs a new way to authenticate. User
+//! JWTs are HS256, made in the test with the server's secret; the server requires
+//! `aud = surge-bad-input` (`[auth] jwt_audience`) so the wrong-audience case is real.
 //!
 //! Cases:
 //! `malformed_json`, `truncated_after_colon`, `trailing_garbage`, `single_quotes`, `trailing_comma`,
@@ -33,19 +33,26 @@
 //! `order_id_unknown`, `expected_version_negative`, `list_limit_zero`, `list_limit_huge`,
 //! `list_status_unknown`, `money_as_number`, `money_as_integer`, `money_not_decimal`,
 //! `money_overflow`, `pay_amount_mismatch`, `pay_negative_amount`, `topic_unknown_kind`,
-//! `topic_number`, `topic_empty_id`, `topic_order_not_digits`, `admin_op_as_client`, `auth_twice`,
-//! `price_as_number`, `initial_stock_negative`, `delta_past_i64`, `resolution_unknown`,
+//! `topic_number`, `topic_empty_id`, `topic_order_not_digits`, `admin_op_as_service`, `auth_twice`,
+//! `price_as_number`, `initial_stock_negative`, `delta_past_i64`, `adjustment_id_missing`,
+//! `adjustment_id_empty`, `over_long_adjustment_id`, `resolution_unknown`,
 //! `empty_sku_name`, `request_before_auth`, `bad_token`, `empty_token`, `token_not_a_string`,
 //! `auth_with_unknown_field`, `auth_duplicate_token_key`, `malformed_json_before_auth`,
 //! `invalid_utf8_before_auth`, `binary_before_auth`, `auth_timeout_silent`,
-//! `auth_timeout_keepalives`, `auth_timeout_partial_message`.
+//! `auth_timeout_keepalives`, `auth_timeout_partial_message`; JWTs and roles: `jwt_expired`,
+//! `jwt_wrong_signature`, `jwt_alg_none`, `jwt_wrong_audience`, `jwt_missing_exp`,
+//! `jwt_and_token_both`, `user_auth_twice`, `user_gets_another_users_order`,
+//! `user_cancels_another_users_order`, `user_subscribes_another_users_topic`,
+//! `user_subscribes_another_users_order_topic`, `user_pays`, `admin_op_as_user`,
+//! `admin_transition_as_user`, `admin_transition_as_service`, `user_id_mismatch_create_order`,
+//! `user_id_mismatch_list_orders`, `bearer_user_pays`, `bearer_user_gets_another_users_order`.
 
 mod gateway_support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_support::{config, Tcp, Ws, ADMIN, CLIENT, WAIT};
+use gateway_support::{config, Tcp, Ws, ADMIN, JWT_SECRET, SERVICE, WAIT};
 use serde_json::{json, Value};
 use surge::gateway::{Server, ServerHandle};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -60,10 +67,15 @@ use tokio_tungstenite::tungstenite::Message;
 enum Login {
     /// Not at all: the payload is the first thing it sends.
     None,
-    /// `{"op":"auth","token":CLIENT}`.
-    Client,
+    /// `{"op":"auth","token":SERVICE}`.
+    Service,
     /// `{"op":"auth","token":ADMIN}`.
     Admin,
+    /// `{"op":"auth","jwt":…}` with a valid HS256 JWT for this `sub` (role `user`).
+    User(&'static str),
+    /// A valid HS256 JWT for this `sub` as `Authorization: Bearer` on the WebSocket upgrade
+    /// (WebSocket only).
+    UserBearer(&'static str),
 }
 
 /// What the bad client sends.
@@ -161,17 +173,75 @@ fn over_long_payment_id() -> String {
 fn over_long_reason() -> String {
     format!(r#"{{"op":"cancel_order","order_id":"{{ORDER}}","reason":"{}"}}"#, "r".repeat(257))
 }
+fn over_long_adjustment_id() -> String {
+    format!(r#"{{"op":"adjust_stock","sku_id":"A","adjustment_id":"{}","delta":1,"reason":"x"}}"#, "a".repeat(65))
+}
 fn over_long_topic() -> String {
     format!(r#"{{"op":"subscribe","topic":"user:{}"}}"#, "u".repeat(65))
+}
+
+// ---- JWTs (HS256, made here with the server's secret unless a case forges one) ----------------
+
+/// The `aud` the suite's server requires (`[auth] jwt_audience`).
+const AUDIENCE: &str = "surge-bad-input";
+
+/// Claims for `sub` that the server accepts (an hour left, the right audience).
+fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 3_600, "aud": AUDIENCE})
+}
+
+fn hs256(claims: &Value, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).expect("an HMAC key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), claims, &key)
+        .expect("encode a JWT")
+}
+
+fn user_jwt(sub: &str) -> String {
+    hs256(&claims(sub), JWT_SECRET.as_bytes())
+}
+
+fn auth_jwt(jwt: &str) -> String {
+    json!({"op": "auth", "jwt": jwt}).to_string()
+}
+
+fn jwt_expired() -> String {
+    let mut c = claims("alice");
+    c["exp"] = json!(jsonwebtoken::get_current_timestamp() - 120);
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_wrong_signature() -> String {
+    auth_jwt(&hs256(&claims("alice"), b"not-the-servers-secret-32-bytes!"))
+}
+/// `alg: none`, no signature (RFC 7519 §6, "Unsecured JWTs"): must never be accepted.
+fn jwt_alg_none() -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    auth_jwt(&format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims("alice"))))
+}
+fn jwt_wrong_audience() -> String {
+    let mut c = claims("alice");
+    c["aud"] = json!("another-service");
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_missing_exp() -> String {
+    let mut c = claims("alice");
+    c.as_object_mut().expect("claims are an object").remove("exp");
+    auth_jwt(&hs256(&c, JWT_SECRET.as_bytes()))
+}
+fn jwt_and_token_both() -> String {
+    json!({"op": "auth", "jwt": user_jwt("alice"), "token": SERVICE}).to_string()
+}
+fn user_auth_twice() -> String {
+    auth_jwt(&user_jwt("mallory"))
 }
 
 /// The table.
 fn cases() -> Vec<Case> {
     vec![
-        case("malformed_json", Login::Client, Payload::Text(r#"{"op":"ping""#), "bad_json", After::Usable, On::Both),
+        case("malformed_json", Login::Service, Payload::Text(r#"{"op":"ping""#), "bad_json", After::Usable, On::Both),
         case(
             "truncated_after_colon",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":1,"op":"#),
             "bad_json",
             After::Usable,
@@ -179,18 +249,18 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "trailing_garbage",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping"} x"#),
             "bad_json",
             After::Usable,
             On::Both,
         ),
-        case("single_quotes", Login::Client, Payload::Text(r#"{'op':'ping'}"#), "bad_json", After::Usable, On::Both),
-        case("trailing_comma", Login::Client, Payload::Text(r#"{"op":"ping",}"#), "bad_json", After::Usable, On::Both),
-        case("not_json_at_all", Login::Client, Payload::Text(r#"hello"#), "bad_json", After::Usable, On::Both),
+        case("single_quotes", Login::Service, Payload::Text(r#"{'op':'ping'}"#), "bad_json", After::Usable, On::Both),
+        case("trailing_comma", Login::Service, Payload::Text(r#"{"op":"ping",}"#), "bad_json", After::Usable, On::Both),
+        case("not_json_at_all", Login::Service, Payload::Text(r#"hello"#), "bad_json", After::Usable, On::Both),
         case(
             "lone_surrogate_escape",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":"\ud800"}"#),
             "bad_json",
             After::Usable,
@@ -198,18 +268,18 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "json_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"[{"op":"ping"}]"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
-        case("json_string", Login::Client, Payload::Text(r#""ping""#), "invalid_request", After::Usable, On::Both),
-        case("json_number", Login::Client, Payload::Text(r#"42"#), "invalid_request", After::Usable, On::Both),
-        case("json_null", Login::Client, Payload::Text(r#"null"#), "invalid_request", After::Usable, On::Both),
+        case("json_string", Login::Service, Payload::Text(r#""ping""#), "invalid_request", After::Usable, On::Both),
+        case("json_number", Login::Service, Payload::Text(r#"42"#), "invalid_request", After::Usable, On::Both),
+        case("json_null", Login::Service, Payload::Text(r#"null"#), "invalid_request", After::Usable, On::Both),
         case(
             "invalid_utf8",
-            Login::Client,
+            Login::Service,
             Payload::Bytes(b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}"),
             "bad_utf8",
             After::Usable,
@@ -217,7 +287,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_line",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_line),
             "frame_too_large",
             After::Closes,
@@ -225,34 +295,34 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "binary_frame",
-            Login::Client,
+            Login::Service,
             Payload::Binary(b"{\"op\":\"ping\"}"),
             "binary_frame",
             After::Usable,
             On::Ws,
         ),
-        case("missing_op", Login::Client, Payload::Text(r#"{"id":1}"#), "invalid_request", After::Usable, On::Both),
+        case("missing_op", Login::Service, Payload::Text(r#"{"id":1}"#), "invalid_request", After::Usable, On::Both),
         case(
             "op_not_a_string",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":7}"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
-        case("op_null", Login::Client, Payload::Text(r#"{"op":null}"#), "invalid_request", After::Usable, On::Both),
+        case("op_null", Login::Service, Payload::Text(r#"{"op":null}"#), "invalid_request", After::Usable, On::Both),
         case(
             "unknown_op",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"drop_tables"}"#),
             "unknown_op",
             After::Usable,
             On::Both,
         ),
-        case("op_wrong_case", Login::Client, Payload::Text(r#"{"op":"PING"}"#), "unknown_op", After::Usable, On::Both),
+        case("op_wrong_case", Login::Service, Payload::Text(r#"{"op":"PING"}"#), "unknown_op", After::Usable, On::Both),
         case(
             "id_object",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":{},"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -260,7 +330,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "id_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":[1],"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -268,7 +338,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "id_bool",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":true,"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -276,7 +346,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_request_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_request_id),
             "invalid_request",
             After::Usable,
@@ -284,7 +354,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "request_id_forging_log_lines",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":"x\n{\"level\":\"INFO\",\"msg\":\"forged\"}","op":"nope"}"#),
             "unknown_op",
             After::Usable,
@@ -292,7 +362,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_op",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -300,7 +370,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"id":1,"id":2,"op":"ping"}"#),
             "invalid_request",
             After::Usable,
@@ -308,7 +378,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_field_differing",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":"A","sku_id":"B"}"#),
             "invalid_request",
             After::Usable,
@@ -316,7 +386,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_key_in_item",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"dup","idempotency_key":"d1","items":[{"sku_id":"A","qty":1,"qty":900}]}"#,
             ),
@@ -326,7 +396,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_key_nested",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":{"a":1,"a":2}}"#),
             "invalid_request",
             After::Usable,
@@ -334,7 +404,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "deep_array_nesting_30000",
-            Login::Client,
+            Login::Service,
             Payload::Built(deep_array_nesting_30000),
             "invalid_request",
             After::Usable,
@@ -342,7 +412,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "deep_object_nesting_10000",
-            Login::Client,
+            Login::Service,
             Payload::Built(deep_object_nesting_10000),
             "invalid_request",
             After::Usable,
@@ -350,7 +420,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "nesting_past_serde_limit_129",
-            Login::Client,
+            Login::Service,
             Payload::Built(nesting_past_serde_limit_129),
             "invalid_request",
             After::Usable,
@@ -358,7 +428,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "unknown_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":"A","color":"red"}"#),
             "invalid_request",
             After::Usable,
@@ -366,7 +436,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "ping_with_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"ping","x":1}"#),
             "invalid_request",
             After::Usable,
@@ -374,7 +444,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing_field",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku"}"#),
             "invalid_request",
             After::Usable,
@@ -382,7 +452,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing_items",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"create_order","user_id":"m","idempotency_key":"m1"}"#),
             "invalid_request",
             After::Usable,
@@ -390,7 +460,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "sku_id_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":5}"#),
             "invalid_request",
             After::Usable,
@@ -398,7 +468,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "sku_id_null",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":null}"#),
             "invalid_request",
             After::Usable,
@@ -406,7 +476,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "user_id_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":42}"#),
             "invalid_request",
             After::Usable,
@@ -414,7 +484,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "items_not_array",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"m","idempotency_key":"m2","items":{"sku_id":"A","qty":1}}"#,
             ),
@@ -424,7 +494,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "items_empty",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"create_order","user_id":"m","idempotency_key":"m3","items":[]}"#),
             "invalid_request",
             After::Usable,
@@ -432,7 +502,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "too_many_items",
-            Login::Client,
+            Login::Service,
             Payload::Built(too_many_items),
             "invalid_request",
             After::Usable,
@@ -440,7 +510,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "duplicate_sku_in_items",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"m","idempotency_key":"m4","items":[{"sku_id":"A","qty":1},{"sku_id":"A","qty":1}]}"#,
             ),
@@ -450,7 +520,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_sku_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_sku","sku_id":""}"#),
             "invalid_request",
             After::Usable,
@@ -458,7 +528,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_user_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"","idempotency_key":"e1","items":[{"sku_id":"A","qty":1}]}"#,
             ),
@@ -468,7 +538,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_idempotency_key",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"e","idempotency_key":"","items":[{"sku_id":"A","qty":1}]}"#,
             ),
@@ -478,7 +548,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty_payment_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"","amount":"59.90"}"#),
             "invalid_request",
             After::Usable,
@@ -486,7 +556,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_sku_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_sku_id),
             "invalid_request",
             After::Usable,
@@ -494,7 +564,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_sku_id_in_item",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_sku_id_in_item),
             "invalid_request",
             After::Usable,
@@ -502,7 +572,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_user_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_user_id),
             "invalid_request",
             After::Usable,
@@ -510,7 +580,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_user_id_list_orders",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_user_id_list_orders),
             "invalid_request",
             After::Usable,
@@ -518,7 +588,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_idempotency_key",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_idempotency_key),
             "invalid_request",
             After::Usable,
@@ -526,7 +596,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_payment_id",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_payment_id),
             "invalid_request",
             After::Usable,
@@ -534,7 +604,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_reason",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_reason),
             "invalid_request",
             After::Usable,
@@ -542,7 +612,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "over_long_topic",
-            Login::Client,
+            Login::Service,
             Payload::Built(over_long_topic),
             "invalid_request",
             After::Usable,
@@ -550,7 +620,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_1e400",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n1","items":[{"sku_id":"A","qty":1e400}]}"#,
             ),
@@ -560,7 +630,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_2_pow_64",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n2","items":[{"sku_id":"A","qty":18446744073709551616}]}"#,
             ),
@@ -570,7 +640,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n3","items":[{"sku_id":"A","qty":-1}]}"#,
             ),
@@ -580,7 +650,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_fractional",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n4","items":[{"sku_id":"A","qty":1.5}]}"#,
             ),
@@ -590,7 +660,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_zero",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n5","items":[{"sku_id":"A","qty":0}]}"#,
             ),
@@ -600,7 +670,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_u32_overflow",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n6","items":[{"sku_id":"A","qty":4294967296}]}"#,
             ),
@@ -610,7 +680,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_string",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n7","items":[{"sku_id":"A","qty":"1"}]}"#,
             ),
@@ -620,7 +690,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "qty_exponent",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"create_order","user_id":"n","idempotency_key":"n8","items":[{"sku_id":"A","qty":1e2}]}"#,
             ),
@@ -630,7 +700,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":-1}"#),
             "invalid_request",
             After::Usable,
@@ -638,7 +708,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_2_pow_64",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":18446744073709551616}"#),
             "invalid_request",
             After::Usable,
@@ -646,7 +716,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_fractional",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":1.5}"#),
             "invalid_request",
             After::Usable,
@@ -654,7 +724,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_not_digits",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":"12ab"}"#),
             "invalid_request",
             After::Usable,
@@ -662,7 +732,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "order_id_unknown",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"get_order","order_id":1}"#),
             "unknown_order",
             After::Usable,
@@ -670,7 +740,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "expected_version_negative",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"cancel_order","order_id":"{ORDER}","expected_version":-1}"#),
             "invalid_request",
             After::Usable,
@@ -678,7 +748,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_limit_zero",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","limit":0}"#),
             "invalid_request",
             After::Usable,
@@ -686,7 +756,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_limit_huge",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","limit":1000000000}"#),
             "invalid_request",
             After::Usable,
@@ -694,7 +764,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "list_status_unknown",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"list_orders","user_id":"alice","status":"lost"}"#),
             "invalid_request",
             After::Usable,
@@ -702,7 +772,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_as_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-num","amount":59.9}"#),
             "invalid_request",
             After::Usable,
@@ -710,7 +780,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_as_integer",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-int","amount":60}"#),
             "invalid_request",
             After::Usable,
@@ -718,7 +788,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_not_decimal",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-abc","amount":"abc"}"#),
             "invalid_request",
             After::Usable,
@@ -726,7 +796,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "money_overflow",
-            Login::Client,
+            Login::Service,
             Payload::Text(
                 r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-big","amount":"99999999999999999999999999999999999"}"#,
             ),
@@ -736,7 +806,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "pay_amount_mismatch",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-low","amount":"1.00"}"#),
             "amount_mismatch",
             After::Usable,
@@ -744,7 +814,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "pay_negative_amount",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"p-neg","amount":"-59.90"}"#),
             "amount_mismatch",
             After::Usable,
@@ -752,7 +822,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_unknown_kind",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"weather:today"}"#),
             "invalid_request",
             After::Usable,
@@ -760,7 +830,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_number",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":5}"#),
             "invalid_request",
             After::Usable,
@@ -768,7 +838,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_empty_id",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"sku:"}"#),
             "invalid_request",
             After::Usable,
@@ -776,15 +846,15 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "topic_order_not_digits",
-            Login::Client,
+            Login::Service,
             Payload::Text(r#"{"op":"subscribe","topic":"order:abc"}"#),
             "invalid_request",
             After::Usable,
             On::Both,
         ),
         case(
-            "admin_op_as_client",
-            Login::Client,
+            "admin_op_as_service",
+            Login::Service,
             Payload::Text(r#"{"op":"create_sku","sku_id":"Z","name":"Z","price":"1.00","initial_stock":1}"#),
             "forbidden",
             After::Usable,
@@ -792,8 +862,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "auth_twice",
-            Login::Client,
-            Payload::Text(r#"{"op":"auth","token":"client-token-for-tests"}"#),
+            Login::Service,
+            Payload::Text(r#"{"op":"auth","token":"service-token-for-tests"}"#),
             "invalid_request",
             After::Usable,
             On::Both,
@@ -817,7 +887,32 @@ fn cases() -> Vec<Case> {
         case(
             "delta_past_i64",
             Login::Admin,
-            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","delta":9223372036854775808,"reason":"x"}"#),
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","adjustment_id":"big","delta":9223372036854775808,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        // An adjustment that slipped through would show in the healthy clients' stock check.
+        case(
+            "adjustment_id_missing",
+            Login::Admin,
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","delta":1,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        case(
+            "adjustment_id_empty",
+            Login::Admin,
+            Payload::Text(r#"{"op":"adjust_stock","sku_id":"A","adjustment_id":"","delta":1,"reason":"x"}"#),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        case(
+            "over_long_adjustment_id",
+            Login::Admin,
+            Payload::Built(over_long_adjustment_id),
             "invalid_request",
             After::Usable,
             On::Both,
@@ -873,7 +968,7 @@ fn cases() -> Vec<Case> {
         case(
             "auth_with_unknown_field",
             Login::None,
-            Payload::Text(r#"{"op":"auth","token":"client-token-for-tests","role":"admin"}"#),
+            Payload::Text(r#"{"op":"auth","token":"service-token-for-tests","role":"admin"}"#),
             "unauthorized",
             After::Closes,
             On::Both,
@@ -881,7 +976,7 @@ fn cases() -> Vec<Case> {
         case(
             "auth_duplicate_token_key",
             Login::None,
-            Payload::Text(r#"{"op":"auth","token":"wrong-token-123","token":"client-token-for-tests"}"#),
+            Payload::Text(r#"{"op":"auth","token":"wrong-token-123","token":"service-token-for-tests"}"#),
             "unauthorized",
             After::Closes,
             On::Both,
@@ -921,6 +1016,95 @@ fn cases() -> Vec<Case> {
             On::Both,
         ),
     ]
+    .into_iter()
+    .chain(role_cases())
+    .collect()
+}
+
+/// JWTs and roles (issue 10 item 10): bad JWTs close the connection; a `user` acts only as its
+/// `sub` (the fixture order belongs to `alice`), never pays and never does admin ops.
+fn role_cases() -> Vec<Case> {
+    let closes = |name, send| case(name, Login::None, Payload::Built(send), "unauthorized", After::Closes, On::Both);
+    let user = |name, sub, send, code| case(name, Login::User(sub), Payload::Text(send), code, After::Usable, On::Both);
+    vec![
+        closes("jwt_expired", jwt_expired),
+        closes("jwt_wrong_signature", jwt_wrong_signature),
+        closes("jwt_alg_none", jwt_alg_none),
+        closes("jwt_wrong_audience", jwt_wrong_audience),
+        closes("jwt_missing_exp", jwt_missing_exp),
+        closes("jwt_and_token_both", jwt_and_token_both),
+        case(
+            "user_auth_twice",
+            Login::User("mallory"),
+            Payload::Built(user_auth_twice),
+            "invalid_request",
+            After::Usable,
+            On::Both,
+        ),
+        user("user_gets_another_users_order", "mallory", r#"{"op":"get_order","order_id":"{ORDER}"}"#, "unknown_order"),
+        user(
+            "user_cancels_another_users_order",
+            "mallory",
+            r#"{"op":"cancel_order","order_id":"{ORDER}"}"#,
+            "unknown_order",
+        ),
+        user(
+            "user_subscribes_another_users_topic",
+            "mallory",
+            r#"{"op":"subscribe","topic":"user:alice"}"#,
+            "forbidden",
+        ),
+        user(
+            "user_subscribes_another_users_order_topic",
+            "mallory",
+            r#"{"op":"subscribe","topic":"order:{ORDER}"}"#,
+            "unknown_order",
+        ),
+        user(
+            "user_pays",
+            "alice",
+            r#"{"op":"pay","order_id":"{ORDER}","payment_id":"invented-by-user","amount":"59.90"}"#,
+            "forbidden",
+        ),
+        user(
+            "admin_op_as_user",
+            "alice",
+            r#"{"op":"create_sku","sku_id":"U","name":"U","price":"1.00","initial_stock":1}"#,
+            "forbidden",
+        ),
+        user("admin_transition_as_user", "alice", r#"{"op":"start_packing","order_id":"{ORDER}"}"#, "forbidden"),
+        case(
+            "admin_transition_as_service",
+            Login::Service,
+            Payload::Text(r#"{"op":"ship","order_id":"{ORDER}","tracking_number":"T1"}"#),
+            "forbidden",
+            After::Usable,
+            On::Both,
+        ),
+        user(
+            "user_id_mismatch_create_order",
+            "mallory",
+            r#"{"op":"create_order","user_id":"alice","idempotency_key":"mal1","items":[{"sku_id":"A","qty":1}]}"#,
+            "forbidden",
+        ),
+        user("user_id_mismatch_list_orders", "mallory", r#"{"op":"list_orders","user_id":"alice"}"#, "forbidden"),
+        case(
+            "bearer_user_pays",
+            Login::UserBearer("alice"),
+            Payload::Text(r#"{"op":"pay","order_id":"{ORDER}","payment_id":"invented-by-bearer","amount":"59.90"}"#),
+            "forbidden",
+            After::Usable,
+            On::Ws,
+        ),
+        case(
+            "bearer_user_gets_another_users_order",
+            Login::UserBearer("mallory"),
+            Payload::Text(r#"{"op":"get_order","order_id":"{ORDER}"}"#),
+            "unknown_order",
+            After::Usable,
+            On::Ws,
+        ),
+    ]
 }
 
 // ---- clients ---------------------------------------------------------------------------------
@@ -946,13 +1130,21 @@ enum Raw {
 }
 
 impl Raw {
-    async fn open(t: Transport, server: &ServerHandle) -> Raw {
+    /// Connect; a [`Login::UserBearer`] authenticates on the WebSocket upgrade.
+    async fn open(t: Transport, server: &ServerHandle, login: Login) -> Raw {
         match t {
             Transport::Tcp => {
+                assert!(!matches!(login, Login::UserBearer(_)), "Bearer JWTs exist only on the WebSocket upgrade");
                 let (rd, wr) = TcpStream::connect(server.tcp_addr).await.expect("connect").into_split();
                 Raw::Tcp(BufReader::new(rd).lines(), wr)
             }
-            Transport::Ws => Raw::Ws(Ws::connect(server.http_addr, None).await.expect("upgrade").ws),
+            Transport::Ws => {
+                let bearer = match login {
+                    Login::UserBearer(sub) => Some(user_jwt(sub)),
+                    _ => None,
+                };
+                Raw::Ws(Ws::connect(server.http_addr, bearer.as_deref()).await.expect("upgrade").ws)
+            }
         }
     }
 
@@ -1016,12 +1208,13 @@ impl Raw {
     }
 
     async fn login(&mut self, login: Login) {
-        let token = match login {
-            Login::None => return,
-            Login::Client => CLIENT,
-            Login::Admin => ADMIN,
-        };
-        let auth = json!({"id": "login", "op": "auth", "token": token}).to_string();
+        let auth = match login {
+            Login::None | Login::UserBearer(_) => return,
+            Login::Service => json!({"id": "login", "op": "auth", "token": SERVICE}),
+            Login::Admin => json!({"id": "login", "op": "auth", "token": ADMIN}),
+            Login::User(sub) => json!({"id": "login", "op": "auth", "jwt": user_jwt(sub)}),
+        }
+        .to_string();
         assert!(self.send(Payload::Text(Box::leak(auth.into_boxed_str())), "").await);
         match self.reply(WAIT).await {
             Got::Msg(v) => assert_eq!(v["ok"], true, "login: {v}"),
@@ -1046,16 +1239,20 @@ struct Healthy {
     ws: Ws,
     order: String,
     checks: u64,
+    /// The case being run, named when a check fails (a bad client changed what it must not).
+    during: &'static str,
 }
 
 impl Healthy {
     async fn check(&mut self) {
         self.checks += 1;
+        let during = self.during;
         let sku = self.tcp.ok(json!({"op": "get_sku", "sku_id": "A"})).await;
-        assert_eq!((sku["available"].as_u64(), sku["reserved"].as_u64()), (Some(999), Some(1)), "{sku}");
+        let counts = (sku["available"].as_u64(), sku["reserved"].as_u64());
+        assert_eq!(counts, (Some(999), Some(1)), "during {during}: {sku}");
         let order = self.ws.ok(json!({"op": "get_order", "order_id": self.order})).await;
-        assert_eq!(order["status"], "pending_payment", "{order}");
-        assert_eq!(order["total"], "59.90", "{order}");
+        assert_eq!(order["status"], "pending_payment", "during {during}: {order}");
+        assert_eq!(order["total"], "59.90", "during {during}: {order}");
         assert_eq!(self.ws.ok(json!({"op": "ping"})).await["pong"], true);
     }
 }
@@ -1066,6 +1263,8 @@ async fn setup() -> (tempfile::TempDir, ServerHandle, Healthy) {
     cfg.limits.auth_timeout_ms = 1_000;
     cfg.limits.per_user_rps = 100_000;
     cfg.limits.per_user_burst = 100_000;
+    cfg.auth.jwt_audience = AUDIENCE.into();
+    cfg.auth.jwt_leeway_ms = 0;
     let server = Server::start(cfg).await.expect("start");
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(json!({"op": "create_sku", "sku_id": "A", "name": "A", "price": "59.90", "initial_stock": 1_000})).await;
@@ -1077,17 +1276,24 @@ async fn setup() -> (tempfile::TempDir, ServerHandle, Healthy) {
         Value::String(s) => s.clone(),
         n => n.to_string(),
     };
-    let tcp = Tcp::login(server.tcp_addr, CLIENT).await;
+    let tcp = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut ws = Ws::connect(server.http_addr, None).await.expect("upgrade");
-    ws.ok(json!({"op": "auth", "token": CLIENT})).await;
-    (dir, server, Healthy { tcp, ws, order, checks: 0 })
+    ws.ok(json!({"op": "auth", "token": SERVICE})).await;
+    (dir, server, Healthy { tcp, ws, order, checks: 0, during: "setup" })
 }
 
 // ---- the runner ------------------------------------------------------------------------------
 
-/// Run one case on one transport; `Err` says what went wrong.
+/// Run one case on one transport; `Err` says what went wrong. The healthy clients check
+/// after every case, passed or not, so damage done by a failed case is named by that case.
 async fn run(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Healthy) -> Result<(), String> {
-    let mut c = Raw::open(t, server).await;
+    let verdict = run_case(case, t, server, healthy).await;
+    healthy.check().await;
+    verdict
+}
+
+async fn run_case(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Healthy) -> Result<(), String> {
+    let mut c = Raw::open(t, server, case.login).await;
     c.login(case.login).await;
     let first = match case.send {
         Payload::Silence | Payload::KeepAlives => {
@@ -1123,7 +1329,6 @@ async fn run(case: &Case, t: Transport, server: &ServerHandle, healthy: &mut Hea
             other => return Err(format!("must close, got {other:?}")),
         },
     }
-    healthy.check().await;
     Ok(())
 }
 
@@ -1152,6 +1357,7 @@ async fn run_all(transport: Transport) {
             continue;
         }
         ran += 1;
+        healthy.during = case.name;
         if let Err(e) = run(&case, transport, &server, &mut healthy).await {
             failures.push(format!("{} ({transport:?}): {e}", case.name));
         }

@@ -13,10 +13,10 @@ async fn list_orders_pages_by_cursor_over_tcp() {
     let server = start(dir.path()).await;
     let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
     admin.ok(sku("mug", 100, None)).await;
-    let mut client = Tcp::login(server.tcp_addr, CLIENT).await;
+    let mut service = Tcp::login(server.tcp_addr, SERVICE).await;
     let mut created = Vec::new();
     for i in 0..5 {
-        let o = client.ok(order("pat", "mug", 1, &format!("k{i}"))).await;
+        let o = service.ok(order("pat", "mug", 1, &format!("k{i}"))).await;
         created.push(o["order_id"].clone());
     }
     created.reverse(); // newest first
@@ -25,7 +25,7 @@ async fn list_orders_pages_by_cursor_over_tcp() {
     let mut req = json!({"op": "list_orders", "user_id": "pat", "limit": 2});
     let mut pages = 0;
     loop {
-        let page = client.ok(req.clone()).await;
+        let page = service.ok(req.clone()).await;
         pages += 1;
         let orders = page["orders"].as_array().expect("orders");
         assert!(orders.len() <= 2);
@@ -39,7 +39,7 @@ async fn list_orders_pages_by_cursor_over_tcp() {
     assert_eq!(listed, created, "every order once, newest first");
     assert_eq!(pages, 3);
     // An explicit null cursor is the first page.
-    let first = client.ok(json!({"op": "list_orders", "user_id": "pat", "limit": 5, "cursor": null})).await;
+    let first = service.ok(json!({"op": "list_orders", "user_id": "pat", "limit": 5, "cursor": null})).await;
     assert_eq!(first["orders"].as_array().map(Vec::len), Some(5));
     assert_eq!(first["next_cursor"], Value::Null);
 
@@ -48,16 +48,16 @@ async fn list_orders_pages_by_cursor_over_tcp() {
         for (k, v) in bad.as_object().unwrap() {
             req[k] = v.clone();
         }
-        let r = client.call(req).await;
+        let r = service.call(req).await;
         assert_eq!(r["ok"], false, "{bad}");
         assert_eq!(r["error"]["code"], "invalid_request", "{bad}");
         assert!(r["error"]["message"].as_str().unwrap_or("").contains("cursor"), "{bad}: {r}");
     }
     // The connection stays usable.
     assert_eq!(
-        client.ok(json!({"op": "list_orders", "user_id": "pat", "limit": 1})).await["orders"][0]["order_id"],
+        service.ok(json!({"op": "list_orders", "user_id": "pat", "limit": 1})).await["orders"][0]["order_id"],
         created[0]
     );
-    drop((admin, client));
+    drop((admin, service));
     server.shutdown().await.expect("graceful shutdown");
 }

@@ -23,7 +23,7 @@ use surge::engine::{CreateOrder, EngineConfig, OrderId};
 use surge::persistence::{DurableEngine, PersistenceConfig};
 
 const ADMIN: &str = "admin-token-enospc";
-const CLIENT: &str = "client-token-enospc";
+const SERVICE: &str = "service-token-enospc";
 const SKUS: [&str; 3] = ["A", "B", "C"];
 
 /// A tmpfs mounted on a directory, and the server running on it: both undone on drop (kill the
@@ -116,7 +116,7 @@ fn spawn_server(data_dir: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>) {
         .arg("--data-dir")
         .arg(data_dir)
         .env("SURGE_ADMIN_TOKEN", ADMIN)
-        .env("SURGE_CLIENT_TOKEN", CLIENT)
+        .env("SURGE_SERVICE_TOKEN", SERVICE)
         .env("SURGE_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/config/surge.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,7 +181,7 @@ fn disk_full_ends_surge_serve_with_code_70_and_loses_nothing_acknowledged() {
     let flow = {
         let (acked, gone) = (acked.clone(), gone.clone());
         std::thread::spawn(move || {
-            let mut c = Client::login(addr, CLIENT);
+            let mut c = Client::login(addr, SERVICE);
             let mut codes = std::collections::BTreeMap::<String, u64>::new();
             for i in 0u64.. {
                 let sku = SKUS[(i % 3) as usize];

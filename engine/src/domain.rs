@@ -106,7 +106,7 @@ impl fmt::Display for OrderStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Initiator {
-    /// The buyer (through a `client` token).
+    /// The buyer (through a `service` token or the buyer's own `user` JWT).
     User,
     /// Shop staff (through an `admin` token).
     Admin,

@@ -14,9 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const ADMIN: &str = "admin-token-for-tests";
 pub const SERVICE: &str = "service-token-for-tests";
-/// Deprecated alias of [`SERVICE`] (the role `client` became `service`), kept so tests written
-/// against the old name still build.
-pub const CLIENT: &str = SERVICE;
 /// The HS256 secret for user JWTs (32 bytes, the minimum).
 pub const JWT_SECRET: &str = "jwt-hs256-secret-for-tests-32by!";
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 //! Three roles (issue 10; DESIGN.md "Roles"): `admin` (operations staff), `service` (the shop's
 //! backend: acts for any user, relays the payment provider's callbacks) and `user` (an end
 //! user's browser or app, authenticated by a JWT the shop signs; acts only as its `sub`). Which
-//! ops each role may send is the `OPS` table in `protocol.rs`.
+//! ops each role may send is the `OPS` table in `protocol/mod.rs`.
 
 pub mod jwt;
 pub(crate) mod scope;

@@ -1,6 +1,14 @@
 //! One connection's protocol logic, shared by the TCP and WebSocket transports: authentication,
 //! role checks, rate limits, in-flight accounting (back-pressure), request deadline, routing
 //! into the engine, subscriptions, and the outbound queue.
+//!
+//! One concern per file: this file holds the connection ([`Conn`]) and routes each message
+//! through its checks (`on_text`); `execute.rs` makes the engine calls (deadline, a user's order
+//! scope, the reply and its log line); `outbound.rs` is what a transport's writer sends next
+//! (replies, numbered pushes, the final error of a killed connection).
+
+mod execute;
+mod outbound;
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -11,10 +19,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
-use surge_engine::{
-    CreateOrder, Engine, EngineError, Initiator, ListOrders, OrderEventKind, SaleRules, SkuSpec, SkuUpdate,
-    TransitionOptions,
-};
+use surge_engine::Engine;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -23,7 +28,12 @@ use crate::auth::{scope, Authenticator, Identity, Role};
 use crate::config::LimitsConfig;
 use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
 use crate::limits::{LimitStats, Replier};
-use crate::protocol::{self, encode_order_cursor, Op, WireError};
+use crate::protocol::{self, Op, WireError};
+
+pub(crate) use outbound::{next_outbound, Next};
+
+/// The answer to a message before authentication that is not an `auth`.
+const AUTHENTICATE_FIRST: &str = "authenticate first: {\"op\":\"auth\",\"token\":…}";
 
 /// Most subscriptions one connection may hold.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX: usize = 1_000;
@@ -191,144 +201,102 @@ impl Conn {
         self.reply(protocol::err_reply(id, &e)).await;
     }
 
-    /// Handle one text message; `permit` is this request's in-flight slot.
+    /// Handle one text message; `permit` is this request's in-flight slot. The steps, in order:
+    /// the envelope, `auth`, [`Conn::admit`] (authenticated, known op, role), [`Conn::typed_op`]
+    /// (a user's scope, rate limits, typed parse with lengths), then [`Conn::dispatch`]. A
+    /// refusal answers with a typed error; only authentication failures close the connection.
     pub async fn on_text(&mut self, text: &str, permit: OwnedSemaphorePermit) -> Flow {
         let t0 = Instant::now();
         let env = match protocol::parse_envelope(text) {
             Ok(env) => env,
-            Err((id, e)) => {
-                if self.role.is_none() {
-                    return self
-                        .auth_failed(&id, "invalid", t0, "authenticate first: {\"op\":\"auth\",\"token\":…}")
-                        .await;
-                }
-                self.fail(&id, "invalid", t0, e).await;
-                return Flow::Continue;
-            }
+            Err((id, e)) => return self.bad_envelope(&id, e, t0).await,
         };
-        let id = env.id;
         // A closed set of label values: the client's op string never becomes a label.
-        let op_name = crate::metrics::op_label(&env.op);
+        let req = Req { id: env.id, op_name: crate::metrics::op_label(&env.op), t0 };
         if env.op == "auth" {
-            return self.on_auth(&id, env.fields, op_name, t0).await;
+            return self.on_auth(&req.id, env.fields, req.op_name, t0).await;
         }
+        let role = match self.admit(&req, &env.op).await {
+            Ok(role) => role,
+            Err(flow) => return flow,
+        };
+        match self.typed_op(&env.op, env.fields) {
+            Ok(op) => self.dispatch(req, op, role, permit).await,
+            Err(e) => self.fail(&req.id, req.op_name, t0, e).await,
+        }
+        Flow::Continue
+    }
+
+    /// A message that is not a request envelope: before authentication it closes the
+    /// connection (`unauthorized`), after it is answered and the connection stays.
+    async fn bad_envelope(&mut self, id: &Value, e: WireError, t0: Instant) -> Flow {
+        if self.role.is_none() {
+            return self.auth_failed(id, "invalid", t0, AUTHENTICATE_FIRST).await;
+        }
+        self.fail(id, "invalid", t0, e).await;
+        Flow::Continue
+    }
+
+    /// May this connection send `op` at all? Unauthenticated or expired: `unauthorized`, and
+    /// the connection closes; otherwise `unknown_op`, or `forbidden` when its role may not
+    /// (the one table of who may do what, `protocol::OPS`).
+    async fn admit(&mut self, req: &Req, op: &str) -> Result<Role, Flow> {
         let Some(role) = self.role else {
-            return self.auth_failed(&id, op_name, t0, "authenticate first: {\"op\":\"auth\",\"token\":…}").await;
+            return Err(self.auth_failed(&req.id, req.op_name, req.t0, AUTHENTICATE_FIRST).await);
         };
         if self.identity.as_ref().and_then(|i| i.expires_at_ms).is_some_and(|at| crate::auth::wall_now_ms() >= at) {
-            return self.auth_failed(&id, op_name, t0, "the token expired: connect and authenticate again").await;
+            let msg = "the token expired: connect and authenticate again";
+            return Err(self.auth_failed(&req.id, req.op_name, req.t0, msg).await);
         }
-        if !protocol::known_op(&env.op) {
-            self.fail(&id, op_name, t0, WireError::new("unknown_op", "unknown op")).await;
-            return Flow::Continue;
-        }
-        if !protocol::allowed(role, &env.op) {
-            let msg = format!("op {} needs role {}", env.op, protocol::roles_of(&env.op));
-            self.fail(&id, op_name, t0, WireError::new("forbidden", msg)).await;
-            return Flow::Continue;
-        }
-        let mut fields = env.fields;
+        let refused = if !protocol::known_op(op) {
+            WireError::new("unknown_op", "unknown op")
+        } else if !protocol::allowed(role, op) {
+            WireError::new("forbidden", format!("op {op} needs role {}", protocol::roles_of(op)))
+        } else {
+            return Ok(role);
+        };
+        self.fail(&req.id, req.op_name, req.t0, refused).await;
+        Err(Flow::Continue)
+    }
+
+    /// The typed request, after: a user connection's `user_id` (filled in, or `forbidden` if
+    /// another's), the connection's rate limit, the strict parse with its length checks, and
+    /// the per-user rate limit (keyed on a `user_id` that is by then bounded).
+    fn typed_op(&self, op: &str, mut fields: Map<String, Value>) -> Result<Op, WireError> {
         if let Some(sub) = self.acting_user() {
-            if let Err(e) = scope::user_id_field(sub, &env.op, &mut fields) {
-                self.fail(&id, op_name, t0, e).await;
-                return Flow::Continue;
-            }
+            scope::user_id_field(sub, op, &mut fields)?;
         }
         if let Err(nu) = self.limiter.check() {
-            let wait = nu.wait_time_from(self.gw.clock.now());
             crate::metrics::rate_limited("connection");
-            self.fail(&id, op_name, t0, rate_limited("connection", wait)).await;
-            return Flow::Continue;
+            return Err(rate_limited("connection", nu.wait_time_from(self.gw.clock.now())));
         }
-        let op = match protocol::parse_op(&env.op, fields) {
-            Ok(op) => op,
-            Err(e) => {
-                self.fail(&id, op_name, t0, e).await;
-                return Flow::Continue;
-            }
-        };
+        let op = protocol::parse_op(op, fields)?;
         let user = match &op {
             Op::CreateOrder(r) => Some(&r.user_id),
             Op::ListOrders(r) => Some(&r.user_id),
             _ => None,
         };
-        if let Some(user) = user {
-            if let Err(nu) = self.gw.user_limiter.check_key(user) {
-                let wait = nu.wait_time_from(self.gw.clock.now());
-                crate::metrics::rate_limited("user");
-                self.fail(&id, op_name, t0, rate_limited("user", wait)).await;
-                return Flow::Continue;
-            }
+        if let Some(Err(nu)) = user.map(|u| self.gw.user_limiter.check_key(u)) {
+            crate::metrics::rate_limited("user");
+            return Err(rate_limited("user", nu.wait_time_from(self.gw.clock.now())));
         }
-        match op {
+        Ok(op)
+    }
+
+    /// Answer `ping` and (un)subscriptions here; hand engine requests to a task
+    /// ([`Conn::spawn_request`]), which keeps `permit` until its reply is queued.
+    async fn dispatch(&mut self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit) {
+        let code = match op {
             Op::Ping => {
                 let now = self.gw.engine.now_ms();
-                self.reply(protocol::ok_reply(&id, &serde_json::json!({ "pong": true, "now_ms": now }))).await;
-                crate::metrics::request(op_name, "ok", t0.elapsed());
+                self.reply(protocol::ok_reply(&req.id, &serde_json::json!({ "pong": true, "now_ms": now }))).await;
+                "ok"
             }
-            Op::Subscribe(t) => {
-                let code = self.subscribe(&id, &t.topic, true).await;
-                crate::metrics::request(op_name, code, t0.elapsed());
-            }
-            Op::Unsubscribe(t) => {
-                let code = self.subscribe(&id, &t.topic, false).await;
-                crate::metrics::request(op_name, code, t0.elapsed());
-            }
-            op => {
-                let engine = self.gw.engine.clone();
-                let out = self.replier();
-                let deadline = Duration::from_millis(self.gw.limits.request_timeout_ms);
-                let by = if role == Role::Admin { Initiator::Admin } else { Initiator::User };
-                let conn = self.id;
-                let user = self.acting_user().cloned();
-                self.gw.tracker.spawn(async move {
-                    let (mut order_id, sku_id) = log_ids(&op);
-                    let run = async {
-                        // A user's request for another user's order answers as if it did not exist.
-                        if let (Some(sub), Some(order_id)) = (&user, scope::order_of(&op)) {
-                            scope::own_order(&engine, sub, order_id)?;
-                        }
-                        execute(&engine, op, by).await
-                    };
-                    let (text, code, err_sku) = match tokio::time::timeout(deadline, run).await {
-                        Ok(Ok(v)) => {
-                            order_id = order_id.or_else(|| v.order_id());
-                            (protocol::ok_reply(&id, &v), "ok", None)
-                        }
-                        Ok(Err(e)) => {
-                            if matches!(e, EngineError::Overloaded) {
-                                crate::metrics::overloaded("mailbox");
-                            }
-                            (protocol::engine_err_reply(&id, &e), e.code(), e.sku_id().map(str::to_owned))
-                        }
-                        Err(_) => {
-                            crate::metrics::overloaded("deadline");
-                            let e = WireError::new(
-                                "overloaded",
-                                "request deadline exceeded; the outcome is unknown: retry with the same \
-                                 idempotency key or payment id",
-                            );
-                            (protocol::err_reply(&id, &e), "overloaded", None)
-                        }
-                    };
-                    out.send(text).await;
-                    drop(permit);
-                    let elapsed = t0.elapsed();
-                    crate::metrics::request(op_name, code, elapsed);
-                    tracing::debug!(
-                        conn,
-                        request_id = %ReqId(&id),
-                        op = op_name,
-                        code,
-                        order_id,
-                        sku_id = err_sku.as_deref().or(sku_id.as_deref()),
-                        elapsed_us = elapsed.as_micros() as u64,
-                        "request"
-                    );
-                });
-            }
-        }
-        Flow::Continue
+            Op::Subscribe(t) => self.subscribe(&req.id, &t.topic, true).await,
+            Op::Unsubscribe(t) => self.subscribe(&req.id, &t.topic, false).await,
+            op => return self.spawn_request(req, op, role, permit),
+        };
+        crate::metrics::request(req.op_name, code, req.t0.elapsed());
     }
 
     /// `{"op":"auth","token":…}` or `{"op":"auth","jwt":…}`: become `admin` / `service` or a
@@ -449,84 +417,14 @@ fn rate_limited(scope: &str, wait: Duration) -> WireError {
     WireError { retry_after_ms: Some(ms), ..WireError::new("rate_limited", format!("{scope} rate limit exceeded")) }
 }
 
-/// Number `seq` for one push and encode it.
-pub(crate) fn encode_push(seq: u64, push: &Map<String, Value>) -> String {
-    let mut m = push.clone();
-    m.insert("seq".into(), Value::from(seq));
-    Value::Object(m).to_string()
-}
-
-/// What a writer does next.
-pub(crate) enum Next {
-    /// Write this push.
-    Text(String),
-    /// Write this reply, then tell `limits::reply_written`.
-    Reply(String),
-    /// Write this final error, then close.
-    Final(String),
-    /// Close.
-    End,
-}
-
-/// The writer's next step: the next reply/push (numbering pushes), or the kill switch.
-pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &ConnShared, seq: &mut u64) -> Next {
-    tokio::select! {
-        biased;
-        _ = shared.cancel.cancelled() => match shared.kill_code.get() {
-            Some(code) => {
-                *seq += 1;
-                let msg = match *code {
-                    "slow_consumer" => {
-                        "this connection does not read what it is sent (outbound queue, max_pending_reply_bytes or \
-                         write_timeout_ms exceeded) and is disconnected"
-                    }
-                    "unauthorized" => "the token expired: connect and authenticate again",
-                    _ => "connection closed by the server",
-                };
-                let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
-                Next::Final(v.to_string())
-            }
-            None => Next::End,
-        },
-        m = rx.recv() => match m {
-            Some(Outbound::Reply(s)) => Next::Reply(s),
-            Some(Outbound::Push(p)) => {
-                *seq += 1;
-                Next::Text(encode_push(*seq, &p))
-            }
-            Some(Outbound::Close) | None => Next::End,
-        },
-    }
-}
-
-fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOptions {
-    TransitionOptions { expected_version, reason }
-}
-
-/// What an engine request returns, serialized straight into the reply (no `Value` tree: the
-/// order is the bulk of every reply, and building a map of it first cost a fifth of the
-/// gateway's CPU per request).
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum Outcome {
-    Order(#[serde(serialize_with = "crate::wire::order")] Arc<surge_engine::Order>),
-    Sku(surge_engine::SkuView),
-    /// A `list_orders` page; `next_cursor` is `null` on the last page.
-    Orders {
-        #[serde(serialize_with = "crate::wire::orders")]
-        orders: Vec<Arc<surge_engine::Order>>,
-        next_cursor: Option<String>,
-    },
-    Null(()),
-}
-
-impl Outcome {
-    fn order_id(&self) -> Option<u64> {
-        match self {
-            Outcome::Order(o) => Some(o.order_id.0),
-            _ => None,
-        }
-    }
+/// One request's context, from its envelope to its log line.
+pub(crate) struct Req {
+    /// The client's `id`, echoed in the reply.
+    id: Value,
+    /// The op as a metrics label (a closed set).
+    op_name: &'static str,
+    /// When its message was read (latency is measured from here).
+    t0: Instant,
 }
 
 /// A request's `id` for logs: a string id unquoted with control characters, quotes and
@@ -542,96 +440,6 @@ impl std::fmt::Display for ReqId<'_> {
             v => write!(f, "{v}"),
         }
     }
-}
-
-/// The order id and SKU id a request names, for its log line (never the payload itself).
-fn log_ids(op: &Op) -> (Option<u64>, Option<String>) {
-    match op {
-        Op::CreateSku(r) => (None, Some(r.sku_id.clone())),
-        Op::UpdateSku(r) => (None, Some(r.sku_id.clone())),
-        Op::AdjustStock(r) => (None, Some(r.sku_id.clone())),
-        Op::GetSku(r) => (None, Some(r.sku_id.clone())),
-        Op::CreateOrder(r) => (None, r.items.first().map(|i| i.sku_id.clone())),
-        Op::GetOrder(r) => (Some(r.order_id.0 .0), None),
-        Op::Pay(r) => (Some(r.order_id.0 .0), None),
-        Op::Transition(_, r) => (Some(r.order_id.0 .0), None),
-        Op::Ship(r) => (Some(r.order_id.0 .0), None),
-        Op::ResolveDispute(r) => (Some(r.order_id.0 .0), None),
-        Op::ListOrders(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => (None, None),
-    }
-}
-
-/// Run one typed request on the engine.
-async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, EngineError> {
-    Ok(match op {
-        Op::CreateSku(r) => Outcome::Sku(
-            engine
-                .create_sku(SkuSpec {
-                    sku_id: r.sku_id,
-                    name: r.name,
-                    price: r.price,
-                    initial_stock: r.initial_stock,
-                    rules: SaleRules {
-                        per_user_limit: r.per_user_limit,
-                        sale_starts_at_ms: r.sale_starts_at_ms,
-                        sale_ends_at_ms: r.sale_ends_at_ms,
-                        paused: r.paused,
-                    },
-                })
-                .await?,
-        ),
-        Op::UpdateSku(r) => {
-            let update = SkuUpdate {
-                name: r.name,
-                price: r.price,
-                per_user_limit: r.per_user_limit,
-                sale_starts_at_ms: r.sale_starts_at_ms,
-                sale_ends_at_ms: r.sale_ends_at_ms,
-                paused: r.paused,
-            };
-            Outcome::Sku(engine.update_sku(&r.sku_id, update).await?)
-        }
-        Op::AdjustStock(r) => Outcome::Sku(engine.adjust_stock(&r.sku_id, &r.adjustment_id, r.delta, &r.reason).await?),
-        Op::GetSku(r) => Outcome::Sku(engine.get_sku(&r.sku_id)?),
-        Op::CreateOrder(r) => {
-            let req = CreateOrder {
-                user_id: r.user_id.into(),
-                items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
-                idempotency_key: r.idempotency_key,
-            };
-            Outcome::Order(engine.create_order(req).await?)
-        }
-        Op::GetOrder(r) => Outcome::Order(engine.get_order(r.order_id.0)?),
-        Op::ListOrders(r) => {
-            let q = ListOrders { user_id: r.user_id, status: r.status, limit: r.limit, before: r.cursor };
-            let page = engine.list_orders(&q)?;
-            Outcome::Orders { orders: page.orders, next_cursor: page.next_before.map(encode_order_cursor) }
-        }
-        Op::Pay(r) => {
-            Outcome::Order(engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?)
-        }
-        Op::Transition(name, r) => {
-            let event = match name {
-                "cancel_order" => OrderEventKind::Cancel,
-                "start_packing" => OrderEventKind::StartPacking,
-                "deliver" => OrderEventKind::Deliver,
-                "complete" => OrderEventKind::Complete,
-                "request_refund" => OrderEventKind::RequestRefund,
-                "confirm_refund" => OrderEventKind::ConfirmRefund,
-                "reject_refund" => OrderEventKind::RejectRefund,
-                "open_dispute" => OrderEventKind::OpenDispute,
-                other => return Err(EngineError::InvalidRequest { message: format!("unknown transition {other}") }),
-            };
-            Outcome::Order(engine.transition(r.order_id.0, event, by, opts(r.expected_version, r.reason)).await?)
-        }
-        Op::Ship(r) => {
-            Outcome::Order(engine.ship(r.order_id.0, &r.tracking_number, opts(r.expected_version, r.reason)).await?)
-        }
-        Op::ResolveDispute(r) => Outcome::Order(
-            engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?,
-        ),
-        Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,231 @@
+//! Engine requests of one connection: each runs on the gateway's task tracker under the
+//! request deadline (`request_timeout_ms`), a `user` connection's request for another user's
+//! order answers `unknown_order` before the engine acts (`auth::scope`), and the reply is queued
+//! within the connection's reply-byte bound before the in-flight permit is released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use surge_engine::{
+    CreateOrder, Engine, EngineError, Initiator, ListOrders, OrderEventKind, SaleRules, SkuSpec, SkuUpdate,
+    TransitionOptions,
+};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Conn, Req, ReqId};
+use crate::auth::{scope, Role};
+use crate::protocol::{self, encode_order_cursor, CreateSkuReq, Op, UpdateSkuReq, WireError};
+
+impl Conn {
+    /// Run `op` on the engine in a task; the task queues the reply, releases `permit`, records
+    /// the request's metrics and logs one line (ids and code, never the payload).
+    pub(super) fn spawn_request(&self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit) {
+        let call = Call {
+            engine: self.gw.engine.clone(),
+            deadline: Duration::from_millis(self.gw.limits.request_timeout_ms),
+            by: if role == Role::Admin { Initiator::Admin } else { Initiator::User },
+            user: self.acting_user().cloned(),
+        };
+        let out = self.replier();
+        let conn = self.id;
+        self.gw.tracker.spawn(async move {
+            let (order_id, sku_id) = log_ids(&op);
+            let answer = call.run(&req.id, op).await;
+            out.send(answer.text).await;
+            drop(permit);
+            let elapsed = req.t0.elapsed();
+            crate::metrics::request(req.op_name, answer.code, elapsed);
+            tracing::debug!(
+                conn,
+                request_id = %ReqId(&req.id),
+                op = req.op_name,
+                code = answer.code,
+                order_id = order_id.or(answer.order_id),
+                sku_id = answer.err_sku.as_deref().or(sku_id.as_deref()),
+                elapsed_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        });
+    }
+}
+
+/// What an engine request needs besides the request itself.
+struct Call {
+    engine: Engine,
+    /// `request_timeout_ms`: past it the answer is `overloaded` (outcome unknown).
+    deadline: Duration,
+    /// Who the history records as the initiator of a transition.
+    by: Initiator,
+    /// A `user` connection's `sub`: it may touch only its own orders.
+    user: Option<Arc<str>>,
+}
+
+/// A request's reply line and what its log line and metrics need.
+struct Answer {
+    text: String,
+    code: &'static str,
+    /// The order the request created or changed (on success).
+    order_id: Option<u64>,
+    /// The SKU an engine error names.
+    err_sku: Option<String>,
+}
+
+impl Call {
+    async fn run(self, id: &Value, op: Op) -> Answer {
+        let Call { engine, deadline, by, user } = self;
+        let run = async {
+            // A user's request for another user's order answers as if it did not exist.
+            if let (Some(sub), Some(order_id)) = (&user, scope::order_of(&op)) {
+                scope::own_order(&engine, sub, order_id)?;
+            }
+            execute(&engine, op, by).await
+        };
+        match tokio::time::timeout(deadline, run).await {
+            Ok(Ok(v)) => Answer { text: protocol::ok_reply(id, &v), code: "ok", order_id: v.order_id(), err_sku: None },
+            Ok(Err(e)) => {
+                if matches!(e, EngineError::Overloaded) {
+                    crate::metrics::overloaded("mailbox");
+                }
+                let err_sku = e.sku_id().map(str::to_owned);
+                Answer { text: protocol::engine_err_reply(id, &e), code: e.code(), order_id: None, err_sku }
+            }
+            Err(_) => {
+                crate::metrics::overloaded("deadline");
+                let e = WireError::new(
+                    "overloaded",
+                    "request deadline exceeded; the outcome is unknown: retry with the same \
+                     idempotency key or payment id",
+                );
+                Answer { text: protocol::err_reply(id, &e), code: "overloaded", order_id: None, err_sku: None }
+            }
+        }
+    }
+}
+
+fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOptions {
+    TransitionOptions { expected_version, reason }
+}
+
+/// What an engine request returns, serialized straight into the reply (no `Value` tree: the
+/// order is the bulk of every reply, and building a map of it first cost a fifth of the
+/// gateway's CPU per request).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Order(#[serde(serialize_with = "crate::wire::order")] Arc<surge_engine::Order>),
+    Sku(surge_engine::SkuView),
+    /// A `list_orders` page; `next_cursor` is `null` on the last page.
+    Orders {
+        #[serde(serialize_with = "crate::wire::orders")]
+        orders: Vec<Arc<surge_engine::Order>>,
+        next_cursor: Option<String>,
+    },
+    Null(()),
+}
+
+impl Outcome {
+    fn order_id(&self) -> Option<u64> {
+        match self {
+            Outcome::Order(o) => Some(o.order_id.0),
+            _ => None,
+        }
+    }
+}
+
+/// The order id and SKU id a request names, for its log line (never the payload itself).
+fn log_ids(op: &Op) -> (Option<u64>, Option<String>) {
+    match op {
+        Op::CreateSku(r) => (None, Some(r.sku_id.clone())),
+        Op::UpdateSku(r) => (None, Some(r.sku_id.clone())),
+        Op::AdjustStock(r) => (None, Some(r.sku_id.clone())),
+        Op::GetSku(r) => (None, Some(r.sku_id.clone())),
+        Op::CreateOrder(r) => (None, r.items.first().map(|i| i.sku_id.clone())),
+        Op::GetOrder(r) => (Some(r.order_id.0 .0), None),
+        Op::Pay(r) => (Some(r.order_id.0 .0), None),
+        Op::Transition(_, r) => (Some(r.order_id.0 .0), None),
+        Op::Ship(r) => (Some(r.order_id.0 .0), None),
+        Op::ResolveDispute(r) => (Some(r.order_id.0 .0), None),
+        Op::ListOrders(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => (None, None),
+    }
+}
+
+/// Run one typed request on the engine.
+async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, EngineError> {
+    Ok(match op {
+        Op::CreateSku(r) => Outcome::Sku(engine.create_sku(sku_spec(r)).await?),
+        Op::UpdateSku(r) => {
+            let (sku_id, update) = sku_update(r);
+            Outcome::Sku(engine.update_sku(&sku_id, update).await?)
+        }
+        Op::AdjustStock(r) => Outcome::Sku(engine.adjust_stock(&r.sku_id, &r.adjustment_id, r.delta, &r.reason).await?),
+        Op::GetSku(r) => Outcome::Sku(engine.get_sku(&r.sku_id)?),
+        Op::CreateOrder(r) => {
+            let req = CreateOrder {
+                user_id: r.user_id.into(),
+                items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
+                idempotency_key: r.idempotency_key,
+            };
+            Outcome::Order(engine.create_order(req).await?)
+        }
+        Op::GetOrder(r) => Outcome::Order(engine.get_order(r.order_id.0)?),
+        Op::ListOrders(r) => {
+            let q = ListOrders { user_id: r.user_id, status: r.status, limit: r.limit, before: r.cursor };
+            let page = engine.list_orders(&q)?;
+            Outcome::Orders { orders: page.orders, next_cursor: page.next_before.map(encode_order_cursor) }
+        }
+        Op::Pay(r) => {
+            Outcome::Order(engine.pay(r.order_id.0, &r.payment_id, r.amount, opts(r.expected_version, None)).await?)
+        }
+        Op::Transition(name, r) => {
+            let event = transition_event(name)?;
+            Outcome::Order(engine.transition(r.order_id.0, event, by, opts(r.expected_version, r.reason)).await?)
+        }
+        Op::Ship(r) => {
+            Outcome::Order(engine.ship(r.order_id.0, &r.tracking_number, opts(r.expected_version, r.reason)).await?)
+        }
+        Op::ResolveDispute(r) => Outcome::Order(
+            engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?,
+        ),
+        Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
+    })
+}
+
+fn sku_spec(r: CreateSkuReq) -> SkuSpec {
+    let rules = SaleRules {
+        per_user_limit: r.per_user_limit,
+        sale_starts_at_ms: r.sale_starts_at_ms,
+        sale_ends_at_ms: r.sale_ends_at_ms,
+        paused: r.paused,
+    };
+    SkuSpec { sku_id: r.sku_id, name: r.name, price: r.price, initial_stock: r.initial_stock, rules }
+}
+
+/// The SKU to update and the update.
+fn sku_update(r: UpdateSkuReq) -> (String, SkuUpdate) {
+    let update = SkuUpdate {
+        name: r.name,
+        price: r.price,
+        per_user_limit: r.per_user_limit,
+        sale_starts_at_ms: r.sale_starts_at_ms,
+        sale_ends_at_ms: r.sale_ends_at_ms,
+        paused: r.paused,
+    };
+    (r.sku_id, update)
+}
+
+/// The engine event of a parameterless transition op (the names `protocol` parses into
+/// `Op::Transition`).
+fn transition_event(name: &str) -> Result<OrderEventKind, EngineError> {
+    Ok(match name {
+        "cancel_order" => OrderEventKind::Cancel,
+        "start_packing" => OrderEventKind::StartPacking,
+        "deliver" => OrderEventKind::Deliver,
+        "complete" => OrderEventKind::Complete,
+        "request_refund" => OrderEventKind::RequestRefund,
+        "confirm_refund" => OrderEventKind::ConfirmRefund,
+        "reject_refund" => OrderEventKind::RejectRefund,
+        "open_dispute" => OrderEventKind::OpenDispute,
+        other => return Err(EngineError::InvalidRequest { message: format!("unknown transition {other}") }),
+    })
+}

@@ -1,0 +1,58 @@
+//! What a transport's writer sends next: replies as queued, pushes numbered with the
+//! connection's `seq`, and a final error event when the connection was killed (slow consumer,
+//! expired token).
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::hub::{ConnShared, Outbound};
+
+/// Number `seq` for one push and encode it.
+pub(crate) fn encode_push(seq: u64, push: &Map<String, Value>) -> String {
+    let mut m = push.clone();
+    m.insert("seq".into(), Value::from(seq));
+    Value::Object(m).to_string()
+}
+
+/// What a writer does next.
+pub(crate) enum Next {
+    /// Write this push.
+    Text(String),
+    /// Write this reply, then tell `limits::reply_written`.
+    Reply(String),
+    /// Write this final error, then close.
+    Final(String),
+    /// Close.
+    End,
+}
+
+/// The writer's next step: the next reply/push (numbering pushes), or the kill switch.
+pub(crate) async fn next_outbound(rx: &mut mpsc::Receiver<Outbound>, shared: &ConnShared, seq: &mut u64) -> Next {
+    tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => match shared.kill_code.get() {
+            Some(code) => {
+                *seq += 1;
+                let msg = match *code {
+                    "slow_consumer" => {
+                        "this connection does not read what it is sent (outbound queue, max_pending_reply_bytes or \
+                         write_timeout_ms exceeded) and is disconnected"
+                    }
+                    "unauthorized" => "the token expired: connect and authenticate again",
+                    _ => "connection closed by the server",
+                };
+                let v = serde_json::json!({ "event": "error", "seq": *seq, "error": { "code": code, "message": msg } });
+                Next::Final(v.to_string())
+            }
+            None => Next::End,
+        },
+        m = rx.recv() => match m {
+            Some(Outbound::Reply(s)) => Next::Reply(s),
+            Some(Outbound::Push(p)) => {
+                *seq += 1;
+                Next::Text(encode_push(*seq, &p))
+            }
+            Some(Outbound::Close) | None => Next::End,
+        },
+    }
+}
