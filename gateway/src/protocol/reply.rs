@@ -66,6 +66,10 @@ pub fn engine_err_reply(id: &Value, e: &EngineError) -> String {
             err.insert("order_id".into(), Value::String(order_id.0.to_string()));
             err.insert("status".into(), Value::String(status.as_str().into()));
         }
+        EngineError::OrderHistoryFull { order_id, transitions_max, .. } => {
+            err.insert("order_id".into(), Value::String(order_id.0.to_string()));
+            err.insert("transitions_max".into(), Value::from(*transitions_max));
+        }
         EngineError::AdjustmentConflict { adjustment_id, .. } => {
             err.insert("adjustment_id".into(), Value::String(adjustment_id.clone()));
         }
@@ -79,4 +83,23 @@ pub fn engine_err_reply(id: &Value, e: &EngineError) -> String {
     m.insert("ok".into(), Value::Bool(false));
     m.insert("error".into(), Value::Object(err));
     Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_engine::OrderId;
+
+    #[test]
+    fn order_history_full_names_the_order_as_a_string_and_the_bound() {
+        let e = EngineError::OrderHistoryFull {
+            order_id: OrderId(9_007_199_254_740_993),
+            transitions: 11,
+            transitions_max: 16,
+        };
+        let v: Value = serde_json::from_str(&engine_err_reply(&Value::from(4), &e)).unwrap();
+        assert_eq!(v["error"]["code"], "order_history_full");
+        assert_eq!(v["error"]["order_id"], "9007199254740993");
+        assert_eq!(v["error"]["transitions_max"], 16);
+    }
 }
