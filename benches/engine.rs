@@ -26,7 +26,8 @@ const SUBMITTERS: usize = 2;
 /// Requests each submitter has in flight before it waits for them.
 const WINDOW: usize = 2_048;
 /// "Unlimited" stock: far more than a run creates, far from overflow.
-const STOCK: u64 = 1 << 50;
+// The most a SKU may hold: every order of every iteration must find stock.
+const STOCK: u64 = surge::engine::STOCK_MAX;
 
 /// A fresh engine with `skus` unlimited SKUs.
 fn engine_with(skus: &[SkuId]) -> Engine {

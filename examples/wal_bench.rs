@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sku_id: format!("sku-{k}"),
             name: format!("SKU {k}"),
             price: "9.99".parse()?,
-            initial_stock: u64::MAX / 4,
+            initial_stock: surge::engine::STOCK_MAX,
             rules: SaleRules::default(),
         };
         engine.create_sku(spec).wait()?;
