@@ -4,8 +4,15 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use surge_engine::config::DURATION_MS_MAX;
 use surge_engine::EngineConfig;
 use surge_persistence::PersistenceConfig;
+
+/// Largest count or size any `[limits]` value may take (frames, connections, queues, in-flight
+/// requests, rates, `max_pending_reply_bytes`): 2^30, far above any real setting and far below
+/// tokio's semaphore and channel limits (`usize::MAX >> 3` permits), so a typo is refused at
+/// start instead of panicking when the first connection arrives.
+pub const LIMIT_COUNT_MAX: u64 = 1 << 30;
 
 /// Where the server listens and how long it may take to stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +339,18 @@ impl FileConfig {
         if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("limits.{k} must be positive")));
         }
+        // Upper bounds: a value that does not fit must stop the start, never panic later (an
+        // `Instant + Duration` past the clock's range, a semaphore or channel beyond tokio's
+        // permit limit). Durations share the engine's bound; counts and sizes get generous ones.
+        if let Some((k, v)) = positive.iter().find(|(k, v)| k.ends_with("_ms") && *v > DURATION_MS_MAX) {
+            return Err(ConfigError(format!("limits.{k} = {v} must be at most {DURATION_MS_MAX} (100 years)")));
+        }
+        if let Some((k, v)) = positive.iter().find(|(k, v)| !k.ends_with("_ms") && *v > LIMIT_COUNT_MAX) {
+            return Err(ConfigError(format!("limits.{k} = {v} must be at most {LIMIT_COUNT_MAX}")));
+        }
+        if self.metrics.sample_interval_ms > DURATION_MS_MAX {
+            return Err(ConfigError(format!("metrics.sample_interval_ms must be at most {DURATION_MS_MAX}")));
+        }
         if l.outbound_queue <= l.max_in_flight {
             return Err(ConfigError("limits.outbound_queue must exceed limits.max_in_flight".into()));
         }
@@ -348,5 +367,34 @@ impl FileConfig {
         // Loads the keys: a bad secret, PEM file or algorithm name stops the start.
         crate::auth::JwtVerifier::from_config(a)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10, item 3: values that do not fit are refused at start, naming the key; before the
+    /// bounds, `auth_timeout_ms = u64::MAX` passed validation and panicked at the first
+    /// connection (`Instant + Duration` overflow), and `max_in_flight` above tokio's permit limit
+    /// panicked in `Semaphore::new`.
+    #[test]
+    fn limits_that_do_not_fit_are_refused_naming_the_key() {
+        assert!(FileConfig::default().validate().is_ok());
+        let too_big: [(&str, fn(&mut LimitsConfig)); 4] = [
+            ("auth_timeout_ms", |l| l.auth_timeout_ms = u64::MAX),
+            ("write_timeout_ms", |l| l.write_timeout_ms = DURATION_MS_MAX + 1),
+            ("max_in_flight", |l| l.max_in_flight = usize::MAX),
+            ("max_pending_reply_bytes", |l| l.max_pending_reply_bytes = usize::MAX),
+        ];
+        for (key, set) in too_big {
+            let mut cfg = FileConfig::default();
+            set(&mut cfg.limits);
+            let err = cfg.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let mut cfg = FileConfig::default();
+        cfg.metrics.sample_interval_ms = u64::MAX;
+        assert!(cfg.validate().expect_err("sample interval").to_string().contains("sample_interval_ms"));
     }
 }
