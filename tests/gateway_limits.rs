@@ -303,7 +303,7 @@ async fn a_socket_that_accepts_nothing_is_closed_after_write_timeout() {
     for ws in [false, true] {
         // A bound too large to be reached by what fits in the queue: the write timeout acts.
         let server = greedy_client_is_closed(ws, |c| {
-            c.limits.max_pending_reply_bytes = 1 << 40;
+            c.limits.max_pending_reply_bytes = surge::gateway::config::LIMIT_COUNT_MAX as usize;
             c.limits.outbound_queue = 256;
             c.limits.write_timeout_ms = 500;
         })
