@@ -245,6 +245,18 @@ impl ShardCore {
         }
     }
 
+    /// Every SKU actor's state (a simulation checks conservation after each step).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn sku_states(&self) -> impl Iterator<Item = &crate::sku::SkuState> + '_ {
+        self.skus.values().map(|a| a.state())
+    }
+
+    /// True when no saga or stock effect is waiting for an answer and nothing waits in `local`.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.local.is_empty()
+    }
+
     /// Every actor's state as the audit sees it.
     pub fn audit(&self) -> ShardAudit {
         let skus = self
