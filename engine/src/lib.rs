@@ -54,6 +54,8 @@ mod pending;
 mod publish;
 mod routing;
 mod shard;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod sku;
 pub mod snowflake;
 pub mod state;

@@ -101,7 +101,45 @@ impl Snowflake {
     /// this shard has used up, i.e. at most until the clock's next millisecond.
     pub fn next_id(&mut self, clock: &dyn Clock) -> u64 {
         loop {
-            let now = clock.now_ms().saturating_sub(EPOCH_MS).max(0);
+            let now_ms = clock.now_ms();
+            if let Some(id) = self.try_next_id(now_ms) {
+                return id;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    /// The next id at `now_ms` (ms since the Unix epoch), as [`Snowflake::next_id`] but with
+    /// time passed in and never waiting: when this shard's sequence space in the current
+    /// millisecond is used up, it moves on to the next logical millisecond at once (as it does
+    /// while the clock is behind; Sonyflake's and hybrid logical clocks' rule). This is what a
+    /// shard's deterministic core uses: no clock is read and no thread sleeps inside it
+    /// (issue 11). The ids stay strictly increasing and routable; under a burst above
+    /// 4096 / `shard_count` ids in one millisecond their timestamps run up to a few ms ahead.
+    ///
+    /// ```
+    /// use surge_engine::snowflake::{Snowflake, timestamp_ms_of, EPOCH_MS};
+    /// let mut g = Snowflake::new(0, 0, 4).unwrap();
+    /// let ids: Vec<u64> = (0..2_000).map(|_| g.next_id_at(EPOCH_MS + 5)).collect();
+    /// assert!(ids.windows(2).all(|w| w[1] > w[0]));
+    /// assert_eq!(timestamp_ms_of(ids[1_999]), EPOCH_MS + 6); // 1024 per ms for 4 shards
+    /// ```
+    pub fn next_id_at(&mut self, now_ms: i64) -> u64 {
+        loop {
+            if let Some(id) = self.try_next_id(now_ms) {
+                return id;
+            }
+            // The clock stands on the used-up millisecond: borrow the next one.
+            self.last_ms += 1;
+            self.next_seq = self.seq_first;
+        }
+    }
+
+    /// One attempt at the next id at `now_ms`: `None` only when the clock stands exactly on
+    /// the logical millisecond and this shard's sequence space in it is used up.
+    fn try_next_id(&mut self, now_ms: i64) -> Option<u64> {
+        loop {
+            let now = now_ms.saturating_sub(EPOCH_MS).max(0);
             if now > self.last_ms {
                 if self.ahead {
                     tracing::info!(shard = self.seq_first, "snowflake: the clock caught up with the ids");
@@ -114,7 +152,7 @@ impl Snowflake {
                 let seq = self.next_seq;
                 self.next_seq += self.seq_stride;
                 let ms = (self.last_ms as u64) & ((1 << 41) - 1);
-                return (ms << (SEQ_BITS + NODE_BITS)) | (self.node_id << SEQ_BITS) | u64::from(seq);
+                return Some((ms << (SEQ_BITS + NODE_BITS)) | (self.node_id << SEQ_BITS) | u64::from(seq));
             }
             if now < self.last_ms {
                 // The clock is behind the ids (stepped back, or ids came from a clock that was
@@ -131,7 +169,7 @@ impl Snowflake {
                 self.next_seq = self.seq_first;
                 continue;
             }
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            return None;
         }
     }
 }
@@ -218,6 +256,22 @@ mod tests {
     #[test]
     fn continues_from_an_id_a_year_ahead_without_waiting() {
         mints_without_waiting_after_observing_an_id_ahead(365 * 86_400_000);
+    }
+
+    /// The core's generator never waits: 10 000 ids at one fixed `now_ms` (a clock that never
+    /// moves) finish, increase, and route to their shard.
+    #[test]
+    fn next_id_at_a_fixed_time_borrows_later_milliseconds() {
+        let mut g = Snowflake::new(2, 1, 3).unwrap();
+        let mut last = 0;
+        for i in 0..10_000 {
+            let id = g.next_id_at(EPOCH_MS + 100);
+            assert!(id > last, "id {id} not above {last} at {i}");
+            assert_eq!(shard_of(id, 3), 1);
+            last = id;
+        }
+        // 1366 ids per ms for shard 1 of 3: 10 000 ids span 8 ms.
+        assert_eq!(timestamp_ms_of(last), EPOCH_MS + 107);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::event::{ChangeObserver, JournalFactory, NullJournal, OrderArchive, StorageGate};
 use crate::publish::ReadModels;
 use crate::routing::shard_for_key;
-use crate::shard::{Shard, ShardParts};
+use crate::shard::{CoreParts, Shard, ShardParts};
 use crate::snowflake::shard_of;
 use crate::state::EngineState;
 use crate::stats::ShardCounters;
@@ -94,19 +94,21 @@ impl EngineBuilder {
         let id_floor = self.archive.as_ref().and_then(|a| a.highest_id());
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
             let mut shard = Shard::new(ShardParts {
-                id,
-                config: config.clone(),
+                core: CoreParts {
+                    id,
+                    config: config.clone(),
+                    read: read.clone(),
+                    initial,
+                    archive_enabled: self.archive.is_some(),
+                    archive: self.archive.clone(),
+                    counters: counters[id].clone(),
+                },
                 clock: self.clock.clone(),
                 external: ext,
                 internal: int,
                 peers: internal.clone(),
-                read: read.clone(),
                 journal: (self.journal)(id),
-                initial,
-                archive_enabled: self.archive.is_some(),
-                archive: self.archive.clone(),
                 observer: self.observer.clone(),
-                counters: counters[id].clone(),
             })?;
             if let Some(floor) = id_floor {
                 shard.observe_id(floor);
@@ -158,7 +160,7 @@ impl Engine {
 
 /// Place recovered actors by id (SKUs by [`shard_for_key`], orders by the shard in their id),
 /// so the shard count may differ from the last run.
-fn place_state(state: EngineState, n: usize) -> Vec<EngineState> {
+pub(crate) fn place_state(state: EngineState, n: usize) -> Vec<EngineState> {
     let mut parts: Vec<EngineState> = (0..n).map(|_| EngineState::default()).collect();
     for (k, v) in state.skus {
         parts[shard_for_key(&k, n)].skus.insert(k, v);

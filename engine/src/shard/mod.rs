@@ -1,10 +1,24 @@
-//! Shard threads: each hosts many SKU and order actors and drains its mailboxes in batches.
+//! Shards: each hosts many SKU and order actors and handles their messages in batches.
 //!
 //! # Shape
 //! A shard owns plain `HashMap`s of actors (virtual actors, as Orleans grains or LMAX's single
-//! writer): no actor is a task or a thread, so millions of live orders cost memory only. It
-//! receives from two channels:
+//! writer): no actor is a task or a thread, so millions of live orders cost memory only.
 //!
+//! # A deterministic state machine and its runtimes
+//! The shard's logic is [`ShardCore`], a state machine with no thread, channel, clock or I/O of
+//! its own (issue 11, design change 1; TigerBeetle's VOPR and FoundationDB's simulator drive
+//! real code the same way). It takes one input at a time, each with the time `now_ms` it
+//! happens at: a mailbox message or a message from another shard ([`ShardCore::handle`]), or a
+//! timer tick ([`ShardCore::fire_timers`]); messages it sends to itself are handled within the
+//! batch ([`ShardCore::drain_local`]). It accumulates the batch's effects, and
+//! [`ShardCore::end_batch`] returns them as data ([`BatchEffects`]): the journal events, the
+//! messages to other shards, and what waits for durability (replies, the read-model
+//! publication, archived orders' removals). Two runtimes drive it:
+//!
+//! * production, [`Shard`] (`runtime.rs`): a thread, crossbeam mailboxes and the [`Journal`](crate::event::Journal);
+//! * the simulator, `crate::sim`: one thread, a seeded PRNG, a simulated clock and journal.
+//!
+//! # Mailboxes (production)
 //! * `external`, bounded (`mailbox_capacity`): requests from [`crate::Engine`] handles. A full
 //!   mailbox is answered `overloaded` by the sender at once.
 //! * `internal`, from other shards: saga steps (reserve, confirm, release, their answers),
@@ -15,9 +29,10 @@
 //!   leak stock.
 //!
 //! # Batches
-//! One loop turn handles up to `batch_size_max` messages, then *flushes*: the batch's events go
-//! to the [`Journal`], and only after it returns are the batch's replies and cross-shard
-//! messages released. This is where group commit slots in.
+//! One loop turn handles up to `batch_size_max` messages, fires due timers, then *flushes*: the
+//! batch's events go to the [`Journal`](crate::event::Journal) first, then its cross-shard messages are sent, and its
+//! replies are released when the journal says the batch is durable. This is where group commit
+//! slots in.
 //!
 //! # Sagas
 //! `create_order` runs on the shard of the *user* (which owns the user's idempotency records and
@@ -26,55 +41,52 @@
 //! returns the first rejection in item order.
 //!
 //! # Modules
-//! * `msg`: the message enums; `skus`: the SKU actors' messages; `saga`: create-order (reserve,
-//!   compensate, land); `orders`: order commands and their stock effects, archived orders;
-//!   `timers`: deadlines, auto-complete, archiving. This file: the shard's state, its loop,
-//!   batching and flush.
+//! * `msg`: the message enums; `effects`: a batch's effects as data; `runtime`: the production
+//!   thread; `skus`: the SKU actors' messages; `saga`: create-order (reserve, compensate, land);
+//!   `orders`: order commands and their stock effects, archived orders; `timers`: deadlines,
+//!   auto-complete, archiving. This file: the core's state, its inputs and the end of a batch.
 
+mod effects;
 mod msg;
 mod orders;
+mod runtime;
 mod saga;
 mod skus;
 mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
-
-use crate::clock::Clock;
 use crate::config::EngineConfig;
-use crate::domain::{Order, OrderId, SkuId, SkuView, UserId};
-use crate::error::{EngineError, EngineResult};
-use crate::event::{ChangeObserver, Event, Journal, OrderArchive};
+use crate::domain::{Order, OrderId, SkuId, UserId};
+use crate::error::EngineResult;
+use crate::event::{Event, OrderArchive};
 use crate::publish::{BatchPublication, ReadModels};
 use crate::routing::FastMap;
 use crate::sku::SkuActor;
 use crate::snowflake::Snowflake;
 use crate::state::EngineState;
 use crate::stats::ShardCounters;
+pub(crate) use effects::{BatchEffects, Deferred, DurableEffects, JournalBatch};
 pub(crate) use msg::{OrderMsg, Reply, ShardAudit, ShardMsg, SkuAudit, SkuMsg};
+pub(crate) use runtime::{Shard, ShardParts};
 use saga::InFlight;
 use timers::TimerKind;
 
-enum Deferred {
-    Order(Reply<Arc<Order>>, EngineResult<Arc<Order>>),
-    Sku(Reply<SkuView>, EngineResult<SkuView>),
-    Barrier(oneshot::Sender<bool>, bool),
-}
-
-/// One shard's state. Runs on its own thread ([`Shard::run`]).
-pub(crate) struct Shard {
+/// One shard's state and logic as a deterministic state machine: actors, sagas in flight,
+/// timers, idempotency records, the id generator, and the current batch's effects. No thread,
+/// channel, clock or I/O: time comes with each input (`now_ms`, ms since the Unix epoch,
+/// engine clock). The one outside read is `archive` (a port: production's sled tree, `None` in
+/// a simulation without archiving), for commands on orders no longer in memory.
+pub(crate) struct ShardCore {
     id: usize,
     shard_count: usize,
     config: Arc<EngineConfig>,
-    clock: Arc<dyn Clock>,
-    external: Receiver<ShardMsg>,
-    internal: Receiver<ShardMsg>,
-    peers: Vec<Sender<ShardMsg>>,
+    /// The time of the input being handled (engine clock, ms).
+    now_ms: i64,
+    /// Read models: filled at start for recovered actors; read for orders archived in a batch
+    /// that is not yet durable (`find_order`). Only durability callbacks write them later.
     read: Arc<ReadModels>,
-    journal: Box<dyn Journal>,
     ids: Snowflake,
     skus: FastMap<SkuId, SkuActor>,
     orders: FastMap<OrderId, Arc<Order>>,
@@ -86,56 +98,46 @@ pub(crate) struct Shard {
     outbox: Vec<(usize, ShardMsg)>,
     replies: Vec<Deferred>,
     handled_since_barrier: u64,
-    /// Orders archived in this batch: they leave the read models once the batch is durable
-    /// (and the archive has them), so a reader always finds them in one place or the other.
+    /// Orders archived in this batch: they leave the read models once the batch is durable.
     archived: Vec<Arc<Order>>,
     archive_enabled: bool,
     /// Where archived orders are read back (commands on them; see `find_order`).
     archive: Option<Arc<dyn OrderArchive>>,
-    /// Told about durable changes (subscriptions); `None` costs nothing.
-    observer: Option<Arc<dyn ChangeObserver>>,
     /// Orders changed in this batch (new state; true if created): published when durable.
     changed_orders: Vec<(Arc<Order>, bool)>,
     /// SKUs changed in this batch, each once (their actors are marked dirty).
     dirty_skus: Vec<SkuId>,
-    /// Monitoring counters (this thread is their only writer).
+    /// Monitoring counters (this core is their only writer).
     counters: Arc<ShardCounters>,
 }
 
-/// Channels and shared parts a shard is built from.
-pub(crate) struct ShardParts {
+/// What a [`ShardCore`] is built from.
+pub(crate) struct CoreParts {
     pub id: usize,
     pub config: Arc<EngineConfig>,
-    pub clock: Arc<dyn Clock>,
-    pub external: Receiver<ShardMsg>,
-    pub internal: Receiver<ShardMsg>,
-    pub peers: Vec<Sender<ShardMsg>>,
     pub read: Arc<ReadModels>,
-    pub journal: Box<dyn Journal>,
     /// Recovered actors that live on this shard.
     pub initial: EngineState,
     /// Whether terminal orders are archived (only with an archive to read them back from).
     pub archive_enabled: bool,
     /// The archive, read for commands on archived orders.
     pub archive: Option<Arc<dyn OrderArchive>>,
-    pub observer: Option<Arc<dyn ChangeObserver>>,
     pub counters: Arc<ShardCounters>,
 }
 
-impl Shard {
-    pub fn new(p: ShardParts) -> EngineResult<Self> {
-        let shard_count = p.peers.len();
+impl ShardCore {
+    /// Shard `p.id` of `shard_count`, hosting the recovered actors in `p.initial`.
+    ///
+    /// # Errors
+    /// `invalid_config` when the id generator refuses the node id or shard count.
+    pub fn new(p: CoreParts, shard_count: usize) -> EngineResult<Self> {
         Ok(Self {
             id: p.id,
             shard_count,
             ids: Snowflake::new(p.config.node_id, p.id, shard_count)?,
             config: p.config,
-            clock: p.clock,
-            external: p.external,
-            internal: p.internal,
-            peers: p.peers,
+            now_ms: 0,
             read: p.read,
-            journal: p.journal,
             skus: FastMap::default(),
             orders: FastMap::default(),
             in_flight: FastMap::default(),
@@ -149,7 +151,6 @@ impl Shard {
             archived: Vec::new(),
             archive_enabled: p.archive_enabled,
             archive: p.archive,
-            observer: p.observer,
             changed_orders: Vec::new(),
             dirty_skus: Vec::new(),
             counters: p.counters,
@@ -195,53 +196,24 @@ impl Shard {
         crate::publish::index_user_order(&self.read, order);
     }
 
-    /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
-    pub fn run(mut self) {
-        let tick = Duration::from_millis(self.config.tick_interval_ms);
-        let batch_max = self.config.batch_size_max;
-        loop {
-            let first = crossbeam_channel::select! {
-                recv(self.internal) -> m => m.ok(),
-                recv(self.external) -> m => m.ok(),
-                default(tick) => None,
-            };
-            let mut stop = false;
-            let mut handled = 0usize;
-            if let Some(m) = first {
-                stop |= self.handle(m);
-                handled += 1;
-            }
-            while handled < batch_max && !stop {
-                let m = match self.internal.try_recv() {
-                    Ok(m) => m,
-                    Err(_) => match self.external.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    },
-                };
-                stop |= self.handle(m);
-                handled += 1;
-                self.drain_local();
-            }
-            self.drain_local();
-            self.fire_timers();
-            self.drain_local();
-            self.flush();
-            self.counters.handled(handled as u64);
-            if stop {
-                return;
-            }
-        }
+    /// Input: one message (from a mailbox or another shard) at `now_ms`. Messages it sends to
+    /// this shard wait in `local` for [`ShardCore::drain_local`]. True means stop (`Shutdown`).
+    /// `Snapshot` needs the journal's position: runtimes answer it (flush, then
+    /// [`ShardCore::state`]); a core handed one drops it.
+    pub fn handle(&mut self, msg: ShardMsg, now_ms: i64) -> bool {
+        self.now_ms = now_ms;
+        self.handle_now(msg)
     }
 
-    fn drain_local(&mut self) {
+    /// Handle the messages this shard sent itself (at the time of the last input).
+    pub fn drain_local(&mut self) {
         while let Some(m) = self.local.pop_front() {
-            self.handle(m);
+            self.handle_now(m);
         }
     }
 
-    /// Handle one message; true means stop.
-    fn handle(&mut self, msg: ShardMsg) -> bool {
+    /// Handle one message at `self.now_ms`; true means stop.
+    fn handle_now(&mut self, msg: ShardMsg) -> bool {
         if !matches!(msg, ShardMsg::Barrier(_)) {
             self.handled_since_barrier += 1;
         }
@@ -250,39 +222,55 @@ impl Shard {
             ShardMsg::Order(order_id, m) => self.handle_order(order_id, m),
             ShardMsg::CreateOrder(req, reply, fast_reject) => self.start_saga(req, reply, fast_reject),
             ShardMsg::Barrier(tx) => {
-                let now = self.clock.now_ms();
-                let timers_due = self.timers.first().is_some_and(|t| t.0 <= now);
+                let timers_due = self.timers.first().is_some_and(|t| t.0 <= self.now_ms);
                 let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
                 self.handled_since_barrier = 0;
                 self.replies.push(Deferred::Barrier(tx, busy));
             }
-            ShardMsg::Snapshot(tx) => {
-                // Submit what this batch did so far, so the cut and the state agree.
-                self.drain_local();
-                self.flush();
-                let state = EngineState {
-                    skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
-                    orders: self.orders.iter().map(|(k, o)| (*k, o.clone())).collect(),
-                };
-                let _ = tx.send((state, self.journal.position()));
-            }
+            // Dropping the sender tells the caller no cut is coming (see `handle`).
+            ShardMsg::Snapshot(_) => {}
             ShardMsg::Audit(tx) => {
-                let skus = self
-                    .skus
-                    .values()
-                    .map(|a| SkuAudit {
-                        view: a.view(),
-                        holdings: a.holdings().map(|(o, u, q, s)| (o, u.clone(), q, s)).collect(),
-                        user_units: a.user_units().map(|(u, n)| (u.clone(), n)).collect(),
-                        sold_archived: a.sold_archived(),
-                    })
-                    .collect();
-                let orders = self.orders.values().cloned().collect();
-                let _ = tx.send(ShardAudit { skus, orders, in_flight: self.in_flight.len() });
+                let _ = tx.send(self.audit());
             }
             ShardMsg::Shutdown => return true,
         }
         false
+    }
+
+    /// Every actor's state (a snapshot's cut, or a simulation's digest).
+    pub fn state(&self) -> EngineState {
+        EngineState {
+            skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
+            orders: self.orders.iter().map(|(k, o)| (*k, o.clone())).collect(),
+        }
+    }
+
+    /// Every SKU actor's state (a simulation checks conservation after each step).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn sku_states(&self) -> impl Iterator<Item = &crate::sku::SkuState> + '_ {
+        self.skus.values().map(|a| a.state())
+    }
+
+    /// True when no saga or stock effect is waiting for an answer and nothing waits in `local`.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.local.is_empty()
+    }
+
+    /// Every actor's state as the audit sees it.
+    pub fn audit(&self) -> ShardAudit {
+        let skus = self
+            .skus
+            .values()
+            .map(|a| SkuAudit {
+                view: a.view(),
+                holdings: a.holdings().map(|(o, u, q, s)| (o, u.clone(), q, s)).collect(),
+                user_units: a.user_units().map(|(u, n)| (u.clone(), n)).collect(),
+                sold_archived: a.sold_archived(),
+            })
+            .collect();
+        let orders = self.orders.values().cloned().collect();
+        ShardAudit { skus, orders, in_flight: self.in_flight.len() }
     }
 
     /// Route a message to a shard: handled in this batch if local, sent at flush otherwise.
@@ -300,49 +288,26 @@ impl Shard {
         }
     }
 
-    /// Release the batch: journal first, then messages and replies.
-    fn flush(&mut self) {
-        if !self.events.is_empty() || !self.replies.is_empty() {
-            let events = std::mem::take(&mut self.events);
-            let replies = std::mem::take(&mut self.replies);
-            let archived = std::mem::take(&mut self.archived);
-            let read = self.read.clone();
-            let observer = self.observer.clone();
-            let publication = self.take_publication();
-            // Submit before sending the batch's messages: the log stays causally ordered.
-            self.journal.submit(
-                self.id,
-                events,
-                Box::new(move |result| {
-                    if result.is_ok() {
-                        publication.publish(&read);
-                    }
-                    for order in archived {
-                        let id = order.order_id;
-                        // Unless it was restored meanwhile (then the read model holds a newer
-                        // state of it, which stays).
-                        if read.orders.remove_if(&id, |_, o| Arc::ptr_eq(o, &order)).is_none() {
-                            continue;
-                        }
-                        if let Some(mut ids) = read.user_orders.get_mut(&order.user_id) {
-                            ids.retain(|x| *x != id);
-                        }
-                    }
-                    if let (Some(obs), Ok(())) = (&observer, &result) {
-                        for (o, _) in &publication.orders {
-                            obs.order_changed(o);
-                        }
-                        for sku in &publication.skus {
-                            obs.stock_changed(sku.sku_id());
-                        }
-                    }
-                    release(replies, result)
-                }),
-            );
-        }
-        for (shard, msg) in self.outbox.drain(..) {
-            // Only fails when the peer has exited (shutdown): nothing is left to tell.
-            let _ = self.peers[shard].send(msg);
+    /// End the batch: its effects as data (see [`BatchEffects`] for the order to release them
+    /// in). The core is ready for the next batch.
+    pub fn end_batch(&mut self) -> BatchEffects {
+        let batch = if !self.events.is_empty() || !self.replies.is_empty() {
+            let on_durable = DurableEffects {
+                replies: std::mem::take(&mut self.replies),
+                archived: std::mem::take(&mut self.archived),
+                publication: self.take_publication(),
+            };
+            Some(JournalBatch { events: std::mem::take(&mut self.events), on_durable })
+        } else {
+            None
+        };
+        BatchEffects { outbox: std::mem::take(&mut self.outbox), batch }
+    }
+
+    /// Take back an emptied outbox, so the hot path keeps one allocation for it.
+    pub fn recycle_outbox(&mut self, outbox: Vec<(usize, ShardMsg)>) {
+        if self.outbox.is_empty() && outbox.capacity() > self.outbox.capacity() {
+            self.outbox = outbox;
         }
     }
 
@@ -355,30 +320,5 @@ impl Shard {
             }
         }
         BatchPublication { orders: std::mem::take(&mut self.changed_orders), skus }
-    }
-}
-
-/// Release a batch's replies once its events are durable; if they cannot be, no reply claims
-/// success.
-fn release(replies: Vec<Deferred>, result: Result<(), EngineError>) {
-    fn gate<T>(v: EngineResult<T>, result: &Result<(), EngineError>) -> EngineResult<T> {
-        match result {
-            Ok(()) => v,
-            Err(e) => Err(e.clone()),
-        }
-    }
-    for d in replies {
-        // A caller that stopped waiting dropped its receiver: nothing to do.
-        match d {
-            Deferred::Order(r, v) => {
-                let _ = r.send(gate(v, &result));
-            }
-            Deferred::Sku(r, v) => {
-                let _ = r.send(gate(v, &result));
-            }
-            Deferred::Barrier(r, busy) => {
-                let _ = r.send(busy);
-            }
-        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::saga::{FlightState, InFlight};
-use super::{OrderMsg, Reply, Shard, ShardMsg, SkuMsg};
+use super::{OrderMsg, Reply, ShardCore, ShardMsg, SkuMsg};
 use crate::domain::{Initiator, Order, OrderId, OrderStatus};
 use crate::error::EngineError;
 use crate::event::{Event, OrderEvent};
@@ -13,7 +13,7 @@ use crate::order::{self, Decision, OrderCommand};
 use crate::routing::shard_for_key;
 use crate::state_machine::{OrderEventKind, StockEffect};
 
-impl Shard {
+impl ShardCore {
     pub(super) fn handle_order(&mut self, order_id: OrderId, msg: OrderMsg) {
         match msg {
             OrderMsg::Reserved { item, result } => {
@@ -43,7 +43,7 @@ impl Shard {
                 // A deadline that has passed takes effect before anything else the order hears,
                 // whether or not its timer has fired yet: the outcome never depends on timing.
                 if cmd.kind != OrderEventKind::PaymentDeadline && !self.in_flight.contains_key(&order_id) {
-                    let now = self.clock.now_ms();
+                    let now = self.now_ms;
                     let expired = self
                         .orders
                         .get(&order_id)
@@ -63,7 +63,7 @@ impl Shard {
     }
 
     fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms;
         // Timers (by `System`) never need an archived order: they skip the archive read.
         let Some((order, archived)) = self.find_order(order_id, cmd.by != Initiator::System) else {
             self.reply_order(reply, Err(EngineError::UnknownOrder { order_id }));

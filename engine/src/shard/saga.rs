@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::timers::TimerKind;
-use super::{Deferred, OrderMsg, Reply, Shard, ShardMsg, SkuMsg};
+use super::{Deferred, OrderMsg, Reply, ShardCore, ShardMsg, SkuMsg};
 use crate::config::ms_i64;
 use crate::domain::{CreateOrder, Order, OrderId, SkuId, UserId};
 use crate::error::EngineError;
@@ -44,7 +44,7 @@ pub(super) struct InFlight {
     pub(super) queued: VecDeque<OrderMsg>,
 }
 
-impl Shard {
+impl ShardCore {
     pub(super) fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>, fast_reject: Option<EngineError>) {
         let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
         if let Some(&existing) = self.idempotency.get(&key) {
@@ -73,7 +73,7 @@ impl Shard {
             self.replies.push(Deferred::Order(reply, Err(e)));
             return;
         }
-        let order_id = OrderId(self.ids.next_id(&*self.clock));
+        let order_id = OrderId(self.ids.next_id_at(self.now_ms));
         let n = req.items.len();
         for (i, (sku_id, qty)) in req.items.iter().enumerate() {
             let shard = shard_for_key(sku_id, self.shard_count);
@@ -154,7 +154,7 @@ impl Shard {
 
     /// The order a fully granted saga creates ([`order::build_order`]).
     fn build_order(&self, order_id: OrderId, saga: &Saga) -> Result<Arc<Order>, EngineError> {
-        let now = self.clock.now_ms();
+        let now = self.now_ms;
         let deadline = now.saturating_add(ms_i64(self.config.payment_timeout_ms));
         let lines = saga.items.iter().zip(&saga.grants).filter_map(|((sku_id, qty), grant)| match grant {
             Some(Ok(g)) => Some((sku_id, *qty, g)),

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use super::{Deferred, OrderMsg, Shard, ShardMsg, SkuMsg};
+use super::{Deferred, OrderMsg, ShardCore, ShardMsg, SkuMsg};
 use crate::domain::{OrderId, SkuId, SkuSpec, SkuView};
 use crate::error::{EngineError, EngineResult};
 use crate::event::{sku_id_of, Event, SkuEvent};
 use crate::sku::{SkuActor, SkuState};
 
-impl Shard {
+impl ShardCore {
     /// Handle one message to the SKU actor `sku_id`.
     pub(super) fn handle_sku(&mut self, sku_id: SkuId, msg: SkuMsg) {
-        let now = self.clock.now_ms();
+        let now = self.now_ms;
         let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
         match msg {
             SkuMsg::Create(spec, reply) => {

@@ -1,7 +1,8 @@
 //! A shard's timers: payment deadlines, auto-complete and archiving, kept in one ordered set
-//! per shard and fired in bounded batches (`timers_per_tick_max`) on the shard thread.
+//! per shard and fired in bounded batches (`timers_per_tick_max`) when the runtime feeds the
+//! core a tick at time t (the core reads no clock).
 
-use super::{OrderMsg, Shard, ShardMsg, SkuMsg};
+use super::{OrderMsg, ShardCore, ShardMsg, SkuMsg};
 use crate::config::ms_i64;
 use crate::domain::{Initiator, Order, OrderId, OrderStatus};
 use crate::event::{Event, OrderEvent};
@@ -17,7 +18,7 @@ pub(super) enum TimerKind {
     Archive,
 }
 
-impl Shard {
+impl ShardCore {
     /// The timer a recovered order needs: its payment deadline, its auto-complete, or (terminal,
     /// with archiving on) its archiving.
     pub(super) fn arm_recovered_timer(&mut self, order: &Order) {
@@ -84,8 +85,11 @@ impl Shard {
         self.events.push(Event::Order(OrderEvent::Archived(order)));
     }
 
-    pub(super) fn fire_timers(&mut self) {
-        let now = self.clock.now_ms();
+    /// Input: a timer tick at `now_ms` (engine clock). Fires at most `timers_per_tick_max` due
+    /// timers, oldest first.
+    pub(crate) fn fire_timers(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+        let now = now_ms;
         for _ in 0..self.config.timers_per_tick_max {
             let Some(&(at, order_id, kind)) = self.timers.first() else {
                 break;

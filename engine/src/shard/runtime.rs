@@ -1,0 +1,136 @@
+//! The production runtime of a shard: one thread that feeds its [`ShardCore`] from crossbeam
+//! channels, reads the injected clock once per input, and releases each batch's effects
+//! through the [`Journal`](crate::event::Journal) (submit, then send to peers; publish and reply when durable).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{CoreParts, ShardCore, ShardMsg};
+use crate::clock::Clock;
+use crate::error::EngineResult;
+use crate::event::{ChangeObserver, Journal};
+use crate::publish::ReadModels;
+
+/// Channels and shared parts a shard thread is built from.
+pub(crate) struct ShardParts {
+    /// The state machine's own parts.
+    pub core: CoreParts,
+    pub clock: Arc<dyn Clock>,
+    pub external: Receiver<ShardMsg>,
+    pub internal: Receiver<ShardMsg>,
+    pub peers: Vec<Sender<ShardMsg>>,
+    pub journal: Box<dyn Journal>,
+    /// Told about durable changes (subscriptions); `None` costs nothing.
+    pub observer: Option<Arc<dyn ChangeObserver>>,
+}
+
+/// A shard's thread: the core plus its mailboxes, clock and journal. Runs in [`Shard::run`].
+pub(crate) struct Shard {
+    core: ShardCore,
+    clock: Arc<dyn Clock>,
+    external: Receiver<ShardMsg>,
+    internal: Receiver<ShardMsg>,
+    peers: Vec<Sender<ShardMsg>>,
+    journal: Box<dyn Journal>,
+    observer: Option<Arc<dyn ChangeObserver>>,
+    read: Arc<ReadModels>,
+}
+
+impl Shard {
+    pub fn new(p: ShardParts) -> EngineResult<Self> {
+        let read = p.core.read.clone();
+        Ok(Self {
+            core: ShardCore::new(p.core, p.peers.len())?,
+            clock: p.clock,
+            external: p.external,
+            internal: p.internal,
+            peers: p.peers,
+            journal: p.journal,
+            observer: p.observer,
+            read,
+        })
+    }
+
+    /// Never mint an id at or below `id` (an archived order's, after recovery).
+    pub fn observe_id(&mut self, id: crate::domain::OrderId) {
+        self.core.observe_id(id);
+    }
+
+    /// The shard loop: block for a message (or a tick), drain a batch, fire timers, flush.
+    pub fn run(mut self) {
+        let tick = Duration::from_millis(self.core.config.tick_interval_ms);
+        let batch_max = self.core.config.batch_size_max;
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(self.internal) -> m => m.ok(),
+                recv(self.external) -> m => m.ok(),
+                default(tick) => None,
+            };
+            let mut stop = false;
+            let mut handled = 0usize;
+            if let Some(m) = first {
+                stop |= self.handle(m);
+                handled += 1;
+            }
+            while handled < batch_max && !stop {
+                let m = match self.internal.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => match self.external.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                };
+                stop |= self.handle(m);
+                handled += 1;
+                self.core.drain_local();
+            }
+            self.core.drain_local();
+            self.core.fire_timers(self.clock.now_ms());
+            self.core.drain_local();
+            self.flush();
+            self.core.counters.handled(handled as u64);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// One input to the core at the clock's now; a snapshot request is the runtime's (it
+    /// needs the journal's position). True means stop.
+    fn handle(&mut self, msg: ShardMsg) -> bool {
+        match msg {
+            ShardMsg::Snapshot(tx) => {
+                self.core.handled_since_barrier += 1;
+                // Submit what this batch did so far, so the cut and the state agree.
+                self.core.drain_local();
+                self.flush();
+                let _ = tx.send((self.core.state(), self.journal.position()));
+                false
+            }
+            m => self.core.handle(m, self.clock.now_ms()),
+        }
+    }
+
+    /// Release the batch: journal first, then messages; replies when durable.
+    fn flush(&mut self) {
+        let mut effects = self.core.end_batch();
+        if let Some(batch) = effects.batch {
+            let read = self.read.clone();
+            let observer = self.observer.clone();
+            let on_durable = batch.on_durable;
+            // Submit before sending the batch's messages: the log stays causally ordered.
+            self.journal.submit(
+                self.core.id,
+                batch.events,
+                Box::new(move |result| on_durable.complete(&read, observer.as_ref(), result)),
+            );
+        }
+        for (shard, msg) in effects.outbox.drain(..) {
+            // Only fails when the peer has exited (shutdown): nothing is left to tell.
+            let _ = self.peers[shard].send(msg);
+        }
+        self.core.recycle_outbox(effects.outbox);
+    }
+}

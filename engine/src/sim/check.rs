@@ -1,0 +1,91 @@
+//! The simulator's checks: a shard's SKUs after every step, the full audit at quiet points,
+//! and a stable fingerprint of the messages between shards for the trace digest.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use super::prng::Fnv64;
+use super::workload::Workload;
+use crate::audit;
+use crate::shard::{OrderMsg, ShardCore, ShardMsg, SkuMsg};
+
+/// What holds at every step, mid-saga too: each SKU of shard `core` conserves its stock
+/// (`available + reserved + sold == stocked_total`) and its counters equal its holdings.
+///
+/// # Errors
+/// The first SKU that breaks either, in words.
+pub(super) fn shard_skus(core: &ShardCore) -> Result<(), String> {
+    for st in core.sku_states() {
+        let v = st.view();
+        if v.available + v.reserved + v.sold != v.stocked_total {
+            return Err(format!(
+                "sku {}: available {} + reserved {} + sold {} != stocked_total {}",
+                v.sku_id, v.available, v.reserved, v.sold, v.stocked_total
+            ));
+        }
+        let (mut reserved, mut sold) = (0u64, 0u64);
+        for (_, _, qty, is_sold) in st.holdings() {
+            *(if is_sold { &mut sold } else { &mut reserved }) += u64::from(qty);
+        }
+        if reserved != v.reserved || sold + st.sold_archived() != v.sold {
+            return Err(format!(
+                "sku {}: counters reserved={} sold={} but holdings sum to {reserved} and {sold}",
+                v.sku_id, v.reserved, v.sold
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What holds when nothing is in flight: the engine's full audit (counters, holdings and
+/// orders agree across actors), one order per (user, idempotency key), per-user limits.
+///
+/// # Errors
+/// The audit's violations, or the first other broken invariant.
+pub(super) fn full_audit(cores: &[ShardCore], workload: &Workload) -> Result<(), String> {
+    let report = audit::check(cores.iter().map(ShardCore::audit).collect());
+    if !report.is_healthy() {
+        return Err(format!("audit: {}", report.violations.join("; ")));
+    }
+    let mut keys = HashSet::new();
+    for core in cores {
+        for o in core.audit().orders {
+            if !keys.insert((o.user_id.clone(), o.idempotency_key.clone())) {
+                return Err(format!("two live orders for user {} and key {}", o.user_id, o.idempotency_key));
+            }
+        }
+    }
+    for ((sku_id, user), units) in &report.user_units {
+        if let Some(limit) = workload.limits.get(sku_id).filter(|l| units > l) {
+            return Err(format!("sku {sku_id}: user {user} holds {units} units, limit {limit}"));
+        }
+    }
+    Ok(())
+}
+
+/// Fold a message to shard `to` into `trace`: its kind and the ids it names (messages carry
+/// reply channels, which have no stable form).
+pub(super) fn trace_msg(trace: &mut Fnv64, to: usize, msg: &ShardMsg) {
+    let _ = match msg {
+        ShardMsg::Sku(sku_id, m) => {
+            let (kind, order) = match m {
+                SkuMsg::Reserve { order_id, qty, item, .. } => {
+                    (10 + u64::from(*item) * 100 + u64::from(*qty), *order_id)
+                }
+                SkuMsg::Confirm { order_id, .. } => (1, *order_id),
+                SkuMsg::Release { order_id, .. } => (2, *order_id),
+                SkuMsg::Restock { order_id, .. } => (3, *order_id),
+                SkuMsg::Forget { order_id } => (4, *order_id),
+                SkuMsg::Remember { order_id, .. } => (5, *order_id),
+                _ => (6, crate::domain::OrderId(0)),
+            };
+            write!(trace, "{to}>{sku_id}:{kind}:{order}")
+        }
+        ShardMsg::Order(order_id, m) => match m {
+            OrderMsg::Reserved { item, result } => write!(trace, "{to}>{order_id}:r{item}:{}", result.is_ok()),
+            OrderMsg::StockDone => write!(trace, "{to}>{order_id}:d"),
+            OrderMsg::Command(c, _) => write!(trace, "{to}>{order_id}:{:?}", c.kind),
+        },
+        _ => write!(trace, "{to}>other"),
+    };
+}
