@@ -37,6 +37,7 @@ mod durable;
 pub mod error;
 pub mod inspect;
 pub mod recovery;
+pub mod sim;
 pub mod snapshot;
 pub mod storage;
 pub mod store;

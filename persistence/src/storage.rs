@@ -25,11 +25,11 @@ pub type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> PersistenceResult<()> + 'a
 ///
 /// # Example
 /// ```
-/// use surge_persistence::{SledStore, Storage};
-/// let dir = tempfile::tempdir().unwrap();
-/// let store = SledStore::open(dir.path()).unwrap();
-/// Storage::set_meta_u64(&store, "shard_count", 4).unwrap();
-/// assert_eq!(Storage::meta_u64(&store, "shard_count"), Some(4));
+/// use surge_persistence::{sim::{SimConfig, SimStore}, Storage};
+/// let store = SimStore::new(SimConfig::new(7));
+/// store.set_meta_u64("shard_count", 4).unwrap();
+/// assert_eq!(store.meta_u64("shard_count"), Some(4));
+/// assert_eq!(store.record_count(), 0);
 /// ```
 pub trait Storage: Send + Sync + 'static {
     /// Call `visit` with every record in LSN order (recovery's replay, `surge wal inspect`).

@@ -117,6 +117,36 @@ impl DurableEngine {
         })
     }
 
+    /// Open over any [`Storage`] (the simulator's [`crate::sim::SimStore`]), with `writer` as
+    /// the WAL writer's handle on the same storage: recovery, the writer, snapshots and trimming
+    /// run the same code as over sled. `cfg.data_dir` is not used.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surge_engine::{EngineConfig, ManualClock};
+    /// use surge_persistence::{sim::{SimConfig, SimStore}, DurableEngine, PersistenceConfig};
+    ///
+    /// let sim = SimStore::new(SimConfig::new(1));
+    /// let clock = Arc::new(ManualClock::new(1_000));
+    /// let cfg = PersistenceConfig::new("unused");
+    /// let db = DurableEngine::open_on(Arc::new(sim.clone()), Box::new(sim.clone()), cfg, EngineConfig::default(), clock)
+    ///     .unwrap();
+    /// drop(db);
+    /// sim.crash(); // keeps only what was synced
+    /// ```
+    ///
+    /// # Errors
+    /// As [`DurableEngine::open`].
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        writer: Box<dyn LogStore>,
+        cfg: PersistenceConfig,
+        engine_cfg: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> PersistenceResult<Self> {
+        Self::start(cfg, engine_cfg, clock, None, move || Ok((storage, writer)))
+    }
+
     /// Recover from the storage `open_storage` gives (not called in mode `none`) and start.
     fn start(
         cfg: PersistenceConfig,
