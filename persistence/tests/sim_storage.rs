@@ -49,6 +49,10 @@ struct Outcome {
     store_digest: u64,
     recoveries: usize,
     faults: u64,
+    /// Recoveries that started from a snapshot.
+    from_snapshot: usize,
+    /// Orders in the archive at the end.
+    archived: usize,
 }
 
 /// What clients were told, kept across crashes.
@@ -76,7 +80,14 @@ impl Sim {
     fn new(knobs: Knobs) -> Self {
         let config =
             SimConfig { faults: knobs.faults, torn_write_probability: knobs.torn, ..SimConfig::new(knobs.seed) };
-        let outcome = Outcome { recovered_digests: Vec::new(), store_digest: 0, recoveries: 0, faults: 0 };
+        let outcome = Outcome {
+            recovered_digests: Vec::new(),
+            store_digest: 0,
+            recoveries: 0,
+            faults: 0,
+            from_snapshot: 0,
+            archived: 0,
+        };
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
         let rng = Rng::new(knobs.seed ^ 0xA5A5);
         Self { knobs, rng, store: SimStore::new(config), clock, db: None, ledger: Ledger::default(), outcome }
@@ -129,6 +140,9 @@ impl Sim {
         self.store.crash();
         self.open();
         self.outcome.recoveries += 1;
+        if self.db.as_ref().is_some_and(|db| db.recovery().snapshot_lsn.is_some()) {
+            self.outcome.from_snapshot += 1;
+        }
         self.check_recovered();
     }
 
@@ -337,6 +351,7 @@ impl Sim {
             }
         }
         self.crash_and_recover();
+        self.outcome.archived = self.db.as_ref().map_or(0, |db| db.archived_order_count());
         drop(self.db.take());
         let s = self.store.stats();
         self.outcome.faults = s.write_errors + s.no_space_errors + s.fsync_errors;
@@ -358,14 +373,21 @@ fn knobs(seed: u64, shard_count: usize) -> Knobs {
 
 #[test]
 fn crashes_and_storage_faults_lose_nothing_acknowledged() {
-    let (mut recoveries, mut faults) = (0, 0);
+    let (mut recoveries, mut faults, mut from_snapshot, mut archived) = (0, 0, 0, 0);
     let seeds = seeds(0..16);
     for &seed in &seeds {
         let out = Sim::new(knobs(seed, 3)).run();
         recoveries += out.recoveries;
         faults += out.faults;
+        from_snapshot += out.from_snapshot;
+        archived += out.archived;
     }
-    eprintln!("{} seeds: {recoveries} recoveries, {faults} storage faults", seeds.len());
+    eprintln!(
+        "{} seeds: {recoveries} recoveries ({from_snapshot} from a snapshot), {faults} storage faults, {archived} \
+         orders archived",
+        seeds.len()
+    );
+    assert!(from_snapshot > 0 && archived > 0, "snapshots and archiving must happen during the run");
     assert!(
         recoveries > seeds.len() && faults > 0,
         "the simulation must crash and fault: {recoveries} recoveries, {faults} faults"
