@@ -9,8 +9,8 @@ pub struct FaultRates {
     /// A write (log append, archive put, meta put, trim, snapshot file) fails with an I/O
     /// error (`EIO`) and writes nothing.
     pub write_error: f64,
-    /// A write fails with "no space left on device" (`ENOSPC`, [`io::ErrorKind::StorageFull`])
-    /// and writes nothing.
+    /// A write fails with "no space left on device" (`ENOSPC`: the kind of OS error 28) and
+    /// writes nothing.
     pub no_space: f64,
     /// An fsync (a log flush with `sync == true`, a snapshot file's fsync) fails; what was
     /// written stays unsynced (a later crash may lose it: PostgreSQL's "fsyncgate").
@@ -74,7 +74,10 @@ pub(crate) fn write_error(what: &str) -> io::Error {
 
 /// The error a simulated full disk returns.
 pub(crate) fn no_space(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::StorageFull, format!("simulated no space left on device (ENOSPC) on {what}"))
+    // ENOSPC is 28 on Linux and macOS; its kind is `StorageFull` (named only from Rust 1.83, above
+    // the workspace's MSRV).
+    let kind = io::Error::from_raw_os_error(28).kind();
+    io::Error::new(kind, format!("simulated no space left on device (ENOSPC) on {what}"))
 }
 
 /// The error a simulated failed fsync returns.
