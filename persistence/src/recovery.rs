@@ -2,7 +2,6 @@
 //! past a damaged file, see [`crate::snapshot`]), replay the WAL records it does not cover in LSN
 //! order, then reconcile (finish what a crash interrupted).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use surge_engine::{EngineState, Event, OrderEvent};
@@ -10,7 +9,7 @@ use surge_engine::{EngineState, Event, OrderEvent};
 use crate::codec::{decode_header, decode_record, SnapshotFile};
 use crate::error::PersistenceResult;
 use crate::snapshot;
-use crate::store::SledStore;
+use crate::storage::Storage;
 
 /// What recovery did (also logged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,14 +46,16 @@ pub struct Recovered {
     pub kept: Option<snapshot::KeptSnapshot>,
 }
 
-/// Rebuild the engine state from `data_dir`'s snapshot and `store`'s log.
+/// Rebuild the engine state from `store`'s snapshot files and log: the same code over sled
+/// ([`crate::SledStore`]) and over the simulator's memory ([`crate::sim::SimStore`]).
 ///
 /// # Errors
 /// A snapshot or record that does not decode (named by path or LSN); I/O errors.
-pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovered> {
+pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
     let t0 = Instant::now();
     let mut stats = RecoveryStats::default();
-    let loaded = snapshot::load_for_recovery(data_dir, store.meta_u64(snapshot::META_WAL_TRIMMED_BY))?;
+    let trimmed_by = store.meta_u64(snapshot::META_WAL_TRIMMED_BY);
+    let loaded = snapshot::load_for_recovery(store.snapshots(), trimmed_by)?;
     stats.snapshots_rejected = loaded.rejected.len() as u64;
     let (mut state, kept) = match loaded.snapshot {
         Some((kept, snap)) => {
@@ -66,16 +67,15 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
     let cover: Option<&SnapshotFile> = kept.as_ref().map(|k| &k.cover);
     let mut archived = Vec::new();
     let mut seq_max = cover.map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
-    for r in store.iter() {
-        let (lsn, bytes) = r?;
+    store.for_each_record(&mut |lsn, bytes| {
         stats.last_lsn = lsn;
-        let header = decode_header(lsn, &bytes)?;
+        let header = decode_header(lsn, bytes)?;
         seq_max = seq_max.max(header.seq);
         if cover.is_some_and(|c| c.covers(&header)) {
             stats.records_skipped += 1;
-            continue;
+            return Ok(());
         }
-        let (_, events) = decode_record(lsn, &bytes)?;
+        let (_, events) = decode_record(lsn, bytes)?;
         for e in &events {
             if let Event::Order(OrderEvent::Archived(o)) = e {
                 archived.push(o.clone());
@@ -84,7 +84,8 @@ pub fn recover(store: &SledStore, data_dir: &Path) -> PersistenceResult<Recovere
         }
         stats.records_replayed += 1;
         stats.events_replayed += events.len() as u64;
-    }
+        Ok(())
+    })?;
     // A crash may have kept an `order_archived` record but not its archive entry: write again.
     store.put_archived(&archived)?;
     // Consult the archive (just brought up to date) so that a crash between `order_archived`

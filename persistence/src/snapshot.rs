@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{decode_snapshot, encode_snapshot, SnapshotFile};
 use crate::error::{PersistenceError, PersistenceResult};
+use crate::storage::SnapshotStore;
 
 /// Meta key (u64): number of the snapshot whose coverage the last WAL trim used; 0 = the log
 /// was never trimmed (it holds everything since the directory was created); absent = a
@@ -30,6 +31,73 @@ pub const META_WAL_TRIMMED_BY: &str = "wal_trimmed_by_snapshot";
 
 fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
+}
+
+/// Snapshot files on disk: `DIR/snapshots/snapshot-<number>.bin`.
+#[derive(Debug, Clone)]
+pub struct FsSnapshots {
+    /// `DIR/snapshots`.
+    dir: PathBuf,
+}
+
+impl FsSnapshots {
+    /// The snapshot files of the data directory `data_dir` (the folder is created on the first
+    /// write).
+    pub fn new(data_dir: &Path) -> Self {
+        Self { dir: dir_of(data_dir) }
+    }
+
+    fn path(&self, number: u64, ext: &str) -> PathBuf {
+        self.dir.join(format!("snapshot-{number:020}.{ext}"))
+    }
+}
+
+impl SnapshotStore for FsSnapshots {
+    fn list(&self) -> PersistenceResult<Vec<(u64, PathBuf)>> {
+        if !self.dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut v: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| number_of(&p).map(|n| (n, p)))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn write_durable(&self, number: u64, bytes: &[u8]) -> PersistenceResult<PathBuf> {
+        crate::dirs::create_dir_durable(&self.dir)?;
+        let (path, tmp) = (self.path(number, "bin"), self.path(number, "tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    fn read(&self, number: u64) -> std::io::Result<Vec<u8>> {
+        fs::read(self.path(number, "bin"))
+    }
+
+    fn remove(&self, number: u64) {
+        let _ = fs::remove_file(self.path(number, "bin"));
+    }
+
+    fn retain(&self, keep: &[u64]) -> PersistenceResult<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snapshot-"));
+            let kept = number_of(&path).is_some_and(|n| keep.contains(&n));
+            if ours && !kept {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
 }
 
 /// A snapshot that recovery loaded or the snapshotter wrote: what the next trim may rely on.
@@ -56,52 +124,34 @@ impl KeptSnapshot {
 /// # Errors
 /// I/O failures (disk full, permissions); the file read back does not verify (it is removed).
 pub fn write(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(PathBuf, u64)> {
-    write_kept(data_dir, snap).map(|(kept, size_bytes)| (kept.path, size_bytes))
+    write_kept(&FsSnapshots::new(data_dir), snap).map(|(kept, size_bytes)| (kept.path, size_bytes))
 }
 
-/// [`write`], returning the new snapshot as [`KeptSnapshot`].
+/// [`write`] into any [`SnapshotStore`], returning the new snapshot as [`KeptSnapshot`].
 ///
 /// # Errors
 /// As [`write`].
-pub fn write_kept(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(KeptSnapshot, u64)> {
-    let dir = dir_of(data_dir);
-    crate::dirs::create_dir_durable(&dir)?;
+pub fn write_kept(files: &dyn SnapshotStore, snap: &SnapshotFile) -> PersistenceResult<(KeptSnapshot, u64)> {
     let bytes = encode_snapshot(snap)?;
-    let newest = list(data_dir)?.last().map_or(0, |(n, _)| *n);
+    let newest = files.list()?.last().map_or(0, |(n, _)| *n);
     let number = snap.lsn.max(newest + 1);
-    let path = dir.join(format!("snapshot-{number:020}.bin"));
-    let tmp = dir.join(format!("snapshot-{number:020}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
-    File::open(&dir)?.sync_all()?;
+    let path = files.write_durable(number, &bytes)?;
     // Read back: only a file that verifies may replace the previous generation.
-    if let Err(e) = read_verified(&path) {
-        let _ = fs::remove_file(&path);
+    if let Err(e) = read_verified(files, number, &path) {
+        files.remove(number);
         return Err(e);
     }
     Ok((KeptSnapshot::new(path, number, snap), bytes.len() as u64))
 }
 
-/// Remove every snapshot file (and leftover temporary file) except `keep`. A file that cannot
-/// be removed costs disk only: numbers order the files, and recovery verifies before use.
+/// Remove every snapshot file (and leftover temporary file) except the numbers in `keep`. A
+/// file that cannot be removed costs disk only: numbers order the files, and recovery verifies
+/// before use.
 ///
 /// # Errors
 /// The directory cannot be read or fsynced.
-pub fn retain(data_dir: &Path, keep: &[&Path]) -> PersistenceResult<()> {
-    let dir = dir_of(data_dir);
-    for entry in fs::read_dir(&dir)? {
-        let path = entry?.path();
-        let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snapshot-"));
-        if ours && !keep.contains(&path.as_path()) {
-            let _ = fs::remove_file(&path);
-        }
-    }
-    File::open(&dir)?.sync_all()?;
-    Ok(())
+pub fn retain(files: &dyn SnapshotStore, keep: &[u64]) -> PersistenceResult<()> {
+    files.retain(keep)
 }
 
 /// The number in a snapshot file name, if it is one.
@@ -110,23 +160,10 @@ fn number_of(path: &Path) -> Option<u64> {
     name.strip_prefix("snapshot-")?.strip_suffix(".bin")?.parse().ok()
 }
 
-/// Snapshot files present, by number, oldest first.
-fn list(data_dir: &Path) -> PersistenceResult<Vec<(u64, PathBuf)>> {
-    let dir = dir_of(data_dir);
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|p| number_of(&p).map(|n| (n, p)))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-fn read_verified(path: &Path) -> PersistenceResult<SnapshotFile> {
+fn read_verified(files: &dyn SnapshotStore, number: u64, path: &Path) -> PersistenceResult<SnapshotFile> {
     let name = path.display().to_string();
-    let bytes = fs::read(path).map_err(|e| PersistenceError::Snapshot { path: name.clone(), reason: e.to_string() })?;
+    let bytes =
+        files.read(number).map_err(|e| PersistenceError::Snapshot { path: name.clone(), reason: e.to_string() })?;
     decode_snapshot(&name, &bytes)
 }
 
@@ -135,8 +172,9 @@ fn read_verified(path: &Path) -> PersistenceResult<SnapshotFile> {
 /// # Errors
 /// The newest file exists but does not verify.
 pub fn load_latest(data_dir: &Path) -> PersistenceResult<Option<(PathBuf, SnapshotFile)>> {
-    let Some((_, path)) = list(data_dir)?.pop() else { return Ok(None) };
-    let snap = read_verified(&path)?;
+    let files = FsSnapshots::new(data_dir);
+    let Some((number, path)) = files.list()?.pop() else { return Ok(None) };
+    let snap = read_verified(&files, number, &path)?;
     Ok(Some((path, snap)))
 }
 
@@ -154,8 +192,8 @@ pub struct Loaded {
 /// # Errors
 /// No snapshot verifies and the log no longer holds everything from the start (names the newest
 /// file and why it failed); the directory cannot be read.
-pub fn load_for_recovery(data_dir: &Path, trimmed_by: Option<u64>) -> PersistenceResult<Loaded> {
-    let files = list(data_dir)?;
+pub fn load_for_recovery(store: &dyn SnapshotStore, trimmed_by: Option<u64>) -> PersistenceResult<Loaded> {
+    let files = store.list()?;
     let mut rejected = Vec::new();
     let mut first_error = None;
     for (number, path) in files.iter().rev() {
@@ -167,7 +205,7 @@ pub fn load_for_recovery(data_dir: &Path, trimmed_by: Option<u64>) -> Persistenc
         if !usable {
             break;
         }
-        match read_verified(path) {
+        match read_verified(store, *number, path) {
             Ok(snap) => {
                 let kept = KeptSnapshot::new(path.clone(), *number, &snap);
                 return Ok(Loaded { snapshot: Some((kept, snap)), rejected });
@@ -190,7 +228,7 @@ pub fn load_for_recovery(data_dir: &Path, trimmed_by: Option<u64>) -> Persistenc
             reason: format!("{reason}; no older snapshot is usable and the log was trimmed: cannot recover"),
         }),
         (_, other) => Err(other.unwrap_or_else(|| PersistenceError::Snapshot {
-            path: dir_of(data_dir).display().to_string(),
+            path: "snapshots".to_owned(),
             reason: format!(
                 "the log was trimmed by snapshot {} but no snapshot from it on is left: cannot recover",
                 trimmed_by.unwrap_or(0)

@@ -11,6 +11,8 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::error::PersistenceResult;
+use crate::snapshot::FsSnapshots;
+use crate::storage::{RecordVisitor, SnapshotStore, Storage};
 
 /// Where the WAL writer puts records: the storage boundary, a trait so tests can inject faults.
 pub trait LogStore: Send + 'static {
@@ -51,6 +53,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// sled's data file, kept open for fsync.
     data_file: std::sync::Arc<File>,
+    /// The directory's snapshot files (not in sled; [`Storage::snapshots`]).
+    snapshots: FsSnapshots,
 }
 
 fn io(e: sled::Error) -> std::io::Error {
@@ -61,7 +65,7 @@ fn io(e: sled::Error) -> std::io::Error {
 }
 
 impl SledStore {
-    /// Open (or create) the WAL under `dir/wal`.
+    /// Open (or create) the WAL under `dir/wal` (snapshot files: `dir/snapshots`).
     ///
     /// # Errors
     /// sled cannot open the directory (missing permissions, another process holds it).
@@ -101,7 +105,8 @@ impl SledStore {
         // The files were possibly just created: make their directory entries durable once.
         File::open(&path)?.sync_all()?;
         let meta = db.open_tree("meta")?;
-        Ok(Self { db, wal, archive, archive_by_user, meta, data_file })
+        let snapshots = FsSnapshots::new(dir);
+        Ok(Self { db, wal, archive, archive_by_user, meta, data_file, snapshots })
     }
 
     /// The highest LSN in the log, if any.
@@ -271,6 +276,65 @@ impl LogStore for SledStore {
     }
 }
 
+/// The real storage: sled for the log, archive and meta; files for snapshots.
+impl Storage for SledStore {
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> PersistenceResult<()> {
+        for r in self.wal.iter() {
+            let (k, v) = r?;
+            visit(lsn_of(&k), &v)?;
+        }
+        Ok(())
+    }
+
+    fn remove_where(&self, covered: &mut dyn FnMut(u64, &[u8]) -> bool) -> PersistenceResult<u64> {
+        SledStore::remove_where(self, covered)
+    }
+
+    fn record_count(&self) -> usize {
+        self.len()
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size_on_disk()
+    }
+
+    fn put_archived(&self, orders: &[std::sync::Arc<surge_engine::Order>]) -> std::io::Result<()> {
+        SledStore::put_archived(self, orders)
+    }
+
+    fn archived(&self, order_id: u64) -> Option<surge_engine::Order> {
+        SledStore::archived(self, order_id)
+    }
+
+    fn archived_ids_before(&self, user_id: &str, before: Option<u64>, limit: usize) -> Vec<u64> {
+        SledStore::archived_ids_before(self, user_id, before, limit)
+    }
+
+    fn archived_ids(&self, user_id: &str) -> Vec<u64> {
+        SledStore::archived_ids(self, user_id)
+    }
+
+    fn archived_max_id(&self) -> Option<u64> {
+        SledStore::archived_max_id(self)
+    }
+
+    fn archived_count(&self) -> usize {
+        SledStore::archived_count(self)
+    }
+
+    fn meta_u64(&self, key: &str) -> Option<u64> {
+        SledStore::meta_u64(self, key)
+    }
+
+    fn set_meta_u64(&self, key: &str, value: u64) -> PersistenceResult<()> {
+        SledStore::set_meta_u64(self, key, value)
+    }
+
+    fn snapshots(&self) -> &dyn SnapshotStore {
+        &self.snapshots
+    }
+}
+
 fn user_key(user_id: &str, order_id: Option<u64>) -> Vec<u8> {
     let b = user_id.as_bytes();
     let mut k = Vec::with_capacity(2 + b.len() + 8);
@@ -287,4 +351,18 @@ fn lsn_of(key: &[u8]) -> u64 {
     let n = key.len().min(8);
     b[..n].copy_from_slice(&key[..n]);
     u64::from_be_bytes(b)
+}
+
+impl LogStore for Box<dyn LogStore> {
+    fn append(&mut self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
+        (**self).append(records)
+    }
+
+    fn archive(&mut self, orders: &[std::sync::Arc<surge_engine::Order>]) -> std::io::Result<()> {
+        (**self).archive(orders)
+    }
+
+    fn flush(&mut self, sync: bool) -> std::io::Result<()> {
+        (**self).flush(sync)
+    }
 }

@@ -750,7 +750,7 @@ fn log_opens_and_replays(version: u16) {
         store.append(&records).unwrap();
         store.flush(true).unwrap();
         // Replay alone rebuilds exactly the state the events describe, with nothing to repair.
-        match recover(&store, dir.path()) {
+        match recover(&store) {
             Ok(r) => {
                 assert!(r.state == want, "v{version}: replayed state differs from the events' state");
                 assert!(r.fixes.is_empty(), "v{version} repairs: {:?}", r.fixes);
@@ -820,7 +820,7 @@ fn assert_stops_at_lsn_4(what: &str, bad: Vec<u8>) {
             vec![(1, good[0].clone()), (2, good[1].clone()), (3, good[2].clone()), (4, bad), (5, good[3].clone())];
         store.append(&records).unwrap();
         store.flush(true).unwrap();
-        match recover(&store, dir.path()) {
+        match recover(&store) {
             Err(PersistenceError::Corrupt { lsn, .. }) => assert_eq!(lsn, 4, "{what}"),
             Err(e) => panic!("{what}: wrong error {e}"),
             Ok(r) => panic!("{what}: recovery accepted it ({:?})", r.stats),
