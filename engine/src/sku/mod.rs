@@ -13,7 +13,7 @@
 //! never an input to a decision (the fast path may reject from a stale hint, never grant).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,11 @@ use crate::domain::{OrderId, SaleRules, SkuId, SkuUpdate, SkuView, UserId};
 use crate::error::EngineError;
 use crate::event::SkuEvent;
 use crate::routing::FastMap;
+
+mod shared;
+mod v1;
+pub(crate) use shared::{SkuMeta, SkuPublication, SkuShared};
+pub use v1::SkuStateV1;
 
 /// A granted reservation: what the order snapshots.
 #[derive(Debug, Clone)]
@@ -60,107 +65,6 @@ struct Adjustment {
     reason: Box<str>,
 }
 
-/// Name, price and rules: changed rarely, swapped whole.
-#[derive(Debug, Clone)]
-pub(crate) struct SkuMeta {
-    pub name: Arc<str>,
-    pub price: Decimal,
-    pub rules: SaleRules,
-}
-
-/// The part of a SKU that readers see without messaging the actor.
-///
-/// Counters are a seqlock: the writer (the `on_durable` callbacks of the owning shard's batches,
-/// which run one after another in batch order) moves `seq` to odd, stores, moves it to even;
-/// readers retry until they see the same even `seq` before and after, so a view is never torn
-/// (`available + reserved + sold == stocked_total` holds in every view). The writer takes the
-/// odd `seq` with a compare-and-swap, so even two overlapping writers could not tear a view.
-#[derive(Debug)]
-pub(crate) struct SkuShared {
-    pub sku_id: SkuId,
-    /// The shard hosting the actor (routing without rehashing).
-    pub shard: usize,
-    seq: AtomicU64,
-    available: AtomicU64,
-    reserved: AtomicU64,
-    sold: AtomicU64,
-    stocked_total: AtomicU64,
-    meta: ArcSwap<SkuMeta>,
-}
-
-impl SkuShared {
-    /// Sold-out fast path: true while available is 0.
-    pub fn sold_out_hint(&self) -> bool {
-        self.available.load(Ordering::Acquire) == 0
-    }
-
-    /// The rejection the actor would give any reservation right now, judged from the published
-    /// state: paused, outside the sale window, or sold out (in the actor's order of checks).
-    /// `None` means "ask the actor".
-    pub fn fast_reject(&self, now_ms: i64) -> Option<EngineError> {
-        let meta = self.meta.load();
-        let sku_id = || self.sku_id.to_string();
-        if meta.rules.paused {
-            return Some(EngineError::SkuPaused { sku_id: sku_id() });
-        }
-        if meta.rules.sale_starts_at_ms.is_some_and(|t| now_ms < t) {
-            return Some(EngineError::SaleNotStarted { sku_id: sku_id() });
-        }
-        if meta.rules.sale_ends_at_ms.is_some_and(|t| now_ms >= t) {
-            return Some(EngineError::SaleEnded { sku_id: sku_id() });
-        }
-        self.sold_out_hint().then(|| EngineError::SoldOut { sku_id: sku_id() })
-    }
-
-    /// Write `counters` (available, reserved, sold, stocked_total) as one seqlock update.
-    fn store_counters(&self, counters: [u64; 4]) {
-        let seq = loop {
-            let seq = self.seq.load(Ordering::Relaxed);
-            if seq & 1 == 0
-                && self.seq.compare_exchange_weak(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
-                break seq;
-            }
-            std::hint::spin_loop();
-        };
-        fence(Ordering::Release);
-        self.available.store(counters[0], Ordering::Relaxed);
-        self.reserved.store(counters[1], Ordering::Relaxed);
-        self.sold.store(counters[2], Ordering::Relaxed);
-        self.stocked_total.store(counters[3], Ordering::Relaxed);
-        self.seq.store(seq + 2, Ordering::Release);
-    }
-
-    /// A consistent snapshot.
-    pub fn view(&self) -> SkuView {
-        loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let available = self.available.load(Ordering::Acquire);
-            let reserved = self.reserved.load(Ordering::Acquire);
-            let sold = self.sold.load(Ordering::Acquire);
-            let stocked_total = self.stocked_total.load(Ordering::Acquire);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                let meta = self.meta.load();
-                return SkuView {
-                    sku_id: self.sku_id.clone(),
-                    name: meta.name.clone(),
-                    price: meta.price,
-                    available,
-                    reserved,
-                    sold,
-                    stocked_total,
-                    rules: meta.rules.clone(),
-                };
-            }
-        }
-    }
-}
-
 /// One SKU's state: pure data, serializable (snapshots), rebuilt by applying its events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuState {
@@ -183,42 +87,6 @@ pub struct SkuState {
     adjustments: VecDeque<Adjustment>,
 }
 
-/// A [`SkuState`] as format version 1 stored it (before adjustment ids): decodes v1 snapshots,
-/// converts with `SkuState::from`. Field order is the v1 layout; never change it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SkuStateV1 {
-    id: SkuId,
-    name: Arc<str>,
-    price: Decimal,
-    rules: SaleRules,
-    available: u64,
-    reserved: u64,
-    sold: u64,
-    stocked_total: u64,
-    holdings: FastMap<OrderId, Holding>,
-    user_units: FastMap<UserId, u32>,
-    sold_archived: u64,
-}
-
-impl From<SkuStateV1> for SkuState {
-    fn from(v: SkuStateV1) -> Self {
-        Self {
-            id: v.id,
-            name: v.name,
-            price: v.price,
-            rules: v.rules,
-            available: v.available,
-            reserved: v.reserved,
-            sold: v.sold,
-            stocked_total: v.stocked_total,
-            holdings: v.holdings,
-            user_units: v.user_units,
-            sold_archived: v.sold_archived,
-            adjustments: VecDeque::new(),
-        }
-    }
-}
-
 /// A SKU actor: its state plus the read model it publishes to. Owned by exactly one shard
 /// thread.
 #[derive(Debug)]
@@ -231,38 +99,6 @@ pub(crate) struct SkuActor {
     meta_dirty: bool,
     /// `shared` is in the read models (false for a SKU created in a batch not yet durable).
     listed: bool,
-}
-
-/// One SKU's read-model update at the end of a batch, applied when the batch is durable
-/// ([`SkuPublication::publish`]): an immutable copy computed by the shard, so the shared seqlock
-/// has exactly one writer (the batch's `on_durable` callback).
-pub(crate) struct SkuPublication {
-    shared: Arc<SkuShared>,
-    /// available, reserved, sold, stocked_total at the end of the batch.
-    counters: [u64; 4],
-    /// New name, price and rules, if they changed in the batch.
-    meta: Option<Arc<SkuMeta>>,
-    /// The SKU was created in the batch: list it in the read models.
-    created: bool,
-}
-
-impl SkuPublication {
-    /// The SKU this publication is for.
-    pub fn sku_id(&self) -> &SkuId {
-        &self.shared.sku_id
-    }
-
-    /// Make the batch's changes visible: rules first, then counters, then (for a new SKU) the
-    /// listing, so a reader that finds the SKU sees its durable state.
-    pub fn publish(&self, skus: &dashmap::DashMap<SkuId, Arc<SkuShared>, ahash::RandomState>) {
-        if let Some(meta) = &self.meta {
-            self.shared.meta.store(meta.clone());
-        }
-        self.shared.store_counters(self.counters);
-        if self.created {
-            skus.insert(self.shared.sku_id.clone(), self.shared.clone());
-        }
-    }
 }
 
 impl SkuState {
