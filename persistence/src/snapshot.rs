@@ -20,9 +20,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{decode_snapshot, encode_snapshot, SnapshotFile};
+use crate::codec::{decode_header, decode_snapshot, encode_snapshot, SnapshotFile};
 use crate::error::{PersistenceError, PersistenceResult};
-use crate::storage::SnapshotStore;
+use crate::storage::{SnapshotStore, Storage};
 
 /// Meta key (u64): number of the snapshot whose coverage the last WAL trim used; 0 = the log
 /// was never trimmed (it holds everything since the directory was created); absent = a
@@ -125,6 +125,36 @@ impl KeptSnapshot {
 /// I/O failures (disk full, permissions); the file read back does not verify (it is removed).
 pub fn write(data_dir: &Path, snap: &SnapshotFile) -> PersistenceResult<(PathBuf, u64)> {
     write_kept(&FsSnapshots::new(data_dir), snap).map(|(kept, size_bytes)| (kept.path, size_bytes))
+}
+
+/// Write `file` as the newest snapshot, then trim the log by the *previous* snapshot's
+/// coverage (`kept`) and keep those two files ("Two generations" above); `kept` becomes the new
+/// one. The one sequence `DurableEngine`'s snapshots and the simulator's run. Returns the new
+/// file's path, its size in bytes, and the log records removed.
+///
+/// # Errors
+/// Writing or verifying the file, recording the trim, trimming, or removing old files failed;
+/// `kept` is then unchanged unless the trim itself failed part-way (the log keeps more).
+pub fn write_and_trim(
+    store: &dyn Storage,
+    kept: &mut Option<KeptSnapshot>,
+    file: &SnapshotFile,
+) -> PersistenceResult<(PathBuf, u64, u64)> {
+    let (new, size_bytes) = write_kept(store.snapshots(), file)?;
+    let records_removed = match kept.as_ref() {
+        Some(prev) => {
+            // Recorded before any record goes: recovery must not fall back past `prev`.
+            store.set_meta_u64(META_WAL_TRIMMED_BY, prev.number)?;
+            let covered = |lsn, bytes: &[u8]| decode_header(lsn, bytes).map(|h| prev.cover.covers(&h));
+            store.remove_where(&mut |lsn, bytes| covered(lsn, bytes).unwrap_or(false))?
+        }
+        None => 0,
+    };
+    let keep: Vec<u64> = kept.iter().map(|k| k.number).chain([new.number]).collect();
+    retain(store.snapshots(), &keep)?;
+    let path = new.path.clone();
+    *kept = Some(new);
+    Ok((path, size_bytes, records_removed))
 }
 
 /// [`write`] into any [`SnapshotStore`], returning the new snapshot as [`KeptSnapshot`].

@@ -52,7 +52,7 @@ fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, every_events: u64, eve
 }
 
 /// The archive as the engine reads it: the storage's archive, filled by the WAL writer.
-pub(super) struct StoreArchive(pub(super) std::sync::Weak<dyn Storage>);
+pub(crate) struct StoreArchive(pub(crate) std::sync::Weak<dyn Storage>);
 
 impl OrderArchive for StoreArchive {
     fn get(&self, order_id: OrderId) -> Option<Arc<Order>> {

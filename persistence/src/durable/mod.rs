@@ -10,8 +10,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use surge_engine::{fatal, ChangeObserver, Clock, Engine, EngineConfig, StorageGate, SystemClock};
 
-use self::background::{spawn_snapshotter, StoreArchive};
-use crate::codec::{decode_header, encode_records, SnapshotFile};
+pub(crate) use self::background::StoreArchive;
+use self::background::spawn_snapshotter;
+use crate::codec::{encode_records, SnapshotFile};
 use crate::writer::Writer;
 use crate::{
     dirs, recovery, snapshot, Durability, LogStore, PersistenceConfig, PersistenceError, PersistenceResult,
@@ -40,23 +41,16 @@ impl Shared {
         // command path. A panic while holding it already ended the process (fail-stop).
         let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (state, cuts) = self.engine.snapshot()?;
+        // The state may hold changes not yet durable (an order archived in memory, its archive
+        // entry still unwritten): write the file only once the log holds everything it does.
+        self.engine.wait_durable()?;
+        if self.stats.failed.load(Ordering::Acquire) {
+            return Err(PersistenceError::StorageFailed);
+        }
         let (orders, skus) = (state.orders.len(), state.skus.len());
         let lsn = self.stats.durable_lsn.load(Ordering::Acquire);
         let file = SnapshotFile { lsn, base: self.base, cuts, state };
-        let (new, size_bytes) = snapshot::write_kept(store.snapshots(), &file)?;
-        let records_removed = match kept.as_ref() {
-            Some(prev) => {
-                // Recorded before any record goes: recovery must not fall back past `prev`.
-                store.set_meta_u64(snapshot::META_WAL_TRIMMED_BY, prev.number)?;
-                let covered = |lsn, bytes: &[u8]| decode_header(lsn, bytes).map(|h| prev.cover.covers(&h));
-                store.remove_where(&mut |lsn, bytes| covered(lsn, bytes).unwrap_or(false))?
-            }
-            None => 0,
-        };
-        let keep: Vec<u64> = kept.iter().map(|k| k.number).chain([new.number]).collect();
-        snapshot::retain(store.snapshots(), &keep)?;
-        let path = new.path.clone();
-        *kept = Some(new);
+        let (path, size_bytes, records_removed) = snapshot::write_and_trim(&**store, &mut kept, &file)?;
         tracing::info!(path = %path.display(), size_bytes, records_removed, orders, "snapshot written");
         Ok(Some(SnapshotInfo { path, size_bytes, records_removed, orders, skus }))
     }
@@ -182,7 +176,7 @@ impl DurableEngine {
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
         if !recovered.fixes.is_empty() {
-            next_lsn = log_repairs(&mut writer_store, &recovered, next_lsn, sync)?;
+            next_lsn = log_repairs(&mut *writer_store, &recovered, next_lsn, sync)?;
         }
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
@@ -331,8 +325,8 @@ fn directory_shard_count(store: &dyn Storage, engine_cfg: &EngineConfig) -> Pers
 
 /// Log recovery's repairs from `next_lsn` on, durably, before anything new can depend on them.
 /// Returns the next free LSN.
-fn log_repairs(
-    store: &mut Box<dyn LogStore>,
+pub(crate) fn log_repairs(
+    store: &mut dyn LogStore,
     recovered: &recovery::Recovered,
     mut next_lsn: u64,
     sync: bool,
