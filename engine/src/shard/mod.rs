@@ -251,6 +251,18 @@ impl ShardCore {
         self.skus.values().map(|a| a.state())
     }
 
+    /// A live order (a simulation checks acknowledged orders after recovery).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn order(&self, order_id: OrderId) -> Option<&Arc<Order>> {
+        self.orders.get(&order_id)
+    }
+
+    /// The planted bug `sim::Bug::ForgetIdempotencyOnRecovery`: drop every idempotency record.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn plant_forget_idempotency(&mut self) {
+        self.idempotency.clear();
+    }
+
     /// True when no saga or stock effect is waiting for an answer and nothing waits in `local`.
     #[cfg(any(test, feature = "sim"))]
     pub fn is_idle(&self) -> bool {

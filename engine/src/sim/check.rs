@@ -1,13 +1,20 @@
 //! The simulator's checks: a shard's SKUs after every step, the full audit at quiet points,
-//! and a stable fingerprint of the messages between shards for the trace digest.
+//! durability after every recovery, and a stable fingerprint of the messages between shards
+//! for the trace digest.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use super::disk::Disk;
 use super::prng::Fnv64;
 use super::workload::Workload;
 use crate::audit;
+use crate::domain::{Order, SkuId};
+use crate::event::Event;
 use crate::shard::{OrderMsg, ShardCore, ShardMsg, SkuMsg};
+use crate::snowflake::shard_of;
+use crate::state::expected_holding;
 
 /// What holds at every step, mid-saga too: each SKU of shard `core` conserves its stock
 /// (`available + reserved + sold == stocked_total`) and its counters equal its holdings.
@@ -61,6 +68,71 @@ pub(super) fn full_audit(cores: &[ShardCore], workload: &Workload) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// What holds after every recovery and at the end of a run:
+/// * every order a client was answered with (created, paid, canceled, ...) still exists, live
+///   or archived, at least at the version it was answered with (and in the same status at that
+///   version): an acknowledged change is never lost;
+/// * every SKU a client was answered with exists;
+/// * each SKU's archived sold units equal the sold units of the archived orders that are not
+///   live again: archiving never loses or restocks sold units.
+///
+/// # Errors
+/// The first broken one, in words.
+pub(super) fn after_recovery(cores: &[ShardCore], disk: &dyn Disk, workload: &Workload) -> Result<(), String> {
+    let archive = disk.archive();
+    let n = cores.len();
+    for (id, (status, version)) in workload.acked() {
+        let live = cores[shard_of(id.0, n)].order(*id).cloned();
+        let Some(order) = live.or_else(|| archive.get(*id)) else {
+            return Err(format!("order {id}, answered {status} at version {version}, is gone"));
+        };
+        if order.version < *version || (order.version == *version && order.status != *status) {
+            return Err(format!(
+                "order {id} was answered {status} at version {version}, but is {} at version {}",
+                order.status, order.version
+            ));
+        }
+    }
+    for sku_id in workload.skus_acked() {
+        if !cores.iter().any(|c| c.sku_states().any(|s| s.sku_id() == sku_id)) {
+            return Err(format!("sku {sku_id} was answered created, but is gone"));
+        }
+    }
+    archived_units(cores, &disk.archived_orders())
+}
+
+/// Each SKU's `sold_archived` equals the sold units of archived orders that are not live.
+fn archived_units(cores: &[ShardCore], archived: &[Arc<Order>]) -> Result<(), String> {
+    let n = cores.len();
+    let mut want: BTreeMap<&SkuId, u64> = BTreeMap::new();
+    for o in archived {
+        if cores[shard_of(o.order_id.0, n)].order(o.order_id).is_some() || expected_holding(o) != Some(true) {
+            continue;
+        }
+        for item in &o.items {
+            *want.entry(&item.sku_id).or_default() += u64::from(item.qty);
+        }
+    }
+    for st in cores.iter().flat_map(ShardCore::sku_states) {
+        let id = st.sku_id();
+        let wanted = want.get(id).copied().unwrap_or(0);
+        if st.sold_archived() != wanted {
+            return Err(format!(
+                "sku {id}: {} units counted sold by archived orders, but archived orders hold {wanted}",
+                st.sold_archived()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fold a batch's journal events into `trace`.
+pub(super) fn trace_events(trace: &mut Fnv64, events: &[Event]) {
+    for e in events {
+        let _ = write!(trace, "{e:?}");
+    }
 }
 
 /// Fold a message to shard `to` into `trace`: its kind and the ids it names (messages carry

@@ -1,15 +1,21 @@
 //! The simulator's own tests: determinism (same seed, same run bit for bit; another seed,
-//! another run) and many seeds of the workload with every check on.
+//! another run), many seeds with crashes and storage faults and every check on, and the
+//! planted bugs it must catch.
 
 use std::time::Instant;
 
-use super::{run, run_with, Fault, SimConfig};
+use super::{run, run_on, Bug, MemDisk, RecoveryBug, SimConfig, SimFailure};
 
-/// Same seed twice: the same trace (every step's effects) and the same final state.
+fn crashing(seed: u64, ops: u64) -> SimConfig {
+    SimConfig { seed, ops, shard_count: 3, crash_rate: 2e-4, storage_fault_rate: 1e-3 }
+}
+
+/// Same seed twice: the same trace (every step's effects, crashes and recoveries included)
+/// and the same final state.
 #[test]
 fn same_seed_gives_the_same_run_bit_for_bit() {
     for seed in [1u64, 42, 0xDEAD_BEEF] {
-        let config = SimConfig { seed, ops: 1_500, ..SimConfig::default() };
+        let config = crashing(seed, 3_000);
         let a = run(&config).unwrap_or_else(|f| panic!("{f}"));
         let b = run(&config).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(a, b, "seed {seed}: two runs differ");
@@ -26,21 +32,32 @@ fn different_seeds_give_different_runs() {
     assert_ne!(a.state_digest, b.state_digest);
 }
 
-/// 20 seeds × 5 000 ops over 1 to 4 shards, checked after every step; a failure names its seed.
+/// 20 seeds × 5 000 ops over 1 to 4 shards, crashes and storage faults in three seeds of four,
+/// checked after every step; a failure names its seed.
 #[test]
-fn twenty_seeds_of_five_thousand_ops_keep_every_invariant() {
+fn twenty_seeds_with_crashes_keep_every_invariant() {
     let started = Instant::now();
-    let mut ops = 0;
+    let (mut ops, mut crashes) = (0, 0);
     for seed in 1_000..1_020u64 {
         let shard_count = 1 + (seed % 4) as usize;
-        let config = SimConfig { seed, ops: 5_000, shard_count };
+        let faulty = seed % 4 != 0;
+        let config = SimConfig {
+            shard_count,
+            crash_rate: if faulty { 2e-4 } else { 0.0 },
+            storage_fault_rate: if faulty { 5e-4 } else { 0.0 },
+            ..crashing(seed, 5_000)
+        };
         match run(&config) {
-            Ok(r) => ops += r.ops,
-            Err(f) => panic!("{f} (reproduce: SimConfig {{ seed: {seed}, ops: 5000, shard_count: {shard_count} }})"),
+            Ok(r) => {
+                ops += r.ops;
+                crashes += r.crashes;
+            }
+            Err(f) => panic!("{}\n{config:?}", describe(&f)),
         }
     }
+    assert!(crashes >= 20, "only {crashes} crashes in 20 seeds: recovery is barely exercised");
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("simulated {ops} ops in {secs:.2} s ({:.0} ops/s)", ops as f64 / secs);
+    eprintln!("simulated {ops} ops with {crashes} crashes in {secs:.2} s ({:.0} ops/s)", ops as f64 / secs);
 }
 
 /// A configuration the engine refuses is an error, not a panic.
@@ -51,33 +68,81 @@ fn a_refused_shard_count_is_an_error() {
 }
 
 /// The workload reaches every outcome it is meant to: orders created and refused (sold out,
-/// short of stock, over a per-user limit), paid, paid twice, canceled, and expired (a pay
-/// after the deadline is `order_not_payable`).
+/// short of stock, over a per-user limit), paid, paid twice, canceled, expired (a pay after
+/// the deadline is `order_not_payable`), shipped, refunded, disputed, requests left unknown
+/// by a crash, and storage faults.
 #[test]
 fn the_workload_reaches_every_outcome() {
-    let r = run(&SimConfig { seed: 5, ops: 5_000, shard_count: 2 }).unwrap_or_else(|f| panic!("{f}"));
+    let r = run(&SimConfig { seed: 5, ops: 20_000, shard_count: 2, crash_rate: 2e-4, storage_fault_rate: 1e-3 })
+        .unwrap_or_else(|f| panic!("{}", describe(&f)));
     for outcome in [
         "create:ok",
         "create:sold_out",
         "create:insufficient_stock",
         "create:purchase_limit_exceeded",
+        "create:unknown",
         "pay:ok",
         "pay:already_paid",
         "pay:order_not_payable",
         "cancel:ok",
+        "ship:ok",
+        "deliver:ok",
+        "confirm_refund:ok",
+        "open_dispute:ok",
         "sku:ok",
     ] {
-        assert!(r.outcomes.get(outcome).is_some_and(|n| *n > 0), "seed 5: no {outcome} in {:?}", r.outcomes);
+        assert!(r.outcomes.get(outcome).is_some_and(|n| *n > 0), "seed 5: no {outcome} in {:#?}", r.outcomes);
     }
+    assert!(r.crashes > 0 && r.storage_faults > 0, "{r:?}");
 }
 
-/// A planted bug (a `Release` lost between shards: a compensation or cancel that forgets one
-/// release) is reported, with its seed, within a few seeds.
+fn describe(f: &SimFailure) -> String {
+    format!("{f}\nlast steps:\n  {}", f.trace.join("\n  "))
+}
+
+/// Run seeds 1..=`seeds` with `bug` planted until one fails; the failure and the operations
+/// it took (all seeds that passed plus the failing one's).
+fn find(bug: Bug, recovery: RecoveryBug, seeds: u64, ops: u64) -> (SimFailure, u64) {
+    let mut spent = 0;
+    for seed in 1..=seeds {
+        let config = SimConfig { crash_rate: 5e-4, storage_fault_rate: 0.0, ..crashing(seed, ops) };
+        let disk = Box::new(MemDisk::new(seed, 0.0).with_bug(recovery));
+        match run_on(&config, disk, bug) {
+            Ok(r) => spent += r.ops,
+            Err(f) => {
+                eprintln!("{bug:?}/{recovery:?} caught after {spent} ops of earlier seeds: {}", describe(&f));
+                return (f, spent);
+            }
+        }
+    }
+    panic!("{bug:?}/{recovery:?} went unnoticed in {seeds} seeds of {ops} ops");
+}
+
+/// A compensation or cancel that forgets one release is reported, with its seed.
 #[test]
 fn a_lost_release_is_caught() {
-    let caught = (1..=5u64)
-        .find_map(|seed| run_with(&SimConfig { seed, ops: 2_000, shard_count: 3 }, Fault::DropFirstRelease).err());
-    let failure = caught.expect("a lost release went unnoticed in 5 seeds");
-    eprintln!("caught: {failure}");
+    let (failure, _) = find(Bug::DropFirstRelease, RecoveryBug::None, 5, 2_000);
     assert!(failure.to_string().contains("seed"), "{failure}");
 }
+
+/// Replies released before their batch is durable: a crash loses an answered order.
+#[test]
+fn a_reply_before_durability_is_caught() {
+    let (failure, _) = find(Bug::ReplyBeforeDurable, RecoveryBug::None, 10, 5_000);
+    assert!(failure.violation.contains("is gone") || failure.violation.contains("version"), "{failure}");
+}
+
+/// Recovery without idempotency records: a retried key creates a second order.
+#[test]
+fn idempotency_records_dropped_on_recovery_are_caught() {
+    let (failure, _) = find(Bug::ForgetIdempotencyOnRecovery, RecoveryBug::None, 10, 5_000);
+    assert!(failure.violation.contains("two"), "{failure}");
+}
+
+/// Recovery that reconciles without the archive restocks an archived order's sold units.
+#[test]
+fn restocking_archived_orders_on_recovery_is_caught() {
+    let (failure, _) = find(Bug::None, RecoveryBug::IgnoreArchive, 20, 5_000);
+    assert!(failure.violation.contains("archived"), "{failure}");
+}
+

@@ -31,6 +31,8 @@
 //! assert_eq!(sim.record_count(), 1); // the unsynced record is gone (torn writes are off)
 //! ```
 
+#[cfg(any(test, feature = "sim"))]
+mod disk;
 mod faults;
 mod image;
 
@@ -41,6 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use surge_engine::Order;
 
+#[cfg(any(test, feature = "sim"))]
+pub use self::disk::SimDisk;
 pub use self::faults::FaultRates;
 use self::faults::Rng;
 use self::image::{ArchivedEntry, Image, Op};
@@ -216,6 +220,17 @@ impl SimStore {
         inner.stats.crashes += 1;
         inner.written = inner.synced.clone();
         lost
+    }
+
+    /// Every archived order the written image holds (a simulation's checker reads them all).
+    pub fn archived_orders(&self) -> Vec<Order> {
+        let g = self.lock();
+        g.written.archive.values().filter_map(|b| crate::codec::decode_order(b)).collect()
+    }
+
+    /// The fault rates in force.
+    pub fn faults(&self) -> FaultRates {
+        self.lock().config.faults
     }
 
     /// Change the fault rates from now on (e.g. none while a checker reads).
