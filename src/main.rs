@@ -7,9 +7,14 @@
 //! * `surge bench [--scenario hot-sku|flash-sale|mixed] [--target in-process|tcp://…|ws://…|
 //!   redis://…|postgres://…] [--connections N] [--pipeline N] [--rate RPS] [--duration 10s |
 //!   --requests N] [--json]`: the load generator (see `surge bench --help`).
+//! * `surge sim --seed N [--ops M] [--shards K] [--crash-rate R] [--storage-fault-rate R]
+//!   [--torn-write-probability P] [--json]`: one deterministic simulation (exit 1 on a
+//!   violation, printing the seed, the invariant and the last steps).
 //! * `surge wal dump [--data-dir DIR]`: every logged event as one JSON object per line (audits).
 //!
 //! Run them on a stopped server's data directory (sled holds a lock while it is open).
+
+mod sim_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +58,9 @@ enum Command {
     /// Surge server (TCP, WebSocket), Redis + Lua or PostgreSQL; print throughput, latency
     /// percentiles and errors by code (or --json).
     Bench(Box<surge_loadgen::BenchArgs>),
+    /// Run one deterministic simulation (engine, WAL and recovery, with crashes and storage
+    /// faults); exit 1 with the seed, the violated invariant and the last steps on a violation.
+    Sim(Box<sim_cmd::SimArgs>),
     /// Look inside a data directory's write-ahead log.
     Wal {
         #[command(subcommand)]
@@ -129,6 +137,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(&args),
+        Command::Sim(args) => sim_cmd::sim(&args).map_err(Into::into),
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
         Command::Wal { command: WalCommand::Dump { data_dir } } => wal_dump(&data_dir),
     };
