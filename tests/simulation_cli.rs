@@ -36,7 +36,9 @@ fn a_violation_exits_one_with_seed_invariant_and_trace_and_reproduces() {
     let (a, b) = (surge_sim(&args), surge_sim(&args));
     assert_eq!(a.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&a.stderr);
-    for needle in ["simulation seed 1 failed after step", "two orders for user", "reproduce: surge sim --seed 1", "last steps:"] {
+    for needle in
+        ["simulation seed 1 failed after step", "two orders for user", "reproduce: surge sim --seed 1", "last steps:"]
+    {
         assert!(stderr.contains(needle), "no {needle:?} in {stderr}");
     }
     assert_eq!(a.stderr, b.stderr, "the same seed did not reproduce the same failure");

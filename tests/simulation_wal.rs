@@ -79,7 +79,11 @@ fn ten_million_operations_over_the_real_wal_keep_every_invariant() {
 /// durable (the bug this simulator found).
 #[test]
 fn planted_bugs_are_caught_over_the_real_wal() {
-    let bugs = [(Bug::ReplyBeforeDurable, 5_000), (Bug::ForgetIdempotencyOnRecovery, 5_000), (Bug::SnapshotBeforeDurable, 50_000)];
+    let bugs = [
+        (Bug::ReplyBeforeDurable, 5_000),
+        (Bug::ForgetIdempotencyOnRecovery, 5_000),
+        (Bug::SnapshotBeforeDurable, 50_000),
+    ];
     for (bug, ops) in bugs {
         let caught = (1..=40u64).find_map(|seed| run_planted(seed, ops, bug).err());
         let failure = caught.unwrap_or_else(|| panic!("{bug:?} went unnoticed in 40 seeds"));

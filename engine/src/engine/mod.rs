@@ -31,9 +31,9 @@ use crate::shard::{Reply, ShardMsg};
 use crate::state::EngineState;
 use crate::stats::{EngineStats, ShardCounters};
 
-pub use builder::EngineBuilder;
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use builder::place_state;
+pub use builder::EngineBuilder;
 
 /// Longest SKU id, user id and payment id, in bytes.
 pub const ID_BYTES_MAX: usize = 64;

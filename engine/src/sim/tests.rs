@@ -145,4 +145,3 @@ fn restocking_archived_orders_on_recovery_is_caught() {
     let (failure, _) = find(Bug::None, RecoveryBug::IgnoreArchive, 20, 5_000);
     assert!(failure.violation.contains("archived"), "{failure}");
 }
-

@@ -21,8 +21,8 @@ use crate::engine::place_state;
 use crate::error::EngineError;
 use crate::event::Event;
 use crate::publish::ReadModels;
-use crate::snowflake::shard_of;
 use crate::shard::{BatchEffects, CoreParts, DurableEffects, ShardCore, ShardMsg, SkuMsg};
+use crate::snowflake::shard_of;
 use crate::state::EngineState;
 
 /// A message on its way between two shards.

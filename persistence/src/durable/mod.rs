@@ -10,8 +10,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use surge_engine::{fatal, ChangeObserver, Clock, Engine, EngineConfig, StorageGate, SystemClock};
 
-pub(crate) use self::background::StoreArchive;
 use self::background::spawn_snapshotter;
+pub(crate) use self::background::StoreArchive;
 use crate::codec::{encode_records, SnapshotFile};
 use crate::writer::Writer;
 use crate::{

@@ -15,7 +15,8 @@ use rust_decimal::Decimal;
 
 use super::prng::{Fnv64, SplitMix64};
 use crate::domain::{
-    CreateOrder, DisputeResolution, Initiator, Order, OrderId, OrderStatus, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, UserId,
+    CreateOrder, DisputeResolution, Initiator, Order, OrderId, OrderStatus, SaleRules, SkuId, SkuSpec, SkuUpdate,
+    SkuView, UserId,
 };
 use crate::error::EngineResult;
 use crate::order::OrderCommand;
@@ -202,7 +203,12 @@ impl Workload {
         self.send_create(user_id, items, key)
     }
 
-    fn send_create(&mut self, user_id: UserId, items: Vec<(SkuId, u32)>, key: Arc<str>) -> (usize, ShardMsg, &'static str) {
+    fn send_create(
+        &mut self,
+        user_id: UserId,
+        items: Vec<(SkuId, u32)>,
+        key: Arc<str>,
+    ) -> (usize, ShardMsg, &'static str) {
         let req = CreateOrder { user_id: user_id.clone(), items: items.clone(), idempotency_key: key.to_string() };
         let (tx, rx) = oneshot::channel();
         let shard = shard_for_key(&user_id, self.shard_count);
@@ -251,7 +257,12 @@ impl Workload {
         self.command_on(rng, order_id, kind, by)
     }
 
-    fn command(&mut self, rng: &mut SplitMix64, kind: OrderEventKind, by: Initiator) -> (usize, ShardMsg, &'static str) {
+    fn command(
+        &mut self,
+        rng: &mut SplitMix64,
+        kind: OrderEventKind,
+        by: Initiator,
+    ) -> (usize, ShardMsg, &'static str) {
         let (order_id, _) = self.pick_order(rng);
         self.command_on(rng, order_id, kind, by)
     }
@@ -381,14 +392,21 @@ impl Workload {
         Ok(())
     }
 
-    fn order_answer(&mut self, trace: &mut Fnv64, asked: Asked, result: EngineResult<Arc<Order>>) -> Result<(), String> {
+    fn order_answer(
+        &mut self,
+        trace: &mut Fnv64,
+        asked: Asked,
+        result: EngineResult<Arc<Order>>,
+    ) -> Result<(), String> {
         let _ = write!(trace, "{result:?}");
         self.count(asked.kind(), result.as_ref().map(|_| ()).map_err(|e| e.code()));
         match (&asked, &result) {
             (Asked::Create { .. }, Ok(order)) if !self.model.knows(order.order_id) => {
                 self.orders.push((order.order_id, order.total));
             }
-            (Asked::Pay { .. }, Ok(order)) if self.model.status_of(order.order_id) == Some(OrderStatus::PendingPayment) => {
+            (Asked::Pay { .. }, Ok(order))
+                if self.model.status_of(order.order_id) == Some(OrderStatus::PendingPayment) =>
+            {
                 self.paid.push(order.order_id);
             }
             _ => {}

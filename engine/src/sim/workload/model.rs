@@ -72,13 +72,7 @@ pub(super) struct Model {
 
 impl Model {
     pub fn new(limits: HashMap<SkuId, u32>) -> Self {
-        Self {
-            limits,
-            seen: BTreeMap::new(),
-            payments: HashMap::new(),
-            by_key: HashMap::new(),
-            key_reuses: Vec::new(),
-        }
+        Self { limits, seen: BTreeMap::new(), payments: HashMap::new(), by_key: HashMap::new(), key_reuses: Vec::new() }
     }
 
     pub fn knows(&self, order_id: OrderId) -> bool {
@@ -126,7 +120,13 @@ impl Model {
         Ok(())
     }
 
-    fn judge_create(&mut self, user_id: &UserId, key: &Arc<str>, items: &[(SkuId, u32)], order: &Order) -> Result<(), String> {
+    fn judge_create(
+        &mut self,
+        user_id: &UserId,
+        key: &Arc<str>,
+        items: &[(SkuId, u32)],
+        order: &Order,
+    ) -> Result<(), String> {
         let id = order.order_id;
         if order.user_id != *user_id || *order.idempotency_key != **key || !order.same_items(items) {
             return Err(format!("create for ({user_id}, {key}, {items:?}) answered order {id} of {:?}", order.items));
