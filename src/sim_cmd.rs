@@ -99,7 +99,7 @@ fn print_report(r: &SimReport, secs: f64, json: bool) {
         let v = serde_json::json!({
             "seed": r.seed, "ops": r.ops, "steps": r.steps, "batches": r.batches,
             "replies_ok": r.replies_ok, "replies_err": r.replies_err, "events": r.events,
-            "crashes": r.crashes, "storage_faults": r.storage_faults, "snapshots": r.snapshots,
+            "crashes": r.crashes, "storage_faults": r.storage_faults, "snapshots": r.snapshots, "snapshot_faults": r.snapshot_faults,
             "trace_digest": format!("{:016x}", r.trace_digest),
             "state_digest": format!("{:016x}", r.state_digest),
             "outcomes": r.outcomes, "elapsed_s": secs, "ops_per_sec": ops_per_sec,

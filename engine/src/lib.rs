@@ -70,8 +70,8 @@ pub use domain::{
     OrderStatus, Payment, SaleRules, SkuId, SkuSpec, SkuUpdate, SkuView, TransitionOptions, UserId,
 };
 pub use engine::{
-    Engine, EngineBuilder, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, PRICE_MAX, PRICE_SCALE_MAX, STOCK_MAX,
-    TEXT_BYTES_MAX,
+    Engine, EngineBuilder, CREATE_BATCH_MAX, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX, PRICE_MAX, PRICE_SCALE_MAX,
+    STOCK_MAX, TEXT_BYTES_MAX,
 };
 pub use error::{EngineError, EngineResult};
 pub use event::{

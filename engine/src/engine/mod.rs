@@ -34,6 +34,7 @@ use crate::stats::{EngineStats, ShardCounters};
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use builder::place_state;
 pub use builder::EngineBuilder;
+pub use orders::CREATE_BATCH_MAX;
 
 /// Longest SKU id, user id and payment id, in bytes.
 pub const ID_BYTES_MAX: usize = 64;
@@ -154,6 +155,29 @@ impl Engine {
             Ok(()) => Pending::waiting(rx),
             Err(TrySendError::Full(_)) => Pending::ready(Err(EngineError::Overloaded)),
             Err(TrySendError::Disconnected(_)) => Pending::ready(Err(EngineError::ShuttingDown)),
+        }
+    }
+
+    /// Send `msgs` (commands, each holding its reply sender) to `shard` as one mailbox message.
+    /// A full mailbox, a closed engine or a failed log answers each command at once, as
+    /// [`Engine::submit`] would.
+    pub(crate) fn submit_batch(&self, shard: usize, msgs: Vec<ShardMsg>) {
+        let refuse = |msgs: Vec<ShardMsg>, e: EngineError| {
+            for m in msgs {
+                if let ShardMsg::CreateOrder(_, reply, _) = m {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        };
+        if self.inner.gate.is_failed() {
+            let message = "the log cannot be written; writes are refused until storage recovers (see logs)".into();
+            return refuse(msgs, EngineError::StorageUnavailable { message });
+        }
+        match self.inner.external[shard].try_send(ShardMsg::Batch(msgs)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ShardMsg::Batch(msgs))) => refuse(msgs, EngineError::Overloaded),
+            Err(TrySendError::Disconnected(ShardMsg::Batch(msgs))) => refuse(msgs, EngineError::ShuttingDown),
+            Err(_) => {}
         }
     }
 

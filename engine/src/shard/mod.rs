@@ -221,6 +221,14 @@ impl ShardCore {
             ShardMsg::Sku(sku_id, m) => self.handle_sku(sku_id, m),
             ShardMsg::Order(order_id, m) => self.handle_order(order_id, m),
             ShardMsg::CreateOrder(req, reply, fast_reject) => self.start_saga(req, reply, fast_reject),
+            ShardMsg::Batch(msgs) => {
+                // Not counted itself: each command inside is.
+                self.handled_since_barrier -= 1;
+                for m in msgs {
+                    self.handle_now(m);
+                    self.drain_local();
+                }
+            }
             ShardMsg::Barrier(tx) => {
                 let timers_due = self.timers.first().is_some_and(|t| t.0 <= self.now_ms);
                 let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;

@@ -70,6 +70,10 @@ pub(crate) enum ShardMsg {
     /// Start a create-order saga (sent to the user's shard).
     /// The third field is the fast path's verdict: given unless the key names an existing order.
     CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<EngineError>),
+    /// Commands submitted together (`Engine::create_orders`): one mailbox slot and one wake-up
+    /// for many; handled in order, each as if it had come alone. Holds only `CreateOrder`,
+    /// `Order` and `Sku` messages.
+    Batch(Vec<ShardMsg>),
     /// Answer `true` if this shard did or has work since the previous barrier.
     Barrier(oneshot::Sender<bool>),
     /// Flush, then report this shard's state and journal position (snapshot cut).

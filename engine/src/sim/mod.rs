@@ -103,6 +103,8 @@ pub struct SimReport {
     pub storage_faults: u64,
     /// Snapshots taken.
     pub snapshots: u64,
+    /// Snapshots whose write failed (a storage fault; the log still holds everything).
+    pub snapshot_faults: u64,
     /// FNV-1a digest of every step's effects, in order.
     pub trace_digest: u64,
     /// [`EngineState::digest`](crate::EngineState::digest) of all shards at the end.

@@ -137,10 +137,7 @@ impl Sim {
             while left > 0 {
                 if self.workload.outstanding() < CLIENTS_CONCURRENT_MAX && self.rng.chance(35) {
                     self.step += 1;
-                    let (shard, msg, kind) = self.workload.next_op(&mut self.rng);
-                    self.recent.push(self.step, Did::Request { shard, kind });
-                    self.inbox[shard].push_back(msg);
-                    left -= 1;
+                    left -= self.send_requests(left);
                 } else {
                     self.step_system(true)?;
                 }
@@ -150,6 +147,27 @@ impl Sim {
             check::full_audit(&self.cores, &self.workload)?;
         }
         check::after_recovery(&self.cores, &*self.disk, &self.workload)
+    }
+
+    /// A client sends one request, or (one time in six) up to four at once, one mailbox
+    /// message per shard (`ShardMsg::Batch`, as `Engine::create_orders` sends them). Returns
+    /// how many it sent (at most `left`).
+    fn send_requests(&mut self, left: u64) -> u64 {
+        let count = if self.rng.chance(16) { (2 + self.rng.below(3)).min(left) } else { 1 };
+        let mut per_shard: Vec<Vec<ShardMsg>> = (0..self.inbox.len()).map(|_| Vec::new()).collect();
+        for _ in 0..count {
+            let (shard, msg, kind) = self.workload.next_op(&mut self.rng);
+            self.recent.push(self.step, Did::Request { shard, kind });
+            per_shard[shard].push(msg);
+        }
+        for (shard, mut msgs) in per_shard.into_iter().enumerate() {
+            match msgs.len() {
+                0 => {}
+                1 => self.inbox[shard].extend(msgs.pop()),
+                _ => self.inbox[shard].push_back(ShardMsg::Batch(msgs)),
+            }
+        }
+        count
     }
 
     /// One step of the system (not a client): a crash (rarely), a snapshot (rarely), a shard's
@@ -458,6 +476,7 @@ impl Sim {
             crashes: c.crashes,
             storage_faults: c.storage_faults,
             snapshots: c.snapshots,
+            snapshot_faults: c.snapshot_faults,
             trace_digest: self.trace.0,
             state_digest: state.digest(),
         }
