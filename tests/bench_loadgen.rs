@@ -92,6 +92,25 @@ fn hot_sku_in_process_with_sync_durability_on_the_default_temp_dir() {
     hot_sku_in_process(BenchDurability::Sync, 200);
 }
 
+/// Batched submission (`--batch`): each lane sends its orders through one `create_orders`;
+/// the budget is answered exactly, nothing oversold, the audit passes.
+#[test]
+fn hot_sku_in_process_with_batched_submission_answers_exactly_the_budget() {
+    let mut args = quiet(Scenario::HotSku, "in-process");
+    args.durability = BenchDurability::Sync;
+    args.requests = Some(1_000);
+    args.connections = 3;
+    args.batch = 64;
+    let r = surge_loadgen::run(&args).expect("batched hot-sku runs");
+    assert_eq!((r.requests, r.ok, r.batch), (1_000, 1_000, 64), "{r:?}");
+    let v = r.verify.as_ref().expect("verify");
+    assert!(v.passed && v.held == 1_000 && v.audit_passed == Some(true), "verify: {v:?}");
+    assert_latency_sane(&r);
+    let mut refused = quiet(Scenario::Mixed, "in-process");
+    refused.batch = 8;
+    assert!(matches!(surge_loadgen::run(&refused), Err(LoadgenError::InvalidSettings(_))));
+}
+
 #[test]
 fn flash_sale_in_process_sells_exactly_the_stock() {
     const USERS: u64 = 2_000;
@@ -531,6 +550,7 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
         "durability",
         "connections",
         "pipeline",
+        "batch",
         "rate_rps",
         "seed",
         "elapsed_s",
@@ -555,6 +575,7 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
     assert_eq!(v["durability"], "none");
     assert_eq!(v["connections"], 4);
     assert_eq!(v["pipeline"], 1);
+    assert_eq!(v["batch"], 1);
     assert!(v["rate_rps"].is_null(), "closed loop: {v}");
     assert_eq!(v["requests"], 300);
     assert_eq!(v["ok"], 10);

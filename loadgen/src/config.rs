@@ -125,6 +125,12 @@ pub struct BenchArgs {
     /// Requests in flight per connection (pipeline depth).
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
+    /// In-process hot-sku and flash-sale: orders each lane submits at once through
+    /// `Engine::create_orders` (batched submission: one mailbox message per shard per batch),
+    /// then awaits; 1 submits them one by one with `create_order`. Each order's latency is
+    /// its batch's.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Open loop: requests per second over the whole run (all connections). Latency is
     /// corrected for coordinated omission. Absent: closed loop, as fast as replies come.
     #[arg(long)]
@@ -190,6 +196,7 @@ impl BenchArgs {
             target: target.to_owned(),
             connections: 50,
             pipeline: 1,
+            batch: 1,
             rate: None,
             duration: Duration::from_secs(10),
             requests: None,
@@ -249,6 +256,16 @@ impl BenchArgs {
         }
         if self.users() == 0 || self.stock == 0 || self.skus == 0 {
             return bad("--users, --stock and --skus must be at least 1");
+        }
+        if self.batch == 0 || self.batch > surge_engine::CREATE_BATCH_MAX {
+            return bad("--batch must be 1..=8192");
+        }
+        if self.batch > 1
+            && (!matches!(target, Target::InProcess) || self.scenario == Scenario::Mixed || self.rate.is_some())
+        {
+            return bad(
+                "--batch above 1 needs the in-process target, hot-sku or flash-sale, and a closed loop (no --rate)",
+            );
         }
         if self.threads == 0 {
             return bad("--threads must be at least 1");

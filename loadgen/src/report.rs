@@ -87,6 +87,9 @@ pub struct Report {
     pub connections: usize,
     /// Requests in flight per connection.
     pub pipeline: usize,
+    /// Orders per batched submission (`Engine::create_orders`, in-process); 1 when sent one
+    /// by one.
+    pub batch: usize,
     /// Open-loop rate, requests per second; `null` for closed loop.
     pub rate_rps: Option<f64>,
     /// Seed of the mixed scenario's choices.
@@ -141,7 +144,11 @@ impl Report {
             Some(r) => format!("open loop at {} req/s (latency from due time)", thousands(r)),
             None => "closed loop".to_owned(),
         };
-        let _ = writeln!(t, "load          {} connections x pipeline {}, {shape}", self.connections, self.pipeline);
+        let _ = writeln!(
+            t,
+            "load          {} connections x pipeline {} x batch {}, {shape}",
+            self.connections, self.pipeline, self.batch
+        );
         let _ = writeln!(t, "elapsed       {:.2} s", self.elapsed_s);
         let _ = writeln!(
             t,

@@ -75,6 +75,8 @@ struct Shared {
     done: AtomicU64,
     stop: AtomicBool,
     seed: u64,
+    /// Orders per `create_orders` call (in-process batched lanes), 1 otherwise.
+    batch: u64,
 }
 
 /// What a lane measured.
@@ -190,6 +192,7 @@ async fn run_async(
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         seed: args.seed,
+        batch: args.batch as u64,
     });
 
     let progress = progress_bar(args, budget, shared.clone());
@@ -197,7 +200,12 @@ async fn run_async(
     for (c, client) in clients.iter().enumerate() {
         for p in 0..args.pipeline {
             let lane = (c * args.pipeline + p) as u64;
-            handles.push(tokio::spawn(lane_loop(lane, client.clone(), shared.clone())));
+            match client {
+                Client::InProcess(engine) if shared.batch > 1 => {
+                    handles.push(tokio::spawn(batch_lane_loop(engine.clone(), shared.clone())));
+                }
+                _ => handles.push(tokio::spawn(lane_loop(lane, client.clone(), shared.clone()))),
+            }
         }
     }
     let mut results = Vec::with_capacity(handles.len());
@@ -242,6 +250,7 @@ async fn run_async(
         durability: matches!(target, Target::InProcess).then(|| format!("{:?}", args.durability).to_lowercase()),
         connections: args.connections,
         pipeline: args.pipeline,
+        batch: args.batch,
         rate_rps: args.rate,
         seed: args.seed,
         elapsed_s: secs,
@@ -365,6 +374,50 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
     r.watch = mixed.watch;
+    Ok(r)
+}
+
+/// A closed-loop lane of batched submission (hot-sku, flash-sale, in-process): claim `batch`
+/// request numbers, submit them with one `Engine::create_orders`, await every answer; each
+/// answer's latency is measured from the submission.
+async fn batch_lane_loop(engine: surge_engine::Engine, shared: Arc<Shared>) -> LoadgenResult<LaneResult> {
+    let mut r = LaneResult {
+        hist: histogram()?,
+        ok: 0,
+        orders: 0,
+        units_ok: 0,
+        errors: HashMap::new(),
+        failure: None,
+        watch: Vec::new(),
+    };
+    let sku0 = shared.skus.first().cloned().unwrap_or_default();
+    loop {
+        let first = shared.issued.fetch_add(shared.batch, Ordering::Relaxed);
+        let end = shared.budget.map_or(first + shared.batch, |b| (first + shared.batch).min(b));
+        if first >= end || Instant::now() >= shared.deadline {
+            break;
+        }
+        let reqs = (first..end)
+            .map(|i| {
+                let user = shared.names.user(i % shared.users);
+                surge_engine::CreateOrder::new(&user, &[(sku0.as_str(), 1)], &shared.names.key(i))
+            })
+            .collect();
+        let sent = Instant::now();
+        for answer in engine.create_orders(reqs) {
+            match answer.await {
+                Ok(_) => {
+                    r.ok += 1;
+                    r.orders += 1;
+                    r.units_ok += 1;
+                }
+                Err(e) => *r.errors.entry(Cow::Borrowed(e.code())).or_default() += 1,
+            }
+            let latency_us = sent.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+            r.hist.saturating_record(latency_us.max(1));
+        }
+        shared.done.fetch_add(end - first, Ordering::Relaxed);
+    }
     Ok(r)
 }
 
