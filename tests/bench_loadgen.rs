@@ -105,6 +105,8 @@ fn hot_sku_in_process_with_batched_submission_answers_exactly_the_budget() {
     assert_eq!((r.requests, r.ok, r.batch), (1_000, 1_000, 64), "{r:?}");
     let v = r.verify.as_ref().expect("verify");
     assert!(v.passed && v.held == 1_000 && v.audit_passed == Some(true), "verify: {v:?}");
+    let per_order = r.wal_bytes_per_order.expect("sync durability measures WAL bytes");
+    assert!(per_order > 16.0 && per_order < 4_096.0, "{per_order} WAL bytes per order");
     assert_latency_sane(&r);
     let mut refused = quiet(Scenario::Mixed, "in-process");
     refused.batch = 8;
@@ -551,6 +553,8 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
         "connections",
         "pipeline",
         "batch",
+        "wal_bytes",
+        "wal_bytes_per_order",
         "rate_rps",
         "seed",
         "elapsed_s",

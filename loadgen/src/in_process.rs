@@ -47,6 +47,12 @@ impl InProcess {
         self.durable.engine()
     }
 
+    /// Bytes of WAL records this process wrote so far (`None` with durability `none`).
+    pub fn wal_bytes(&self) -> Option<u64> {
+        let bytes = self.durable.wal_stats().bytes.load(std::sync::atomic::Ordering::Relaxed);
+        (bytes > 0).then_some(bytes)
+    }
+
     /// Wait until every shard is idle, then run the engine's cross-actor audit.
     pub fn audit(&self) -> bool {
         let engine = self.durable.engine();

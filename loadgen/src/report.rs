@@ -90,6 +90,11 @@ pub struct Report {
     /// Orders per batched submission (`Engine::create_orders`, in-process); 1 when sent one
     /// by one.
     pub batch: usize,
+    /// In-process with durability `sync` or `os`: bytes of WAL records the run wrote
+    /// (the SKU's setup included, a few hundred bytes); `null` otherwise.
+    pub wal_bytes: Option<u64>,
+    /// `wal_bytes` per created order (issue 12: at most 192, aim 128).
+    pub wal_bytes_per_order: Option<f64>,
     /// Open-loop rate, requests per second; `null` for closed loop.
     pub rate_rps: Option<f64>,
     /// Seed of the mixed scenario's choices.
@@ -150,6 +155,9 @@ impl Report {
             self.connections, self.pipeline, self.batch
         );
         let _ = writeln!(t, "elapsed       {:.2} s", self.elapsed_s);
+        if let (Some(b), Some(per)) = (self.wal_bytes, self.wal_bytes_per_order) {
+            let _ = writeln!(t, "wal           {b} bytes of records, {per:.0} per order");
+        }
         let _ = writeln!(
             t,
             "requests      {} ({} ok)   throughput {} req/s   ok {} /s",
