@@ -6,7 +6,8 @@
 //! 0       2     format version (u16 LE) = FORMAT_VERSION
 //! 2       2     origin shard (u16 LE)
 //! 4       8     shard batch sequence (u64 LE): the shard's journal position
-//! 12      ..    bincode(Vec<Event>)
+//! 12      8     event count (u64 LE)
+//! 20      ..    the events, each bincode with varint integers (`bincode::DefaultOptions`)
 //! ```
 //! Money (`Decimal`) travels as a string (rust_decimal's `serde-str`), because bincode has no
 //! `deserialize_any`. A record that does not decode stops recovery with its LSN.
@@ -18,6 +19,12 @@
 //!   record decodes with the v2 decoder unchanged; `SkuState` gained its adjustment ids, so a v1
 //!   snapshot decodes through the engine's `EngineStateV1` and is converted. Snapshot files
 //!   gained a checksummed envelope at the same version (below).
+//! * 3: the same framing and the same event shapes, but each event's integers (lengths,
+//!   enum indices, ids, times) are varints (bincode's `DefaultOptions`) instead of fixed 8 or 4
+//!   bytes: a single-item order's two events take about 40% fewer bytes (issue 12: "WAL bytes
+//!   per single-item order ≤ 192"). Versions 1 and 2 (fixed-width `bincode::serialize` of the
+//!   whole `Vec<Event>`, whose length prefix is the same u64 count) still decode. Snapshots keep
+//!   fixed-width bincode.
 //!
 //! # Record size bound (every byte acknowledged is on disk)
 //! sled 0.34.7 writes a page (a tree node, up to ~17 key/value pairs: leaves split above 16
@@ -60,7 +67,7 @@ use crate::error::{PersistenceError, PersistenceResult};
 
 /// Current record and snapshot format version. Bump it when the encoding changes, and keep a
 /// decoder for every older version (the fixture tests guard versions 1 and 2).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Oldest format version still decoded.
 pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Bytes before the bincode payload of a WAL record.
@@ -96,13 +103,26 @@ pub struct RecordHeader {
 /// # Errors
 /// bincode refused a value (cannot happen for engine events; reported rather than unwrapped).
 pub fn encode_record(shard: u16, seq: u64, events: &[Event]) -> PersistenceResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + 64 * events.len());
+    let mut out = Vec::with_capacity(HEADER_BYTES + 8 + 64 * events.len());
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&shard.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    bincode::serialize_into(&mut out, events)
-        .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
+    out.extend_from_slice(&(events.len() as u64).to_le_bytes());
+    for e in events {
+        encode_event(&mut out, e)?;
+    }
     Ok(out)
+}
+
+/// The options of a v3 event: varint integers, little endian, no size limit (the record's
+/// bound is checked by [`encode_records`]).
+fn event_options() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
+
+fn encode_event(out: &mut Vec<u8>, e: &Event) -> PersistenceResult<()> {
+    use bincode::Options;
+    event_options().serialize_into(out, e).map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })
 }
 
 /// Encode one shard batch as records of at most [`RECORD_BYTES_TARGET`] bytes each (one event
@@ -128,7 +148,7 @@ pub fn encode_records(shard: u16, seq: u64, events: &[Event]) -> PersistenceResu
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&shard.to_le_bytes());
         out.extend_from_slice(&seq.to_le_bytes());
-        // bincode's Vec length (u64 LE), patched when the record is complete.
+        // The event count (u64 LE), patched when the record is complete.
         out.extend_from_slice(&0u64.to_le_bytes());
         out
     };
@@ -140,8 +160,7 @@ pub fn encode_records(shard: u16, seq: u64, events: &[Event]) -> PersistenceResu
     for e in events {
         let mark = out.len();
         // Serialized straight into the record: the common case copies nothing.
-        bincode::serialize_into(&mut out, e)
-            .map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })?;
+        encode_event(&mut out, e)?;
         let size_bytes = out.len() - mark;
         if HEADER_BYTES + 8 + size_bytes > RECORD_BYTES_MAX {
             return Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes: RECORD_BYTES_MAX });
@@ -186,8 +205,27 @@ pub fn decode_header(lsn: u64, bytes: &[u8]) -> PersistenceResult<RecordHeader> 
 /// `Corrupt` naming `lsn`.
 pub fn decode_record(lsn: u64, bytes: &[u8]) -> PersistenceResult<(RecordHeader, Vec<Event>)> {
     let header = decode_header(lsn, bytes)?;
-    let events = bincode::deserialize(&bytes[HEADER_BYTES..])
-        .map_err(|e| PersistenceError::Corrupt { lsn, reason: e.to_string() })?;
+    let corrupt = |reason: String| PersistenceError::Corrupt { lsn, reason };
+    let body = &bytes[HEADER_BYTES..];
+    if header.version < 3 {
+        let events = bincode::deserialize(body).map_err(|e| corrupt(e.to_string()))?;
+        return Ok((header, events));
+    }
+    if body.len() < 8 {
+        return Err(corrupt("no event count".into()));
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&body[..8]);
+    let count = u64::from_le_bytes(count);
+    // Every event takes at least one byte: a larger count is damage, not an allocation size.
+    if count > (body.len() - 8) as u64 {
+        return Err(corrupt(format!("{count} events cannot fit in {} bytes", body.len() - 8)));
+    }
+    let mut de = bincode::Deserializer::from_slice(&body[8..], event_options());
+    let mut events = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        events.push(Event::deserialize(&mut de).map_err(|e| corrupt(e.to_string()))?);
+    }
     Ok((header, events))
 }
 

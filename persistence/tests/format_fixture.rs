@@ -1,4 +1,4 @@
-//! Format stability: committed files written by format versions 1 and 2 must keep decoding to
+//! Format stability: committed files written by format versions 1, 2 and 3 must keep decoding to
 //! exactly the values they were made from, and anything that does not decode must stop recovery
 //! with its LSN (or the snapshot's path) rather than be skipped.
 //!
@@ -8,6 +8,8 @@
 //! * `tests/fixtures/wal-v2.records`: the same for `fixture_records(2)`: v1's records, then a
 //!   story using every variant v2 appended (an order archived, restored for a dispute with its
 //!   SKUs' `holding_remembered`, and an idempotent `stock_adjusted_once`).
+//! * `tests/fixtures/wal-v3.records`: `fixture_records(3)` (v2's story; no new variants) in
+//!   format 3: the same framing with varint integers inside each event.
 //! * `tests/fixtures/snapshot-v1.bin`: `codec::encode_snapshot` of [`fixture_snapshot`]`(1)` as
 //!   format version 1 wrote it (no checksum).
 //! * `tests/fixtures/snapshot-v2.bin`: [`fixture_snapshot`]`(2)` (the v2 story's state, SKU
@@ -548,17 +550,24 @@ fn wal_fixture_decodes_to_the_known_events(version: u16) {
     }
 }
 
-/// Today's encoder still writes byte for byte what v1 wrote, but for the version field (records
-/// have no maps, so their encoding is deterministic): v2 only appended enum variants, so the v1
-/// events' payload bytes must not change.
 #[test]
-fn encoder_still_writes_the_v1_bytes() {
-    let committed = committed_wal_v1();
-    let now = encoded_records(1);
+fn wal_v3_fixture_decodes_to_the_known_events() {
+    wal_fixture_decodes_to_the_known_events(3);
+}
+
+/// Today's encoder writes byte for byte the committed v3 records (records have no maps, so
+/// their encoding is deterministic), and each is smaller than the same record in v2.
+#[test]
+fn encoder_still_writes_the_v3_bytes() {
+    let committed = committed_wal(3);
+    let now = encoded_records(3);
     assert_eq!(committed.len(), now.len());
     for (i, (old, new)) in committed.iter().zip(&now).enumerate() {
-        assert_eq!(&new[..2], &FORMAT_VERSION.to_le_bytes(), "record {} version", i + 1);
-        assert_eq!(old[2..], new[2..], "record {} encodes differently than in wal-v1.records", i + 1);
+        assert_eq!(old, new, "record {} encodes differently than in wal-v3.records", i + 1);
+    }
+    let v2 = committed_wal(2);
+    for (i, (v2, v3)) in v2.iter().zip(&now).enumerate() {
+        assert!(v3.len() < v2.len(), "record {}: v3 {} bytes, v2 {}", i + 1, v3.len(), v2.len());
     }
 }
 
@@ -693,18 +702,22 @@ fn snapshot_fixture_decodes_to_the_known_state(version: u16) {
 
 #[test]
 fn format_version_is_checked() {
-    assert_eq!(FORMAT_VERSION, 2, "a new version needs new fixtures, and the older ones kept");
+    assert_eq!(FORMAT_VERSION, 3, "a new version needs new fixtures, and the older ones kept");
     assert_eq!(HEADER_BYTES, 12);
     let committed = committed_wal_v1();
     for r in &committed {
         assert_eq!(u16::from_le_bytes([r[0], r[1]]), 1);
     }
-    let mut v3 = committed[0].clone();
-    v3[..2].copy_from_slice(&3u16.to_le_bytes());
-    match decode_record(7, &v3) {
-        Err(PersistenceError::Corrupt { lsn: 7, reason }) => assert!(reason.contains("version 3"), "{reason}"),
-        other => panic!("a version-3 record decoded: {:?}", other.map(|(h, _)| h)),
+    let mut v4 = committed[0].clone();
+    v4[..2].copy_from_slice(&4u16.to_le_bytes());
+    match decode_record(7, &v4) {
+        Err(PersistenceError::Corrupt { lsn: 7, reason }) => assert!(reason.contains("version 4"), "{reason}"),
+        other => panic!("a version-4 record decoded: {:?}", other.map(|(h, _)| h)),
     }
+    // A v3 record whose event count cannot fit its bytes is damage, not an allocation size.
+    let mut huge = committed_wal(3)[0].clone();
+    huge[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(decode_record(7, &huge), Err(PersistenceError::Corrupt { lsn: 7, .. })));
     let mut v0 = committed[0].clone();
     v0[..2].copy_from_slice(&0u16.to_le_bytes());
     assert!(decode_record(7, &v0).is_err(), "version 0 is no version");
