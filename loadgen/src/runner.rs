@@ -90,6 +90,21 @@ struct LaneResult {
     watch: Vec<u64>,
 }
 
+impl LaneResult {
+    /// Nothing measured yet.
+    fn empty() -> LoadgenResult<Self> {
+        Ok(LaneResult {
+            hist: histogram()?,
+            ok: 0,
+            orders: 0,
+            units_ok: 0,
+            errors: HashMap::new(),
+            failure: None,
+            watch: Vec::new(),
+        })
+    }
+}
+
 fn histogram() -> LoadgenResult<Histogram<u64>> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).map_err(|e| LoadgenError::InvalidSettings(e.to_string()))
 }
@@ -314,15 +329,7 @@ struct MixedLane {
 }
 
 async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenResult<LaneResult> {
-    let mut r = LaneResult {
-        hist: histogram()?,
-        ok: 0,
-        orders: 0,
-        units_ok: 0,
-        errors: HashMap::new(),
-        failure: None,
-        watch: Vec::new(),
-    };
+    let mut r = LaneResult::empty()?;
     let mut mixed = MixedLane {
         rng: SmallRng::seed_from_u64(shared.seed ^ lane.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         pending: VecDeque::new(),
@@ -385,15 +392,7 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
 /// request numbers, submit them with one `Engine::create_orders`, await every answer; each
 /// answer's latency is measured from the submission.
 async fn batch_lane_loop(engine: surge_engine::Engine, shared: Arc<Shared>) -> LoadgenResult<LaneResult> {
-    let mut r = LaneResult {
-        hist: histogram()?,
-        ok: 0,
-        orders: 0,
-        units_ok: 0,
-        errors: HashMap::new(),
-        failure: None,
-        watch: Vec::new(),
-    };
+    let mut r = LaneResult::empty()?;
     let sku0 = shared.skus.first().cloned().unwrap_or_default();
     loop {
         let first = shared.issued.fetch_add(shared.batch, Ordering::Relaxed);
