@@ -71,8 +71,8 @@ impl Shard {
             let mut stop = false;
             let mut handled = 0usize;
             if let Some(m) = first {
+                handled += commands_in(&m);
                 stop |= self.handle(m);
-                handled += 1;
             }
             while handled < batch_max && !stop {
                 let m = match self.internal.try_recv() {
@@ -82,8 +82,9 @@ impl Shard {
                         Err(_) => break,
                     },
                 };
+                // A batch counts as its commands, toward `batch_size_max` and the metric.
+                handled += commands_in(&m);
                 stop |= self.handle(m);
-                handled += 1;
                 self.core.drain_local();
             }
             self.core.drain_local();
@@ -132,5 +133,13 @@ impl Shard {
             let _ = self.peers[shard].send(msg);
         }
         self.core.recycle_outbox(effects.outbox);
+    }
+}
+
+/// Commands a mailbox message carries: a `Batch`'s, else one.
+fn commands_in(msg: &ShardMsg) -> usize {
+    match msg {
+        ShardMsg::Batch(msgs) => msgs.len().max(1),
+        _ => 1,
     }
 }
