@@ -397,6 +397,9 @@ fn open_loop_charges_the_stall_to_every_request_due_during_it() {
     assert!(l.max >= 250_000, "the stall itself is measured: {l:?}");
     assert!(l.p90 >= 100_000, "requests due during the stall carry it (coordinated omission corrected): {l:?}");
     assert!(l.p99 >= 200_000, "{l:?}");
+    // The per-second view puts the stall in the first second, where every request ran.
+    let per_s = &r.latency_us_p99_per_second;
+    assert!(!per_s.is_empty() && per_s[0] >= 200_000, "p99 per second: {per_s:?}");
 }
 
 #[test]
@@ -565,6 +568,7 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
         "ok_rps",
         "rejections_rps",
         "latency_us",
+        "latency_us_p99_per_second",
         "verify",
     ] {
         assert!(v.get(field).is_some(), "field {field} present: {v}");

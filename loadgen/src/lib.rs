@@ -44,6 +44,7 @@ mod error;
 mod in_process;
 mod report;
 mod runner;
+mod timeline;
 
 pub use config::{BenchArgs, BenchDurability, Scenario, Target, LANES_MAX};
 pub use error::{LoadgenError, LoadgenResult};

@@ -115,6 +115,10 @@ pub struct Report {
     pub rejections_rps: f64,
     /// Latency percentiles, µs.
     pub latency_us: LatencyUs,
+    /// The p99 latency of each second of the run (by send time; due time in open loop), µs,
+    /// to within 19% (a log-scale histogram per second); 0 for a second without requests.
+    /// Stalls show here where the whole run's percentiles hide them.
+    pub latency_us_p99_per_second: Vec<u64>,
     /// Stock verification (hot-sku, flash-sale, mixed).
     pub verify: Option<Verify>,
     /// The first connection failure, if any lane lost its connection.
@@ -178,6 +182,16 @@ impl Report {
             ms(l.max),
             l.mean / 1000.0
         );
+        if !self.latency_us_p99_per_second.is_empty() {
+            // The first minute, one figure per second, in ms.
+            let per_s: Vec<String> = self
+                .latency_us_p99_per_second
+                .iter()
+                .take(60)
+                .map(|us| format!("{:.1}", *us as f64 / 1000.0))
+                .collect();
+            let _ = writeln!(t, "p99 per second (ms)  {}", per_s.join(" "));
+        }
         if self.errors.is_empty() {
             let _ = writeln!(t, "errors        none");
         } else {

@@ -30,6 +30,7 @@ use crate::client::{Client, OrderRef, Reply};
 use crate::config::{BenchArgs, Scenario, Target};
 use crate::error::{LoadgenError, LoadgenResult};
 use crate::report::{LatencyUs, Report, Verify};
+use crate::timeline::Timeline;
 
 /// Stock of the hot-sku SKU: more than any run can take, so every order succeeds.
 pub const HOT_SKU_STOCK: u64 = 1_000_000_000_000;
@@ -88,6 +89,7 @@ struct LaneResult {
     errors: HashMap<Cow<'static, str>, u64>,
     failure: Option<String>,
     watch: Vec<u64>,
+    timeline: Timeline,
 }
 
 impl LaneResult {
@@ -101,7 +103,14 @@ impl LaneResult {
             errors: HashMap::new(),
             failure: None,
             watch: Vec::new(),
+            timeline: Timeline::default(),
         })
+    }
+
+    /// One answer's latency, for a request sent (or due) at `sent` in a run started at `start`.
+    fn record(&mut self, start: Instant, sent: Instant, latency_us: u64) {
+        self.hist.saturating_record(latency_us.max(1));
+        self.timeline.record(sent.saturating_duration_since(start).as_secs(), latency_us);
     }
 }
 
@@ -242,8 +251,10 @@ async fn run_async(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut failure = None;
     let mut watch = Vec::new();
+    let mut timeline = Timeline::default();
     for r in results {
         hist.add(&r.hist).map_err(|e| LoadgenError::Protocol(e.to_string()))?;
+        timeline.merge(&r.timeline);
         ok += r.ok;
         orders += r.orders;
         units_ok += r.units_ok;
@@ -280,6 +291,7 @@ async fn run_async(
         ok_rps: ok as f64 / secs,
         rejections_rps: sold_out as f64 / secs,
         latency_us: LatencyUs::from_histogram(&hist),
+        latency_us_p99_per_second: timeline.p99_per_second_us(),
         verify: Some(verify),
         first_failure: failure,
     })
@@ -376,12 +388,12 @@ async fn lane_loop(lane: u64, client: Client, shared: Arc<Shared>) -> LoadgenRes
             Err(e) => {
                 *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += 1;
                 r.failure = Some(e.to_string());
-                r.hist.saturating_record(latency_us.max(1));
+                r.record(shared.start, sent_from, latency_us);
                 shared.done.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         }
-        r.hist.saturating_record(latency_us.max(1));
+        r.record(shared.start, sent_from, latency_us);
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
     r.watch = mixed.watch;
@@ -417,7 +429,7 @@ async fn batch_lane_loop(engine: surge_engine::Engine, shared: Arc<Shared>) -> L
                 Err(e) => *r.errors.entry(Cow::Borrowed(e.code())).or_default() += 1,
             }
             let latency_us = sent.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
-            r.hist.saturating_record(latency_us.max(1));
+            r.record(shared.start, sent, latency_us);
         }
         shared.done.fetch_add(end - first, Ordering::Relaxed);
     }
