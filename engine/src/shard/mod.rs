@@ -47,18 +47,20 @@
 //!   auto-complete, archiving. This file: the core's state, its inputs and the end of a batch.
 
 mod effects;
+mod idempotency;
 mod msg;
 mod orders;
 mod runtime;
 mod saga;
 mod skus;
+mod timer_queue;
 mod timers;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::config::EngineConfig;
-use crate::domain::{Order, OrderId, SkuId, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, SkuId, UserId};
 use crate::error::EngineResult;
 use crate::event::{Event, OrderArchive};
 use crate::publish::{BatchPublication, ReadModels};
@@ -68,10 +70,11 @@ use crate::snowflake::Snowflake;
 use crate::state::EngineState;
 use crate::stats::ShardCounters;
 pub(crate) use effects::{BatchEffects, Deferred, DurableEffects, JournalBatch};
+use idempotency::IdempotencyIndex;
 pub(crate) use msg::{OrderMsg, Reply, ShardAudit, ShardMsg, SkuAudit, SkuMsg};
 pub(crate) use runtime::{Shard, ShardParts};
 use saga::InFlight;
-use timers::TimerKind;
+use timer_queue::TimerQueue;
 
 /// One shard's state and logic as a deterministic state machine: actors, sagas in flight,
 /// timers, idempotency records, the id generator, and the current batch's effects. No thread,
@@ -91,8 +94,8 @@ pub(crate) struct ShardCore {
     skus: FastMap<SkuId, SkuActor>,
     orders: FastMap<OrderId, Arc<Order>>,
     in_flight: FastMap<OrderId, InFlight>,
-    idempotency: FastMap<(UserId, Arc<str>), OrderId>,
-    timers: BTreeSet<(i64, OrderId, TimerKind)>,
+    idempotency: IdempotencyIndex,
+    timers: TimerQueue,
     local: VecDeque<ShardMsg>,
     events: Vec<Event>,
     outbox: Vec<(usize, ShardMsg)>,
@@ -141,8 +144,8 @@ impl ShardCore {
             skus: FastMap::default(),
             orders: FastMap::default(),
             in_flight: FastMap::default(),
-            idempotency: FastMap::default(),
-            timers: BTreeSet::new(),
+            idempotency: IdempotencyIndex::default(),
+            timers: TimerQueue::default(),
             local: VecDeque::new(),
             events: Vec::new(),
             outbox: Vec::new(),
@@ -167,11 +170,23 @@ impl ShardCore {
             self.read.skus.insert(sku_id.clone(), actor.shared().clone());
             self.skus.insert(sku_id, actor);
         }
+        self.orders.reserve(state.orders.len());
+        self.idempotency.reserve(state.orders.len());
+        let mut deadlines = Vec::new();
         for (id, order) in state.orders {
             self.ids.observe(id.0);
             self.index_order(&order);
-            self.arm_recovered_timer(&order);
+            if order.status == OrderStatus::PendingPayment {
+                deadlines.push((order.payment_deadline_ms, id));
+            } else {
+                self.arm_recovered_timer(&order);
+            }
             self.orders.insert(id, order);
+        }
+        // In due order, so they all take the timer queue's FIFO rather than its ordered set.
+        deadlines.sort_unstable();
+        for (at, id) in deadlines {
+            self.timers.insert((at, id, timers::TimerKind::PaymentDeadline));
         }
         self
     }
@@ -183,9 +198,23 @@ impl ShardCore {
 
     /// Idempotency record and read models of an order.
     fn index_order(&mut self, order: &Arc<Order>) {
-        let id = order.order_id;
-        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.record_idempotency(order.order_id, &order.user_id, &order.idempotency_key);
         self.index_order_reads(order);
+    }
+
+    /// Record `id` as the order of (`user_id`, `key`).
+    fn record_idempotency(&mut self, id: OrderId, user_id: &UserId, key: &Arc<str>) {
+        let (in_flight, orders) = (&self.in_flight, &self.orders);
+        let current = |other: OrderId| pair_of(in_flight, orders, other).map(|(u, k)| u == user_id && k == key);
+        self.idempotency.insert(user_id, key, id, current);
+    }
+
+    /// The order recorded for (`user_id`, `key`), if any.
+    fn find_idempotent(&self, user_id: &str, key: &str) -> Option<OrderId> {
+        let holds = |id: OrderId| {
+            pair_of(&self.in_flight, &self.orders, id).is_some_and(|(u, k)| &**u == user_id && &**k == key)
+        };
+        self.idempotency.get(user_id, key, holds)
     }
 
     /// Read models of a recovered order (durable: published at once).
@@ -230,7 +259,7 @@ impl ShardCore {
                 }
             }
             ShardMsg::Barrier(tx) => {
-                let timers_due = self.timers.first().is_some_and(|t| t.0 <= self.now_ms);
+                let timers_due = self.timers.next_due_ms().is_some_and(|t| t <= self.now_ms);
                 let busy = self.handled_since_barrier > 0 || !self.in_flight.is_empty() || timers_due;
                 self.handled_since_barrier = 0;
                 self.replies.push(Deferred::Barrier(tx, busy));
@@ -340,5 +369,21 @@ impl ShardCore {
             }
         }
         BatchPublication { orders: std::mem::take(&mut self.changed_orders), skus }
+    }
+}
+
+/// The (user, idempotency key) order `id` was created with: from its saga while it is being
+/// created, from the order once it exists.
+fn pair_of<'a>(
+    in_flight: &'a FastMap<OrderId, InFlight>,
+    orders: &'a FastMap<OrderId, Arc<Order>>,
+    id: OrderId,
+) -> Option<(&'a UserId, &'a Arc<str>)> {
+    if let Some(o) = orders.get(&id) {
+        return Some((&o.user_id, &o.idempotency_key));
+    }
+    match &in_flight.get(&id)?.state {
+        saga::FlightState::Creating(s) => Some((&s.user_id, &s.idempotency_key)),
+        saga::FlightState::Effect(o) => Some((&o.user_id, &o.idempotency_key)),
     }
 }

@@ -130,7 +130,8 @@ impl ShardCore {
     /// actor, idempotency record, read models; its SKUs take back its sold holdings.
     pub(super) fn restore_order(&mut self, order: Arc<Order>) {
         let id = order.order_id;
-        self.idempotency.insert((order.user_id.clone(), order.idempotency_key.clone()), id);
+        self.orders.insert(id, order.clone());
+        self.record_idempotency(id, &order.user_id, &order.idempotency_key);
         // Back in the read models (and the user's index) once this batch is durable.
         self.changed_orders.push((order.clone(), true));
         for item in &order.items {
@@ -138,7 +139,6 @@ impl ShardCore {
             let msg = SkuMsg::Remember { order_id: id, user_id: order.user_id.clone(), qty: item.qty };
             self.send(shard, ShardMsg::Sku(item.sku_id.clone(), msg));
         }
-        self.orders.insert(id, order.clone());
         self.events.push(Event::Order(OrderEvent::Restored(order)));
     }
 }

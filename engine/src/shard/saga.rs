@@ -46,8 +46,7 @@ pub(super) struct InFlight {
 
 impl ShardCore {
     pub(super) fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>, fast_reject: Option<EngineError>) {
-        let key: (UserId, Arc<str>) = (req.user_id.clone(), Arc::from(req.idempotency_key.as_str()));
-        if let Some(&existing) = self.idempotency.get(&key) {
+        if let Some(existing) = self.find_idempotent(&req.user_id, &req.idempotency_key) {
             if let Some(f) = self.in_flight.get_mut(&existing) {
                 if let FlightState::Creating(saga) = &f.state {
                     if saga.items == req.items {
@@ -73,6 +72,7 @@ impl ShardCore {
             self.replies.push(Deferred::Order(reply, Err(e)));
             return;
         }
+        let key: Arc<str> = Arc::from(req.idempotency_key.as_str());
         let order_id = OrderId(self.ids.next_id_at(self.now_ms));
         let n = req.items.len();
         for (i, (sku_id, qty)) in req.items.iter().enumerate() {
@@ -89,11 +89,12 @@ impl ShardCore {
         let saga = Saga {
             user_id: req.user_id,
             items: req.items,
-            idempotency_key: key.1.clone(),
+            idempotency_key: key,
             grants: (0..n).map(|_| None).collect(),
             compensating: None,
         };
-        self.idempotency.insert(key, order_id);
+        let user_id = saga.user_id.clone();
+        let key = saga.idempotency_key.clone();
         self.in_flight.insert(
             order_id,
             InFlight {
@@ -103,6 +104,8 @@ impl ShardCore {
                 queued: VecDeque::new(),
             },
         );
+        // After the saga is in flight: the index checks a hash hit against it.
+        self.record_idempotency(order_id, &user_id, &key);
     }
 
     /// Every answer for an in-flight order is in: finish the saga step or the transition.
@@ -119,7 +122,7 @@ impl ShardCore {
             }
             FlightState::Creating(mut saga) => {
                 if let Some(err) = saga.compensating.take() {
-                    self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+                    self.idempotency.remove(&saga.user_id, &saga.idempotency_key, order_id);
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
                     }
@@ -175,7 +178,7 @@ impl ShardCore {
             .map(|((s, _), _)| s.clone())
             .collect();
         if granted.is_empty() {
-            self.idempotency.remove(&(saga.user_id.clone(), saga.idempotency_key.clone()));
+            self.idempotency.remove(&saga.user_id, &saga.idempotency_key, order_id);
             return 0;
         }
         for sku_id in granted.iter().rev() {

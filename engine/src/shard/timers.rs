@@ -76,7 +76,7 @@ impl ShardCore {
             return;
         }
         let Some(order) = self.orders.remove(&order_id) else { return };
-        self.idempotency.remove(&(order.user_id.clone(), order.idempotency_key.clone()));
+        self.idempotency.remove(&order.user_id, &order.idempotency_key, order_id);
         for item in &order.items {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
             self.send(shard, ShardMsg::Sku(item.sku_id.clone(), SkuMsg::Forget { order_id }));
@@ -91,13 +91,18 @@ impl ShardCore {
         self.now_ms = now_ms;
         let now = now_ms;
         for _ in 0..self.config.timers_per_tick_max {
-            let Some(&(at, order_id, kind)) = self.timers.first() else {
+            let Some((at, order_id, kind)) = self.timers.pop_due(now) else {
                 break;
             };
-            if at > now {
-                break;
+            // A deadline left in the queue's FIFO after its order moved on (see `TimerQueue`).
+            let stale = kind == TimerKind::PaymentDeadline
+                && !self
+                    .orders
+                    .get(&order_id)
+                    .is_some_and(|o| o.status == OrderStatus::PendingPayment && o.payment_deadline_ms == at);
+            if stale {
+                continue;
             }
-            self.timers.pop_first();
             let event = match kind {
                 TimerKind::PaymentDeadline => OrderEventKind::PaymentDeadline,
                 TimerKind::AutoComplete => OrderEventKind::AutoComplete,
