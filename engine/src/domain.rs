@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// A SKU id: short, immutable and cheap to clone (shared between actors, read models and orders).
 pub type SkuId = Arc<str>;
@@ -167,8 +168,9 @@ pub struct Order {
     pub order_id: OrderId,
     /// The buyer.
     pub user_id: UserId,
-    /// Line items, in request order.
-    pub items: Vec<LineItem>,
+    /// Line items, in request order. The first is kept inline in the order (most flash-sale
+    /// orders have one line: one allocation less per order, issue 12).
+    pub items: SmallVec<[LineItem; 1]>,
     /// Sum of the subtotals, computed by the engine.
     pub total: Decimal,
     /// Current status.
@@ -181,16 +183,17 @@ pub struct Order {
     pub updated_at_ms: i64,
     /// When an unpaid order is canceled by the engine (engine clock, ms).
     pub payment_deadline_ms: i64,
-    /// The accepted payment, once paid.
-    pub payment: Option<Payment>,
+    /// The accepted payment, once paid (boxed: most live orders in a sale are unpaid, and an
+    /// inline payment would cost every order 32 bytes).
+    pub payment: Option<Box<Payment>>,
     /// Carrier tracking number, once shipped.
     pub tracking_number: Option<Box<str>>,
     /// Whether the goods ever left the warehouse (decides restock on refund).
     pub shipped: bool,
     /// The status a pending refund returns to if rejected.
     pub refund_return_to: Option<OrderStatus>,
-    /// Every transition, oldest first.
-    pub history: Vec<HistoryEntry>,
+    /// Every transition, oldest first. The creation entry is kept inline.
+    pub history: SmallVec<[HistoryEntry; 1]>,
     /// The client's idempotency key for `create_order` (unique per user).
     pub idempotency_key: Arc<str>,
 }

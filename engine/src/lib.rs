@@ -83,6 +83,8 @@ pub use order::{ORDER_TRANSITIONS_MAX, ORDER_TRANSITIONS_RESERVED};
 pub use pending::Pending;
 pub use rust_decimal::Decimal;
 pub use sku::ADJUSTMENT_IDS_PER_SKU_MAX;
+/// Re-exported: [`Order::items`] and [`Order::history`] are `SmallVec`s (the first entry inline).
+pub use smallvec::{smallvec, SmallVec};
 pub use state::{EngineState, EngineStateV1, SkuState, SkuStateV1};
 pub use state_machine::OrderEventKind;
 pub use stats::{EngineStats, ShardStats, TransitionCount};

@@ -106,6 +106,7 @@ fn get(read: &ReadModels, archive: Option<&dyn OrderArchive>, id: OrderId) -> Op
 mod tests {
     use super::*;
     use crate::domain::OrderStatus;
+    use smallvec::SmallVec;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -113,7 +114,7 @@ mod tests {
         Arc::new(Order {
             order_id: OrderId(id),
             user_id: Arc::from(user),
-            items: Vec::new(),
+            items: SmallVec::new(),
             total: rust_decimal::Decimal::ZERO,
             status,
             version: 1,
@@ -124,7 +125,7 @@ mod tests {
             tracking_number: None,
             shipped: false,
             refund_return_to: None,
-            history: Vec::new(),
+            history: SmallVec::new(),
             idempotency_key: Arc::from(id.to_string()),
         })
     }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use smallvec::{smallvec, SmallVec};
 
 use crate::domain::{
     DisputeResolution, HistoryEntry, Initiator, LineItem, Order, OrderId, OrderStatus, Payment, SkuId,
@@ -185,7 +186,7 @@ pub(crate) fn build_order<'a>(
     now_ms: i64,
     payment_deadline_ms: i64,
 ) -> Result<Arc<Order>, EngineError> {
-    let mut items = Vec::with_capacity(lines.size_hint().1.unwrap_or(0));
+    let mut items = SmallVec::with_capacity(lines.size_hint().1.unwrap_or(0));
     let mut total = Decimal::ZERO;
     for (sku_id, qty, g) in lines {
         let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
@@ -193,8 +194,8 @@ pub(crate) fn build_order<'a>(
         total = total.checked_add(subtotal).ok_or_else(overflow)?;
         items.push(LineItem { sku_id: sku_id.clone(), name: g.name.clone(), qty, unit_price: g.unit_price, subtotal });
     }
-    // Exactly one entry's capacity: most orders never move (a flash sale's losers cancel).
-    let history = vec![HistoryEntry {
+    // Inline: most orders never move (a flash sale's losers cancel).
+    let history = smallvec![HistoryEntry {
         from: None,
         to: OrderStatus::PendingPayment,
         at_ms: now_ms,
@@ -255,7 +256,7 @@ pub(crate) fn apply(order: &Order, event: &OrderEvent) -> Arc<Order> {
         next.shipped = true;
     }
     if payment.is_some() {
-        next.payment = payment.clone();
+        next.payment = payment.clone().map(Box::new);
     }
     if tracking_number.is_some() {
         next.tracking_number = tracking_number.clone();
@@ -277,7 +278,7 @@ mod tests {
         Order {
             order_id: OrderId(1),
             user_id: "u".into(),
-            items: Vec::new(),
+            items: SmallVec::new(),
             total: Decimal::ONE,
             status: OrderStatus::PendingPayment,
             version: 1,
@@ -288,7 +289,7 @@ mod tests {
             tracking_number: None,
             shipped: false,
             refund_return_to: None,
-            history: vec![HistoryEntry {
+            history: smallvec![HistoryEntry {
                 from: None,
                 to: OrderStatus::PendingPayment,
                 at_ms: 0,

@@ -39,7 +39,7 @@ impl Serialize for WireId {
 /// let order = Order {
 ///     order_id: OrderId(9_007_199_254_740_993), // 2^53 + 1: a double cannot hold it
 ///     user_id: "alice".into(),
-///     items: vec![],
+///     items: Default::default(),
 ///     total: Default::default(),
 ///     status: OrderStatus::PendingPayment,
 ///     version: 1,
@@ -50,7 +50,7 @@ impl Serialize for WireId {
 ///     tracking_number: None,
 ///     shipped: false,
 ///     refund_return_to: None,
-///     history: vec![],
+///     history: Default::default(),
 ///     idempotency_key: "k".into(),
 /// };
 /// let v = serde_json::to_value(WireOrder(&order)).unwrap();
@@ -109,7 +109,7 @@ impl Serialize for WireOrder<'_> {
             created_at_ms: *created_at_ms,
             updated_at_ms: *updated_at_ms,
             payment_deadline_ms: *payment_deadline_ms,
-            payment: payment.as_ref(),
+            payment: payment.as_deref(),
             tracking_number: tracking_number.as_deref(),
             shipped: *shipped,
             refund_return_to: *refund_return_to,
@@ -145,7 +145,7 @@ mod tests {
         let order = Order {
             order_id: OrderId(u64::MAX),
             user_id: "u".into(),
-            items: vec![],
+            items: Default::default(),
             total: rust_decimal::Decimal::new(5990, 2),
             status: OrderStatus::Paid,
             version: 2,
@@ -156,7 +156,7 @@ mod tests {
             tracking_number: None,
             shipped: false,
             refund_return_to: None,
-            history: vec![],
+            history: Default::default(),
             idempotency_key: "k".into(),
         };
         let engine = serde_json::to_value(&order).unwrap();

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{assert_healthy, open_db, open_store, state_of};
+use surge_engine::smallvec;
 use surge_engine::{
     Decimal, EngineConfig, EngineState, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind,
     OrderId, OrderStatus, Payment, SaleRules, SkuEvent,
@@ -70,7 +71,7 @@ fn created_order(order_id: OrderId, user: &str, items: Vec<LineItem>, total: &st
     Order {
         order_id,
         user_id: id(user),
-        items,
+        items: items.into(),
         total: dec(total),
         status: OrderStatus::PendingPayment,
         version: 1,
@@ -81,7 +82,7 @@ fn created_order(order_id: OrderId, user: &str, items: Vec<LineItem>, total: &st
         tracking_number: None,
         shipped: false,
         refund_return_to: None,
-        history: vec![entry(None, OrderStatus::PendingPayment, at, Initiator::User, None)],
+        history: smallvec![entry(None, OrderStatus::PendingPayment, at, Initiator::User, None)],
         idempotency_key: id(key),
     }
 }
@@ -93,18 +94,22 @@ fn full_order() -> Order {
     Order {
         order_id: ORDER_D,
         user_id: id("dave"),
-        items: vec![line("tee", "T-shirt \u{2728} 2025", 1, "59.90", "59.90")],
+        items: smallvec![line("tee", "T-shirt \u{2728} 2025", 1, "59.90", "59.90")],
         total: dec("59.90"),
         status: Refunding,
         version: 4,
         created_at_ms: T + 10_000,
         updated_at_ms: T + 40_000,
         payment_deadline_ms: T + 910_000,
-        payment: Some(Payment { payment_id: "psp-dave-\u{e9}".into(), amount: dec("59.90"), paid_at_ms: T + 20_000 }),
+        payment: Some(Box::new(Payment {
+            payment_id: "psp-dave-\u{e9}".into(),
+            amount: dec("59.90"),
+            paid_at_ms: T + 20_000,
+        })),
         tracking_number: Some("1Z999AA10123456784".into()),
         shipped: true,
         refund_return_to: Some(Shipped),
-        history: vec![
+        history: smallvec![
             entry(None, PendingPayment, T + 10_000, Initiator::User, None),
             entry(Some(PendingPayment), Paid, T + 20_000, Initiator::Psp, None),
             entry(Some(Paid), Shipped, T + 30_000, Initiator::Admin, Some("express")),
@@ -383,7 +388,7 @@ fn completed_a() -> Order {
     o.status = Completed;
     o.version = 5;
     o.updated_at_ms = T + 8_000;
-    o.payment = Some(pay_a());
+    o.payment = Some(Box::new(pay_a()));
     o.tracking_number = Some("TRK-A".into());
     o.shipped = true;
     o.history.extend([

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
+use surge_engine::smallvec;
 use surge_engine::{
     Clock, CreateOrder, Decimal, DisputeResolution, EngineConfig, EngineState, Event, HistoryEntry, Initiator,
     LineItem, ManualClock, Order, OrderEvent, OrderEventKind, OrderId, OrderStatus, Payment, SkuEvent, SystemClock,
@@ -404,7 +405,7 @@ fn crafted_order(id: u64, user: &str, qty: u32, now: i64) -> Order {
     Order {
         order_id: OrderId(id),
         user_id: Arc::from(user),
-        items: vec![LineItem { sku_id: Arc::from("B"), name: Arc::from("B"), qty, unit_price: price, subtotal }],
+        items: smallvec![LineItem { sku_id: Arc::from("B"), name: Arc::from("B"), qty, unit_price: price, subtotal }],
         total: subtotal,
         status: OrderStatus::PendingPayment,
         version: 1,
@@ -415,7 +416,7 @@ fn crafted_order(id: u64, user: &str, qty: u32, now: i64) -> Order {
         tracking_number: None,
         shipped: false,
         refund_return_to: None,
-        history: vec![HistoryEntry {
+        history: smallvec![HistoryEntry {
             from: None,
             to: OrderStatus::PendingPayment,
             at_ms: now,

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{assert_healthy, open_db, state_of};
+use surge_engine::smallvec;
 use surge_engine::{
     CreateOrder, Decimal, EngineConfig, Event, HistoryEntry, Initiator, LineItem, ManualClock, Order, OrderEvent,
     OrderId, OrderStatus, Payment, SaleRules, SkuSpec, TransitionOptions, IDEMPOTENCY_KEY_BYTES_MAX, ID_BYTES_MAX,
@@ -62,7 +63,7 @@ fn worst_order(items: usize) -> Order {
         tracking_number: Some(text("trk", TEXT_BYTES_MAX).into()),
         shipped: false,
         refund_return_to: None,
-        history: vec![entry],
+        history: smallvec![entry],
         idempotency_key: text("key", IDEMPOTENCY_KEY_BYTES_MAX).into(),
     }
 }
@@ -78,8 +79,11 @@ fn encoded_size(e: &Event) -> usize {
 /// the creation entry, every reason at its limit).
 fn worst_archived_order(items: usize) -> Order {
     let mut o = worst_order(items);
-    o.payment =
-        Some(Payment { payment_id: text("psp", ID_BYTES_MAX).into(), amount: widest_decimal(), paid_at_ms: i64::MAX });
+    o.payment = Some(Box::new(Payment {
+        payment_id: text("psp", ID_BYTES_MAX).into(),
+        amount: widest_decimal(),
+        paid_at_ms: i64::MAX,
+    }));
     o.refund_return_to = Some(OrderStatus::PendingPayment);
     let entry = HistoryEntry { from: Some(OrderStatus::PendingPayment), ..o.history[0].clone() };
     o.history.resize(1 + ORDER_TRANSITIONS_MAX, entry);
@@ -109,7 +113,7 @@ fn the_largest_order_event_fits_the_record_bound() {
     assert!(archived_20 <= RECORD_BYTES_TARGET, "{archived_20} bytes");
     // Beyond the bound (a history the engine no longer allows), the writer refuses: fail-stop.
     let mut huge = max_items;
-    huge.history = vec![huge.history[0].clone(); 200];
+    huge.history = smallvec![huge.history[0].clone(); 200];
     match encode_records(0, 1, &[Event::Order(OrderEvent::Archived(Arc::new(huge)))]) {
         Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes }) => {
             assert!(size_bytes > limit_bytes);
