@@ -128,6 +128,7 @@ fn parse_args() -> Result<(u64, usize), String> {
 }
 
 fn main() -> ExitCode {
+    surge::process::disable_transparent_huge_pages_unless_kept();
     let (count, batch) = match parse_args() {
         Ok(a) => a,
         Err(usage) => {

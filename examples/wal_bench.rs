@@ -59,6 +59,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    surge::process::disable_transparent_huge_pages_unless_kept();
     let args = parse()?;
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);

@@ -12,6 +12,8 @@
 
 #![deny(missing_docs)]
 
+pub mod process;
+
 /// The engine core ([`surge_engine`]).
 pub use surge_engine as engine;
 /// The server: TCP and WebSocket gateways, auth, limits, subscriptions ([`surge_gateway`]).

@@ -134,6 +134,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info,actix_server=warn" } else { "warn" };
     init_logging(cli.log_format, default_level);
+    if matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        surge::process::disable_transparent_huge_pages_unless_kept();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(&args),
