@@ -753,3 +753,29 @@ fn lowering_a_limit_does_not_make_the_audit_unhealthy() {
     let report = s.engine.audit();
     assert!(report.is_healthy(), "{:#?}", report.violations);
 }
+
+/// An unlimited SKU keeps no per-user count (issue 12: memory and CPU per order); a limit set
+/// later counts the units users hold in live orders at that moment, reserved and sold, and a
+/// limit removed and set again counts afresh.
+#[test]
+fn a_limit_set_mid_sale_counts_what_users_already_hold() {
+    let s = shop(2);
+    s.sku("M", 500, 100, SaleRules::default());
+    let a = s.create("u", &[("M", 2)], "k1").unwrap();
+    s.engine.pay(a.order_id, "psp-a", a.total, Default::default()).wait().unwrap();
+    s.create("u", &[("M", 1)], "k2").unwrap();
+    s.engine.settle();
+    assert!(s.engine.audit().user_units.is_empty(), "no count without a limit");
+    s.engine.update_sku("M", SkuUpdate { per_user_limit: Some(Some(4)), ..Default::default() }).wait().unwrap();
+    assert_eq!(s.create("u", &[("M", 2)], "k3").unwrap_err().code(), "purchase_limit_exceeded");
+    s.create("u", &[("M", 1)], "k4").unwrap();
+    s.create("v", &[("M", 4)], "k1").unwrap();
+    s.engine.settle();
+    let report = s.engine.audit();
+    assert_eq!(report.user_units.get(&(Arc::from("M"), Arc::from("u"))), Some(&4));
+    s.engine.update_sku("M", SkuUpdate { per_user_limit: Some(None), ..Default::default() }).wait().unwrap();
+    s.create("u", &[("M", 3)], "k5").unwrap();
+    s.engine.update_sku("M", SkuUpdate { per_user_limit: Some(Some(7)), ..Default::default() }).wait().unwrap();
+    assert_eq!(s.create("u", &[("M", 1)], "k6").unwrap_err().code(), "purchase_limit_exceeded");
+    s.assert_healthy("limit set mid-sale");
+}

@@ -833,9 +833,10 @@ impl Sim {
             assert_eq!(&read, v, "{ctx}: get_sku differs from the audit");
             assert_eq!((v.price, v.rules.paused, v.rules.per_user_limit), (m.price, m.paused, m.limit), "{ctx}");
         }
-        // Per-user holdings: equal to the model, within the limit.
+        // Per-user holdings: equal to the model, within the limit. The engine counts them only
+        // for SKUs with a limit (`SkuState::user_units`).
         let mut want_units = HashMap::new();
-        for m in &self.skus {
+        for m in self.skus.iter().filter(|m| m.limit.is_some()) {
             for (u, n) in &m.units {
                 want_units.insert((m.id.clone(), u.clone()), *n);
             }

@@ -76,7 +76,16 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
                     v.sku_id, v.reserved, v.sold, reserved, sold
                 ));
             }
-            for (user, units) in &sku.user_units {
+            // Without a limit the SKU keeps no count (`SkuState::user_units`); with one, every
+            // user holding units must be counted.
+            let limited = v.rules.per_user_limit.is_some();
+            let counted: HashMap<&UserId, u32> = sku.user_units.iter().map(|(u, n)| (u, *n)).collect();
+            for (user, held) in per_user.iter().filter(|_| limited) {
+                if !counted.contains_key(user) {
+                    r.violations.push(format!("sku {}: user {} holds {} units, not counted", v.sku_id, user, held));
+                }
+            }
+            for (user, units) in sku.user_units.iter().filter(|_| limited) {
                 // Archived orders' units still count toward the limit but have no holding.
                 let held = per_user.get(user).copied().unwrap_or(0);
                 if held > *units || (sold_archived == 0 && held != *units) {

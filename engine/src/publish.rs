@@ -24,8 +24,9 @@ type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
 pub(crate) struct ReadModels {
     pub orders: FastDashMap<OrderId, Arc<Order>>,
     /// A user's order ids in creation order (ids increase, all minted by the user's shard).
-    /// Most users have one or two orders: inline, no heap allocation.
-    pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 2]>>,
+    /// In a flash sale most users have one order: it is kept inline (a 32-byte entry, no heap
+    /// allocation); a second spills to the heap.
+    pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 1]>>,
     pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
 }
 

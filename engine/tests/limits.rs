@@ -94,15 +94,18 @@ fn a_total_that_would_overflow_is_refused_and_compensated() {
     assert_eq!(ok.total, Decimal::MAX / Decimal::TWO);
 }
 
-/// The per-user unit count is a `u32`: a user about to hold more than `u32::MAX` units of one
-/// SKU is refused instead of wrapping the count (which would lift their per-user limit). Before
-/// the fix the addition overflowed in the shard thread (a panic in debug builds, a wrap in
-/// release builds).
+/// The per-user unit count is a `u32`, kept while the SKU has a `per_user_limit` (also a
+/// `u32`): a user about to hold more than `u32::MAX` units of one SKU is refused by the limit's
+/// check (done in u64), never by a wrapped count (which would lift their limit). Before the fix
+/// the addition overflowed in the shard thread (a panic in debug builds, a wrap in release
+/// builds). Without a limit no count is kept, so there is nothing to wrap.
 #[test]
 fn a_users_unit_count_cannot_wrap() {
     let cfg = EngineConfig { shard_count: 1, item_qty_max: 1_000_000, ..Default::default() };
     let (e, clock) = engine(cfg, EngineState::default());
-    e.create_sku(spec("bolt", Decimal::ONE, STOCK_MAX)).wait().expect("sku");
+    let mut bolt = spec("bolt", Decimal::ONE, STOCK_MAX);
+    bolt.rules.per_user_limit = Some(u32::MAX);
+    e.create_sku(bolt).wait().expect("sku");
     let fits = u64::from(u32::MAX) / 1_000_000; // 4 294 orders of a million units
     let mut placed = 0;
     while placed < fits {
@@ -118,9 +121,11 @@ fn a_users_unit_count_cannot_wrap() {
     }
     clock.advance_ms(1);
     let err = e.create_order(CreateOrder::new("vic", &[("bolt", 1_000_000)], "one-too-many")).wait().unwrap_err();
-    assert_eq!(err.code(), "invalid_request");
+    assert_eq!(err.code(), "purchase_limit_exceeded");
     e.settle();
-    assert!(e.audit().is_healthy());
+    let report = e.audit();
+    assert!(report.is_healthy(), "{:?}", report.violations);
+    assert_eq!(report.user_units.get(&(Arc::from("bolt"), Arc::from("vic"))), Some(&(fits as u32 * 1_000_000)));
 }
 
 #[test]

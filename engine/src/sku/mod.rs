@@ -78,7 +78,10 @@ pub struct SkuState {
     stocked_total: u64,
     /// Live holdings (reserved or sold) by order; released ones are removed.
     holdings: FastMap<OrderId, Holding>,
-    /// Units each user holds (reserved + sold): the per-user limit's count.
+    /// Units each user holds (reserved + sold): the per-user limit's count. Kept only while
+    /// the SKU has a `per_user_limit`: an unlimited SKU needs no count, and skipping it saves a
+    /// string hash, a map insert and ~50 bytes per order (issue 12). Setting a limit rebuilds
+    /// the count from the live holdings ([`SkuState::count_users`]).
     user_units: FastMap<UserId, u32>,
     /// Sold units of archived orders (their holdings left memory).
     sold_archived: u64,
@@ -189,16 +192,11 @@ impl SkuState {
         if self.available < u64::from(qty) {
             return Err(EngineError::InsufficientStock { sku_id: self.sku(), available: self.available });
         }
-        let held = self.user_units.get(user_id).copied().unwrap_or(0);
         if let Some(limit) = rules.per_user_limit {
+            let held = self.user_units.get(user_id).copied().unwrap_or(0);
             if u64::from(held) + u64::from(qty) > u64::from(limit) {
                 return Err(EngineError::PurchaseLimitExceeded { sku_id: self.sku(), limit });
             }
-        }
-        // The per-user count is a u32: a user holding about 4.3 billion units of one SKU must
-        // not wrap it (that would lift their per-user limit).
-        if held.checked_add(qty).is_none() {
-            return Err(EngineError::invalid(format!("user {user_id} holds too many units of sku {}", self.id)));
         }
         let event = SkuEvent::Reserved { sku_id: self.id.clone(), order_id, user_id: user_id.clone(), qty };
         Ok((grant, Some(event)))
@@ -315,6 +313,18 @@ impl SkuState {
         Ok(())
     }
 
+    /// Rebuild the per-user count from the live holdings, when a limit is set on a SKU that had
+    /// none. Units of orders archived before that (sold, out of memory) are not counted: a limit
+    /// set in the middle of a sale counts what users hold in live orders.
+    fn count_users(&mut self) {
+        let mut units: FastMap<UserId, u32> = FastMap::default();
+        for h in self.holdings.values() {
+            let n = units.entry(h.user_id.clone()).or_insert(0);
+            *n = n.saturating_add(h.qty);
+        }
+        self.user_units = units;
+    }
+
     /// Add or remove units (bounded by `available`, as decided).
     fn adjust(&mut self, delta: i64) {
         if delta >= 0 {
@@ -338,9 +348,15 @@ impl SkuState {
         match event {
             SkuEvent::Created { .. } => {}
             SkuEvent::Updated { name, price, rules, .. } => {
+                let counted = self.rules.per_user_limit.is_some();
                 self.name = name.clone();
                 self.price = *price;
                 self.rules = rules.clone();
+                match (counted, rules.per_user_limit.is_some()) {
+                    (false, true) => self.count_users(),
+                    (true, false) => self.user_units = FastMap::default(),
+                    _ => {}
+                }
             }
             SkuEvent::Adjusted { delta, .. } => self.adjust(*delta),
             SkuEvent::AdjustedOnce { adjustment_id, delta, reason, .. } => {
@@ -359,7 +375,11 @@ impl SkuState {
                 debug_assert_eq!(q, u64::from(*qty), "reserve beyond available");
                 self.available -= q;
                 self.reserved += q;
-                *self.user_units.entry(user_id.clone()).or_insert(0) += q as u32;
+                if self.rules.per_user_limit.is_some() {
+                    // Saturating: a count this high is far past any limit (a u32 limit).
+                    let units = self.user_units.entry(user_id.clone()).or_insert(0);
+                    *units = units.saturating_add(q as u32);
+                }
                 self.holdings
                     .insert(*order_id, Holding { user_id: user_id.clone(), qty: q as u32, state: HoldState::Reserved });
             }
