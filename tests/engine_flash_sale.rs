@@ -270,3 +270,37 @@ fn a_full_mailbox_answers_overloaded_and_never_drops_a_request() {
     assert_eq!(engine.order_count(), total_ok + retries);
     assert_eq!(engine.get_sku(HOT).unwrap().reserved as usize, total_ok + retries);
 }
+
+fn messages_handled(engine: &Engine) -> u64 {
+    engine.stats().shards.iter().map(|s| s.messages_handled).sum()
+}
+
+/// The cheap no (issue 12): once a SKU is sold out, a buyer with no order of their own is
+/// answered `sold_out` on the caller's thread, without a message to any shard; a buyer who
+/// has an order (the retry of the request that took the last unit) still goes through their
+/// shard and gets that order back, one by one and batched alike.
+#[test]
+fn sold_out_answers_skip_the_shards_except_for_retries() {
+    let engine = Engine::in_memory(EngineConfig { shard_count: 2, ..Default::default() }).expect("engine");
+    hot_sku(&engine, 1);
+    let winner = CreateOrder::new("winner", &[(HOT, 1)], "w-1");
+    let order = engine.create_order(winner.clone()).wait().expect("the last unit");
+    engine.settle();
+    let before = messages_handled(&engine);
+    for i in 0..1_000 {
+        let err = engine.create_order(CreateOrder::new(&format!("late-{i}"), &[(HOT, 1)], "k")).wait().unwrap_err();
+        assert_eq!(err.code(), "sold_out");
+    }
+    let batch: Vec<_> = (0..1_000).map(|i| CreateOrder::new(&format!("later-{i}"), &[(HOT, 1)], "k")).collect();
+    for p in engine.create_orders(batch) {
+        assert_eq!(p.wait().unwrap_err().code(), "sold_out");
+    }
+    engine.settle();
+    // A few messages at most: users whose hash shares the winner's filter bit.
+    let hops = messages_handled(&engine) - before;
+    assert!(hops < 10, "{hops} sold-out answers went through a shard");
+    assert_eq!(engine.create_order(winner.clone()).wait().expect("retry").order_id, order.order_id);
+    let again = engine.create_orders(vec![winner]).remove(0).wait().expect("batched retry");
+    assert_eq!(again.order_id, order.order_id);
+    assert!(messages_handled(&engine) > before + hops, "the retries went through the winner's shard");
+}

@@ -61,6 +61,7 @@ pub mod snowflake;
 pub mod state;
 pub mod state_machine;
 pub mod stats;
+mod user_filter;
 
 pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -88,3 +89,4 @@ pub use smallvec::{smallvec, SmallVec};
 pub use state::{EngineState, EngineStateV1, SkuState, SkuStateV1};
 pub use state_machine::OrderEventKind;
 pub use stats::{EngineStats, ShardStats, TransitionCount};
+pub use user_filter::USER_FILTER_BITS;

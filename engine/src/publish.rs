@@ -28,6 +28,8 @@ pub(crate) struct ReadModels {
     /// allocation); a second spills to the heap.
     pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 1]>>,
     pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
+    /// Users that may hold an idempotency record (the sold-out fast path's check).
+    pub users: crate::user_filter::UserFilter,
 }
 
 /// What one batch changed in the read models.

@@ -55,17 +55,37 @@ impl Engine {
         if let Err(e) = self.check_create(&req) {
             return Pending::ready(Err(e));
         }
-        // Sold-out fast path: the first item's published counters and rules decide a rejection
-        // without a round trip to its SKU actor (which stays the authority). Only the first
-        // item, so the answer is still the first rejection in item order; and the rejection
-        // still passes the user's shard, so a retry of an order that took the last unit finds
-        // its idempotency record and gets its order, not `sold_out`.
-        let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
-            None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
-            Some(s) => s.fast_reject(self.inner.clock.now_ms()),
+        let fast_reject = match self.fast_path(&req, self.inner.clock.now_ms()) {
+            Ok(fast_reject) => fast_reject,
+            Err(e) => return Pending::ready(Err(e)),
         };
         let shard = shard_for_key(&req.user_id, self.inner.shard_count);
         self.submit(shard, |r| ShardMsg::CreateOrder(req, r, fast_reject))
+    }
+
+    /// The sold-out fast path: the first item's published counters and rules decide a rejection
+    /// without a round trip to its SKU actor (which stays the authority). Only the first item,
+    /// so the answer is still the first rejection in item order.
+    ///
+    /// `Err`: answer it now, on the caller's thread: the user has no idempotency record (the
+    /// [`crate::user_filter::UserFilter`] says so), so no earlier request of theirs can be the
+    /// answer. `Ok(Some)`: a rejection the user's shard gives unless the request is a retry of
+    /// an order it knows (a retry of the order that took the last unit gets its order, not
+    /// `sold_out`). `Ok(None)`: run the saga. Either `Ok` marks the user first.
+    fn fast_path(&self, req: &CreateOrder, now_ms: i64) -> Result<Option<EngineError>, EngineError> {
+        let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
+            None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
+            Some(s) => s.fast_reject(now_ms),
+        };
+        let users = &self.inner.read.users;
+        match fast_reject {
+            Some(e) if !users.may_contain(&req.user_id) => Err(e),
+            Some(e) => Ok(Some(e)),
+            None => {
+                users.insert(&req.user_id);
+                Ok(None)
+            }
+        }
     }
 
     /// Create many orders with one mailbox message (and one wake-up) per shard instead of one
@@ -105,9 +125,12 @@ impl Engine {
                 answers.push(Some(Pending::ready(Err(e))));
                 continue;
             }
-            let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
-                None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
-                Some(s) => s.fast_reject(now),
+            let fast_reject = match self.fast_path(&req, now) {
+                Ok(fast_reject) => fast_reject,
+                Err(e) => {
+                    answers.push(Some(Pending::ready(Err(e))));
+                    continue;
+                }
             };
             let shard = shard_for_key(&req.user_id, n);
             let (tx, rx) = oneshot::channel();

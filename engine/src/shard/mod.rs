@@ -198,6 +198,7 @@ impl ShardCore {
 
     /// Idempotency record and read models of an order.
     fn index_order(&mut self, order: &Arc<Order>) {
+        self.read.users.insert(&order.user_id);
         self.record_idempotency(order.order_id, &order.user_id, &order.idempotency_key);
         self.index_order_reads(order);
     }

@@ -131,6 +131,7 @@ impl ShardCore {
     pub(super) fn restore_order(&mut self, order: Arc<Order>) {
         let id = order.order_id;
         self.orders.insert(id, order.clone());
+        self.read.users.insert(&order.user_id);
         self.record_idempotency(id, &order.user_id, &order.idempotency_key);
         // Back in the read models (and the user's index) once this batch is durable.
         self.changed_orders.push((order.clone(), true));
