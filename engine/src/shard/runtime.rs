@@ -128,11 +128,36 @@ impl Shard {
                 Box::new(move |result| on_durable.complete(&read, observer.as_ref(), result)),
             );
         }
-        for (shard, msg) in effects.outbox.drain(..) {
-            // Only fails when the peer has exited (shutdown): nothing is left to tell.
-            let _ = self.peers[shard].send(msg);
-        }
+        self.send_outbox(&mut effects.outbox);
         self.core.recycle_outbox(effects.outbox);
+    }
+
+    /// Send a batch's messages to other shards: one channel message per destination, a
+    /// `ShardMsg::Batch` when there are several (a saga step for each of 256 orders costs one
+    /// send and at most one wake-up, not 256). Each destination gets its messages in the order
+    /// they were sent, as before (`handle_now` runs a batch's messages in order).
+    fn send_outbox(&mut self, outbox: &mut Vec<(usize, ShardMsg)>) {
+        if outbox.len() == 1 {
+            if let Some((shard, msg)) = outbox.pop() {
+                // Only fails when the peer has exited (shutdown): nothing is left to tell.
+                let _ = self.peers[shard].send(msg);
+            }
+            return;
+        }
+        let mut per_shard: Vec<Vec<ShardMsg>> = (0..self.peers.len()).map(|_| Vec::new()).collect();
+        for (shard, msg) in outbox.drain(..) {
+            per_shard[shard].push(msg);
+        }
+        for (shard, mut msgs) in per_shard.into_iter().enumerate() {
+            let msg = match msgs.len() {
+                0 => continue,
+                1 => msgs.pop(),
+                _ => Some(ShardMsg::Batch(msgs)),
+            };
+            if let Some(msg) = msg {
+                let _ = self.peers[shard].send(msg);
+            }
+        }
     }
 }
 
