@@ -25,6 +25,7 @@ use crate::error::EngineError;
 use crate::event::SkuEvent;
 use crate::routing::FastMap;
 
+mod decode;
 mod shared;
 mod v1;
 pub(crate) use shared::{SkuMeta, SkuPublication, SkuShared};
@@ -66,7 +67,9 @@ struct Adjustment {
 }
 
 /// One SKU's state: pure data, serializable (snapshots), rebuilt by applying its events.
+/// Decoded through `decode::StoredSkuState` (the same layout), which normalizes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "decode::StoredSkuState")]
 pub struct SkuState {
     id: SkuId,
     name: Arc<str>,

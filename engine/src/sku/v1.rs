@@ -45,5 +45,6 @@ impl From<SkuStateV1> for SkuState {
             sold_archived: v.sold_archived,
             adjustments: VecDeque::new(),
         }
+        .normalized()
     }
 }
