@@ -89,11 +89,11 @@ impl EngineBuilder {
         let parts = place_state(std::mem::take(&mut self.state), n);
         let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counters: Vec<Arc<ShardCounters>> = (0..n).map(|_| Arc::default()).collect();
-        let mut shards = Vec::with_capacity(n);
         // New ids stay above archived ones too (they are not in the recovered state).
         let id_floor = self.archive.as_ref().and_then(|a| a.highest_id());
+        let mut shard_parts = Vec::with_capacity(n);
         for ((id, (ext, int)), initial) in external_rx.into_iter().zip(internal_rx).enumerate().zip(parts) {
-            let mut shard = Shard::new(ShardParts {
+            shard_parts.push(ShardParts {
                 core: CoreParts {
                     id,
                     config: config.clone(),
@@ -109,11 +109,13 @@ impl EngineBuilder {
                 peers: internal.clone(),
                 journal: (self.journal)(id),
                 observer: self.observer.clone(),
-            })?;
+            });
+        }
+        let mut shards = install_in_parallel(shard_parts)?;
+        for shard in shards.iter_mut() {
             if let Some(floor) = id_floor {
                 shard.observe_id(floor);
             }
-            shards.push(shard);
         }
         let mut inner = Inner {
             config,
@@ -156,6 +158,23 @@ impl Engine {
             observer: None,
         }
     }
+}
+
+/// Build the shards, each installing its recovered actors (orders into its maps, the read
+/// models and the timer queue) on its own thread: a restart with millions of orders uses every
+/// core (issue 12: restart of 5 M orders ≤ 8 s).
+fn install_in_parallel(parts: Vec<ShardParts>) -> EngineResult<Vec<Shard>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts.into_iter().map(|p| scope.spawn(move || Shard::new(p))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::InvalidConfig { message: "a shard panicked while installing its state".into() })
+                })
+            })
+            .collect()
+    })
 }
 
 /// Place recovered actors by id (SKUs by [`shard_for_key`], orders by the shard in their id),
