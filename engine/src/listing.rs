@@ -43,7 +43,8 @@ pub(crate) fn page(
         examined += 1;
         visited += 1;
         if let Some(order) = get(read, archive, *id) {
-            if q.status.is_none_or(|s| order.status == s) {
+            // The live index may hold another user's ids (a hash collision of its keys).
+            if *order.user_id == *q.user_id && q.status.is_none_or(|s| order.status == s) {
                 orders.push(order);
                 if orders.len() == q.limit {
                     break;
@@ -58,7 +59,7 @@ pub(crate) fn page(
 /// Up to `n` of the user's live order ids below `before`, highest first: a binary search and a
 /// walk back (the guard is held only for the copy).
 fn live_before(read: &ReadModels, user_id: &str, before: Option<OrderId>, n: usize) -> Vec<OrderId> {
-    let Some(ids) = read.user_orders.get(user_id) else {
+    let Some(ids) = read.user_orders.get(&read.user_key(user_id)) else {
         return Vec::new();
     };
     let end = before.map_or(ids.len(), |b| ids.partition_point(|x| *x < b));
@@ -172,7 +173,7 @@ mod tests {
                 read.orders.insert(o.order_id, o);
             }
         }
-        read.user_orders.insert(Arc::from(user), live);
+        read.user_orders.insert(read.user_key(user), live);
     }
 
     fn all_pages(read: &ReadModels, archive: &CountingArchive, q: &ListOrders) -> (Vec<u64>, usize, usize) {
@@ -247,6 +248,23 @@ mod tests {
         let second = engine.list_orders(&ListOrders { before: first.next_before, ..q }).expect("page");
         let listed: Vec<u64> = first.orders.iter().chain(&second.orders).map(|o| o.order_id.0).collect();
         assert_eq!(listed, ids.iter().rev().copied().collect::<Vec<_>>());
+    }
+
+    /// Two users whose `user_orders` keys collide share one list: each sees only their own.
+    #[test]
+    fn a_shared_index_list_shows_each_user_only_their_orders() {
+        let read = ReadModels::default();
+        let mut ids = smallvec::SmallVec::new();
+        for id in 1..=6 {
+            let o = order(id, if id % 2 == 0 { "ann" } else { "bob" }, OrderStatus::PendingPayment);
+            read.orders.insert(o.order_id, o);
+            ids.push(OrderId(id));
+        }
+        read.user_orders.insert(read.user_key("ann"), ids);
+        let q = ListOrders { user_id: "ann".into(), status: None, limit: 10, before: None };
+        let (p, _) = page(&read, None, &q, 100).expect("page");
+        let got: Vec<u64> = p.orders.iter().map(|o| o.order_id.0).collect();
+        assert_eq!(got, vec![6, 4, 2]);
     }
 
     #[test]

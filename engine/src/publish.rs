@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::domain::{Order, OrderId, SkuId, UserId};
+use crate::domain::{Order, OrderId, SkuId};
 use crate::sku::{SkuPublication, SkuShared};
 
 type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
@@ -24,12 +24,24 @@ type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
 pub(crate) struct ReadModels {
     pub orders: FastDashMap<OrderId, Arc<Order>>,
     /// A user's order ids in creation order (ids increase, all minted by the user's shard).
-    /// In a flash sale most users have one order: it is kept inline (a 32-byte entry, no heap
-    /// allocation); a second spills to the heap.
-    pub user_orders: FastDashMap<UserId, smallvec::SmallVec<[OrderId; 1]>>,
+    /// Keyed by [`ReadModels::user_key`], a 64-bit hash of the user id rather than the id
+    /// itself: a 24-byte entry instead of 32, and no string compare (issue 12: memory per
+    /// order). Two users whose hashes collide share a list; `list_orders` keeps only the
+    /// asking user's orders. In a flash sale most users have one order: it is kept inline (no
+    /// heap allocation); a second spills to the heap.
+    pub user_orders: FastDashMap<u64, smallvec::SmallVec<[OrderId; 1]>>,
+    /// The keys of `user_orders` (random per process: the index is rebuilt at every start).
+    user_hasher: ahash::RandomState,
     pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
     /// Users that may hold an idempotency record (the sold-out fast path's check).
     pub users: crate::user_filter::UserFilter,
+}
+
+impl ReadModels {
+    /// The `user_orders` key of `user_id`.
+    pub fn user_key(&self, user_id: &str) -> u64 {
+        self.user_hasher.hash_one(user_id)
+    }
 }
 
 /// What one batch changed in the read models.
@@ -61,7 +73,7 @@ impl BatchPublication {
 /// Add `order` to its user's index, which stays ascending (`list_orders` binary-searches it)
 /// and holds each id once. O(log n) plus a shift of the ids above it (usually none).
 pub(crate) fn index_user_order(read: &ReadModels, order: &Order) {
-    let mut ids = read.user_orders.entry(order.user_id.clone()).or_default();
+    let mut ids = read.user_orders.entry(read.user_key(&order.user_id)).or_default();
     let at = ids.partition_point(|x| *x < order.order_id);
     if ids.get(at) != Some(&order.order_id) {
         ids.insert(at, order.order_id);

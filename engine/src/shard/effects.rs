@@ -69,7 +69,7 @@ impl DurableEffects {
             if read.orders.remove_if(&id, |_, o| Arc::ptr_eq(o, &order)).is_none() {
                 continue;
             }
-            if let Some(mut ids) = read.user_orders.get_mut(&order.user_id) {
+            if let Some(mut ids) = read.user_orders.get_mut(&read.user_key(&order.user_id)) {
                 ids.retain(|x| *x != id);
             }
         }

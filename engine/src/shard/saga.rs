@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
+
 use super::timers::TimerKind;
 use super::{Deferred, OrderMsg, Reply, ShardCore, ShardMsg, SkuMsg};
 use crate::config::ms_i64;
@@ -24,7 +26,8 @@ pub(super) struct Saga {
     pub(super) user_id: UserId,
     pub(super) items: Vec<(SkuId, u32)>,
     pub(super) idempotency_key: Arc<str>,
-    pub(super) grants: Vec<Option<Result<Grant, EngineError>>>,
+    /// One per item, inline for a single-item order (no allocation).
+    pub(super) grants: SmallVec<[Option<Result<Grant, EngineError>>; 1]>,
     /// Set once compensation started: the rejection to return when it ends.
     pub(super) compensating: Option<EngineError>,
 }
@@ -38,7 +41,8 @@ pub(super) enum FlightState {
 /// An order with messages out to SKU actors. Commands for it wait in `queued` so an order still
 /// handles one thing at a time, including its side effects.
 pub(super) struct InFlight {
-    pub(super) waiters: Vec<Reply<Arc<Order>>>,
+    /// Usually one (a concurrent duplicate adds one): inline.
+    pub(super) waiters: SmallVec<[Reply<Arc<Order>>; 1]>,
     pub(super) acks_left: usize,
     pub(super) state: FlightState,
     pub(super) queued: VecDeque<OrderMsg>,
@@ -98,7 +102,7 @@ impl ShardCore {
         self.in_flight.insert(
             order_id,
             InFlight {
-                waiters: vec![reply],
+                waiters: smallvec![reply],
                 acks_left: n,
                 state: FlightState::Creating(Box::new(saga)),
                 queued: VecDeque::new(),
