@@ -43,6 +43,12 @@ pub struct EngineConfig {
     pub timers_per_tick_max: usize,
     /// How often an idle shard wakes to fire due timers.
     pub tick_interval_ms: u64,
+    /// Live orders to make room for at start (0: grow as needed). The order maps (each
+    /// shard's orders and idempotency records, the read models) are sized once for this many,
+    /// so growing to it never stops a shard to rehash a table: doubling a map of 4 M entries
+    /// copies ~64 MB in one go, a stall of tens of ms (issue 12, "no stalls"). Costs ~70 bytes
+    /// per expected order up front, touched only as it is used. At most 2^32.
+    pub live_orders_expected: u64,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +67,7 @@ impl Default for EngineConfig {
             list_limit_max: 100,
             timers_per_tick_max: 4_096,
             tick_interval_ms: 10,
+            live_orders_expected: 0,
         }
     }
 }
@@ -114,6 +121,9 @@ impl EngineConfig {
             ("timers_per_tick_max", self.timers_per_tick_max as u64, TIMERS_PER_TICK_MAX),
             ("tick_interval_ms", self.tick_interval_ms, TICK_INTERVAL_MS_MAX),
         ];
+        if self.live_orders_expected > LIVE_ORDERS_EXPECTED_MAX {
+            return bad(format!("live_orders_expected must be at most {LIVE_ORDERS_EXPECTED_MAX}"));
+        }
         for (name, value, max) in counts {
             if value == 0 || value > max {
                 return bad(format!("{name} must be 1..={max}"));
@@ -123,6 +133,8 @@ impl EngineConfig {
     }
 }
 
+/// Largest `live_orders_expected`: 2^32 orders (hundreds of GB of memory).
+pub const LIVE_ORDERS_EXPECTED_MAX: u64 = 1 << 32;
 /// Most shards: order ids route to shards by their 12 sequence bits.
 pub const SHARD_COUNT_MAX: usize = 4096;
 /// Longest configurable duration: 100 years in ms (a clock plus this fits an `i64` for

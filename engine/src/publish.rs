@@ -38,6 +38,15 @@ pub(crate) struct ReadModels {
 }
 
 impl ReadModels {
+    /// Read models sized for `orders` live orders (`EngineConfig::live_orders_expected`).
+    pub fn with_capacity(orders: usize) -> Self {
+        Self {
+            orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
+            user_orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
+            ..Self::default()
+        }
+    }
+
     /// The `user_orders` key of `user_id`.
     pub fn user_key(&self, user_id: &str) -> u64 {
         self.user_hasher.hash_one(user_id)

@@ -128,6 +128,20 @@ fn a_users_unit_count_cannot_wrap() {
     assert_eq!(report.user_units.get(&(Arc::from("bolt"), Arc::from("vic"))), Some(&(fits as u32 * 1_000_000)));
 }
 
+/// Maps sized for the expected orders behave like grown ones.
+#[test]
+fn a_presized_engine_takes_orders_as_usual() {
+    let cfg = EngineConfig { shard_count: 2, live_orders_expected: 10_000, ..Default::default() };
+    let (e, _) = engine(cfg, EngineState::default());
+    e.create_sku(spec("pre", Decimal::ONE, 100)).wait().expect("sku");
+    for i in 0..100 {
+        e.create_order(CreateOrder::new(&format!("u{i}"), &[("pre", 1)], "k")).wait().expect("order");
+    }
+    assert_eq!(e.create_order(CreateOrder::new("late", &[("pre", 1)], "k")).wait().unwrap_err().code(), "sold_out");
+    e.settle();
+    assert!(e.audit().is_healthy());
+}
+
 #[test]
 fn a_config_that_does_not_fit_is_refused_at_start() {
     let bad = [
@@ -135,6 +149,7 @@ fn a_config_that_does_not_fit_is_refused_at_start() {
         EngineConfig { payment_timeout_ms: u64::MAX, ..Default::default() },
         EngineConfig { shard_count: 5_000, ..Default::default() },
         EngineConfig { node_id: 1_024, ..Default::default() },
+        EngineConfig { live_orders_expected: (1 << 32) + 1, ..Default::default() },
     ];
     for cfg in bad {
         let err = Engine::in_memory(cfg.clone()).err().unwrap_or_else(|| panic!("{cfg:?} was accepted"));

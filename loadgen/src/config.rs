@@ -163,6 +163,10 @@ pub struct BenchArgs {
     /// In-process only: shard threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
+    /// In-process only: the engine's `live_orders_expected` (size the order maps for this
+    /// many live orders at start, so a long run never stalls on a map resize; 0 = grow).
+    #[arg(long, default_value_t = 0)]
+    pub live_orders_expected: u64,
     /// In-process mixed scenario only: payment deadline of new orders in ms, short so that
     /// deadlines expire during the run (other scenarios keep the engine default of 15 min; a
     /// server uses its own `payment_timeout_ms`).
@@ -207,6 +211,7 @@ impl BenchArgs {
             durability: BenchDurability::Sync,
             data_dir: None,
             shards: 0,
+            live_orders_expected: 0,
             payment_timeout_ms: 2_000,
             threads: 2,
             seed: 20_261_120,

@@ -33,7 +33,11 @@ impl InProcess {
             BenchDurability::Os => Durability::Os,
             BenchDurability::None => Durability::None,
         };
-        let mut ecfg = EngineConfig { shard_count: args.shards, ..EngineConfig::default() };
+        let mut ecfg = EngineConfig {
+            shard_count: args.shards,
+            live_orders_expected: args.live_orders_expected,
+            ..EngineConfig::default()
+        };
         // Only mixed wants deadlines to expire during the run; in hot-sku and flash-sale an
         // expiry would hand units back and blur the check "held == acknowledged".
         if args.scenario == Scenario::Mixed {

@@ -75,7 +75,7 @@ impl EngineBuilder {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
         let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
-        let read = Arc::new(ReadModels::default());
+        let read = Arc::new(ReadModels::with_capacity(config.live_orders_expected as usize));
         let (mut external, mut external_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut internal, mut internal_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {

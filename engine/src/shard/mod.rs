@@ -158,7 +158,16 @@ impl ShardCore {
             dirty_skus: Vec::new(),
             counters: p.counters,
         }
+        .presized()
         .install(p.initial))
+    }
+
+    /// Room for this shard's part of `live_orders_expected` (see [`EngineConfig`]).
+    fn presized(mut self) -> Self {
+        let n = (self.config.live_orders_expected / self.shard_count.max(1) as u64) as usize;
+        self.orders.reserve(n);
+        self.idempotency.reserve(n);
+        self
     }
 
     /// Host recovered actors: SKUs, orders, and everything derived from orders (idempotency

@@ -109,7 +109,10 @@ impl ShardCore {
     /// the end of the batch, and journal it.
     fn apply_sku(&mut self, event: SkuEvent) {
         if let SkuEvent::Created { sku_id, .. } = &event {
-            if let Some(actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id, false)) {
+            if let Some(mut actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id, false)) {
+                // A SKU holds at most one holding per unit: room for the expected orders.
+                let stock = actor.state().view().stocked_total;
+                actor.reserve_holdings(stock.min(self.config.live_orders_expected) as usize);
                 self.skus.insert(sku_id.clone(), actor);
                 self.dirty_skus.push(sku_id.clone());
             }

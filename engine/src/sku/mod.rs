@@ -456,6 +456,11 @@ impl SkuActor {
         Self { state, shared, dirty: !listed, meta_dirty: false, listed }
     }
 
+    /// Room for `n` holdings (`EngineConfig::live_orders_expected`: no rehash stall).
+    pub fn reserve_holdings(&mut self, n: usize) {
+        self.state.holdings.reserve(n);
+    }
+
     pub fn shared(&self) -> &Arc<SkuShared> {
         &self.shared
     }
