@@ -167,6 +167,7 @@ impl ShardCore {
         let n = (self.config.live_orders_expected / self.shard_count.max(1) as u64) as usize;
         self.orders.reserve(n);
         self.idempotency.reserve(n);
+        self.timers.reserve(n);
         self
     }
 

@@ -42,6 +42,11 @@ impl TimerQueue {
         }
     }
 
+    /// Room for `n` payment deadlines in the FIFO (no copy stall while it grows to that).
+    pub fn reserve(&mut self, n: usize) {
+        self.deadlines.reserve(n);
+    }
+
     /// Disarm a timer. A payment deadline in the FIFO stays until due (module docs).
     pub fn remove(&mut self, timer: &Timer) {
         self.ordered.remove(timer);
