@@ -107,6 +107,8 @@ fn hot_sku_in_process_with_batched_submission_answers_exactly_the_budget() {
     assert!(v.passed && v.held == 1_000 && v.audit_passed == Some(true), "verify: {v:?}");
     let per_order = r.wal_bytes_per_order.expect("sync durability measures WAL bytes");
     assert!(per_order > 16.0 && per_order < 4_096.0, "{per_order} WAL bytes per order");
+    let c = r.wal_commits.expect("sync durability measures WAL commits");
+    assert!(c.commits >= 1 && c.latency_us_p50 <= c.latency_us_p99 && c.latency_us_p99 <= c.latency_us_max, "{c:?}");
     assert_latency_sane(&r);
     let mut refused = quiet(Scenario::Mixed, "in-process");
     refused.batch = 8;
@@ -558,6 +560,7 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
         "batch",
         "wal_bytes",
         "wal_bytes_per_order",
+        "wal_commits",
         "rate_rps",
         "seed",
         "elapsed_s",

@@ -57,6 +57,17 @@ impl InProcess {
         (bytes > 0).then_some(bytes)
     }
 
+    /// The WAL writer's group commits so far (`None` with durability `none`).
+    pub fn wal_commits(&self) -> Option<crate::report::WalCommits> {
+        let h = self.durable.wal_stats().flush_latency_us.lock().ok()?;
+        (!h.is_empty()).then(|| crate::report::WalCommits {
+            commits: h.len(),
+            latency_us_p50: h.value_at_quantile(0.5),
+            latency_us_p99: h.value_at_quantile(0.99),
+            latency_us_max: h.max(),
+        })
+    }
+
     /// Wait until every shard is idle, then run the engine's cross-actor audit.
     pub fn audit(&self) -> bool {
         let engine = self.durable.engine();

@@ -70,6 +70,20 @@ pub struct Verify {
     pub detail: String,
 }
 
+/// WAL group commits of an in-process run with durability: how many, and how long each took
+/// (append + archive + flush, and `fdatasync` in `sync`; the writer's own histogram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WalCommits {
+    /// Group commits (the SKU's setup included: one or two).
+    pub commits: u64,
+    /// Median commit time, µs.
+    pub latency_us_p50: u64,
+    /// 99th percentile, µs.
+    pub latency_us_p99: u64,
+    /// Longest, µs.
+    pub latency_us_max: u64,
+}
+
 /// Everything a run measured. Field names are the `--json` schema.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -95,6 +109,9 @@ pub struct Report {
     pub wal_bytes: Option<u64>,
     /// `wal_bytes` per created order (issue 12: at most 192, aim 128).
     pub wal_bytes_per_order: Option<f64>,
+    /// In-process with durability: the WAL's group commits (issue 12: commit p99 ≤ 3 ms at
+    /// half of saturation); `null` otherwise.
+    pub wal_commits: Option<WalCommits>,
     /// Open-loop rate, requests per second; `null` for closed loop.
     pub rate_rps: Option<f64>,
     /// Seed of the mixed scenario's choices.
@@ -161,6 +178,16 @@ impl Report {
         let _ = writeln!(t, "elapsed       {:.2} s", self.elapsed_s);
         if let (Some(b), Some(per)) = (self.wal_bytes, self.wal_bytes_per_order) {
             let _ = writeln!(t, "wal           {b} bytes of records, {per:.0} per order");
+        }
+        if let Some(c) = self.wal_commits {
+            let _ = writeln!(
+                t,
+                "wal commits   {}   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+                c.commits,
+                c.latency_us_p50 as f64 / 1e3,
+                c.latency_us_p99 as f64 / 1e3,
+                c.latency_us_max as f64 / 1e3
+            );
         }
         let _ = writeln!(
             t,

@@ -269,10 +269,12 @@ async fn run_async(
     let sold_out = errors.get("sold_out").copied().unwrap_or(0);
     // Read before verify: the WAL's bytes of the load phase only (setup is one SKU).
     let wal_bytes = engine.and_then(crate::in_process::InProcess::wal_bytes);
+    let wal_commits = engine.and_then(crate::in_process::InProcess::wal_commits);
     let verify = verify(args, &clients[0], &shared, stock_per_sku, orders, units_ok, &watch, engine).await?;
     Ok(Report {
         wal_bytes,
         wal_bytes_per_order: wal_bytes.filter(|_| orders > 0).map(|b| b as f64 / orders as f64),
+        wal_commits,
         label: args.label.clone(),
         scenario: args.scenario.to_string(),
         target: args.target.clone(),
