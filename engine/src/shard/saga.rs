@@ -33,7 +33,9 @@ pub(super) struct Saga {
 }
 
 pub(super) enum FlightState {
-    Creating(Box<Saga>),
+    /// Inline, not boxed: the map of orders in flight is small, and a box is an allocation per
+    /// order (issue 12).
+    Creating(Saga),
     /// A transition waiting for its stock effects; the answer to give when they are done.
     Effect(Arc<Order>),
 }
@@ -104,7 +106,7 @@ impl ShardCore {
             InFlight {
                 waiters: smallvec![reply],
                 acks_left: n,
-                state: FlightState::Creating(Box::new(saga)),
+                state: FlightState::Creating(saga),
                 queued: VecDeque::new(),
             },
         );
