@@ -28,8 +28,15 @@ pub struct RecoveryStats {
     pub fixes: u64,
     /// Highest LSN in the log.
     pub last_lsn: u64,
-    /// Wall time of the whole recovery.
+    /// Wall time of the whole recovery (snapshot load, replay, archive rewrite, reconcile).
     pub duration: Duration,
+    /// Wall time of opening the storage before recovery (sled's own start-up), set by
+    /// [`crate::DurableEngine`]; zero when recovery runs alone.
+    pub storage_open: Duration,
+    /// Wall time from the end of recovery until the engine serves (repairs logged, the writer
+    /// started, the shard threads started with the recovered actors installed), set by
+    /// [`crate::DurableEngine`]; zero when recovery runs alone.
+    pub engine_start: Duration,
 }
 
 /// The result of recovery.

@@ -168,10 +168,14 @@ impl DurableEngine {
                 writer_done: None,
             });
         }
+        let t_open = std::time::Instant::now();
         let (store, mut writer_store) = open_storage()?;
         let mut engine_cfg = engine_cfg;
         engine_cfg.shard_count = directory_shard_count(&*store, &engine_cfg)?;
-        let recovered = recovery::recover(&*store)?;
+        let storage_open = t_open.elapsed();
+        let mut recovered = recovery::recover(&*store)?;
+        let t_start = std::time::Instant::now();
+        recovered.stats.storage_open = storage_open;
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
@@ -208,7 +212,15 @@ impl DurableEngine {
         let kept = std::sync::Mutex::new(recovered.kept);
         let shared = Arc::new(Shared { engine, store: Some(store), base, stats, kept });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
-        Ok(Self { shared: Some(shared), recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
+        let mut recovery = recovered.stats;
+        recovery.engine_start = t_start.elapsed();
+        tracing::info!(
+            storage_open_ms = recovery.storage_open.as_millis() as u64,
+            recovery_ms = recovery.duration.as_millis() as u64,
+            engine_start_ms = recovery.engine_start.as_millis() as u64,
+            "restart finished"
+        );
+        Ok(Self { shared: Some(shared), recovery, snapshotter, writer_done: Some(done_rx) })
     }
 
     fn shared(&self) -> &Shared {
