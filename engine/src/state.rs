@@ -131,30 +131,39 @@ impl EngineState {
     /// ```
     pub fn reconcile_with(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
         let mut fixes = Vec::new();
-        for (sku_id, st) in &self.skus {
-            for (order_id, _, _, sold) in st.holdings() {
-                let wanted =
-                    |o: &Order| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten();
-                let (want, is_archived) = match self.orders.get(&order_id) {
-                    Some(o) => (wanted(o), false),
-                    None => match archived(order_id) {
-                        Some(a) => (wanted(&a), true),
-                        None => (None, false),
-                    },
-                };
-                let (sku_id, order_id) = (sku_id.clone(), order_id);
-                match (sold, want) {
-                    (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
-                    (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
-                    (false, Some(true)) => {
-                        fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
-                        if is_archived {
-                            fixes.push(SkuEvent::Forgotten { sku_id, order_id });
-                        }
+        let sku_ids: Vec<&SkuId> = self.skus.keys().collect();
+        // Every holding as (order, SKU), sorted: the live orders are then walked once in key order
+        // instead of looked up at random (recovery of millions of orders), and the repairs come
+        // out in a deterministic order (by order, then SKU).
+        let mut holdings = Vec::with_capacity(self.skus.values().map(|st| st.holdings().size_hint().0).sum());
+        for (k, st) in self.skus.values().enumerate() {
+            holdings.extend(st.holdings().map(|(order_id, _, _, sold)| (order_id, k, sold)));
+        }
+        holdings.sort_unstable_by_key(|&(order_id, k, _)| (order_id, k));
+        let mut live = self.orders.iter().peekable();
+        for (order_id, k, sold) in holdings {
+            while live.next_if(|(id, _)| **id < order_id).is_some() {}
+            let sku_id = sku_ids[k];
+            let wanted = |o: &Order| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten();
+            let (want, is_archived) = match live.peek() {
+                Some((id, o)) if **id == order_id => (wanted(o), false),
+                _ => match archived(order_id) {
+                    Some(a) => (wanted(&a), true),
+                    None => (None, false),
+                },
+            };
+            let sku_id = sku_id.clone();
+            match (sold, want) {
+                (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
+                (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
+                (false, Some(true)) => {
+                    fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
+                    if is_archived {
+                        fixes.push(SkuEvent::Forgotten { sku_id, order_id });
                     }
-                    (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
-                    _ => {}
                 }
+                (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
+                _ => {}
             }
         }
         fixes.extend(self.unforgotten());
