@@ -2,12 +2,15 @@
 //! past a damaged file, see [`crate::snapshot`]), replay the WAL records it does not cover in LSN
 //! order, then reconcile (finish what a crash interrupted).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use surge_engine::{EngineState, Event, OrderEvent};
+use crossbeam_channel::Sender;
+use surge_engine::{EngineState, Event, Order, OrderEvent};
 
-use crate::codec::{decode_header, decode_record, SnapshotFile};
-use crate::error::PersistenceResult;
+use crate::codec::{decode_header, decode_record_into, SnapshotFile};
+use crate::error::{PersistenceError, PersistenceResult};
 use crate::snapshot;
 use crate::storage::Storage;
 
@@ -56,6 +59,9 @@ pub struct Recovered {
 /// Rebuild the engine state from `store`'s snapshot files and log: the same code over sled
 /// ([`crate::SledStore`]) and over the simulator's memory ([`crate::sim::SimStore`]).
 ///
+/// The replay runs on two threads (see [`replay`]); the result is exactly that of applying
+/// every uncovered event in LSN order with [`EngineState::apply`].
+///
 /// # Errors
 /// A snapshot or record that does not decode (named by path or LSN); I/O errors.
 pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
@@ -64,7 +70,7 @@ pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
     let trimmed_by = store.meta_u64(snapshot::META_WAL_TRIMMED_BY);
     let loaded = snapshot::load_for_recovery(store.snapshots(), trimmed_by)?;
     stats.snapshots_rejected = loaded.rejected.len() as u64;
-    let (mut state, kept) = match loaded.snapshot {
+    let (state, kept) = match loaded.snapshot {
         Some((kept, snap)) => {
             stats.snapshot_lsn = Some(snap.lsn);
             (snap.state, Some(kept))
@@ -72,32 +78,14 @@ pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
         None => (EngineState::default(), None),
     };
     let cover: Option<&SnapshotFile> = kept.as_ref().map(|k| &k.cover);
-    let mut archived = Vec::new();
-    let mut seq_max = cover.map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
-    store.for_each_record(&mut |lsn, bytes| {
-        stats.last_lsn = lsn;
-        let header = decode_header(lsn, bytes)?;
-        seq_max = seq_max.max(header.seq);
-        if cover.is_some_and(|c| c.covers(&header)) {
-            stats.records_skipped += 1;
-            return Ok(());
-        }
-        let (_, events) = decode_record(lsn, bytes)?;
-        for e in &events {
-            if let Event::Order(OrderEvent::Archived(o)) = e {
-                archived.push(o.clone());
-            }
-            state.apply(e);
-        }
-        stats.records_replayed += 1;
-        stats.events_replayed += events.len() as u64;
-        Ok(())
-    })?;
+    let seq_floor = cover.map_or(0, |c| c.cuts.iter().copied().max().unwrap_or(0).max(c.base));
+    let Replayed { mut state, archived, seq_max } = replay(store, cover, state, &mut stats)?;
+    let seq_max = seq_max.max(seq_floor);
     // A crash may have kept an `order_archived` record but not its archive entry: write again.
     store.put_archived(&archived)?;
     // Consult the archive (just brought up to date) so that a crash between `order_archived`
     // and `holding_forgotten` never restocks units of an archived order (issue 10, item 1).
-    let fixes = state.reconcile_with(&|id| store.archived(id.0).map(std::sync::Arc::new));
+    let fixes = state.reconcile_with(&|id| store.archived(id.0).map(Arc::new));
     stats.fixes = fixes.len() as u64;
     stats.duration = t0.elapsed();
     tracing::info!(
@@ -111,4 +99,105 @@ pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
         "recovery finished"
     );
     Ok(Recovered { state, fixes, base: seq_max + 1, stats, kept })
+}
+
+/// What [`replay`] gives back.
+struct Replayed {
+    /// The state after every uncovered event.
+    state: EngineState,
+    /// Orders the replayed records archived (their archive entries are written again).
+    archived: Vec<Arc<Order>>,
+    /// The highest batch sequence of any record, covered or not.
+    seq_max: u64,
+}
+
+/// SKU events handed to the SKU thread at a time.
+const SKU_BATCH_EVENTS: usize = 4_096;
+/// Batches in flight to the SKU thread (bounded: the reader waits rather than grow).
+const SKU_BATCHES_IN_FLIGHT: usize = 32;
+
+/// Apply every record `cover` does not hold to `state`, in LSN order, on two threads: this one
+/// reads the log, decodes it and applies the order events; a second applies the SKU events, in
+/// batches, in the same order. `EngineState::apply` changes only `skus` for a SKU event and
+/// only `orders` for an order event, so each map sees exactly its events in log order and the
+/// result equals a single-threaded replay.
+fn replay(
+    store: &dyn Storage,
+    cover: Option<&SnapshotFile>,
+    state: EngineState,
+    stats: &mut RecoveryStats,
+) -> PersistenceResult<Replayed> {
+    let EngineState { skus, orders } = state;
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Event>>(SKU_BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let sku_thread =
+            std::thread::Builder::new().name("surge-replay-skus".into()).spawn_scoped(scope, move || {
+                let mut sku_side = EngineState { skus, orders: BTreeMap::new() };
+                for batch in rx {
+                    for e in &batch {
+                        sku_side.apply(e);
+                    }
+                }
+                sku_side.skus
+            })?;
+        let mut order_side = EngineState { skus: BTreeMap::new(), orders };
+        let read = read_log(store, cover, &mut order_side, &tx, stats);
+        drop(tx);
+        // A panic while applying is a bug, not bad input: let it end the process as it would
+        // have on one thread (fail-stop).
+        let skus = sku_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let (archived, seq_max) = read?;
+        Ok(Replayed { state: EngineState { skus, orders: order_side.orders }, archived, seq_max })
+    })
+}
+
+/// Walk the log: skip what `cover` holds, decode the rest, apply its order events to
+/// `order_side` and send its SKU events to `skus` in batches. Returns the archived orders and the
+/// highest batch sequence seen.
+fn read_log(
+    store: &dyn Storage,
+    cover: Option<&SnapshotFile>,
+    order_side: &mut EngineState,
+    skus: &Sender<Vec<Event>>,
+    stats: &mut RecoveryStats,
+) -> PersistenceResult<(Vec<Arc<Order>>, u64)> {
+    let (mut archived, mut seq_max) = (Vec::new(), 0);
+    let (mut events, mut batch) = (Vec::new(), Vec::with_capacity(SKU_BATCH_EVENTS));
+    store.for_each_record(&mut |lsn, bytes| {
+        stats.last_lsn = lsn;
+        let header = decode_header(lsn, bytes)?;
+        seq_max = seq_max.max(header.seq);
+        if cover.is_some_and(|c| c.covers(&header)) {
+            stats.records_skipped += 1;
+            return Ok(());
+        }
+        decode_record_into(lsn, bytes, &mut events)?;
+        stats.records_replayed += 1;
+        stats.events_replayed += events.len() as u64;
+        for e in events.drain(..) {
+            match e {
+                Event::Sku(_) => batch.push(e),
+                Event::Order(ref o) => {
+                    if let OrderEvent::Archived(o) = o {
+                        archived.push(o.clone());
+                    }
+                    order_side.apply(&e);
+                }
+            }
+        }
+        if batch.len() >= SKU_BATCH_EVENTS {
+            send(skus, std::mem::replace(&mut batch, Vec::with_capacity(SKU_BATCH_EVENTS)))?;
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        send(skus, batch)?;
+    }
+    Ok((archived, seq_max))
+}
+
+/// Hand a batch to the SKU thread.
+fn send(skus: &Sender<Vec<Event>>, batch: Vec<Event>) -> PersistenceResult<()> {
+    // The SKU thread only stops early by panicking, which `replay` then re-raises.
+    skus.send(batch).map_err(|_| PersistenceError::Io(std::io::Error::other("the replay's SKU thread stopped")))
 }
