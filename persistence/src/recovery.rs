@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use surge_engine::{EngineState, Event, Order, OrderEvent};
 
 use crate::codec::{decode_header, decode_record_into, SnapshotFile};
@@ -59,7 +60,7 @@ pub struct Recovered {
 /// Rebuild the engine state from `store`'s snapshot files and log: the same code over sled
 /// ([`crate::SledStore`]) and over the simulator's memory ([`crate::sim::SimStore`]).
 ///
-/// The replay runs on two threads (see [`replay`]); the result is exactly that of applying
+/// The replay runs on three threads (see [`replay`]); the result is exactly that of applying
 /// every uncovered event in LSN order with [`EngineState::apply`].
 ///
 /// # Errors
@@ -111,16 +112,17 @@ struct Replayed {
     seq_max: u64,
 }
 
-/// SKU events handed to the SKU thread at a time.
-const SKU_BATCH_EVENTS: usize = 4_096;
-/// Batches in flight to the SKU thread (bounded: the reader waits rather than grow).
-const SKU_BATCHES_IN_FLIGHT: usize = 32;
+/// Events handed to an applier thread at a time.
+const BATCH_EVENTS: usize = 4_096;
+/// Batches in flight to each applier thread (bounded: the reader waits rather than grow).
+const BATCHES_IN_FLIGHT: usize = 16;
 
-/// Apply every record `cover` does not hold to `state`, in LSN order, on two threads: this one
-/// reads the log, decodes it and applies the order events; a second applies the SKU events, in
-/// batches, in the same order. `EngineState::apply` changes only `skus` for a SKU event and
-/// only `orders` for an order event, so each map sees exactly its events in log order and the
-/// result equals a single-threaded replay.
+/// Apply every record `cover` does not hold to `state`, in LSN order, on three threads: this one
+/// reads the log and decodes it, one applies the SKU events and one the order events, each in
+/// batches, in log order. `EngineState::apply` changes only `skus` for a SKU event and only
+/// `orders` for an order event, so each map sees exactly its events in log order and the result
+/// equals a single-threaded replay. (Decoding, SKU and order work each allocate much of the
+/// state's memory; three threads let two cores share it whichever dominates.)
 fn replay(
     store: &dyn Storage,
     cover: Option<&SnapshotFile>,
@@ -128,41 +130,95 @@ fn replay(
     stats: &mut RecoveryStats,
 ) -> PersistenceResult<Replayed> {
     let EngineState { skus, orders } = state;
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<Event>>(SKU_BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
-        let sku_thread =
-            std::thread::Builder::new().name("surge-replay-skus".into()).spawn_scoped(scope, move || {
-                let mut sku_side = EngineState { skus, orders: BTreeMap::new() };
-                for batch in rx {
-                    for e in &batch {
-                        sku_side.apply(e);
-                    }
-                }
-                sku_side.skus
-            })?;
-        let mut order_side = EngineState { skus: BTreeMap::new(), orders };
-        let read = read_log(store, cover, &mut order_side, &tx, stats);
-        drop(tx);
+        // Created in the scope: an early return drops the senders, so the appliers end.
+        let (sku_tx, sku_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
+        let (order_tx, order_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
+        let sku_part = EngineState { skus, orders: BTreeMap::new() };
+        let sku_thread = spawn_applier(scope, "surge-replay-skus", sku_part, sku_rx)?;
+        let order_part = EngineState { skus: BTreeMap::new(), orders };
+        let order_thread = spawn_applier(scope, "surge-replay-orders", order_part, order_rx)?;
+        let mut lanes = Lanes { skus: Lane::new(sku_tx), orders: Lane::new(order_tx) };
+        let read = read_log(store, cover, &mut lanes, stats).and_then(|r| lanes.flush().map(|()| r));
+        drop(lanes);
         // A panic while applying is a bug, not bad input: let it end the process as it would
         // have on one thread (fail-stop).
-        let skus = sku_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let skus = sku_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p)).skus;
+        let orders = order_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p)).orders;
         let (archived, seq_max) = read?;
-        Ok(Replayed { state: EngineState { skus, orders: order_side.orders }, archived, seq_max })
+        Ok(Replayed { state: EngineState { skus, orders }, archived, seq_max })
     })
 }
 
-/// Walk the log: skip what `cover` holds, decode the rest, apply its order events to
-/// `order_side` and send its SKU events to `skus` in batches. Returns the archived orders and the
-/// highest batch sequence seen.
+/// A thread that applies every batch it receives to `part`, in order, and returns it.
+fn spawn_applier<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    mut part: EngineState,
+    rx: Receiver<Vec<Event>>,
+) -> std::io::Result<ScopedJoinHandle<'scope, EngineState>> {
+    std::thread::Builder::new().name(name.into()).spawn_scoped(scope, move || {
+        for batch in rx {
+            for e in &batch {
+                part.apply(e);
+            }
+        }
+        part
+    })
+}
+
+/// Where [`read_log`] sends events.
+struct Lanes {
+    skus: Lane,
+    orders: Lane,
+}
+
+impl Lanes {
+    fn flush(&mut self) -> PersistenceResult<()> {
+        self.skus.flush()?;
+        self.orders.flush()
+    }
+}
+
+/// Events gathered for one applier thread.
+struct Lane {
+    tx: Sender<Vec<Event>>,
+    batch: Vec<Event>,
+}
+
+impl Lane {
+    fn new(tx: Sender<Vec<Event>>) -> Self {
+        Self { tx, batch: Vec::with_capacity(BATCH_EVENTS) }
+    }
+
+    #[inline]
+    fn push(&mut self, e: Event) -> PersistenceResult<()> {
+        self.batch.push(e);
+        if self.batch.len() >= BATCH_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> PersistenceResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
+        // An applier only stops early by panicking, which `replay` then re-raises.
+        self.tx.send(batch).map_err(|_| PersistenceError::Io(std::io::Error::other("a replay thread stopped")))
+    }
+}
+
+/// Walk the log: skip what `cover` holds, decode the rest and route its events to `lanes`.
+/// Returns the archived orders and the highest batch sequence seen.
 fn read_log(
     store: &dyn Storage,
     cover: Option<&SnapshotFile>,
-    order_side: &mut EngineState,
-    skus: &Sender<Vec<Event>>,
+    lanes: &mut Lanes,
     stats: &mut RecoveryStats,
 ) -> PersistenceResult<(Vec<Arc<Order>>, u64)> {
-    let (mut archived, mut seq_max) = (Vec::new(), 0);
-    let (mut events, mut batch) = (Vec::new(), Vec::with_capacity(SKU_BATCH_EVENTS));
+    let (mut archived, mut seq_max, mut events) = (Vec::new(), 0, Vec::new());
     store.for_each_record(&mut |lsn, bytes| {
         stats.last_lsn = lsn;
         let header = decode_header(lsn, bytes)?;
@@ -175,29 +231,17 @@ fn read_log(
         stats.records_replayed += 1;
         stats.events_replayed += events.len() as u64;
         for e in events.drain(..) {
-            match e {
-                Event::Sku(_) => batch.push(e),
-                Event::Order(ref o) => {
+            match &e {
+                Event::Sku(_) => lanes.skus.push(e)?,
+                Event::Order(o) => {
                     if let OrderEvent::Archived(o) = o {
                         archived.push(o.clone());
                     }
-                    order_side.apply(&e);
+                    lanes.orders.push(e)?;
                 }
             }
         }
-        if batch.len() >= SKU_BATCH_EVENTS {
-            send(skus, std::mem::replace(&mut batch, Vec::with_capacity(SKU_BATCH_EVENTS)))?;
-        }
         Ok(())
     })?;
-    if !batch.is_empty() {
-        send(skus, batch)?;
-    }
     Ok((archived, seq_max))
-}
-
-/// Hand a batch to the SKU thread.
-fn send(skus: &Sender<Vec<Event>>, batch: Vec<Event>) -> PersistenceResult<()> {
-    // The SKU thread only stops early by panicking, which `replay` then re-raises.
-    skus.send(batch).map_err(|_| PersistenceError::Io(std::io::Error::other("the replay's SKU thread stopped")))
 }
