@@ -30,6 +30,10 @@ pub struct RecoveryStats {
     pub records_skipped: u64,
     /// Repair events produced by reconciliation (orphan reservations released, …).
     pub fixes: u64,
+    /// Archived orders written to the archive again from replayed `order_archived` records (a
+    /// crash may have kept a record but not its archive entry); made durable before the engine
+    /// starts.
+    pub archived_rewritten: u64,
     /// Highest LSN in the log.
     pub last_lsn: u64,
     /// Wall time of the whole recovery (snapshot load, replay, archive rewrite, reconcile).
@@ -84,6 +88,7 @@ pub fn recover(store: &dyn Storage) -> PersistenceResult<Recovered> {
     let seq_max = seq_max.max(seq_floor);
     // A crash may have kept an `order_archived` record but not its archive entry: write again.
     store.put_archived(&archived)?;
+    stats.archived_rewritten = archived.len() as u64;
     // Consult the archive (just brought up to date) so that a crash between `order_archived`
     // and `holding_forgotten` never restocks units of an archived order (issue 10, item 1).
     let fixes = state.reconcile_with(&|id| store.archived(id.0).map(Arc::new));

@@ -179,9 +179,7 @@ impl DurableEngine {
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
-        if !recovered.fixes.is_empty() {
-            next_lsn = log_repairs(&mut *writer_store, &recovered, next_lsn, sync)?;
-        }
+        next_lsn = log_repairs(&mut *writer_store, &recovered, next_lsn, sync)?;
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
         let (tx, rx) = crossbeam_channel::bounded(cfg.journal_queue_capacity.max(1));
@@ -335,20 +333,28 @@ fn directory_shard_count(store: &dyn Storage, engine_cfg: &EngineConfig) -> Pers
     }
 }
 
-/// Log recovery's repairs from `next_lsn` on, durably, before anything new can depend on them.
-/// Returns the next free LSN.
+/// Make what recovery wrote durable before anything new can depend on it: its repairs, logged
+/// from `next_lsn` on, and the archived orders it wrote again. Those must be on disk before a
+/// snapshot can cover their `order_archived` records (recovery skips covered records, so it
+/// would not write them again: the order would be lost), and a snapshot does not flush the
+/// store. Returns the next free LSN. Does nothing when recovery wrote nothing.
 pub(crate) fn log_repairs(
     store: &mut dyn LogStore,
     recovered: &recovery::Recovered,
     mut next_lsn: u64,
     sync: bool,
 ) -> PersistenceResult<u64> {
+    if recovered.fixes.is_empty() && recovered.stats.archived_rewritten == 0 {
+        return Ok(next_lsn);
+    }
     let mut records = Vec::new();
     for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
         records.push((next_lsn, bytes));
         next_lsn += 1;
     }
-    store.append(&records)?;
+    if !records.is_empty() {
+        store.append(&records)?;
+    }
     store.flush(sync)?;
     Ok(next_lsn)
 }
