@@ -461,7 +461,12 @@ fn an_archive_entry_recovery_writes_again_is_durable_before_a_snapshot_covers_it
     // The same log without the archive entry: what a crash between the two may leave.
     let store = SimStore::new(SimConfig::new(2));
     let mut records = Vec::new();
-    first.for_each_record(&mut |lsn, bytes| Ok(records.push((lsn, bytes.to_vec())))).unwrap();
+    first
+        .for_each_record(&mut |lsn, bytes| {
+            records.push((lsn, bytes.to_vec()));
+            Ok(())
+        })
+        .unwrap();
     let mut writer = store.clone();
     surge_persistence::LogStore::append(&mut writer, &records).unwrap();
     surge_persistence::LogStore::flush(&mut writer, true).unwrap();

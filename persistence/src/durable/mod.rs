@@ -183,8 +183,7 @@ impl DurableEngine {
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
         let (tx, rx) = crossbeam_channel::bounded(cfg.journal_queue_capacity.max(1));
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-        let writer = Writer {
+        let done_rx = spawn_writer(Writer {
             store: writer_store,
             rx,
             sync,
@@ -192,12 +191,6 @@ impl DurableEngine {
             gate: gate.clone(),
             stats: stats.clone(),
             policy: cfg.storage_failure_policy,
-        };
-        std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
-            // A panic in the writer would leave shards waiting forever for durability: end the
-            // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
-            fatal::run_or_fail_stop("wal-writer", || writer.run());
-            let _ = done_tx.send(());
         })?;
         let base = recovered.base;
         let engine = builder(engine_cfg)
@@ -212,12 +205,7 @@ impl DurableEngine {
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
         let mut recovery = recovered.stats;
         recovery.engine_start = t_start.elapsed();
-        tracing::info!(
-            storage_open_ms = recovery.storage_open.as_millis() as u64,
-            recovery_ms = recovery.duration.as_millis() as u64,
-            engine_start_ms = recovery.engine_start.as_millis() as u64,
-            "restart finished"
-        );
+        log_restart(&recovery);
         Ok(Self { shared: Some(shared), recovery, snapshotter, writer_done: Some(done_rx) })
     }
 
@@ -309,6 +297,28 @@ impl DurableEngine {
             let _ = done.recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// How a restart split: opening the storage, recovery, starting the engine.
+fn log_restart(r: &RecoveryStats) {
+    tracing::info!(
+        storage_open_ms = r.storage_open.as_millis() as u64,
+        recovery_ms = r.duration.as_millis() as u64,
+        engine_start_ms = r.engine_start.as_millis() as u64,
+        "restart finished"
+    );
+}
+
+/// Run the WAL writer on its own thread; the receiver hears once it has ended.
+fn spawn_writer(writer: Writer<Box<dyn LogStore>>) -> PersistenceResult<Receiver<()>> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
+        // A panic in the writer would leave shards waiting forever for durability: end the
+        // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
+        fatal::run_or_fail_stop("wal-writer", || writer.run());
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
 }
 
 /// The shard count of a data directory: orders live on their user's shard and their ids route by
