@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example wal_bench -- [--mode sync|os] [--orders N] [--skus K]
 //!     [--threads T] [--window W] [--no-replay] [--dir PATH]   (mode none: the pure engine)
+//! cargo run --release --example wal_bench -- --replay-only --dir PATH [--mode sync|os]
 //! ```
 //!
 //! Creates N orders (one unit each, distinct users) on K SKUs through a `DurableEngine`, with T
@@ -11,6 +12,11 @@
 //! closes the engine *without* a snapshot and reopens the directory, reporting how many events
 //! were replayed, how fast, and the restart time. Every order is 2 events (reserved +
 //! order_created), so `--orders 5000000` replays 10,000,000 events.
+//!
+//! `--replay-only --dir PATH` skips the creation and only reopens an existing directory (left by
+//! an earlier run with `--dir PATH`): handy under `perf record`. Every reopen reports how the
+//! restart splits between persistence recovery (snapshot, replay, reconcile) and the rest
+//! (opening sled, starting the engine with the recovered actors).
 
 use std::sync::atomic::Ordering;
 
@@ -28,12 +34,21 @@ struct Args {
     threads: usize,
     window: usize,
     replay: bool,
+    replay_only: bool,
     dir: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a =
-        Args { mode: Durability::Sync, orders: 1_000_000, skus: 1, threads: 2, window: 4096, replay: true, dir: None };
+    let mut a = Args {
+        mode: Durability::Sync,
+        orders: 1_000_000,
+        skus: 1,
+        threads: 2,
+        window: 4096,
+        replay: true,
+        replay_only: false,
+        dir: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().ok_or(format!("{k} needs a value"));
@@ -52,8 +67,12 @@ fn parse() -> Result<Args, String> {
             "--window" => a.window = v()?.parse().map_err(|e| format!("--window: {e}"))?,
             "--dir" => a.dir = Some(v()?),
             "--no-replay" => a.replay = false,
+            "--replay-only" => a.replay_only = true,
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if a.replay_only && a.dir.is_none() {
+        return Err("--replay-only needs --dir".into());
     }
     Ok(a)
 }
@@ -70,6 +89,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..PersistenceConfig::new(&dir)
     };
     let engine_cfg = EngineConfig { mailbox_capacity: 1 << 20, ..EngineConfig::default() };
+    if !args.replay_only {
+        create(&args, &cfg, &engine_cfg)?;
+    }
+    if args.replay && args.mode != Durability::None {
+        reopen(cfg, engine_cfg)?;
+    }
+    Ok(())
+}
+
+/// Create the SKUs and the orders, report throughput, close without a snapshot.
+fn create(args: &Args, cfg: &PersistenceConfig, engine_cfg: &EngineConfig) -> Result<(), Box<dyn std::error::Error>> {
     let db = DurableEngine::open(cfg.clone(), engine_cfg.clone())?;
     let engine = db.engine().clone();
     for k in 0..args.skus {
@@ -109,14 +139,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let ok: u64 = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     let secs = t0.elapsed().as_secs_f64();
-    let st = db.wal_stats();
     println!("mode {:?}, {} SKU(s), {} threads × window {}", args.mode, args.skus, args.threads, args.window);
     println!("durable orders        {ok} in {secs:.2} s = {:.0} orders/s", ok as f64 / secs);
+    report_writer(&db, ok);
+    drop(engine);
+    db.close_without_snapshot();
+    Ok(())
+}
+
+/// Group commits, bytes per order, flush latency, WAL size.
+fn report_writer(db: &DurableEngine, orders: u64) {
+    let st = db.wal_stats();
+    let bytes = st.bytes.load(Ordering::Relaxed);
     println!(
-        "group commits         {} ({} events, {} bytes)",
+        "group commits         {} ({} events, {} bytes = {:.1} bytes/order)",
         st.batches.load(Ordering::Relaxed),
         st.events.load(Ordering::Relaxed),
-        st.bytes.load(Ordering::Relaxed)
+        bytes,
+        bytes as f64 / orders.max(1) as f64
     );
     if let (Ok(g), Ok(f)) = (st.group_size.lock(), st.flush_latency_us.lock()) {
         println!(
@@ -136,23 +176,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("WAL size on disk      {} MiB", db.wal_size_bytes() >> 20);
-    drop(engine);
+}
+
+/// Reopen the directory: replay speed, and how the restart time splits.
+fn reopen(cfg: PersistenceConfig, engine_cfg: EngineConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let t1 = Instant::now();
+    let db = DurableEngine::open(cfg, engine_cfg)?;
+    let restart = t1.elapsed().as_secs_f64();
+    let r = db.recovery();
+    println!(
+        "recovery              {} events in {} records, replay {:.2} s = {:.0} events/s; restart {:.2} s; {} orders live",
+        r.events_replayed,
+        r.records_replayed,
+        r.duration.as_secs_f64(),
+        r.events_replayed as f64 / r.duration.as_secs_f64().max(1e-9),
+        restart,
+        db.engine().order_count()
+    );
+    println!(
+        "restart split         storage open {:.2} s + persistence recovery {:.2} s + engine start {:.2} s",
+        r.storage_open.as_secs_f64(),
+        r.duration.as_secs_f64(),
+        r.engine_start.as_secs_f64()
+    );
     db.close_without_snapshot();
-    if args.replay && args.mode != Durability::None {
-        let t1 = Instant::now();
-        let db = DurableEngine::open(cfg, engine_cfg)?;
-        let restart = t1.elapsed().as_secs_f64();
-        let r = db.recovery();
-        println!(
-            "recovery              {} events in {} records, replay {:.2} s = {:.0} events/s; restart {:.2} s; {} orders live",
-            r.events_replayed,
-            r.records_replayed,
-            r.duration.as_secs_f64(),
-            r.events_replayed as f64 / r.duration.as_secs_f64().max(1e-9),
-            restart,
-            db.engine().order_count()
-        );
-        db.close_without_snapshot();
-    }
     Ok(())
 }

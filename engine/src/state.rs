@@ -55,6 +55,33 @@ impl From<EngineStateV1> for EngineState {
     }
 }
 
+/// The repair, if any, of `sku_id`'s holding (`sold` or reserved) for `order_id`, whose order is
+/// `order` (live, or from the archive when `order_is_archived`; `None`: neither).
+fn judge_holding(
+    fixes: &mut Vec<SkuEvent>,
+    sku_id: &SkuId,
+    order_id: OrderId,
+    sold: bool,
+    order: Option<&Order>,
+    order_is_archived: bool,
+) {
+    let want = order.and_then(|o| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten());
+    let is_archived = order.is_some() && order_is_archived;
+    let sku_id = sku_id.clone();
+    match (sold, want) {
+        (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
+        (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
+        (false, Some(true)) => {
+            fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
+            if is_archived {
+                fixes.push(SkuEvent::Forgotten { sku_id, order_id });
+            }
+        }
+        (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
+        _ => {}
+    }
+}
+
 /// What an order's line item must hold at its SKU: `None` nothing, `Some(false)` a reservation,
 /// `Some(true)` sold units.
 pub(crate) fn expected_holding(order: &Order) -> Option<bool> {
@@ -130,53 +157,45 @@ impl EngineState {
     /// assert!(s.reconcile_with(&|_| None).is_empty());
     /// ```
     pub fn reconcile_with(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
+        let sku_ids: Vec<&SkuId> = self.skus.keys().collect();
+        // Every holding as (order, SKU index << 1 | sold), sorted: the live orders are then
+        // walked once in key order beside them instead of looked up at random (recovery of
+        // millions of orders), and the repairs come out in a deterministic order (by order).
+        let mut holdings = Vec::with_capacity(self.skus.values().map(|st| st.holdings().size_hint().0).sum());
+        for (k, st) in self.skus.values().enumerate() {
+            holdings.extend(st.holdings().map(|(order_id, _, _, sold)| (order_id, k << 1 | usize::from(sold))));
+        }
+        holdings.sort_unstable();
+        let mut held = holdings.into_iter().peekable();
         let mut fixes = Vec::new();
-        for (sku_id, st) in &self.skus {
-            for (order_id, _, _, sold) in st.holdings() {
-                let wanted =
-                    |o: &Order| o.items.iter().any(|i| i.sku_id == *sku_id).then(|| expected_holding(o)).flatten();
-                let (want, is_archived) = match self.orders.get(&order_id) {
-                    Some(o) => (wanted(o), false),
-                    None => match archived(order_id) {
-                        Some(a) => (wanted(&a), true),
-                        None => (None, false),
-                    },
-                };
-                let (sku_id, order_id) = (sku_id.clone(), order_id);
-                match (sold, want) {
-                    (false, None) => fixes.push(SkuEvent::Released { sku_id, order_id }),
-                    (true, None) => fixes.push(SkuEvent::Restocked { sku_id, order_id }),
-                    (false, Some(true)) => {
-                        fixes.push(SkuEvent::Confirmed { sku_id: sku_id.clone(), order_id });
-                        if is_archived {
-                            fixes.push(SkuEvent::Forgotten { sku_id, order_id });
-                        }
-                    }
-                    (true, Some(true)) if is_archived => fixes.push(SkuEvent::Forgotten { sku_id, order_id }),
-                    _ => {}
+        for (id, o) in &self.orders {
+            // Holdings of orders that are not live (archived or never durable), then this one's.
+            while let Some((order_id, ks)) = held.next_if(|(h, _)| h < id) {
+                let a = archived(order_id);
+                judge_holding(&mut fixes, sku_ids[ks >> 1], order_id, ks & 1 == 1, a.as_deref(), true);
+            }
+            while let Some((order_id, ks)) = held.next_if(|(h, _)| h == id) {
+                judge_holding(&mut fixes, sku_ids[ks >> 1], order_id, ks & 1 == 1, Some(o), false);
+            }
+            // `Remembered` if it should hold sold units where its SKU has only archived ones: a
+            // crash between `order_restored` and the SKU's `holding_remembered`.
+            if expected_holding(o) == Some(true) {
+                for item in &o.items {
+                    let Some(st) = self.skus.get(&item.sku_id) else { continue };
+                    fixes.extend(st.decide_remember(o.order_id, &o.user_id, item.qty));
                 }
             }
         }
-        fixes.extend(self.unforgotten());
+        for (order_id, ks) in held {
+            let a = archived(order_id);
+            judge_holding(&mut fixes, sku_ids[ks >> 1], order_id, ks & 1 == 1, a.as_deref(), true);
+        }
         for e in &fixes {
             if let Some(st) = self.skus.get_mut(crate::event::sku_id_of(e)) {
                 st.apply(e);
             }
         }
         fixes.into_iter().map(Event::Sku).collect()
-    }
-
-    /// `Remembered` for every live order that should hold sold units where its SKU has only
-    /// archived ones: a crash between `order_restored` and the SKU's `holding_remembered`.
-    fn unforgotten(&self) -> Vec<SkuEvent> {
-        let mut fixes = Vec::new();
-        for o in self.orders.values().filter(|o| expected_holding(o) == Some(true)) {
-            for item in &o.items {
-                let Some(st) = self.skus.get(&item.sku_id) else { continue };
-                fixes.extend(st.decide_remember(o.order_id, &o.user_id, item.qty));
-            }
-        }
-        fixes
     }
 
     /// A deterministic 64-bit digest of every actor's state (replay-equivalence checks).

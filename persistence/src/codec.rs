@@ -1,4 +1,6 @@
-//! The one module that knows the record format (bincode 1.3.3, pinned; DESIGN.md).
+//! The one module that knows the record format: format 4's own compact event encoding
+//! (`v4`, over the primitives of `wire`), and bincode 1.3.3 (pinned; DESIGN.md) for the older
+//! versions, snapshots and the archive.
 //!
 //! # WAL record
 //! ```text
@@ -7,10 +9,75 @@
 //! 2       2     origin shard (u16 LE)
 //! 4       8     shard batch sequence (u64 LE): the shard's journal position
 //! 12      8     event count (u64 LE)
-//! 20      ..    the events, each bincode with varint integers (`bincode::DefaultOptions`)
+//! 20      ..    the events (format 4: the grammar below), nothing after the last
 //! ```
-//! Money (`Decimal`) travels as a string (rust_decimal's `serde-str`), because bincode has no
-//! `deserialize_any`. A record that does not decode stops recovery with its LSN.
+//! A record that does not decode stops recovery with its LSN.
+//!
+//! # Format 4 events
+//! Written by hand field by field (no serde): the engine's types never define the bytes, and
+//! every enum has an explicit code table. `uv` is an unsigned LEB128 varint, `sv` a zigzag one,
+//! `txt` a length (`uv`) and UTF-8 bytes, `opt-txt` 0 for none or length + 1 and the bytes, `dec`
+//! a decimal exactly (a head byte: sign in bit 7, scale 0..=28 in bits 0..=4; then the 96-bit
+//! mantissa's magnitude as a varint: "59.90" is 3 bytes). Three registers run through a record
+//! and restart at every record (so each record decodes alone):
+//! * `sym`: a dictionary string (SKU ids, names, reasons): `uv` x, odd x = the (x >> 1)-th
+//!   string of the record's dictionary, even x = a new string of x >> 1 bytes that follow,
+//!   which joins the dictionary while it holds fewer than 64;
+//! * `oid`: an order id as `sv` of its difference from the record's previous order id (0 at
+//!   the start), wrapping;
+//! * `time`: engine milliseconds as `sv` of the difference from the record's previous time
+//!   (0 at the start), wrapping.
+//!
+//! ```text
+//! tag  event                  fields after the tag byte
+//! 0    sku_created            sym sku, sym name, dec price, uv initial_stock, rules
+//! 1    sku_updated            sym sku, sym name, dec price, rules
+//! 2    stock_adjusted         sym sku, sv delta, txt reason
+//! 3    reserved               sym sku, oid, txt user, uv qty
+//! 4    confirmed              sym sku, oid
+//! 5    released               sym sku, oid
+//! 6    restocked              sym sku, oid
+//! 7    holding_forgotten      sym sku, oid
+//! 8    stock_adjusted_once    sym sku, txt adjustment_id, sv delta, txt reason
+//! 9    holding_remembered     sym sku, oid, txt user, uv qty
+//! 10   order_created compact  oid, txt user, txt idempotency_key, sv created_at − the id's
+//!                             millisecond (sets time), sv payment_deadline − created_at,
+//!                             uv n, n × (sym sku, sym name, uv qty, dec unit_price)
+//! 11   order_created full     order
+//! 12   order_transitioned     oid, u8 kind, u8 from << 4 | to, u8 flags (by in bits 0-1,
+//!                             reason 2, payment 3, tracking 4), time at,
+//!                             [sym reason], [payment], [txt tracking]
+//! 13   order_archived         order
+//! 14   order_restored         order
+//!
+//! rules    u8 flags (limit 0, start 1, end 2, paused 3), [uv limit], [sv start], [sv end]
+//! payment  txt payment_id, dec amount, time paid_at
+//! order    oid, txt user, uv n, n × (sym sku, sym name, uv qty, dec unit_price, dec subtotal),
+//!          dec total, u8 status, uv version, time created_at, time updated_at,
+//!          time payment_deadline, u8 flags (payment 0, shipped 1, refund_return_to 2),
+//!          [payment], opt-txt tracking, [u8 refund_return_to], uv h,
+//!          h × (u8 from (0 none, else status + 1) | by << 4 | has reason << 6, u8 to, time at,
+//!          [sym reason]), txt idempotency_key
+//! ```
+//! Status codes: pending_payment 0, paid 1, packing 2, shipped 3, delivered 4, completed 5,
+//! canceled 6, refunding 7, refunded 8, disputed 9. Event kinds: pay 0, cancel 1,
+//! payment_deadline 2, start_packing 3, ship 4, deliver 5, complete 6, auto_complete 7,
+//! request_refund 8, confirm_refund 9, reject_refund 10, open_dispute 11, resolve_dispute 12.
+//! Initiators: user 0, admin 1, psp 2, system 3.
+//!
+//! **The compact `order_created`** holds only what cannot be derived. An order is written so
+//! only if it is exactly in the shape the engine creates (status `pending_payment`, version 1,
+//! `updated_at == created_at`, no payment, tracking number, shipping or refund status, one
+//! history entry `None → pending_payment` by the user at `created_at` without reason), and its
+//! subtotals and total are, bit for bit, what the codec derives: subtotal = unit price's
+//! mantissa × qty at the unit price's scale; total = the subtotals summed from 0 (scale 0), each
+//! sum at the larger scale, exactly (`None`, so the full form, past 96 bits). The encoder checks
+//! all that against the order; any other order is written whole (tag 11): nothing is ever lost.
+//! The derivation is the codec's own integer arithmetic, not `rust_decimal`'s, so what a compact
+//! record decodes to is fixed by the format.
+//!
+//! A single-item order (`reserved` + compact `order_created`) takes about 40 bytes with short
+//! ids (`examples/wal_bench.rs`), about 90 with the hot-SKU bench's 28-byte ids.
 //!
 //! # Versions
 //! * 1: the first format.
@@ -23,8 +90,15 @@
 //!   enum indices, ids, times) are varints (bincode's `DefaultOptions`) instead of fixed 8 or 4
 //!   bytes: a single-item order's two events take about 40% fewer bytes (issue 12: "WAL bytes
 //!   per single-item order ≤ 192"). Versions 1 and 2 (fixed-width `bincode::serialize` of the
-//!   whole `Vec<Event>`, whose length prefix is the same u64 count) still decode. Snapshots keep
-//!   fixed-width bincode.
+//!   whole `Vec<Event>`, whose length prefix is the same u64 count) still decode. Money
+//!   (`Decimal`) is a string (rust_decimal's `serde-str`: bincode has no `deserialize_any`).
+//! * 4: the same framing; the events in the codec's own encoding (above): a created order without
+//!   its derivable fields, decimals as mantissa and scale, a per-record dictionary of SKU ids and
+//!   names, order ids and times as differences. A single-item order takes about a third of v3's
+//!   bytes. Nothing may follow the last event. Versions 1 to 3 still decode (each guarded by a
+//!   committed fixture, `tests/format_fixture.rs`). Snapshots and archived orders keep
+//!   fixed-width bincode (the archive's values are prefixed with the format version; `Order` is
+//!   the same in every version).
 //!
 //! # Record size bound (every byte acknowledged is on disk)
 //! sled 0.34.7 writes a page (a tree node, up to ~17 key/value pairs: leaves split above 16
@@ -40,12 +114,14 @@
 //! The engine's input limits bound one event: the largest is `order_created` (or
 //! `order_archived`) of an order with `order_items_max` (at most 255) line items whose ids are
 //! [`surge_engine::ID_BYTES_MAX`] and names [`surge_engine::TEXT_BYTES_MAX`] bytes, widest decimals
-//! and every optional text at its limit: 107,471 bytes at 255 items, 9,241 at the default 20
-//! (`tests/wal_blobs.rs` computes both). An archived order also carries its payment and its
-//! history, at most 286 bytes per transition; the engine bounds transitions per order
-//! ([`surge_engine::ORDER_TRANSITIONS_MAX`], 16: refund and dispute rounds past it are
-//! `order_history_full`), so the largest `order_archived` / `order_restored` is 112,170 bytes.
-//! Past the bound the writer fail-stops rather than write a blob.
+//! and every optional text at its limit: in format 4 92,318 bytes at 255 items, 7,952 at the
+//! default 20 (format 3: 107,471 and 9,241; `tests/wal_blobs.rs` computes them). An archived
+//! order also carries its payment and its history, at most about 270 bytes per transition; the
+//! engine bounds transitions per order ([`surge_engine::ORDER_TRANSITIONS_MAX`], 16: refund and
+//! dispute rounds past it are `order_history_full`), so the largest `order_archived` /
+//! `order_restored` is 96,576 bytes (format 3: 112,170, the figure `ORDER_TRANSITIONS_MAX`'s
+//! docs derive their bound from; format 4 only adds margin). Past the bound the writer
+//! fail-stops rather than write a blob.
 //!
 //! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 2)
 //! ```text
@@ -60,14 +136,18 @@
 //! bincode sees it (PostgreSQL checksums its WAL and control file the same way). Version 1 files
 //! (`magic`, version 1, bincode payload of the v1 state, no checksum) still decode.
 
+mod v4;
+mod wire;
+
 use serde::{Deserialize, Serialize};
 use surge_engine::{EngineState, Event};
 
 use crate::error::{PersistenceError, PersistenceResult};
 
-/// Current record and snapshot format version. Bump it when the encoding changes, and keep a
-/// decoder for every older version (the fixture tests guard versions 1 and 2).
-pub const FORMAT_VERSION: u16 = 3;
+/// Current record format version (also the archive values' prefix). Bump it when the encoding
+/// changes, and keep a decoder for every older version (the fixture tests guard versions 1 to
+/// 4).
+pub const FORMAT_VERSION: u16 = 4;
 /// Oldest format version still decoded.
 pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Bytes before the bincode payload of a WAL record.
@@ -98,31 +178,35 @@ pub struct RecordHeader {
     pub seq: u64,
 }
 
-/// Encode one record.
+/// Encode one record: the events in the current format ([`FORMAT_VERSION`]), all in one record
+/// whatever its size (the writer uses [`encode_records`], which splits by bytes).
 ///
 /// # Errors
-/// bincode refused a value (cannot happen for engine events; reported rather than unwrapped).
+/// None today (kept fallible so a future format may refuse a value rather than panic).
 pub fn encode_record(shard: u16, seq: u64, events: &[Event]) -> PersistenceResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + 8 + 64 * events.len());
+    let mut out = record_start(shard, seq, HEADER_BYTES + 8 + 48 * events.len());
+    let mut enc = v4::Encoder::new();
+    for e in events {
+        enc.event(&mut out, e);
+    }
+    Ok(record_finish(out, events.len() as u64))
+}
+
+/// A record's header and a zero event count, in a buffer of `capacity` bytes.
+fn record_start(shard: u16, seq: u64, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&shard.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&(events.len() as u64).to_le_bytes());
-    for e in events {
-        encode_event(&mut out, e)?;
-    }
-    Ok(out)
+    // The event count (u64 LE), patched when the record is complete.
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out
 }
 
-/// The options of a v3 event: varint integers, little endian, no size limit (the record's
-/// bound is checked by [`encode_records`]).
-fn event_options() -> impl bincode::Options {
-    bincode::DefaultOptions::new()
-}
-
-fn encode_event(out: &mut Vec<u8>, e: &Event) -> PersistenceResult<()> {
-    use bincode::Options;
-    event_options().serialize_into(out, e).map_err(|e| PersistenceError::Corrupt { lsn: 0, reason: e.to_string() })
+/// Patch the event count of a record begun by [`record_start`].
+fn record_finish(mut out: Vec<u8>, count: u64) -> Vec<u8> {
+    out[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&count.to_le_bytes());
+    out
 }
 
 /// Encode one shard batch as records of at most [`RECORD_BYTES_TARGET`] bytes each (one event
@@ -134,49 +218,46 @@ fn encode_event(out: &mut Vec<u8>, e: &Event) -> PersistenceResult<()> {
 /// use surge_persistence::codec::{decode_record, encode_records, RECORD_BYTES_TARGET};
 /// use surge_engine::{Event, OrderId, SkuEvent};
 /// let e = Event::Sku(SkuEvent::Released { sku_id: "x".repeat(64).into(), order_id: OrderId(1) });
-/// let records = encode_records(0, 7, &vec![e; 5_000]).unwrap();
+/// let records = encode_records(0, 7, &vec![e; 50_000]).unwrap();
 /// assert!(records.len() > 1 && records.iter().all(|r| r.len() <= RECORD_BYTES_TARGET));
 /// assert_eq!(decode_record(1, &records[0]).unwrap().0.seq, 7);
 /// ```
 ///
 /// # Errors
 /// [`PersistenceError::RecordTooLarge`] if one event alone encodes to more than
-/// [`RECORD_BYTES_MAX`] bytes; bincode refused a value.
+/// [`RECORD_BYTES_MAX`] bytes.
 pub fn encode_records(shard: u16, seq: u64, events: &[Event]) -> PersistenceResult<Vec<Vec<u8>>> {
-    let start = || {
-        let mut out = Vec::with_capacity(RECORD_BYTES_TARGET.min(HEADER_BYTES + 8 + 512 * events.len()));
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&shard.to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
-        // The event count (u64 LE), patched when the record is complete.
-        out.extend_from_slice(&0u64.to_le_bytes());
-        out
-    };
-    let finish = |mut out: Vec<u8>, count: u64| {
-        out[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&count.to_le_bytes());
-        out
-    };
-    let (mut records, mut out, mut count) = (Vec::new(), start(), 0u64);
+    let capacity = RECORD_BYTES_TARGET.min(HEADER_BYTES + 8 + 128 * events.len());
+    let (mut records, mut out, mut count) = (Vec::new(), record_start(shard, seq, capacity), 0u64);
+    let mut enc = v4::Encoder::new();
     for e in events {
         let mark = out.len();
-        // Serialized straight into the record: the common case copies nothing.
-        encode_event(&mut out, e)?;
-        let size_bytes = out.len() - mark;
-        if HEADER_BYTES + 8 + size_bytes > RECORD_BYTES_MAX {
-            return Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes: RECORD_BYTES_MAX });
-        }
+        // Encoded straight into the record: the common case copies nothing.
+        enc.event(&mut out, e);
         if count > 0 && out.len() > RECORD_BYTES_TARGET {
-            let tail = out.split_off(mark);
-            records.push(finish(std::mem::replace(&mut out, start()), count));
-            out.extend_from_slice(&tail);
-            count = 0;
+            // The event starts the next record, encoded again there: a record's dictionary and
+            // registers start afresh.
+            out.truncate(mark);
+            records.push(record_finish(std::mem::replace(&mut out, record_start(shard, seq, capacity)), count));
+            (enc, count) = (v4::Encoder::new(), 0);
+            enc.event(&mut out, e);
+        }
+        // An event that is not first fits the target, far below the bound.
+        let size_bytes = out.len() - HEADER_BYTES - 8;
+        if count == 0 && HEADER_BYTES + 8 + size_bytes > RECORD_BYTES_MAX {
+            return Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes: RECORD_BYTES_MAX });
         }
         count += 1;
     }
     if count > 0 {
-        records.push(finish(out, count));
+        records.push(record_finish(out, count));
     }
     Ok(records)
+}
+
+/// The options of a v3 event: varint integers, little endian, no size limit.
+fn event_options() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
 }
 
 /// Decode a record's header only.
@@ -204,29 +285,49 @@ pub fn decode_header(lsn: u64, bytes: &[u8]) -> PersistenceResult<RecordHeader> 
 /// # Errors
 /// `Corrupt` naming `lsn`.
 pub fn decode_record(lsn: u64, bytes: &[u8]) -> PersistenceResult<(RecordHeader, Vec<Event>)> {
+    let mut events = Vec::new();
+    let header = decode_record_into(lsn, bytes, &mut events)?;
+    Ok((header, events))
+}
+
+/// Decode a whole record, appending its events to `events` in order (recovery gathers several
+/// records in one buffer). On an error, `events` may hold some of the record's first events.
+///
+/// # Errors
+/// `Corrupt` naming `lsn`.
+pub fn decode_record_into(lsn: u64, bytes: &[u8], events: &mut Vec<Event>) -> PersistenceResult<RecordHeader> {
     let header = decode_header(lsn, bytes)?;
     let corrupt = |reason: String| PersistenceError::Corrupt { lsn, reason };
     let body = &bytes[HEADER_BYTES..];
     if header.version < 3 {
-        let events = bincode::deserialize(body).map_err(|e| corrupt(e.to_string()))?;
-        return Ok((header, events));
+        let old: Vec<Event> = bincode::deserialize(body).map_err(|e| corrupt(e.to_string()))?;
+        events.extend(old);
+        return Ok(header);
     }
-    if body.len() < 8 {
+    let Some((count, body)) = body.split_first_chunk::<8>() else {
         return Err(corrupt("no event count".into()));
-    }
-    let mut count = [0u8; 8];
-    count.copy_from_slice(&body[..8]);
-    let count = u64::from_le_bytes(count);
+    };
+    let count = u64::from_le_bytes(*count);
     // Every event takes at least one byte: a larger count is damage, not an allocation size.
-    if count > (body.len() - 8) as u64 {
-        return Err(corrupt(format!("{count} events cannot fit in {} bytes", body.len() - 8)));
+    if count > body.len() as u64 {
+        return Err(corrupt(format!("{count} events cannot fit in {} bytes", body.len())));
     }
-    let mut de = bincode::Deserializer::from_slice(&body[8..], event_options());
-    let mut events = Vec::with_capacity(count as usize);
+    events.reserve(count as usize);
+    if header.version == 3 {
+        let mut de = bincode::Deserializer::from_slice(body, event_options());
+        for _ in 0..count {
+            events.push(Event::deserialize(&mut de).map_err(|e| corrupt(e.to_string()))?);
+        }
+        return Ok(header);
+    }
+    let (mut r, mut dec) = (wire::In::new(body), v4::Decoder::new());
     for _ in 0..count {
-        events.push(Event::deserialize(&mut de).map_err(|e| corrupt(e.to_string()))?);
+        events.push(dec.event(&mut r).map_err(|e| corrupt(e.to_string()))?);
     }
-    Ok((header, events))
+    if !r.at_end() {
+        return Err(corrupt(format!("{} bytes after the last event", r.remaining())));
+    }
+    Ok(header)
 }
 
 /// What a snapshot file holds.

@@ -434,3 +434,51 @@ fn a_damaged_newest_snapshot_falls_back_to_the_previous_one() {
     assert_eq!(db.recovery().snapshots_rejected, 1, "{:?}", db.recovery());
     assert!(db.recovery().snapshot_lsn.is_some_and(|l| l < newest), "{:?}", db.recovery());
 }
+
+/// A crash may keep an `order_archived` record but not its archive entry; recovery writes the
+/// entry again. That write must be on disk before a snapshot covers the record: recovery skips
+/// covered records, so after the next crash nothing would bring the order back.
+#[test]
+fn an_archive_entry_recovery_writes_again_is_durable_before_a_snapshot_covers_its_record() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let ecfg = EngineConfig { shard_count: 2, archive_after_ms: 30_000, ..EngineConfig::default() };
+    let pcfg = PersistenceConfig::new("unused");
+    let open = |store: &SimStore| {
+        let (s, w) = (Arc::new(store.clone()), Box::new(store.clone()));
+        DurableEngine::open_on(s, w, pcfg.clone(), ecfg.clone(), clock.clone()).expect("open")
+    };
+    // A log holding a canceled order and its `order_archived`, and an archive entry for it.
+    let first = SimStore::new(SimConfig::new(1));
+    let db = open(&first);
+    db.engine().create_sku(common::spec("tee", 1990, 5, None)).wait().unwrap();
+    let req = CreateOrder::new("alice", &[("tee", 1)], "k-1");
+    let order = db.engine().create_order(req).wait().unwrap();
+    db.engine().cancel_order(order.order_id, Initiator::User, none()).wait().unwrap();
+    clock.advance_ms(31_000);
+    db.engine().settle();
+    assert_eq!(db.archived_order_count(), 1);
+    db.close_without_snapshot();
+    // The same log without the archive entry: what a crash between the two may leave.
+    let store = SimStore::new(SimConfig::new(2));
+    let mut records = Vec::new();
+    first
+        .for_each_record(&mut |lsn, bytes| {
+            records.push((lsn, bytes.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    let mut writer = store.clone();
+    surge_persistence::LogStore::append(&mut writer, &records).unwrap();
+    surge_persistence::LogStore::flush(&mut writer, true).unwrap();
+    assert_eq!(store.archived_count(), 0);
+    // Recovery writes the entry again; a snapshot then covers the record; power fails.
+    let db = open(&store);
+    assert_eq!(db.recovery().archived_rewritten, 1);
+    db.snapshot_now().unwrap();
+    drop(db);
+    store.crash();
+    let db = open(&store);
+    assert!(db.recovery().records_skipped > 0, "the snapshot covers the record: {:?}", db.recovery());
+    let got = db.engine().get_order(order.order_id).expect("the archived order survives");
+    assert_eq!(got.status, OrderStatus::Canceled);
+}

@@ -113,7 +113,11 @@ fn the_largest_order_event_fits_the_record_bound() {
     assert!(archived_20 <= RECORD_BYTES_TARGET, "{archived_20} bytes");
     // Beyond the bound (a history the engine no longer allows), the writer refuses: fail-stop.
     let mut huge = max_items;
-    huge.history = smallvec![huge.history[0].clone(); 200];
+    let entry = |i: usize| HistoryEntry {
+        reason: Some(text(&format!("reason{i}"), TEXT_BYTES_MAX).into()),
+        ..huge.history[0].clone()
+    };
+    huge.history = (0..200).map(entry).collect();
     match encode_records(0, 1, &[Event::Order(OrderEvent::Archived(Arc::new(huge)))]) {
         Err(PersistenceError::RecordTooLarge { size_bytes, limit_bytes }) => {
             assert!(size_bytes > limit_bytes);

@@ -168,21 +168,22 @@ impl DurableEngine {
                 writer_done: None,
             });
         }
+        let t_open = std::time::Instant::now();
         let (store, mut writer_store) = open_storage()?;
         let mut engine_cfg = engine_cfg;
         engine_cfg.shard_count = directory_shard_count(&*store, &engine_cfg)?;
-        let recovered = recovery::recover(&*store)?;
+        let storage_open = t_open.elapsed();
+        let mut recovered = recovery::recover(&*store)?;
+        let t_start = std::time::Instant::now();
+        recovered.stats.storage_open = storage_open;
         // LSNs never go backwards, even when a snapshot trimmed the whole log.
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
         let sync = cfg.durability == Durability::Sync;
-        if !recovered.fixes.is_empty() {
-            next_lsn = log_repairs(&mut *writer_store, &recovered, next_lsn, sync)?;
-        }
+        next_lsn = log_repairs(&mut *writer_store, &recovered, next_lsn, sync)?;
         let stats = Arc::new(WalStats::new(next_lsn - 1));
         let gate = Arc::new(StorageGate::default());
         let (tx, rx) = crossbeam_channel::bounded(cfg.journal_queue_capacity.max(1));
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-        let writer = Writer {
+        let done_rx = spawn_writer(Writer {
             store: writer_store,
             rx,
             sync,
@@ -190,12 +191,6 @@ impl DurableEngine {
             gate: gate.clone(),
             stats: stats.clone(),
             policy: cfg.storage_failure_policy,
-        };
-        std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
-            // A panic in the writer would leave shards waiting forever for durability: end the
-            // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
-            fatal::run_or_fail_stop("wal-writer", || writer.run());
-            let _ = done_tx.send(());
         })?;
         let base = recovered.base;
         let engine = builder(engine_cfg)
@@ -208,7 +203,10 @@ impl DurableEngine {
         let kept = std::sync::Mutex::new(recovered.kept);
         let shared = Arc::new(Shared { engine, store: Some(store), base, stats, kept });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
-        Ok(Self { shared: Some(shared), recovery: recovered.stats, snapshotter, writer_done: Some(done_rx) })
+        let mut recovery = recovered.stats;
+        recovery.engine_start = t_start.elapsed();
+        log_restart(&recovery);
+        Ok(Self { shared: Some(shared), recovery, snapshotter, writer_done: Some(done_rx) })
     }
 
     fn shared(&self) -> &Shared {
@@ -301,6 +299,28 @@ impl DurableEngine {
     }
 }
 
+/// How a restart split: opening the storage, recovery, starting the engine.
+fn log_restart(r: &RecoveryStats) {
+    tracing::info!(
+        storage_open_ms = r.storage_open.as_millis() as u64,
+        recovery_ms = r.duration.as_millis() as u64,
+        engine_start_ms = r.engine_start.as_millis() as u64,
+        "restart finished"
+    );
+}
+
+/// Run the WAL writer on its own thread; the receiver hears once it has ended.
+fn spawn_writer(writer: Writer<Box<dyn LogStore>>) -> PersistenceResult<Receiver<()>> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::Builder::new().name("surge-wal".into()).spawn(move || {
+        // A panic in the writer would leave shards waiting forever for durability: end the
+        // process instead (issue 10 item 3; TigerBeetle's crash-and-recover stance).
+        fatal::run_or_fail_stop("wal-writer", || writer.run());
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
+}
+
 /// The shard count of a data directory: orders live on their user's shard and their ids route by
 /// shard, so a directory keeps the count it was created with (like a topic's partition count).
 /// A new directory records the configured count, and that its log is complete from the start
@@ -323,20 +343,28 @@ fn directory_shard_count(store: &dyn Storage, engine_cfg: &EngineConfig) -> Pers
     }
 }
 
-/// Log recovery's repairs from `next_lsn` on, durably, before anything new can depend on them.
-/// Returns the next free LSN.
+/// Make what recovery wrote durable before anything new can depend on it: its repairs, logged
+/// from `next_lsn` on, and the archived orders it wrote again. Those must be on disk before a
+/// snapshot can cover their `order_archived` records (recovery skips covered records, so it
+/// would not write them again: the order would be lost), and a snapshot does not flush the
+/// store. Returns the next free LSN. Does nothing when recovery wrote nothing.
 pub(crate) fn log_repairs(
     store: &mut dyn LogStore,
     recovered: &recovery::Recovered,
     mut next_lsn: u64,
     sync: bool,
 ) -> PersistenceResult<u64> {
+    if recovered.fixes.is_empty() && recovered.stats.archived_rewritten == 0 {
+        return Ok(next_lsn);
+    }
     let mut records = Vec::new();
     for bytes in encode_records(u16::MAX, recovered.base, &recovered.fixes)? {
         records.push((next_lsn, bytes));
         next_lsn += 1;
     }
-    store.append(&records)?;
+    if !records.is_empty() {
+        store.append(&records)?;
+    }
     store.flush(sync)?;
     Ok(next_lsn)
 }

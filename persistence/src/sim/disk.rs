@@ -138,9 +138,7 @@ impl SimDisk {
         }
         let recovered = crate::recovery::recover(&*self.storage).map_err(|e| format!("recovery refused: {e}"))?;
         let mut next_lsn = recovered.stats.last_lsn.max(recovered.stats.snapshot_lsn.unwrap_or(0)) + 1;
-        if !recovered.fixes.is_empty() {
-            next_lsn = log_repairs(&mut self.store, &recovered, next_lsn, true).map_err(|e| e.to_string())?;
-        }
+        next_lsn = log_repairs(&mut self.store, &recovered, next_lsn, true).map_err(|e| e.to_string())?;
         self.next_lsn = next_lsn;
         self.written_lsn = next_lsn - 1;
         self.durable_lsn = next_lsn - 1;
