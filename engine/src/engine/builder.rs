@@ -75,7 +75,10 @@ impl EngineBuilder {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
         let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
-        let read = Arc::new(ReadModels::with_capacity(config.live_orders_expected as usize));
+        // Recovered orders go in at once: size the read models for them (no rehash while
+        // installing millions of orders), or for the expected count if larger.
+        let read_capacity = (config.live_orders_expected as usize).max(self.state.orders.len());
+        let read = Arc::new(ReadModels::with_capacity(read_capacity));
         let (mut external, mut external_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut internal, mut internal_rx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
@@ -86,7 +89,10 @@ impl EngineBuilder {
             internal.push(tx);
             internal_rx.push(rx);
         }
+        let t_place = std::time::Instant::now();
+        let recovered_orders = self.state.orders.len();
         let parts = place_state(std::mem::take(&mut self.state), n);
+        let place_ms = t_place.elapsed().as_millis() as u64;
         let exited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counters: Vec<Arc<ShardCounters>> = (0..n).map(|_| Arc::default()).collect();
         // New ids stay above archived ones too (they are not in the recovered state).
@@ -111,7 +117,10 @@ impl EngineBuilder {
                 observer: self.observer.clone(),
             });
         }
+        let t_install = std::time::Instant::now();
         let mut shards = install_in_parallel(shard_parts)?;
+        let install_ms = t_install.elapsed().as_millis() as u64;
+        tracing::debug!(recovered_orders, place_ms, install_ms, "engine state placed on shards and installed");
         for shard in shards.iter_mut() {
             if let Some(floor) = id_floor {
                 shard.observe_id(floor);
@@ -165,7 +174,13 @@ impl Engine {
 /// core (issue 12: restart of 5 M orders ≤ 8 s).
 fn install_in_parallel(parts: Vec<ShardParts>) -> EngineResult<Vec<Shard>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = parts.into_iter().map(|p| scope.spawn(move || Shard::new(p))).collect();
+        let spawn = |p: ShardParts| {
+            let name = format!("surge-install-{}", p.core.id);
+            std::thread::Builder::new().name(name).spawn_scoped(scope, move || Shard::new(p))
+        };
+        let handles: Vec<_> = parts.into_iter().map(spawn).collect::<Result<_, _>>().map_err(|e| {
+            EngineError::InvalidConfig { message: format!("cannot spawn a thread to install a shard: {e}") }
+        })?;
         handles
             .into_iter()
             .map(|h| {
