@@ -7,10 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::Rng;
-use surge_engine::smallvec;
 use surge_engine::{
-    Decimal, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind, OrderId, OrderStatus,
-    Payment, SaleRules, SkuEvent,
+    smallvec, Decimal, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind, OrderId,
+    OrderStatus, Payment, SaleRules, SkuEvent,
 };
 use surge_persistence::codec::{decode_record, encode_record, encode_records, FORMAT_VERSION, HEADER_BYTES};
 use surge_persistence::PersistenceError;

@@ -11,11 +11,10 @@
 //! * the last time: times are written as the zigzag difference from it.
 
 use std::sync::Arc;
-use surge_engine::{smallvec, SmallVec};
 
 use surge_engine::{
-    Decimal, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind, OrderId, OrderStatus,
-    Payment, SaleRules, SkuEvent,
+    smallvec, Decimal, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind, OrderId,
+    OrderStatus, Payment, SaleRules, SkuEvent, SmallVec,
 };
 
 use super::wire::{put_dec, put_opt_txt, put_sv, put_txt, put_uv, zigzag, Bad, DecParts, In};
@@ -608,14 +607,14 @@ impl Decoder {
             tracking_number,
             shipped: flags & 2 != 0,
             refund_return_to,
-            history: history.into(),
+            history,
             idempotency_key,
         })
     }
 
-    fn history(&mut self, r: &mut In<'_>) -> Result<Vec<HistoryEntry>, Bad> {
+    fn history(&mut self, r: &mut In<'_>) -> Result<SmallVec<[HistoryEntry; 1]>, Bad> {
         let n = r.count()?;
-        let mut history = Vec::with_capacity(n);
+        let mut history = SmallVec::with_capacity(n);
         for _ in 0..n {
             let head = r.u8()?;
             if head & 0x80 != 0 {
