@@ -62,7 +62,9 @@ impl DurableEffects {
         if result.is_ok() {
             publication.publish(read);
         }
-        for order in archived {
+        // Only a durable archiving leaves the read models: after a failed batch the order is
+        // still live as far as the log knows, and must stay readable.
+        for order in archived.into_iter().filter(|_| result.is_ok()) {
             let id = order.order_id;
             // Unless it was restored meanwhile (then the read model holds a newer state of it,
             // which stays).
