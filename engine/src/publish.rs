@@ -43,7 +43,9 @@ impl ReadModels {
         Self {
             orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
             user_orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
-            ..Self::default()
+            skus: FastDashMap::default(),
+            users: crate::user_filter::UserFilter::default(),
+            user_hasher: ahash::RandomState::default(),
         }
     }
 

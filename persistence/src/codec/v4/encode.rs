@@ -1,6 +1,6 @@
 //! Format 4's encoder (see the parent module for the registers and codes).
 
-use surge_engine::{Event, Order, OrderEvent, OrderId, Payment, SaleRules, SkuEvent};
+use surge_engine::{Event, LineItem, Order, OrderEvent, OrderId, Payment, SaleRules, SkuEvent};
 
 use super::super::wire::{put_dec, put_opt_txt, put_sv, put_txt, put_uv, zigzag};
 use super::*;
@@ -133,11 +133,16 @@ impl<'e> Encoder<'e> {
         put_sv(out, o.payment_deadline_ms.wrapping_sub(o.created_at_ms));
         put_uv(out, o.items.len() as u64);
         for i in &o.items {
-            self.sym(out, &i.sku_id);
-            self.sym(out, &i.name);
-            put_uv(out, u64::from(i.qty));
-            put_dec(out, i.unit_price);
+            self.line(out, i);
         }
+    }
+
+    /// A line item's SKU, name, quantity and unit price (its subtotal is the caller's choice).
+    fn line(&mut self, out: &mut Vec<u8>, i: &'e LineItem) {
+        self.sym(out, &i.sku_id);
+        self.sym(out, &i.name);
+        put_uv(out, u64::from(i.qty));
+        put_dec(out, i.unit_price);
     }
 
     /// A whole order, every field.
@@ -146,10 +151,7 @@ impl<'e> Encoder<'e> {
         put_txt(out, &o.user_id);
         put_uv(out, o.items.len() as u64);
         for i in &o.items {
-            self.sym(out, &i.sku_id);
-            self.sym(out, &i.name);
-            put_uv(out, u64::from(i.qty));
-            put_dec(out, i.unit_price);
+            self.line(out, i);
             put_dec(out, i.subtotal);
         }
         put_dec(out, o.total);
