@@ -173,26 +173,23 @@ pub(crate) fn decide(
 /// The order a fully granted create-order saga makes: `lines` are its line items in request
 /// order, `(sku_id, qty, grant)`, each with the name and unit price its SKU actor granted
 /// (snapshotted: later price changes never alter the order). Created now (`now_ms`, engine
-/// clock), due for payment at `payment_deadline_ms`.
-///
-/// # Errors
-/// `invalid_request` if a subtotal or the total overflows `Decimal` (prices are bounded at
-/// the boundary by `PRICE_MAX`, but state recovered from older data may hold any price).
-pub(crate) fn build_order<'a>(
+/// clock), due for payment at `payment_deadline_ms`, with the `total` [`order_total`] computed
+/// for the same lines. Everything is moved in, nothing cloned (issue 12: each `Arc` clone is a
+/// locked instruction).
+pub(crate) fn build_order(
     order_id: OrderId,
-    user_id: &UserId,
-    idempotency_key: &Arc<str>,
-    lines: impl Iterator<Item = (&'a SkuId, u32, &'a Grant)>,
+    user_id: UserId,
+    idempotency_key: Arc<str>,
+    lines: impl Iterator<Item = (SkuId, u32, Grant)>,
+    total: Decimal,
     now_ms: i64,
     payment_deadline_ms: i64,
-) -> Result<Arc<Order>, EngineError> {
+) -> Arc<Order> {
     let mut items = SmallVec::with_capacity(lines.size_hint().1.unwrap_or(0));
-    let mut total = Decimal::ZERO;
     for (sku_id, qty, g) in lines {
-        let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
-        let subtotal = g.unit_price.checked_mul(Decimal::from(qty)).ok_or_else(overflow)?;
-        total = total.checked_add(subtotal).ok_or_else(overflow)?;
-        items.push(LineItem { sku_id: sku_id.clone(), name: g.name.clone(), qty, unit_price: g.unit_price, subtotal });
+        // Cannot overflow: `order_total` computed the same products and sum first.
+        let subtotal = g.unit_price.checked_mul(Decimal::from(qty)).unwrap_or(Decimal::MAX);
+        items.push(LineItem { sku_id, name: g.name, qty, unit_price: g.unit_price, subtotal });
     }
     // Inline: most orders never move (a flash sale's losers cancel).
     let history = smallvec![HistoryEntry {
@@ -202,9 +199,9 @@ pub(crate) fn build_order<'a>(
         by: Initiator::User,
         reason: None,
     }];
-    Ok(Arc::new(Order {
+    Arc::new(Order {
         order_id,
-        user_id: user_id.clone(),
+        user_id,
         items,
         total,
         status: OrderStatus::PendingPayment,
@@ -217,8 +214,23 @@ pub(crate) fn build_order<'a>(
         shipped: false,
         refund_return_to: None,
         history,
-        idempotency_key: idempotency_key.clone(),
-    }))
+        idempotency_key,
+    })
+}
+
+/// The total of an order's lines `(sku_id, qty, unit_price)`: Σ unit_price × qty.
+///
+/// # Errors
+/// `invalid_request` if a subtotal or the total overflows `Decimal` (prices are bounded at
+/// the boundary by `PRICE_MAX`, but state recovered from older data may hold any price).
+pub(crate) fn order_total<'a>(lines: impl Iterator<Item = (&'a SkuId, u32, Decimal)>) -> Result<Decimal, EngineError> {
+    let mut total = Decimal::ZERO;
+    for (sku_id, qty, unit_price) in lines {
+        let overflow = || EngineError::invalid(format!("the order total overflows (sku {sku_id})"));
+        let subtotal = unit_price.checked_mul(Decimal::from(qty)).ok_or_else(overflow)?;
+        total = total.checked_add(subtotal).ok_or_else(overflow)?;
+    }
+    Ok(total)
 }
 
 /// Refuse entering `refunding` or `disputed` (the only statuses cycles go through: refund
