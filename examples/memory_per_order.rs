@@ -171,7 +171,7 @@ fn parse_args() -> Result<(u64, usize, bool), String> {
 }
 
 fn main() -> ExitCode {
-    surge::process::disable_transparent_huge_pages_unless_kept();
+    surge::process::apply_huge_page_policy_from_env();
     let (count, batch, presize) = match parse_args() {
         Ok(a) => a,
         Err(usage) => {

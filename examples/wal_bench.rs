@@ -78,7 +78,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    surge::process::disable_transparent_huge_pages_unless_kept();
+    surge::process::apply_huge_page_policy_from_env();
     let args = parse()?;
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);

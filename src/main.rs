@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info,actix_server=warn" } else { "warn" };
     init_logging(cli.log_format, default_level);
     if matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
-        surge::process::disable_transparent_huge_pages_unless_kept();
+        surge::process::apply_huge_page_policy_from_env();
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args),

@@ -1,32 +1,73 @@
 //! Process-wide settings the engine runs best with.
 
-/// Turn off transparent huge pages (THP) for this process and the processes it starts, as
-/// Redis does at startup (`disable-thp yes`, its default since 6.2: "latency and memory usage
-/// issues with Redis").
+/// What the process does with transparent huge pages (THP): the kernel's 2 MiB pages for
+/// anonymous memory. `SURGE_THP` chooses (`advised`, `off`, `system`); see
+/// [`apply_huge_page_policy_from_env`].
 ///
-/// Why: with THP set to `always`, every first touch of fresh heap memory faults in and zeroes a
-/// whole 2 MiB page. The engine grows its heap by a few hundred bytes per live order, so a
-/// flash sale spends its time in the kernel's `clear_page_erms`: on the 2-core test machine
-/// that was 30% of all samples of `examples/memory_per_order` and 1.1 µs of CPU per order
-/// (5.4 µs with THP, 4.3 µs without; issue 12). With 4 KiB pages the kernel zeroes only what is
-/// used, in small steps that do not stall a shard.
+/// Why it matters (issue 12, `examples/memory_per_order`, 1 M orders on the 2-core machine):
+/// the engine's hot path is a handful of random accesses into million-entry hash tables. With
+/// 4 KiB pages nearly each one also misses the TLB, and under a hypervisor a TLB miss walks two
+/// page tables. With the heap on huge pages CPU per order fell from 3.4 to 2.7 µs (medians of
+/// 3). The cost: memory is faulted in 2 MiB at a time, so a process whose memory is fragmented
+/// pays for compaction on its first run (4.5 µs per order on the first run after other work,
+/// then 2.7 µs), and memory per live order is about 20 bytes higher (a partly used last page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HugePagePolicy {
+    /// Huge pages only where the allocator asks for them with `madvise(MADV_HUGEPAGE)`: the
+    /// heap's arenas (mimalloc advises them), not thread stacks or other mappings. The default.
+    /// `prctl(PR_SET_THP_DISABLE, 1, PR_THP_DISABLE_EXCEPT_ADVISED)`, Linux 6.18+; on older
+    /// kernels the call is refused and the system's setting stays.
+    Advised,
+    /// No huge pages for this process and the processes it starts, as Redis does at startup
+    /// (`disable-thp yes`: "latency and memory usage issues"). `prctl(PR_SET_THP_DISABLE)`,
+    /// Linux 3.15+.
+    Off,
+    /// Leave the system's setting (`/sys/kernel/mm/transparent_hugepage/enabled`) alone.
+    System,
+}
+
+impl std::str::FromStr for HugePagePolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "advised" => Ok(Self::Advised),
+            "off" => Ok(Self::Off),
+            "system" => Ok(Self::System),
+            other => Err(format!("SURGE_THP must be advised, off or system, not {other:?}")),
+        }
+    }
+}
+
+/// `PR_THP_DISABLE_EXCEPT_ADVISED` (Linux 6.18, `include/uapi/linux/prctl.h`; not yet in
+/// `libc`).
+#[cfg(target_os = "linux")]
+const PR_THP_DISABLE_EXCEPT_ADVISED: libc::c_ulong = 1 << 1;
+
+/// Apply `policy` to this process (inherited by the processes it starts).
 ///
-/// Linux only (`prctl(PR_SET_THP_DISABLE)`, Linux 3.15+); elsewhere it does nothing and
-/// returns `Ok(false)`. Returns `Ok(true)` when THP is now off for this process. An embedding
-/// application calls it once at startup if it wants the same; `surge serve`, `surge bench` and
-/// the examples call it unless `SURGE_KEEP_THP=1`.
+/// Returns `Ok(true)` when the process's THP setting was changed, `Ok(false)` when there was
+/// nothing to do (`System`, or not Linux).
 ///
 /// ```
-/// let _ = surge::process::disable_transparent_huge_pages();
+/// use surge::process::{apply_huge_page_policy, HugePagePolicy};
+/// let _ = apply_huge_page_policy(HugePagePolicy::Advised);
 /// ```
 ///
 /// # Errors
-/// The `prctl` call failed (the OS error).
-pub fn disable_transparent_huge_pages() -> std::io::Result<bool> {
+/// The `prctl` call failed (the OS error; `EINVAL` for `Advised` before Linux 6.18).
+pub fn apply_huge_page_policy(policy: HugePagePolicy) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
+        let flags = match policy {
+            HugePagePolicy::System => return Ok(false),
+            HugePagePolicy::Off => 0,
+            HugePagePolicy::Advised => PR_THP_DISABLE_EXCEPT_ADVISED,
+        };
         // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory of ours.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        let rc = unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, flags, 0 as libc::c_ulong, 0 as libc::c_ulong)
+        };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -34,33 +75,57 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<bool> {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = policy;
         Ok(false)
     }
 }
 
-/// [`disable_transparent_huge_pages`] unless the environment says `SURGE_KEEP_THP=1`; a
-/// failure is logged as a warning, never fatal. Returns whether THP is off.
-pub fn disable_transparent_huge_pages_unless_kept() -> bool {
-    if std::env::var("SURGE_KEEP_THP").is_ok_and(|v| v == "1") {
-        return false;
-    }
-    match disable_transparent_huge_pages() {
-        Ok(off) => off,
+/// [`apply_huge_page_policy`] with the policy `SURGE_THP` names (`advised` when unset); a bad
+/// value or a failed call is logged as a warning, never fatal. `surge serve`, `surge bench`
+/// and the examples call it first thing. Returns the policy in force.
+pub fn apply_huge_page_policy_from_env() -> HugePagePolicy {
+    let policy = match std::env::var("SURGE_THP") {
+        Err(_) => HugePagePolicy::Advised,
+        Ok(v) => v.parse().unwrap_or_else(|e: String| {
+            tracing::warn!(error = %e, "using the default, advised");
+            HugePagePolicy::Advised
+        }),
+    };
+    match apply_huge_page_policy(policy) {
+        Ok(_) => policy,
         Err(e) => {
-            tracing::warn!(error = %e, "could not turn off transparent huge pages");
-            false
+            tracing::warn!(error = %e, ?policy, "could not set the transparent huge page policy; the system's stays");
+            HugePagePolicy::System
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{apply_huge_page_policy, HugePagePolicy};
+
+    fn thp_disable_state() -> i32 {
+        // SAFETY: PR_GET_THP_DISABLE takes no pointer.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }
+    }
+
     #[test]
     #[cfg(target_os = "linux")]
-    fn thp_is_off_after_the_call() {
-        assert!(super::disable_transparent_huge_pages().expect("prctl"));
-        // SAFETY: PR_GET_THP_DISABLE takes no pointer.
-        let state = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-        assert_eq!(state, 1);
+    fn each_policy_sets_the_process_state() {
+        assert!(apply_huge_page_policy(HugePagePolicy::Off).expect("prctl"));
+        assert_eq!(thp_disable_state(), 1);
+        // Before Linux 6.18 the kernel refuses the flag: nothing to check there.
+        if apply_huge_page_policy(HugePagePolicy::Advised).is_ok() {
+            assert_eq!(thp_disable_state(), 3, "disabled, except where advised");
+        }
+        assert!(!apply_huge_page_policy(HugePagePolicy::System).expect("no call"));
+    }
+
+    #[test]
+    fn policies_parse_by_name() {
+        assert_eq!("advised".parse(), Ok(HugePagePolicy::Advised));
+        assert_eq!("off".parse(), Ok(HugePagePolicy::Off));
+        assert_eq!("system".parse(), Ok(HugePagePolicy::System));
+        assert!("on".parse::<HugePagePolicy>().is_err());
     }
 }
