@@ -52,6 +52,7 @@ mod listing;
 mod order;
 mod pending;
 mod publish;
+mod reply;
 mod routing;
 mod shard;
 #[cfg(any(test, feature = "sim"))]

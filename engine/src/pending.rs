@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::error::{EngineError, EngineResult};
+use crate::reply::BatchReply;
 
 /// An answer the engine will give: `.await` it in async code, or call [`Pending::wait`] on a
 /// plain thread. Dropping it does not cancel the request (the engine still executes it).
@@ -23,6 +25,8 @@ pub struct Pending<T> {
 enum State<T> {
     Ready(Option<EngineResult<T>>),
     Waiting(oneshot::Receiver<EngineResult<T>>),
+    /// Slot `.1` of a batch's answers (`Engine::create_orders`).
+    Slot(Arc<BatchReply<T>>, u32),
 }
 
 impl<T> Pending<T> {
@@ -34,6 +38,10 @@ impl<T> Pending<T> {
         Self { state: State::Waiting(rx) }
     }
 
+    pub(crate) fn slot(batch: Arc<BatchReply<T>>, index: u32) -> Self {
+        Self { state: State::Slot(batch, index) }
+    }
+
     /// Block the current thread until the answer arrives. Do not call from async code.
     ///
     /// # Errors
@@ -42,6 +50,7 @@ impl<T> Pending<T> {
         match self.state {
             State::Ready(r) => r.unwrap_or(Err(EngineError::ShuttingDown)),
             State::Waiting(rx) => rx.recv().unwrap_or(Err(EngineError::ShuttingDown)),
+            State::Slot(batch, index) => batch.wait(index),
         }
     }
 }
@@ -56,6 +65,10 @@ impl<T> Future for Pending<T> {
             State::Waiting(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(r) => Poll::Ready(r.unwrap_or(Err(EngineError::ShuttingDown))),
                 Poll::Pending => Poll::Pending,
+            },
+            State::Slot(batch, index) => match batch.poll(*index, cx.waker()) {
+                Some(r) => Poll::Ready(r),
+                None => Poll::Pending,
             },
         }
     }

@@ -151,7 +151,7 @@ impl Engine {
             }));
         }
         let (tx, rx) = oneshot::channel();
-        match self.inner.external[shard].try_send(make(tx)) {
+        match self.inner.external[shard].try_send(make(tx.into())) {
             Ok(()) => Pending::waiting(rx),
             Err(TrySendError::Full(_)) => Pending::ready(Err(EngineError::Overloaded)),
             Err(TrySendError::Disconnected(_)) => Pending::ready(Err(EngineError::ShuttingDown)),
@@ -165,7 +165,7 @@ impl Engine {
         let refuse = |msgs: Vec<ShardMsg>, e: EngineError| {
             for m in msgs {
                 if let ShardMsg::CreateOrder(_, reply, _) = m {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.send(Err(e.clone()));
                 }
             }
         };

@@ -9,6 +9,7 @@ use crate::domain::{CreateOrder, DisputeResolution, Initiator, Order, OrderId, T
 use crate::error::{EngineError, EngineResult};
 use crate::order::OrderCommand;
 use crate::pending::Pending;
+use crate::reply::{BatchReply, Reply};
 use crate::routing::shard_for_key;
 use crate::shard::{OrderMsg, ShardMsg};
 use crate::snowflake::shard_of;
@@ -60,7 +61,7 @@ impl Engine {
             Err(e) => return Pending::ready(Err(e)),
         };
         let shard = shard_for_key(&req.user_id, self.inner.shard_count);
-        self.submit(shard, |r| ShardMsg::CreateOrder(req, r, fast_reject))
+        self.submit(shard, |r| ShardMsg::CreateOrder(req, r, fast_reject.map(Box::new)))
     }
 
     /// The sold-out fast path: the first item's published counters and rules decide a rejection
@@ -112,40 +113,62 @@ impl Engine {
     /// assert_eq!(codes.iter().filter(|c| **c == "ok").count(), 1); // one unit, one order
     /// ```
     ///
+    /// The answers a shard gives arrive together, when the last of that shard's requests in
+    /// the batch is answered: one wake-up per shard, not one per request.
+    ///
     /// # Errors
     /// Each answer as [`Engine::create_order`]'s; `overloaded` for every request of a shard
     /// whose mailbox is full.
     pub fn create_orders(&self, reqs: Vec<CreateOrder>) -> Vec<Pending<Arc<Order>>> {
         let n = self.inner.shard_count;
-        let mut answers: Vec<Option<Pending<Arc<Order>>>> = Vec::with_capacity(reqs.len());
-        let mut per_shard: Vec<Vec<ShardMsg>> = (0..n).map(|_| Vec::new()).collect();
+        // First pass: answer what the caller's thread can, route the rest. `Err(shard)` marks a
+        // request routed to `shard`, to be answered through that shard's batch.
+        let mut answers: Vec<Result<Pending<Arc<Order>>, usize>> = Vec::with_capacity(reqs.len());
+        let mut routed: Vec<Vec<(CreateOrder, Option<EngineError>)>> = (0..n).map(|_| Vec::new()).collect();
         let now = self.inner.clock.now_ms();
         for req in reqs {
-            if let Err(e) = self.check_create(&req) {
-                answers.push(Some(Pending::ready(Err(e))));
-                continue;
-            }
-            let fast_reject = match self.fast_path(&req, now) {
+            let fast_reject = match self.check_create(&req).and_then(|()| self.fast_path(&req, now)) {
                 Ok(fast_reject) => fast_reject,
                 Err(e) => {
-                    answers.push(Some(Pending::ready(Err(e))));
+                    answers.push(Ok(Pending::ready(Err(e))));
                     continue;
                 }
             };
             let shard = shard_for_key(&req.user_id, n);
-            let (tx, rx) = oneshot::channel();
-            per_shard[shard].push(ShardMsg::CreateOrder(req, tx, fast_reject));
-            answers.push(Some(Pending::waiting(rx)));
-            if per_shard[shard].len() == CREATE_BATCH_MAX {
-                self.submit_batch(shard, std::mem::take(&mut per_shard[shard]));
-            }
+            routed[shard].push((req, fast_reject));
+            answers.push(Err(shard));
         }
-        for (shard, msgs) in per_shard.into_iter().enumerate() {
+        // Second pass: one reply batch and one mailbox message per shard (several past
+        // `CREATE_BATCH_MAX`).
+        let batches: Vec<Option<Arc<BatchReply<Arc<Order>>>>> =
+            routed.iter().map(|r| (!r.is_empty()).then(|| BatchReply::new(r.len()))).collect();
+        for (shard, reqs) in routed.into_iter().enumerate() {
+            let Some(batch) = &batches[shard] else { continue };
+            let mut msgs = Vec::with_capacity(reqs.len().min(CREATE_BATCH_MAX));
+            for (i, (req, fast_reject)) in reqs.into_iter().enumerate() {
+                msgs.push(ShardMsg::CreateOrder(req, Reply::Slot(batch.slot(i as u32)), fast_reject.map(Box::new)));
+                if msgs.len() == CREATE_BATCH_MAX {
+                    self.submit_batch(shard, std::mem::take(&mut msgs));
+                }
+            }
             if !msgs.is_empty() {
                 self.submit_batch(shard, msgs);
             }
         }
-        answers.into_iter().flatten().collect()
+        let mut next_slot = vec![0u32; n];
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|shard| {
+                    let index = next_slot[shard];
+                    next_slot[shard] += 1;
+                    match &batches[shard] {
+                        Some(batch) => Pending::slot(batch.clone(), index),
+                        None => Pending::ready(Err(EngineError::ShuttingDown)),
+                    }
+                })
+            })
+            .collect()
     }
 
     fn command(&self, order_id: OrderId, cmd: OrderCommand) -> Pending<Arc<Order>> {
@@ -155,7 +178,7 @@ impl Engine {
             }
         }
         let shard = shard_of(order_id.0, self.inner.shard_count);
-        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(r))))
+        self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::Command(Box::new(cmd), Some(r))))
     }
 
     /// Move an order by an event that takes no parameters (`cancel`, `start_packing`,

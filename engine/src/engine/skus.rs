@@ -35,7 +35,7 @@ impl Engine {
             return Pending::ready(Err(e));
         }
         let sku_id: Arc<str> = Arc::from(spec.sku_id.as_str());
-        self.submit(self.sku_shard(&sku_id), |r| ShardMsg::Sku(sku_id, SkuMsg::Create(spec, r)))
+        self.submit(self.sku_shard(&sku_id), |r| ShardMsg::Sku(sku_id, SkuMsg::Create(Box::new(spec), r)))
     }
 
     /// Change a SKU's name, price or rules. Existing orders keep their snapshot.
@@ -54,7 +54,7 @@ impl Engine {
         let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
-        self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(update, r)))
+        self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(Box::new(update), r)))
     }
 
     /// Add (`delta > 0`) or remove (`delta < 0`) stock, with a reason for the audit trail.

@@ -12,11 +12,14 @@ use crate::domain::{Order, SkuView};
 use crate::error::{EngineError, EngineResult};
 use crate::event::{ChangeObserver, Event};
 use crate::publish::{BatchPublication, ReadModels};
+use crate::reply::SlotFiller;
 
 /// A reply held until its batch is durable.
 pub(crate) enum Deferred {
     Order(Reply<Arc<Order>>, EngineResult<Arc<Order>>),
-    Sku(Reply<SkuView>, EngineResult<SkuView>),
+    /// Boxed: a SKU view is large and admin answers are rare; every deferred reply is as large
+    /// as the largest variant.
+    Sku(Reply<SkuView>, Box<EngineResult<SkuView>>),
     Barrier(oneshot::Sender<bool>, bool),
 }
 
@@ -96,15 +99,13 @@ fn release(replies: Vec<Deferred>, result: Result<(), EngineError>) {
             Err(e) => Err(e.clone()),
         }
     }
+    // A batch's slots are filled under one lock per run of replies (see `crate::reply`).
+    let mut orders = SlotFiller::new();
     for d in replies {
         // A caller that stopped waiting dropped its receiver: nothing to do.
         match d {
-            Deferred::Order(r, v) => {
-                let _ = r.send(gate(v, &result));
-            }
-            Deferred::Sku(r, v) => {
-                let _ = r.send(gate(v, &result));
-            }
+            Deferred::Order(r, v) => orders.send(r, gate(v, &result)),
+            Deferred::Sku(r, v) => r.send(gate(*v, &result)),
             Deferred::Barrier(r, busy) => {
                 let _ = r.send(busy);
             }

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use crate::domain::{CreateOrder, Order, OrderId, SkuId, SkuSpec, SkuUpdate, SkuView, UserId};
-use crate::error::{EngineError, EngineResult};
+use crate::error::EngineError;
 use crate::order::OrderCommand;
 use crate::sku::Grant;
 use crate::state::EngineState;
 
-/// Where a caller waits for its answer.
-pub(crate) type Reply<T> = oneshot::Sender<EngineResult<T>>;
+pub(crate) use crate::reply::Reply;
 
 /// The SKU actor's messages.
 pub(crate) enum SkuMsg {
-    Create(SkuSpec, Reply<SkuView>),
-    Update(SkuUpdate, Reply<SkuView>),
+    // Boxed, as every rare and large payload here: a message is moved several times on its way
+    // (mailbox, batch, outbox), so the hot variants' size is what every move costs (issue 12).
+    Create(Box<SkuSpec>, Reply<SkuView>),
+    Update(Box<SkuUpdate>, Reply<SkuView>),
     Adjust {
         adjustment_id: Box<str>,
         delta: i64,
@@ -56,7 +57,7 @@ pub(crate) enum SkuMsg {
 /// The order actor's messages.
 pub(crate) enum OrderMsg {
     /// A state-machine event; timers send it without a reply.
-    Command(OrderCommand, Option<Reply<Arc<Order>>>),
+    Command(Box<OrderCommand>, Option<Reply<Arc<Order>>>),
     /// A SKU actor's answer to `Reserve` for line item `item`.
     Reserved { item: u8, result: Result<Grant, EngineError> },
     /// A SKU actor finished a confirm, release or restock.
@@ -69,7 +70,7 @@ pub(crate) enum ShardMsg {
     Order(OrderId, OrderMsg),
     /// Start a create-order saga (sent to the user's shard).
     /// The third field is the fast path's verdict: given unless the key names an existing order.
-    CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<EngineError>),
+    CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<Box<EngineError>>),
     /// Commands submitted together (`Engine::create_orders`): one mailbox slot and one wake-up
     /// for many; handled in order, each as if it had come alone. Holds only `CreateOrder`,
     /// `Order` and `Sku` messages.

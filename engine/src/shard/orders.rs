@@ -57,7 +57,7 @@ impl ShardCore {
                     f.queued.push_back(OrderMsg::Command(cmd, reply));
                     return;
                 }
-                self.run_command(order_id, cmd, reply);
+                self.run_command(order_id, *cmd, reply);
             }
         }
     }

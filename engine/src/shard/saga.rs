@@ -29,7 +29,7 @@ pub(super) struct Saga {
     /// One per item, inline for a single-item order (no allocation).
     pub(super) grants: SmallVec<[Option<Result<Grant, EngineError>>; 1]>,
     /// Set once compensation started: the rejection to return when it ends.
-    pub(super) compensating: Option<EngineError>,
+    pub(super) compensating: Option<Box<EngineError>>,
 }
 
 pub(super) enum FlightState {
@@ -51,7 +51,12 @@ pub(super) struct InFlight {
 }
 
 impl ShardCore {
-    pub(super) fn start_saga(&mut self, req: CreateOrder, reply: Reply<Arc<Order>>, fast_reject: Option<EngineError>) {
+    pub(super) fn start_saga(
+        &mut self,
+        req: CreateOrder,
+        reply: Reply<Arc<Order>>,
+        fast_reject: Option<Box<EngineError>>,
+    ) {
         if let Some(existing) = self.find_idempotent(&req.user_id, &req.idempotency_key) {
             if let Some(f) = self.in_flight.get_mut(&existing) {
                 if let FlightState::Creating(saga) = &f.state {
@@ -75,7 +80,7 @@ impl ShardCore {
             }
         }
         if let Some(e) = fast_reject {
-            self.replies.push(Deferred::Order(reply, Err(e)));
+            self.replies.push(Deferred::Order(reply, Err(*e)));
             return;
         }
         let key: Arc<str> = Arc::from(req.idempotency_key.as_str());
@@ -131,7 +136,7 @@ impl ShardCore {
                 }
             }
             FlightState::Creating(mut saga) => {
-                if let Some(err) = saga.compensating.take() {
+                if let Some(err) = saga.compensating.take().map(|e| *e) {
                     self.idempotency.remove(&saga.user_id, &saga.idempotency_key, order_id);
                     for w in waiters {
                         self.replies.push(Deferred::Order(w, Err(err.clone())));
@@ -198,7 +203,7 @@ impl ShardCore {
             let msg = SkuMsg::Release { order_id, reply_shard: self.id };
             self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
         }
-        saga.compensating = Some(err);
+        saga.compensating = Some(Box::new(err));
         granted.len()
     }
 

@@ -16,18 +16,18 @@ impl ShardCore {
         let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
         match msg {
             SkuMsg::Create(spec, reply) => {
-                let result = self.create_sku(&sku_id, spec);
-                self.replies.push(Deferred::Sku(reply, result));
+                let result = self.create_sku(&sku_id, *spec);
+                self.replies.push(Deferred::Sku(reply, Box::new(result)));
             }
             SkuMsg::Update(update, reply) => {
-                let result = match self.skus.get(&sku_id).map(|a| a.decide_update(update)) {
+                let result = match self.skus.get(&sku_id).map(|a| a.decide_update(*update)) {
                     None => Err(unknown()),
                     Some(event) => {
                         self.apply_sku(event);
                         self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
-                self.replies.push(Deferred::Sku(reply, result));
+                self.replies.push(Deferred::Sku(reply, Box::new(result)));
             }
             SkuMsg::Adjust { adjustment_id, delta, reason, reply } => {
                 let result = match self.skus.get(&sku_id).map(|a| a.decide_adjust(&adjustment_id, delta, &reason)) {
@@ -41,7 +41,7 @@ impl ShardCore {
                         self.skus.get(&sku_id).map(|a| a.view()).ok_or_else(unknown)
                     }
                 };
-                self.replies.push(Deferred::Sku(reply, result));
+                self.replies.push(Deferred::Sku(reply, Box::new(result)));
             }
             SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
                 let result = match self.skus.get(&sku_id) {

@@ -113,7 +113,7 @@ impl ShardCore {
             };
             // Goes through the state machine like any command; if the order moved on, the
             // transition is invalid and nothing happens.
-            self.handle_order(order_id, OrderMsg::Command(OrderCommand::new(event, Initiator::System), None));
+            self.handle_order(order_id, OrderMsg::Command(Box::new(OrderCommand::new(event, Initiator::System)), None));
         }
     }
 }

@@ -177,7 +177,11 @@ impl Workload {
         };
         let (tx, rx) = oneshot::channel();
         self.waiting.push_back(Waiting::Sku(Some(i), rx));
-        (shard_for_key(&sku_id, self.shard_count), ShardMsg::Sku(sku_id, SkuMsg::Create(spec, tx)), "create_sku")
+        (
+            shard_for_key(&sku_id, self.shard_count),
+            ShardMsg::Sku(sku_id, SkuMsg::Create(Box::new(spec), tx.into())),
+            "create_sku",
+        )
     }
 
     fn create_order(&mut self, rng: &mut SplitMix64) -> (usize, ShardMsg, &'static str) {
@@ -214,7 +218,7 @@ impl Workload {
         let shard = shard_for_key(&user_id, self.shard_count);
         self.waiting.push_back(Waiting::Order(Asked::Create { user_id, key, items }, rx));
         // No fast-path verdict: the SKU actors decide (the verdict is an optimization).
-        (shard, ShardMsg::CreateOrder(req, tx, None), "create_order")
+        (shard, ShardMsg::CreateOrder(req, tx.into(), None), "create_order")
     }
 
     /// Pay a known order; one in ten with a second payment id (the others reuse the order's
@@ -290,7 +294,11 @@ impl Workload {
         let (tx, rx) = oneshot::channel();
         let kind = asked.kind();
         self.waiting.push_back(Waiting::Order(asked, rx));
-        (shard_of(order_id.0, self.shard_count), ShardMsg::Order(order_id, OrderMsg::Command(cmd, Some(tx))), kind)
+        (
+            shard_of(order_id.0, self.shard_count),
+            ShardMsg::Order(order_id, OrderMsg::Command(Box::new(cmd), Some(tx.into()))),
+            kind,
+        )
     }
 
     /// A restock (or, one in four, a retry of the previous adjustment: same id, SKU, delta).
@@ -307,7 +315,7 @@ impl Workload {
             adjustment_id: Box::from(format!("adj-{seq}").as_str()),
             delta,
             reason: Box::from("restock"),
-            reply: tx,
+            reply: tx.into(),
         };
         (shard_for_key(&sku_id, self.shard_count), ShardMsg::Sku(sku_id, msg), "adjust_stock")
     }
@@ -325,7 +333,11 @@ impl Workload {
         };
         let (tx, rx) = oneshot::channel();
         self.waiting.push_back(Waiting::Sku(None, rx));
-        (shard_for_key(&sku_id, self.shard_count), ShardMsg::Sku(sku_id, SkuMsg::Update(update, tx)), "update_sku")
+        (
+            shard_for_key(&sku_id, self.shard_count),
+            ShardMsg::Sku(sku_id, SkuMsg::Update(Box::new(update), tx.into())),
+            "update_sku",
+        )
     }
 
     /// An order answered paid whose life is not over (as far as the clients know), or any
