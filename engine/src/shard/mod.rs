@@ -167,7 +167,6 @@ impl ShardCore {
         let n = (self.config.live_orders_expected / self.shard_count.max(1) as u64) as usize;
         self.orders.reserve(n);
         self.idempotency.reserve(n);
-        self.timers.reserve(n);
         self
     }
 
@@ -396,5 +395,16 @@ fn pair_of<'a>(
     match &in_flight.get(&id)?.state {
         saga::FlightState::Creating(s) => Some((&s.user_id, &s.idempotency_key)),
         saga::FlightState::Effect(o) => Some((&o.user_id, &o.idempotency_key)),
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// What every move of a message or a deferred reply costs (issue 12): a large, rare
+    /// payload belongs in a box, so a new variant does not grow every message.
+    #[test]
+    fn hot_messages_stay_small() {
+        use std::mem::size_of;
+        assert!(size_of::<super::ShardMsg>() <= 96, "ShardMsg is {} bytes", size_of::<super::ShardMsg>());
+        assert!(size_of::<super::Deferred>() <= 72, "Deferred is {} bytes", size_of::<super::Deferred>());
     }
 }

@@ -12,6 +12,11 @@
 //! search. It stays until due, and [`TimerQueue::pop_due`] hands it out like any other; the
 //! caller checks that the order is still waiting for that deadline (`ShardCore::fire_timers`).
 //! So the FIFO holds at most the deadlines of `payment_timeout_ms` worth of orders.
+//!
+//! The FIFO is a queue of fixed-size chunks ([`ChunkedFifo`]), not one `VecDeque`: a
+//! `VecDeque` of millions of deadlines doubles by copying all of them (a shard stalls for the
+//! copy) and is on average a third empty; chunks of 4,096 are never copied and never more than
+//! one chunk empty.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -21,11 +26,69 @@ use crate::domain::OrderId;
 /// One timer: (due time in ms on the engine clock, order, what it does).
 pub(super) type Timer = (i64, OrderId, TimerKind);
 
+/// Items per chunk of a [`ChunkedFifo`] (64 KiB of deadlines).
+const CHUNK_LEN: usize = 4_096;
+
+/// A FIFO in chunks of [`CHUNK_LEN`]: growing it never copies what it holds.
+pub(super) struct ChunkedFifo<T> {
+    /// Full chunks, then the one being filled; the front chunk is read from `head`.
+    chunks: VecDeque<Vec<T>>,
+    head: usize,
+}
+
+impl<T> Default for ChunkedFifo<T> {
+    fn default() -> Self {
+        Self { chunks: VecDeque::new(), head: 0 }
+    }
+}
+
+impl<T: Copy> ChunkedFifo<T> {
+    pub fn push_back(&mut self, item: T) {
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < CHUNK_LEN => last.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_LEN);
+                chunk.push(item);
+                self.chunks.push_back(chunk);
+            }
+        }
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.chunks.front().and_then(|c| c.get(self.head))
+    }
+
+    pub fn back(&self) -> Option<&T> {
+        self.chunks.back().and_then(|c| c.last())
+    }
+
+    pub fn pop_front(&mut self) -> Option<T> {
+        let item = *self.front()?;
+        self.head += 1;
+        let only = self.chunks.len() == 1;
+        if let Some(front) = self.chunks.front_mut().filter(|c| self.head == c.len()) {
+            if only {
+                // Drained: keep the chunk for the next pushes (no allocation per quiet spell).
+                front.clear();
+            } else {
+                self.chunks.pop_front();
+            }
+            self.head = 0;
+        }
+        Some(item)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum::<usize>() - self.head
+    }
+}
+
 /// The timers of one shard (see the module docs).
 #[derive(Default)]
 pub(super) struct TimerQueue {
     /// Payment deadlines armed in non-decreasing due time.
-    deadlines: VecDeque<(i64, OrderId)>,
+    deadlines: ChunkedFifo<(i64, OrderId)>,
     /// Every other timer, and deadlines armed out of order.
     ordered: BTreeSet<Timer>,
 }
@@ -40,11 +103,6 @@ impl TimerQueue {
         } else {
             self.ordered.insert(timer);
         }
-    }
-
-    /// Room for `n` payment deadlines in the FIFO (no copy stall while it grows to that).
-    pub fn reserve(&mut self, n: usize) {
-        self.deadlines.reserve(n);
     }
 
     /// Disarm a timer. A payment deadline in the FIFO stays until due (module docs).
@@ -138,5 +196,25 @@ mod tests {
         q.remove(&deadline(10, 1));
         assert_eq!(q.pop_due(100), Some(deadline(10, 1)));
         assert_eq!(q.pop_due(100), None);
+    }
+
+    #[test]
+    fn the_fifo_keeps_order_across_chunks() {
+        let mut f = ChunkedFifo::default();
+        let n = (CHUNK_LEN * 2 + 7) as u64;
+        for i in 0..n {
+            f.push_back(i);
+            if i % 3 == 0 {
+                // Interleaved pops drain the front chunk while the back one fills.
+                assert_eq!(f.pop_front(), Some(i / 3));
+            }
+        }
+        let popped = n.div_ceil(3);
+        assert_eq!(f.len() as u64, n - popped);
+        let rest: Vec<u64> = std::iter::from_fn(|| f.pop_front()).collect();
+        assert_eq!(rest, (popped..n).collect::<Vec<_>>());
+        assert_eq!(f.front(), None);
+        f.push_back(1);
+        assert_eq!((f.front(), f.back()), (Some(&1), Some(&1)));
     }
 }
