@@ -162,7 +162,7 @@ mod tests {
 
     /// `n` orders of `user`: ids 1..=n, every third archived, every fifth completed.
     fn user_with(n: u64, user: &str, read: &ReadModels, archive: &mut CountingArchive) {
-        let mut live = smallvec::SmallVec::new();
+        let mut live = crate::publish::OrderIds::default();
         for id in 1..=n {
             let status = if id % 5 == 0 { OrderStatus::Completed } else { OrderStatus::PendingPayment };
             let o = order(id, user, status);
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn a_shared_index_list_shows_each_user_only_their_orders() {
         let read = ReadModels::default();
-        let mut ids = smallvec::SmallVec::new();
+        let mut ids = crate::publish::OrderIds::default();
         for id in 1..=6 {
             let o = order(id, if id % 2 == 0 { "ann" } else { "bob" }, OrderStatus::PendingPayment);
             read.orders.insert(o.order_id, o);

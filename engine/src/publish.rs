@@ -28,8 +28,8 @@ pub(crate) struct ReadModels {
     /// itself: a 24-byte entry instead of 32, and no string compare (issue 12: memory per
     /// order). Two users whose hashes collide share a list; `list_orders` keeps only the
     /// asking user's orders. In a flash sale most users have one order: it is kept inline (no
-    /// heap allocation); a second spills to the heap.
-    pub user_orders: FastDashMap<u64, smallvec::SmallVec<[OrderId; 1]>>,
+    /// heap allocation, a 24-byte entry); a second spills to the heap ([`OrderIds`]).
+    pub user_orders: FastDashMap<u64, OrderIds>,
     /// The keys of `user_orders` (random per process: the index is rebuilt at every start).
     user_hasher: ahash::RandomState,
     pub skus: FastDashMap<SkuId, Arc<SkuShared>>,
@@ -52,6 +52,62 @@ impl ReadModels {
     /// The `user_orders` key of `user_id`.
     pub fn user_key(&self, user_id: &str) -> u64 {
         self.user_hasher.hash_one(user_id)
+    }
+}
+
+/// A user's order ids, ascending: one inline, more on the heap. 16 bytes, where a
+/// `SmallVec<[OrderId; 1]>` takes 24 (issue 12: memory per order; most users of a flash sale
+/// have one order).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) enum OrderIds {
+    #[default]
+    Empty,
+    One(OrderId),
+    Many(Box<Vec<OrderId>>),
+}
+
+impl OrderIds {
+    /// Insert `id` at position `at` (`at <= len`).
+    pub fn insert(&mut self, at: usize, id: OrderId) {
+        *self = match std::mem::take(self) {
+            OrderIds::Empty => OrderIds::One(id),
+            OrderIds::One(x) if at == 0 => OrderIds::Many(Box::new(vec![id, x])),
+            OrderIds::One(x) => OrderIds::Many(Box::new(vec![x, id])),
+            OrderIds::Many(mut v) => {
+                v.insert(at.min(v.len()), id);
+                OrderIds::Many(v)
+            }
+        };
+    }
+
+    /// Append `id` (the largest so far).
+    pub fn push(&mut self, id: OrderId) {
+        self.insert(self.len(), id);
+    }
+
+    /// Keep only the ids `keep` says to keep.
+    pub fn retain(&mut self, mut keep: impl FnMut(&OrderId) -> bool) {
+        match self {
+            OrderIds::Empty => {}
+            OrderIds::One(x) => {
+                if !keep(x) {
+                    *self = OrderIds::Empty;
+                }
+            }
+            OrderIds::Many(v) => v.retain(|x| keep(x)),
+        }
+    }
+}
+
+impl std::ops::Deref for OrderIds {
+    type Target = [OrderId];
+
+    fn deref(&self) -> &[OrderId] {
+        match self {
+            OrderIds::Empty => &[],
+            OrderIds::One(x) => std::slice::from_ref(x),
+            OrderIds::Many(v) => v,
+        }
     }
 }
 
@@ -88,5 +144,28 @@ pub(crate) fn index_user_order(read: &ReadModels, order: &Order) {
     let at = ids.partition_point(|x| *x < order.order_id);
     if ids.get(at) != Some(&order.order_id) {
         ids.insert(at, order.order_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderIds;
+    use crate::domain::OrderId;
+
+    #[test]
+    fn order_ids_stay_ascending_inline_then_on_the_heap() {
+        assert_eq!(std::mem::size_of::<OrderIds>(), 16);
+        let mut ids = OrderIds::default();
+        ids.push(OrderId(5));
+        assert!(matches!(ids, OrderIds::One(_)));
+        ids.insert(0, OrderId(2));
+        ids.push(OrderId(9));
+        ids.insert(2, OrderId(7));
+        assert_eq!(&*ids, &[OrderId(2), OrderId(5), OrderId(7), OrderId(9)]);
+        ids.retain(|x| x.0 != 5);
+        assert_eq!(&*ids, &[OrderId(2), OrderId(7), OrderId(9)]);
+        let mut one = OrderIds::One(OrderId(1));
+        one.retain(|_| false);
+        assert!(one.is_empty());
     }
 }
