@@ -81,6 +81,7 @@ impl OrderIds {
     }
 
     /// Append `id` (the largest so far).
+    #[cfg(test)]
     pub fn push(&mut self, id: OrderId) {
         self.insert(self.len(), id);
     }

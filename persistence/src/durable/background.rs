@@ -18,31 +18,51 @@ pub(super) fn spawn_snapshotter(
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let every_events = cfg.snapshot_every_events.max(1);
     let every = Duration::from_secs(cfg.snapshot_every_secs.max(1));
-    let handle = std::thread::Builder::new().name("surge-snapshot".into()).spawn(move || {
-        fatal::run_or_fail_stop("snapshotter", || snapshot_loop(&shared, &stop_rx, every_events, every))
-    })?;
+    let policy = SnapshotPolicy { every_events, every, growth_percent: cfg.snapshot_growth_percent };
+    let handle = std::thread::Builder::new()
+        .name("surge-snapshot".into())
+        .spawn(move || fatal::run_or_fail_stop("snapshotter", || snapshot_loop(&shared, &stop_rx, policy)))?;
     Ok((stop_tx, handle))
 }
 
-/// The snapshotter thread's body: a snapshot when enough events or time have passed, until
-/// `stop_rx` fires or is dropped.
-fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, every_events: u64, every: Duration) {
+/// When the snapshotter writes a snapshot (see [`PersistenceConfig`]).
+#[derive(Debug, Clone, Copy)]
+struct SnapshotPolicy {
+    every_events: u64,
+    every: Duration,
+    growth_percent: u64,
+}
+
+impl SnapshotPolicy {
+    /// Whether a snapshot is due, `logged` events after the last one, `since` it was written,
+    /// and that one held `objects` orders and SKUs.
+    fn due(&self, logged: u64, since: Duration, objects: u64) -> bool {
+        let triggered = logged >= self.every_events || (logged > 0 && since >= self.every);
+        triggered && u128::from(logged) * 100 >= u128::from(objects) * u128::from(self.growth_percent)
+    }
+}
+
+/// The snapshotter thread's body: a snapshot when [`SnapshotPolicy::due`], until `stop_rx`
+/// fires or is dropped.
+fn snapshot_loop(shared: &Shared, stop_rx: &Receiver<()>, policy: SnapshotPolicy) {
     let mut last_events = shared.stats.events.load(Ordering::Relaxed);
     let mut last_at = Instant::now();
+    // What recovery installed stands for the last snapshot's size.
+    let mut objects = shared.engine.order_count() as u64;
     loop {
         match stop_rx.recv_timeout(Duration::from_millis(100)) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let events = shared.stats.events.load(Ordering::Relaxed);
-        let due = events - last_events >= every_events || (events > last_events && last_at.elapsed() >= every);
-        if !due {
+        if !policy.due(events - last_events, last_at.elapsed(), objects) {
             continue;
         }
         match shared.snapshot() {
-            Ok(_) => {
+            Ok(info) => {
                 last_events = events;
                 last_at = Instant::now();
+                objects = info.map_or(objects, |i| (i.orders + i.skus) as u64);
             }
             // The handle failed (policy `halt`): nothing more is written through it.
             Err(PersistenceError::StorageFailed) => return,
@@ -70,5 +90,25 @@ impl OrderArchive for StoreArchive {
     fn list_user_before(&self, user_id: &str, before: Option<OrderId>, limit: usize) -> Vec<OrderId> {
         let Some(store) = self.0.upgrade() else { return Vec::new() };
         store.archived_ids_before(user_id, before.map(|b| b.0), limit).into_iter().map(OrderId).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::SnapshotPolicy;
+
+    #[test]
+    fn a_large_state_waits_for_the_log_to_grow_by_its_share() {
+        let p = SnapshotPolicy { every_events: 1_000, every: Duration::from_secs(300), growth_percent: 100 };
+        assert!(p.due(1_000, Duration::ZERO, 10), "small state: the event count decides");
+        assert!(!p.due(999, Duration::ZERO, 10));
+        assert!(!p.due(1_000, Duration::ZERO, 5_000), "5,000 objects need 5,000 events");
+        assert!(p.due(5_000, Duration::ZERO, 5_000));
+        assert!(p.due(1, Duration::from_secs(300), 0), "time decides a quiet small state");
+        assert!(!p.due(0, Duration::from_secs(900), 0), "nothing logged, nothing to write");
+        let off = SnapshotPolicy { growth_percent: 0, ..p };
+        assert!(off.due(1_000, Duration::ZERO, 5_000));
     }
 }
