@@ -107,7 +107,16 @@ impl Shard {
                 // Submit what this batch did so far, so the cut and the state agree.
                 self.core.drain_local();
                 self.flush();
-                let _ = tx.send((self.core.state(), self.journal.position()));
+                let started = std::time::Instant::now();
+                let state = self.core.state();
+                // The cut stops this shard: how long is what a stall costs (issue 12).
+                tracing::info!(
+                    shard = self.core.id,
+                    orders = state.orders.len(),
+                    cut_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "snapshot cut"
+                );
+                let _ = tx.send((state, self.journal.position()));
                 false
             }
             m => self.core.handle(m, self.clock.now_ms()),
