@@ -195,7 +195,7 @@ pub struct Order {
     /// Every transition, oldest first. The creation entry is kept inline.
     pub history: SmallVec<[HistoryEntry; 1]>,
     /// The client's idempotency key for `create_order` (unique per user).
-    pub idempotency_key: Arc<str>,
+    pub idempotency_key: Box<str>,
 }
 
 impl Order {

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+mod chunked;
 pub mod clock;
 pub mod config;
 pub mod domain;

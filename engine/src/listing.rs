@@ -127,7 +127,7 @@ mod tests {
             shipped: false,
             refund_return_to: None,
             history: SmallVec::new(),
-            idempotency_key: Arc::from(id.to_string()),
+            idempotency_key: Box::from(id.to_string()),
         })
     }
 

@@ -179,7 +179,7 @@ pub(crate) fn decide(
 pub(crate) fn build_order(
     order_id: OrderId,
     user_id: UserId,
-    idempotency_key: Arc<str>,
+    idempotency_key: Box<str>,
     lines: impl Iterator<Item = (SkuId, u32, Grant)>,
     total: Decimal,
     now_ms: i64,

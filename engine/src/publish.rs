@@ -18,6 +18,11 @@ use crate::sku::{SkuPublication, SkuShared};
 
 type FastDashMap<K, V> = DashMap<K, V, ahash::RandomState>;
 
+/// Shards of the order read models: a shard that outgrows its table rehashes 1/128 of the
+/// orders while its lock is held, not 1/8 (dashmap's default on two cores; issue 12: a resize
+/// at a million orders held writers and readers for tens of milliseconds).
+const READ_SHARDS: usize = 128;
+
 /// Read models: what queries read without messaging actors (dashmap is for reads only; no stock
 /// decision ever reads it).
 #[derive(Default)]
@@ -41,8 +46,12 @@ impl ReadModels {
     /// Read models sized for `orders` live orders (`EngineConfig::live_orders_expected`).
     pub fn with_capacity(orders: usize) -> Self {
         Self {
-            orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
-            user_orders: FastDashMap::with_capacity_and_hasher(orders, ahash::RandomState::default()),
+            orders: FastDashMap::with_capacity_and_hasher_and_shard_amount(orders, Default::default(), READ_SHARDS),
+            user_orders: FastDashMap::with_capacity_and_hasher_and_shard_amount(
+                orders,
+                Default::default(),
+                READ_SHARDS,
+            ),
             skus: FastDashMap::default(),
             users: crate::user_filter::UserFilter::default(),
             user_hasher: ahash::RandomState::default(),

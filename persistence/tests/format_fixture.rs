@@ -86,7 +86,7 @@ fn created_order(order_id: OrderId, user: &str, items: Vec<LineItem>, total: &st
         shipped: false,
         refund_return_to: None,
         history: smallvec![entry(None, OrderStatus::PendingPayment, at, Initiator::User, None)],
-        idempotency_key: id(key),
+        idempotency_key: Box::from(key),
     }
 }
 
@@ -118,7 +118,7 @@ fn full_order() -> Order {
             entry(Some(Paid), Shipped, T + 30_000, Initiator::Admin, Some("express")),
             entry(Some(Shipped), Refunding, T + 40_000, Initiator::User, Some("arrived torn")),
         ],
-        idempotency_key: id("checkout-\u{1F680}-d"),
+        idempotency_key: Box::from("checkout-\u{1F680}-d"),
     }
 }
 

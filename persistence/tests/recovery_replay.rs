@@ -423,7 +423,7 @@ fn crafted_order(id: u64, user: &str, qty: u32, now: i64) -> Order {
             by: Initiator::User,
             reason: None,
         }],
-        idempotency_key: Arc::from(format!("key-{id}")),
+        idempotency_key: Box::from(format!("key-{id}")),
     }
 }
 

@@ -235,7 +235,8 @@ impl Engine {
         let mut cuts = Vec::with_capacity(waits.len());
         for w in waits {
             let (part, cut) = w.recv().map_err(|_| EngineError::ShuttingDown)?;
-            state.merge(part);
+            // Built here, on the caller's thread: the shard only shared its chunks.
+            state.merge(part.into_state());
             cuts.push(cut);
         }
         Ok((state, cuts))

@@ -59,6 +59,7 @@ mod timers;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::chunked::ChunkedMap;
 use crate::config::EngineConfig;
 use crate::domain::{Order, OrderId, OrderStatus, SkuId, UserId};
 use crate::error::EngineResult;
@@ -71,7 +72,7 @@ use crate::state::EngineState;
 use crate::stats::ShardCounters;
 pub(crate) use effects::{BatchEffects, Deferred, DurableEffects, JournalBatch};
 use idempotency::IdempotencyIndex;
-pub(crate) use msg::{OrderMsg, Reply, ShardAudit, ShardMsg, SkuAudit, SkuMsg};
+pub(crate) use msg::{OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg};
 pub(crate) use runtime::{Shard, ShardParts};
 use saga::InFlight;
 use timer_queue::TimerQueue;
@@ -92,7 +93,8 @@ pub(crate) struct ShardCore {
     read: Arc<ReadModels>,
     ids: Snowflake,
     skus: FastMap<SkuId, SkuActor>,
-    orders: FastMap<OrderId, Arc<Order>>,
+    /// In copy-on-write chunks: a snapshot's cut shares them ([`crate::chunked`]).
+    orders: ChunkedMap<OrderId, Arc<Order>>,
     in_flight: FastMap<OrderId, InFlight>,
     idempotency: IdempotencyIndex,
     timers: TimerQueue,
@@ -142,7 +144,7 @@ impl ShardCore {
             now_ms: 0,
             read: p.read,
             skus: FastMap::default(),
-            orders: FastMap::default(),
+            orders: ChunkedMap::default(),
             in_flight: FastMap::default(),
             idempotency: IdempotencyIndex::default(),
             timers: TimerQueue::default(),
@@ -213,7 +215,7 @@ impl ShardCore {
     }
 
     /// Record `id` as the order of (`user_id`, `key`).
-    fn record_idempotency(&mut self, id: OrderId, user_id: &UserId, key: &Arc<str>) {
+    fn record_idempotency(&mut self, id: OrderId, user_id: &UserId, key: &str) {
         let (in_flight, orders) = (&self.in_flight, &self.orders);
         let current = |other: OrderId| pair_of(in_flight, orders, other).map(|(u, k)| u == user_id && k == key);
         self.idempotency.insert(user_id, key, id, current);
@@ -221,9 +223,8 @@ impl ShardCore {
 
     /// The order recorded for (`user_id`, `key`), if any.
     fn find_idempotent(&self, user_id: &str, key: &str) -> Option<OrderId> {
-        let holds = |id: OrderId| {
-            pair_of(&self.in_flight, &self.orders, id).is_some_and(|(u, k)| &**u == user_id && &**k == key)
-        };
+        let holds =
+            |id: OrderId| pair_of(&self.in_flight, &self.orders, id).is_some_and(|(u, k)| &**u == user_id && k == key);
         self.idempotency.get(user_id, key, holds)
     }
 
@@ -284,11 +285,20 @@ impl ShardCore {
         false
     }
 
-    /// Every actor's state (a snapshot's cut, or a simulation's digest).
+    /// Every actor's state (a simulation's digest and snapshots).
+    #[cfg(any(test, feature = "sim"))]
     pub fn state(&self) -> EngineState {
         EngineState {
             skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
             orders: self.orders.iter().map(|(k, o)| (*k, o.clone())).collect(),
+        }
+    }
+
+    /// Every actor's state as a snapshot's cut: O(SKUs) on this thread (see [`ShardCut`]).
+    pub fn cut(&self) -> ShardCut {
+        ShardCut {
+            skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
+            orders: self.orders.clone(),
         }
     }
 
@@ -394,9 +404,9 @@ fn take_sized<T>(v: &mut Vec<T>) -> Vec<T> {
 /// created, from the order once it exists.
 fn pair_of<'a>(
     in_flight: &'a FastMap<OrderId, InFlight>,
-    orders: &'a FastMap<OrderId, Arc<Order>>,
+    orders: &'a ChunkedMap<OrderId, Arc<Order>>,
     id: OrderId,
-) -> Option<(&'a UserId, &'a Arc<str>)> {
+) -> Option<(&'a UserId, &'a str)> {
     if let Some(o) = orders.get(&id) {
         return Some((&o.user_id, &o.idempotency_key));
     }

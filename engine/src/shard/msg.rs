@@ -7,7 +7,6 @@ use crate::domain::{CreateOrder, Order, OrderId, SkuId, SkuSpec, SkuUpdate, SkuV
 use crate::error::EngineError;
 use crate::order::OrderCommand;
 use crate::sku::Grant;
-use crate::state::EngineState;
 
 pub(crate) use crate::reply::Reply;
 
@@ -78,10 +77,28 @@ pub(crate) enum ShardMsg {
     /// Answer `true` if this shard did or has work since the previous barrier.
     Barrier(oneshot::Sender<bool>),
     /// Flush, then report this shard's state and journal position (snapshot cut).
-    Snapshot(oneshot::Sender<(EngineState, u64)>),
+    Snapshot(oneshot::Sender<(ShardCut, u64)>),
     /// Report every actor's state for [`crate::Engine::audit`].
     Audit(oneshot::Sender<ShardAudit>),
     Shutdown,
+}
+
+/// A shard's state at a snapshot's cut: its SKUs and orders, sharing their copy-on-write
+/// chunks with the live actors ([`crate::chunked`]), so taking it costs the shard O(SKUs), not
+/// O(orders). [`ShardCut::into_state`] builds the [`EngineState`] on the caller's thread.
+pub(crate) struct ShardCut {
+    pub skus: Vec<(SkuId, crate::sku::SkuState)>,
+    pub orders: crate::chunked::ChunkedMap<OrderId, Arc<Order>>,
+}
+
+impl ShardCut {
+    /// The state as the snapshot stores it (sorted maps).
+    pub fn into_state(self) -> crate::state::EngineState {
+        crate::state::EngineState {
+            skus: self.skus.into_iter().collect(),
+            orders: self.orders.iter().map(|(id, o)| (*id, o.clone())).collect(),
+        }
+    }
 }
 
 /// One SKU actor's state as the audit sees it.

@@ -108,15 +108,15 @@ impl Shard {
                 self.core.drain_local();
                 self.flush();
                 let started = std::time::Instant::now();
-                let state = self.core.state();
+                let cut = self.core.cut();
                 // The cut stops this shard: how long is what a stall costs (issue 12).
                 tracing::info!(
                     shard = self.core.id,
-                    orders = state.orders.len(),
+                    orders = cut.orders.len(),
                     cut_ms = started.elapsed().as_secs_f64() * 1e3,
                     "snapshot cut"
                 );
-                let _ = tx.send((state, self.journal.position()));
+                let _ = tx.send((cut, self.journal.position()));
                 false
             }
             m => self.core.handle(m, self.clock.now_ms()),

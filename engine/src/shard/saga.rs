@@ -25,7 +25,7 @@ use crate::sku::Grant;
 pub(super) struct Saga {
     pub(super) user_id: UserId,
     pub(super) items: Vec<(SkuId, u32)>,
-    pub(super) idempotency_key: Arc<str>,
+    pub(super) idempotency_key: Box<str>,
     /// One per item, inline for a single-item order (no allocation).
     pub(super) grants: SmallVec<[Option<Result<Grant, EngineError>>; 1]>,
     /// Set once compensation started: the rejection to return when it ends.
@@ -83,7 +83,9 @@ impl ShardCore {
             self.replies.push(Deferred::Order(reply, Err(*e)));
             return;
         }
-        let key: Arc<str> = Arc::from(req.idempotency_key.as_str());
+        // The request's own string, trimmed to its length: no copy (issue 12: a `Box<str>` is a
+        // 24-byte allocation for a typical key, an `Arc<str>` copy was 48).
+        let key = req.idempotency_key.into_boxed_str();
         let order_id = OrderId(self.ids.next_id_at(self.now_ms));
         let n = req.items.len();
         for (i, (sku_id, qty)) in req.items.iter().enumerate() {
@@ -117,7 +119,7 @@ impl ShardCore {
         in_flight.insert(order_id, flight);
         if let Some(FlightState::Creating(saga)) = in_flight.get(&order_id).map(|f| &f.state) {
             let current = |other: OrderId| {
-                pair_of(in_flight, orders, other).map(|(u, k)| *u == saga.user_id && *k == saga.idempotency_key)
+                pair_of(in_flight, orders, other).map(|(u, k)| *u == saga.user_id && k == &*saga.idempotency_key)
             };
             self.idempotency.insert(&saga.user_id, &saga.idempotency_key, order_id, current);
         }

@@ -84,7 +84,9 @@ pub(super) struct Sim {
     synced_total: u64,
     /// A snapshot captured and waiting for every batch submitted before it to be durable:
     /// (state, cuts, `submitted_total` at the capture).
-    snapshot_waiting: Option<(EngineState, Vec<u64>, u64)>,
+    /// The shards' cuts (sharing chunks with the live state, as in production), their journal
+    /// positions, and the submissions that must be durable before the file is written.
+    snapshot_waiting: Option<(Vec<crate::shard::ShardCut>, Vec<u64>, u64)>,
     disk: Box<dyn Disk>,
     pub trace: Fnv64,
     pub recent: Recent,
@@ -369,12 +371,9 @@ impl Sim {
         if self.snapshot_waiting.is_some() {
             return Ok(());
         }
-        let mut state = EngineState::default();
-        for core in &self.cores {
-            state.merge(core.state());
-        }
+        let cuts = self.cores.iter().map(|core| core.cut()).collect();
         let durable_at = if self.bug == Bug::SnapshotBeforeDurable { 0 } else { self.submitted_total };
-        self.snapshot_waiting = Some((state, self.positions.clone(), durable_at));
+        self.snapshot_waiting = Some((cuts, self.positions.clone(), durable_at));
         if durable_at <= self.synced_total {
             self.write_snapshot();
         }
@@ -382,7 +381,12 @@ impl Sim {
     }
 
     fn write_snapshot(&mut self) {
-        let Some((state, cuts, _)) = self.snapshot_waiting.take() else { return };
+        let Some((shard_cuts, cuts, _)) = self.snapshot_waiting.take() else { return };
+        // Built now, after the shards went on: the cut must still be what it was when taken.
+        let mut state = EngineState::default();
+        for part in shard_cuts {
+            state.merge(part.into_state());
+        }
         let ok = self.disk.snapshot(state, cuts).is_ok();
         self.recent.push(self.step, Did::Snapshot { ok });
         if ok {

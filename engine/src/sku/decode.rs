@@ -12,8 +12,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{Adjustment, Holding, SkuState};
+use crate::chunked::ChunkedMap;
 use crate::domain::{OrderId, SaleRules, SkuId, UserId};
-use crate::routing::FastMap;
 
 /// The stored layout of [`SkuState`] (format 2 onwards): same fields, same order.
 #[derive(Deserialize)]
@@ -26,8 +26,8 @@ pub(super) struct StoredSkuState {
     reserved: u64,
     sold: u64,
     stocked_total: u64,
-    holdings: FastMap<OrderId, Holding>,
-    user_units: FastMap<UserId, u32>,
+    holdings: ChunkedMap<OrderId, Holding>,
+    user_units: ChunkedMap<UserId, u32>,
     sold_archived: u64,
     adjustments: VecDeque<Adjustment>,
 }
@@ -56,7 +56,7 @@ impl SkuState {
     /// Drop a per-user count the SKU's rules do not need (module docs).
     pub(super) fn normalized(mut self) -> Self {
         if self.rules.per_user_limit.is_none() {
-            self.user_units = FastMap::default();
+            self.user_units = ChunkedMap::default();
         }
         self
     }

@@ -20,10 +20,10 @@ use arc_swap::ArcSwap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::chunked::ChunkedMap;
 use crate::domain::{OrderId, SaleRules, SkuId, SkuUpdate, SkuView, UserId};
 use crate::error::EngineError;
 use crate::event::SkuEvent;
-use crate::routing::FastMap;
 
 mod decode;
 mod shared;
@@ -80,12 +80,13 @@ pub struct SkuState {
     sold: u64,
     stocked_total: u64,
     /// Live holdings (reserved or sold) by order; released ones are removed.
-    holdings: FastMap<OrderId, Holding>,
+    /// In copy-on-write chunks: a snapshot's cut shares them ([`crate::chunked`]).
+    holdings: ChunkedMap<OrderId, Holding>,
     /// Units each user holds (reserved + sold): the per-user limit's count. Kept only while
     /// the SKU has a `per_user_limit`: an unlimited SKU needs no count, and skipping it saves a
     /// string hash, a map insert and ~50 bytes per order (issue 12). Setting a limit rebuilds
     /// the count from the live holdings ([`SkuState::count_users`]).
-    user_units: FastMap<UserId, u32>,
+    user_units: ChunkedMap<UserId, u32>,
     /// Sold units of archived orders (their holdings left memory).
     sold_archived: u64,
     /// The newest adjustment ids, oldest first, at most [`ADJUSTMENT_IDS_PER_SKU_MAX`]
@@ -122,8 +123,8 @@ impl SkuState {
             reserved: 0,
             sold: 0,
             stocked_total: *initial_stock,
-            holdings: FastMap::default(),
-            user_units: FastMap::default(),
+            holdings: ChunkedMap::default(),
+            user_units: ChunkedMap::default(),
             sold_archived: 0,
             adjustments: VecDeque::new(),
         })
@@ -320,9 +321,9 @@ impl SkuState {
     /// none. Units of orders archived before that (sold, out of memory) are not counted: a limit
     /// set in the middle of a sale counts what users hold in live orders.
     fn count_users(&mut self) {
-        let mut units: FastMap<UserId, u32> = FastMap::default();
+        let mut units: ChunkedMap<UserId, u32> = ChunkedMap::default();
         for h in self.holdings.values() {
-            let n = units.entry(h.user_id.clone()).or_insert(0);
+            let n = units.get_or_insert(h.user_id.clone(), 0);
             *n = n.saturating_add(h.qty);
         }
         self.user_units = units;
@@ -357,7 +358,7 @@ impl SkuState {
                 self.rules = rules.clone();
                 match (counted, rules.per_user_limit.is_some()) {
                     (false, true) => self.count_users(),
-                    (true, false) => self.user_units = FastMap::default(),
+                    (true, false) => self.user_units = ChunkedMap::default(),
                     _ => {}
                 }
             }
@@ -380,7 +381,7 @@ impl SkuState {
                 self.reserved += q;
                 if self.rules.per_user_limit.is_some() {
                     // Saturating: a count this high is far past any limit (a u32 limit).
-                    let units = self.user_units.entry(user_id.clone()).or_insert(0);
+                    let units = self.user_units.get_or_insert(user_id.clone(), 0);
                     *units = units.saturating_add(q as u32);
                 }
                 self.holdings

@@ -9,8 +9,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Holding, SkuState};
+use crate::chunked::ChunkedMap;
 use crate::domain::{OrderId, SaleRules, SkuId, UserId};
-use crate::routing::FastMap;
 
 /// A [`SkuState`] as format version 1 stored it (before adjustment ids): decodes v1 snapshots,
 /// converts with `SkuState::from`. Field order is the v1 layout; never change it.
@@ -24,8 +24,8 @@ pub struct SkuStateV1 {
     reserved: u64,
     sold: u64,
     stocked_total: u64,
-    holdings: FastMap<OrderId, Holding>,
-    user_units: FastMap<UserId, u32>,
+    holdings: ChunkedMap<OrderId, Holding>,
+    user_units: ChunkedMap<UserId, u32>,
     sold_archived: u64,
 }
 

@@ -99,7 +99,7 @@ impl Decoder {
     fn created(&mut self, r: &mut In<'_>) -> Result<Order, Bad> {
         let order_id = self.oid(r)?;
         let user_id: Arc<str> = r.txt()?.into();
-        let idempotency_key: Arc<str> = r.txt()?.into();
+        let idempotency_key: Box<str> = r.txt()?.into();
         let created_at_ms = id_ms(order_id.0).wrapping_add(r.sv()?);
         self.time = created_at_ms;
         let payment_deadline_ms = created_at_ms.wrapping_add(r.sv()?);
