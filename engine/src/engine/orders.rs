@@ -12,6 +12,7 @@ use crate::pending::Pending;
 use crate::reply::{BatchReply, Reply};
 use crate::routing::shard_for_key;
 use crate::shard::{OrderMsg, ShardMsg};
+use crate::sku::SkuShared;
 use crate::snowflake::shard_of;
 use crate::state_machine::OrderEventKind;
 
@@ -74,7 +75,19 @@ impl Engine {
     /// an order it knows (a retry of the order that took the last unit gets its order, not
     /// `sold_out`). `Ok(None)`: run the saga. Either `Ok` marks the user first.
     fn fast_path(&self, req: &CreateOrder, now_ms: i64) -> Result<Option<EngineError>, EngineError> {
-        let fast_reject = match self.inner.read.skus.get(&*req.items[0].0) {
+        let sku = self.inner.read.skus.get(&*req.items[0].0).map(|s| s.clone());
+        self.fast_path_with(req, sku.as_deref(), now_ms)
+    }
+
+    /// [`Engine::fast_path`] with the first item's published SKU already looked up (`None`:
+    /// unknown).
+    fn fast_path_with(
+        &self,
+        req: &CreateOrder,
+        sku: Option<&SkuShared>,
+        now_ms: i64,
+    ) -> Result<Option<EngineError>, EngineError> {
+        let fast_reject = match sku {
             None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
             Some(s) => s.fast_reject(now_ms),
         };
@@ -126,8 +139,18 @@ impl Engine {
         let mut answers: Vec<Result<Pending<Arc<Order>>, usize>> = Vec::with_capacity(reqs.len());
         let mut routed: Vec<Vec<(CreateOrder, Option<EngineError>)>> = (0..n).map(|_| Vec::new()).collect();
         let now = self.inner.clock.now_ms();
+        // The first item's published SKU, kept while consecutive requests name the same one: a
+        // flash sale's batch is one SKU, and each lookup is a lock and a string hash.
+        let mut last_sku: Option<Arc<SkuShared>> = None;
         for req in reqs {
-            let fast_reject = match self.check_create(&req).and_then(|()| self.fast_path(&req, now)) {
+            let checked = self.check_create(&req).and_then(|()| {
+                let first = &*req.items[0].0;
+                if !last_sku.as_ref().is_some_and(|s| &*s.sku_id == first) {
+                    last_sku = self.inner.read.skus.get(first).map(|s| s.clone());
+                }
+                self.fast_path_with(&req, last_sku.as_deref(), now)
+            });
+            let fast_reject = match checked {
                 Ok(fast_reject) => fast_reject,
                 Err(e) => {
                     answers.push(Ok(Pending::ready(Err(e))));
