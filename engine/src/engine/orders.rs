@@ -75,8 +75,9 @@ impl Engine {
     /// an order it knows (a retry of the order that took the last unit gets its order, not
     /// `sold_out`). `Ok(None)`: run the saga. Either `Ok` marks the user first.
     fn fast_path(&self, req: &CreateOrder, now_ms: i64) -> Result<Option<EngineError>, EngineError> {
-        let sku = self.inner.read.skus.get(&*req.items[0].0).map(|s| s.clone());
-        self.fast_path_with(req, sku.as_deref(), now_ms)
+        // The guard, not a clone: an `Arc` clone is a locked add on a line every caller shares.
+        let sku = self.inner.read.skus.get(&*req.items[0].0);
+        self.fast_path_with(req, sku.as_deref().map(|s| &**s), now_ms)
     }
 
     /// [`Engine::fast_path`] with the first item's published SKU already looked up (`None`:
