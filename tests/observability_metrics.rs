@@ -215,7 +215,7 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
         }
     }
     for o in [&o1, &o2] {
-        let id = order_id(&o).to_string();
+        let id = order_id(o).to_string();
         assert!(!m.text.contains(&id), "order id {id} appears in the exposition");
     }
 

@@ -146,7 +146,7 @@ impl Engine {
         for req in reqs {
             let checked = self.check_create(&req).and_then(|()| {
                 let first = &*req.items[0].0;
-                if !last_sku.as_ref().is_some_and(|s| &*s.sku_id == first) {
+                if last_sku.as_ref().is_none_or(|s| &*s.sku_id != first) {
                     last_sku = self.inner.read.skus.get(first).map(|s| s.clone());
                 }
                 self.fast_path_with(&req, last_sku.as_deref(), now)
