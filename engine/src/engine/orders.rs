@@ -75,9 +75,8 @@ impl Engine {
     /// an order it knows (a retry of the order that took the last unit gets its order, not
     /// `sold_out`). `Ok(None)`: run the saga. Either `Ok` marks the user first.
     fn fast_path(&self, req: &CreateOrder, now_ms: i64) -> Result<Option<EngineError>, EngineError> {
-        // The guard, not a clone: an `Arc` clone is a locked add on a line every caller shares.
-        let sku = self.inner.read.skus.get(&*req.items[0].0);
-        self.fast_path_with(req, sku.as_deref().map(|s| &**s), now_ms)
+        // Borrowed, not cloned: an `Arc` clone is a locked add on a line every caller shares.
+        self.inner.read.skus.with(&req.items[0].0, |sku| self.fast_path_with(req, sku, now_ms))
     }
 
     /// [`Engine::fast_path`] with the first item's published SKU already looked up (`None`:
@@ -147,7 +146,7 @@ impl Engine {
             let checked = self.check_create(&req).and_then(|()| {
                 let first = &*req.items[0].0;
                 if last_sku.as_ref().is_none_or(|s| &*s.sku_id != first) {
-                    last_sku = self.inner.read.skus.get(first).map(|s| s.clone());
+                    last_sku = self.inner.read.skus.get(first);
                 }
                 self.fast_path_with(&req, last_sku.as_deref(), now)
             });

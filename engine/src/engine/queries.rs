@@ -24,7 +24,7 @@ impl Engine {
 
     /// Every SKU, sorted by id.
     pub fn list_skus(&self) -> Vec<SkuView> {
-        let mut all: Vec<SkuView> = self.inner.read.skus.iter().map(|s| s.view()).collect();
+        let mut all: Vec<SkuView> = self.inner.read.skus.all().iter().map(|s| s.view()).collect();
         all.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
         all
     }

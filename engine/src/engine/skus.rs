@@ -51,7 +51,7 @@ impl Engine {
         if let Some(Err(e)) = update.price.map(check_price) {
             return Pending::ready(Err(e));
         }
-        let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
+        let Some(shared) = self.inner.read.skus.get(sku_id) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
         self.submit(shared.shard, |r| ShardMsg::Sku(shared.sku_id.clone(), SkuMsg::Update(Box::new(update), r)))
@@ -92,7 +92,7 @@ impl Engine {
         if let Err(e) = check_text("reason", reason, TEXT_BYTES_MAX) {
             return Pending::ready(Err(e));
         }
-        let Some(shared) = self.inner.read.skus.get(sku_id).map(|s| s.clone()) else {
+        let Some(shared) = self.inner.read.skus.get(sku_id) else {
             return Pending::ready(Err(EngineError::UnknownSku { sku_id: sku_id.to_owned() }));
         };
         let (reason, adjustment_id) = (Box::from(reason), Box::from(adjustment_id));

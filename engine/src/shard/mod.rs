@@ -176,11 +176,13 @@ impl ShardCore {
     /// records, timers, read models, the id generator's floor). Logs nothing: these came from
     /// the log.
     fn install(mut self, state: EngineState) -> Self {
+        let mut published = Vec::with_capacity(state.skus.len());
         for (sku_id, st) in state.skus {
             let actor = SkuActor::new(st, self.id, true);
-            self.read.skus.insert(sku_id.clone(), actor.shared().clone());
+            published.push(actor.shared().clone());
             self.skus.insert(sku_id, actor);
         }
+        self.read.skus.insert_all(&published);
         self.orders.reserve(state.orders.len());
         self.idempotency.reserve(state.orders.len());
         let mut deadlines = Vec::new();

@@ -133,13 +133,13 @@ impl SkuPublication {
 
     /// Make the batch's changes visible: rules first, then counters, then (for a new SKU) the
     /// listing, so a reader that finds the SKU sees its durable state.
-    pub fn publish(&self, skus: &dashmap::DashMap<SkuId, Arc<SkuShared>, ahash::RandomState>) {
+    pub fn publish(&self, skus: &crate::publish::SkuDirectory) {
         if let Some(meta) = &self.meta {
             self.shared.meta.store(meta.clone());
         }
         self.shared.store_counters(self.counters);
         if self.created {
-            skus.insert(self.shared.sku_id.clone(), self.shared.clone());
+            skus.insert_all(std::slice::from_ref(&self.shared));
         }
     }
 }
