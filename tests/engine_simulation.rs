@@ -127,8 +127,7 @@ impl MOrder {
 /// The engine's history bound: past `ORDER_TRANSITIONS_MAX − ORDER_TRANSITIONS_RESERVED`
 /// transitions an order may no longer enter `refunding` or `disputed` (`order_history_full`).
 fn history_full(o: &MOrder, to: OrderStatus) -> bool {
-    matches!(to, S::Refunding | S::Disputed)
-        && o.history.len() > ORDER_TRANSITIONS_MAX - ORDER_TRANSITIONS_RESERVED
+    matches!(to, S::Refunding | S::Disputed) && o.history.len() > ORDER_TRANSITIONS_MAX - ORDER_TRANSITIONS_RESERVED
 }
 
 /// DESIGN.md's table for the events a caller can send (timers are modelled separately).
