@@ -165,6 +165,62 @@ fn archived_orders(group: &[Submission]) -> Vec<Arc<surge_engine::Order>> {
         .collect()
 }
 
+/// A commit that has not finished after this long means the storage is stalled rather than
+/// slow (a full disk that sled waits on, a hung device): fail-stop, as for a failed write.
+const COMMIT_STALL_MS: u64 = 20_000;
+
+/// Watches the writer's commits from its own thread: a write or flush that never returns
+/// (seen with sled on a full tmpfs: no error, no progress, and no reply ever released) ends
+/// the process with the fail-stop code, so recovery runs at the next start instead of every
+/// client waiting forever. Only under [`StorageFailurePolicy::FailStop`].
+struct CommitWatchdog {
+    /// Milliseconds since `base` at which the running commit started, plus one; 0 when idle.
+    started_ms: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    base: Instant,
+}
+
+impl CommitWatchdog {
+    fn spawn() -> Self {
+        let started_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let base = Instant::now();
+        let (started, stopped) = (started_ms.clone(), stop.clone());
+        let spawned = std::thread::Builder::new().name("surge-wal-watch".into()).spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let at = started.load(Ordering::Relaxed);
+                let now = base.elapsed().as_millis() as u64 + 1;
+                if at != 0 && now.saturating_sub(at) > COMMIT_STALL_MS {
+                    fatal::fail_stop(
+                        "wal-writer",
+                        &format_args!(
+                            "a write-ahead log commit has not finished in {} s: the storage is stalled (a full disk, a hung device); recovery runs at the next start",
+                            COMMIT_STALL_MS / 1000
+                        ),
+                    );
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the WAL commit watchdog");
+        }
+        Self { started_ms, stop, base }
+    }
+
+    fn started(&self) {
+        self.started_ms.store(self.base.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        self.started_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Writer<S: LogStore> {
     pub store: S,
     pub rx: Receiver<Submission>,
@@ -178,6 +234,7 @@ pub(crate) struct Writer<S: LogStore> {
 impl<S: LogStore> Writer<S> {
     /// Run until every journal is dropped and the queue is drained.
     pub fn run(mut self) {
+        let watch = (self.policy == StorageFailurePolicy::FailStop).then(CommitWatchdog::spawn);
         while let Ok(first) = self.rx.recv() {
             let mut group = vec![first];
             while group.len() < GROUP_SUBMISSIONS_MAX {
@@ -186,7 +243,16 @@ impl<S: LogStore> Writer<S> {
                     Err(_) => break,
                 }
             }
+            if let Some(w) = &watch {
+                w.started();
+            }
             self.commit(group);
+            if let Some(w) = &watch {
+                w.finished();
+            }
+        }
+        if let Some(w) = watch {
+            w.stop();
         }
     }
 
