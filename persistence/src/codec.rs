@@ -123,19 +123,22 @@
 //! docs derive their bound from; format 4 only adds margin). Past the bound the writer
 //! fail-stops rather than write a blob.
 //!
-//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 2)
+//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 3)
 //! ```text
 //! offset  size  field
 //! 0       8     magic b"SURGESNP"
-//! 8       2     envelope version (u16 LE) = 2
+//! 8       2     envelope version (u16 LE) = 3
 //! 10      4     CRC-32 (crc32fast: CRC-32/ISO-HDLC, as zlib and PNG) of bytes 14.. (u32 LE)
 //! 14      8     payload length in bytes (u64 LE)
-//! 22      ..    payload: bincode(SnapshotFile)
+//! 22      ..    payload: version 3, the compact layout of `codec/snapshot.rs`
+//!               (version 2: bincode(SnapshotFile), fixed-width integers)
 //! ```
 //! The checksum covers the length and the payload, so a torn or bit-flipped file is caught before
-//! bincode sees it (PostgreSQL checksums its WAL and control file the same way). Version 1 files
-//! (`magic`, version 1, bincode payload of the v1 state, no checksum) still decode.
+//! the payload is decoded (PostgreSQL checksums its WAL and control file the same way). Version 2
+//! files and version 1 files (`magic`, version 1, bincode payload of the v1 state, no checksum)
+//! still decode.
 
+mod snapshot;
 mod v4;
 mod wire;
 
@@ -161,10 +164,10 @@ pub const RECORD_BYTES_TARGET: usize = 64 * 1024;
 /// invariant of the engine's input limits.
 pub const RECORD_BYTES_MAX: usize = 112 * 1024;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
-/// Envelope version written by [`encode_snapshot`] (2: with checksum and length; 1: neither,
-/// still decoded).
-pub const SNAPSHOT_VERSION: u16 = 2;
-/// Bytes before the payload of a version-2 snapshot.
+/// Envelope version written by [`encode_snapshot`] (3: the compact payload of `codec/snapshot.rs`;
+/// 2: with checksum and length, a bincode payload; 1: neither; both still decoded).
+pub const SNAPSHOT_VERSION: u16 = 3;
+/// Bytes before the payload of a version-2 or version-3 snapshot.
 const SNAPSHOT_HEADER_BYTES: usize = 22;
 
 /// The fixed part of a WAL record.
@@ -361,15 +364,22 @@ struct SnapshotFileV1 {
 
 /// Encode a snapshot file (envelope version [`SNAPSHOT_VERSION`]; layout in the module docs).
 ///
+/// ```
+/// use surge_persistence::codec::{decode_snapshot, encode_snapshot, SnapshotFile};
+/// let file = SnapshotFile { lsn: 9, base: 2, cuts: vec![4, 5], state: Default::default() };
+/// let bytes = encode_snapshot(&file).unwrap();
+/// assert_eq!(decode_snapshot("s", &bytes).unwrap().cuts, vec![4, 5]);
+/// ```
+///
 /// # Errors
-/// bincode refused a value.
+/// bincode refused a SKU's state.
 pub fn encode_snapshot(s: &SnapshotFile) -> PersistenceResult<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(4096 + 64 * s.state.orders.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     out.extend_from_slice(&[0u8; 12]); // checksum and length, filled in below
-    bincode::serialize_into(&mut out, s)
-        .map_err(|e| PersistenceError::Snapshot { path: String::new(), reason: e.to_string() })?;
+    snapshot::encode_payload(s, &mut out)
+        .map_err(|reason| PersistenceError::Snapshot { path: String::new(), reason })?;
     let payload_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
     out[14..22].copy_from_slice(&payload_bytes.to_le_bytes());
     let crc = crc32fast::hash(&out[14..]);
@@ -392,15 +402,33 @@ pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFi
             let v1: SnapshotFileV1 = bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))?;
             Ok(SnapshotFile { lsn: v1.lsn, base: v1.base, cuts: v1.cuts, state: v1.state.into() })
         }
-        SNAPSHOT_VERSION => {
+        2 => {
             let payload = checked_payload(bytes).map_err(bad)?;
             bincode::deserialize(payload).map_err(|e| bad(e.to_string()))
         }
+        SNAPSHOT_VERSION => snapshot::decode_payload(checked_payload(bytes).map_err(bad)?).map_err(bad),
         _ => Err(bad(format!("unknown format version {version}"))),
     }
 }
 
-/// The payload of a version-2 snapshot, once its length and checksum match.
+/// Check a snapshot file's envelope (magic, version, length and checksum) without decoding its
+/// payload: what the snapshotter verifies after writing (see `snapshot::write_kept`).
+///
+/// # Errors
+/// `Snapshot` naming `path` if the magic, version, length or checksum is wrong (a version-1 file,
+/// which has no checksum, is refused too: nothing writes one any more).
+pub fn verify_snapshot_envelope(path: &str, bytes: &[u8]) -> PersistenceResult<()> {
+    let bad = |reason: String| PersistenceError::Snapshot { path: path.to_owned(), reason };
+    if bytes.len() < 10 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("not a Surge snapshot (bad magic)".into()));
+    }
+    match u16::from_le_bytes([bytes[8], bytes[9]]) {
+        2 | SNAPSHOT_VERSION => checked_payload(bytes).map(|_| ()).map_err(bad),
+        version => Err(bad(format!("envelope version {version} has no checksum to verify"))),
+    }
+}
+
+/// The payload of a version-2 or version-3 snapshot, once its length and checksum match.
 fn checked_payload(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(format!("{} bytes is shorter than the snapshot header", bytes.len()));

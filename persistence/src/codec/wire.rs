@@ -210,6 +210,17 @@ impl<'b> In<'b> {
         Ok(n as usize)
     }
 
+    /// The next `n` raw bytes.
+    #[inline]
+    pub fn raw(&mut self, n: u64) -> Result<&'b [u8], Bad> {
+        if n > self.remaining() as u64 {
+            return Err(self.bad("field longer than the bytes left"));
+        }
+        let bytes = &self.bytes[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(bytes)
+    }
+
     /// The next `n` bytes as UTF-8.
     #[inline]
     pub fn str(&mut self, n: u64) -> Result<&'b str, Bad> {

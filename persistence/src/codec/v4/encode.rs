@@ -145,6 +145,11 @@ impl<'e> Encoder<'e> {
         put_dec(out, i.unit_price);
     }
 
+    /// A whole order, every field (a snapshot's orders; `order_archived` and the others).
+    pub fn whole_order(&mut self, out: &mut Vec<u8>, o: &'e Order) {
+        self.order(out, o);
+    }
+
     /// A whole order, every field.
     fn order(&mut self, out: &mut Vec<u8>, o: &'e Order) {
         self.oid(out, o.order_id);
