@@ -231,6 +231,27 @@ pub(crate) struct Writer<S: LogStore> {
     pub policy: StorageFailurePolicy,
 }
 
+/// A group commit slower than this is logged (at `info`): issue 12's bound on the worst commit.
+const COMMIT_SLOW_MS: u128 = 20;
+
+/// Log a group commit that took longer than [`COMMIT_SLOW_MS`], split into the append (sled's
+/// in-memory insert) and the flush (its write and fsync), so an operator can tell a slow disk
+/// from a slow tree.
+fn log_if_slow(started: Instant, flush_started: Instant, records: &[(u64, Vec<u8>)]) {
+    let total = started.elapsed();
+    if total.as_millis() >= COMMIT_SLOW_MS {
+        let bytes: usize = records.iter().map(|r| r.1.len()).sum();
+        tracing::info!(
+            commit_ms = total.as_secs_f64() * 1e3,
+            append_ms = (flush_started - started).as_secs_f64() * 1e3,
+            flush_ms = flush_started.elapsed().as_secs_f64() * 1e3,
+            records = records.len(),
+            bytes,
+            "slow WAL commit"
+        );
+    }
+}
+
 impl<S: LogStore> Writer<S> {
     /// Run until every journal is dropped and the queue is drained.
     pub fn run(mut self) {
@@ -286,7 +307,11 @@ impl<S: LogStore> Writer<S> {
             self.store
                 .append(&records)
                 .and_then(|()| self.store.archive(&archived))
-                .and_then(|()| self.store.flush(self.sync))
+                .and_then(|()| {
+                    let flush_started = Instant::now();
+                    self.store.flush(self.sync).map(|()| flush_started)
+                })
+                .map(|flush_started| log_if_slow(t0, flush_started, &records))
         };
         match result {
             Ok(()) => {
