@@ -1,7 +1,7 @@
 //! Resident memory per live order.
 //!
 //! ```text
-//! cargo run --release --example memory_per_order -- [COUNT] [--batch N] [--presize]
+//! cargo run --release --example memory_per_order -- [COUNT] [--batch N] [--presize] [--prefault]
 //! ```
 //!
 //! Creates `COUNT` orders (default 1,000,000) pending payment: one line item each, distinct users,
@@ -10,6 +10,12 @@
 //! `--batch N` it submits N orders per `Engine::create_orders` call (the batched API an
 //! embedding application would use for bulk work), 4,096 in flight either way. It reads `VmRSS` from `/proc/self/status` before the first order and after the last
 //! (after `engine.settle()`), and prints the difference per live order. Linux only.
+//!
+//! `--presize` sizes the engine's order tables for COUNT (`live_orders_expected`).
+//! `--prefault` faults in `COUNT × 640` bytes of heap before the clock starts, as `surge serve`
+//! does for its `live_orders_expected` (`surge::process::prefault_heap_for_orders`): CPU per
+//! order then leaves out the kernel's page zeroing, and VmRSS no longer grows, so take the
+//! memory figures from a run without it (the heap bytes per order are the same either way).
 //!
 //! The figure includes everything an order costs the engine: the order, its read-model copy of
 //! the pointer, the user's order list, the idempotency record, the payment-deadline timer, the
@@ -152,28 +158,30 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// `[COUNT] [--batch N]`, or a usage message.
-fn parse_args() -> Result<(u64, usize, bool), String> {
+/// `[COUNT] [--batch N] [--presize] [--prefault]`, or a usage message.
+fn parse_args() -> Result<(u64, usize, bool, bool), String> {
     let usage = || {
-        "usage: memory_per_order [COUNT] [--batch N] [--presize]   (COUNT > 0, default 1000000; N 1..=4096)".to_owned()
+        "usage: memory_per_order [COUNT] [--batch N] [--presize] [--prefault]   (COUNT > 0, default 1000000; N 1..=4096)".to_owned()
     };
-    let (mut count, mut batch, mut presize) = (1_000_000u64, 0usize, false);
+    let (mut count, mut batch, mut presize, mut prefault) = (1_000_000u64, 0usize, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--batch" {
             batch = args.next().and_then(|v| v.parse().ok()).filter(|n| (1..=WINDOW).contains(n)).ok_or_else(usage)?;
         } else if a == "--presize" {
             presize = true;
+        } else if a == "--prefault" {
+            prefault = true;
         } else {
             count = a.replace('_', "").parse().ok().filter(|n| *n > 0).ok_or_else(usage)?;
         }
     }
-    Ok((count, batch, presize))
+    Ok((count, batch, presize, prefault))
 }
 
 fn main() -> ExitCode {
     surge::process::apply_huge_page_policy_from_env();
-    let (count, batch, presize) = match parse_args() {
+    let (count, batch, presize, prefault) = match parse_args() {
         Ok(a) => a,
         Err(usage) => {
             eprintln!("{usage}");
@@ -184,6 +192,10 @@ fn main() -> ExitCode {
     // `--presize`: `live_orders_expected = COUNT`, so no map is ever rehashed (and no outgrown
     // table is left for the allocator to return).
     let live_orders_expected = if presize { count } else { 0 };
+    if prefault {
+        // The orders' memory faulted in before the clock starts (`surge::process::prefault_heap`).
+        surge::process::prefault_heap_for_orders(count);
+    }
     let engine =
         Engine::in_memory(EngineConfig { live_orders_expected, ..EngineConfig::default() }).expect("engine starts");
     let sku: SkuId = Arc::from("mem-sku");
@@ -265,7 +277,8 @@ fn main() -> ExitCode {
     println!("{:<24}{:>9.1} MiB", "VmRSS after mi_collect", mib(after));
     println!("{:<24}{:>9.1} MiB", "VmRSS grown", mib(grown));
     println!("{:<24}{:>9.1} MiB (allocations asked for)", "heap grown", heap_grown as f64 / (1024.0 * 1024.0));
-    println!("{:<24}{:>12}  (VmRSS)", "bytes per live order", per_order(grown as f64));
+    let rss_note = if prefault { "(VmRSS; not a measure with --prefault: memory faulted in first)" } else { "(VmRSS)" };
+    println!("{:<24}{:>12}  {rss_note}", "bytes per live order", per_order(grown as f64));
     println!(
         "{:<24}{:>12}  (heap asked for, no malloc overhead)",
         "heap bytes per order",

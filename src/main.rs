@@ -156,6 +156,10 @@ fn main() -> ExitCode {
 /// `surge bench`: the table (or one JSON object) on stdout; exit code 1 if the stock
 /// verification failed (an oversell or a lost unit), so scripts notice.
 fn bench(args: &surge_loadgen::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // The in-process engine's expected orders: their memory faulted in before the clock starts.
+    if args.target == "in-process" {
+        surge::process::prefault_heap_for_orders(args.live_orders_expected);
+    }
     let report = surge_loadgen::run(args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -235,6 +239,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.max_in_flight {
         cfg.limits.max_in_flight = n;
     }
+    // Memory for the orders the operator expects, faulted in before anything is served.
+    surge::process::prefault_heap_for_orders(cfg.engine.live_orders_expected);
     if let Some(a) = args.metrics_addr {
         cfg.metrics.addr = a;
     }

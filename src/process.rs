@@ -100,6 +100,79 @@ pub fn apply_huge_page_policy_from_env() -> HugePagePolicy {
     }
 }
 
+/// Heap bytes [`prefault_heap_for_orders`] faults in per expected live order: issue 12's
+/// bound on memory per live pending order (a live order measures ~610 bytes).
+pub const PREFAULT_BYTES_PER_ORDER: u64 = 640;
+
+/// Blocks [`prefault_heap`] touches: small enough that the allocator carves them from its arenas
+/// (and later serves other sizes from the same memory), not from a mapping of their own that a
+/// free would unmap.
+const PREFAULT_BLOCK_BYTES: usize = 32 << 10;
+
+/// Fault in `size_bytes` of heap now, so that growing to it later takes no page faults: the
+/// memory is allocated, one byte per 4 KiB page written, and freed back to the allocator, which
+/// is told never to return freed memory to the OS (mimalloc's `purge_delay = -1`). Returns the
+/// bytes faulted in (rounded up to whole blocks).
+///
+/// Why (issue 12): a process that grows to a million orders faults in ~600 MB while it serves,
+/// and the kernel's zeroing of those pages (`clear_page_erms`, slower still under a hypervisor
+/// backing fresh guest memory) was about a quarter of the CPU per created order. Done at start,
+/// that cost moves out of the sale, as TigerBeetle allocates all its memory at startup. The
+/// price: the process's resident memory is `size_bytes` from the start, and memory freed later
+/// stays with the process (Redis's allocator keeps freed memory too, until `MEMORY PURGE`).
+///
+/// ```
+/// let faulted = surge::process::prefault_heap(1 << 20);
+/// assert!(faulted >= 1 << 20);
+/// ```
+pub fn prefault_heap(size_bytes: u64) -> u64 {
+    // SAFETY: sets an allocator option (a plain integer); valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    let blocks = size_bytes.div_ceil(PREFAULT_BLOCK_BYTES as u64) as usize;
+    let mut held: Vec<*mut u8> = Vec::with_capacity(blocks);
+    for _ in 0..blocks {
+        // Straight from mimalloc (the global allocator of `surge` and the examples), whatever
+        // the caller's global allocator is.
+        // SAFETY: a plain allocation; a null result (out of memory) is checked before use.
+        let block = unsafe { libmimalloc_sys::mi_malloc(PREFAULT_BLOCK_BYTES) }.cast::<u8>();
+        if block.is_null() {
+            break;
+        }
+        for offset in (0..PREFAULT_BLOCK_BYTES).step_by(4096) {
+            // SAFETY: `offset < PREFAULT_BLOCK_BYTES`, inside the block just allocated.
+            unsafe { block.add(offset).write_volatile(1) };
+        }
+        held.push(block);
+    }
+    let faulted = held.len() * PREFAULT_BLOCK_BYTES;
+    for block in held {
+        // SAFETY: each pointer came from `mi_malloc` above and is freed exactly once.
+        unsafe { libmimalloc_sys::mi_free(block.cast()) };
+    }
+    // Hand the now empty pages back to the arenas (purging nothing: see above), where any
+    // thread's allocation of any size can take them.
+    // SAFETY: walks mimalloc's own free lists.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    faulted as u64
+}
+
+/// [`prefault_heap`] for `live_orders_expected` orders ([`PREFAULT_BYTES_PER_ORDER`] each);
+/// nothing for 0. `surge serve`, `surge bench --target in-process` and
+/// `examples/memory_per_order --presize` call it before the engine starts, so the engine's
+/// presized tables come from the faulted memory too.
+pub fn prefault_heap_for_orders(live_orders_expected: u64) -> u64 {
+    if live_orders_expected == 0 {
+        return 0;
+    }
+    let started = std::time::Instant::now();
+    let bytes = prefault_heap(live_orders_expected.saturating_mul(PREFAULT_BYTES_PER_ORDER));
+    tracing::info!(live_orders_expected, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "heap faulted in");
+    bytes
+}
+
+/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`, v3: the 16th option; -1 = never purge).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 #[cfg(test)]
 mod tests {
     use super::{apply_huge_page_policy, HugePagePolicy};
@@ -119,6 +192,27 @@ mod tests {
             assert_eq!(thp_disable_state(), 3, "disabled, except where advised");
         }
         assert!(!apply_huge_page_policy(HugePagePolicy::System).expect("no call"));
+    }
+
+    #[test]
+    fn prefaulted_memory_stays_with_the_process() {
+        fn rss_bytes() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            kib.unwrap_or(0) * 1024
+        }
+        assert_eq!(super::prefault_heap_for_orders(0), 0);
+        let before = rss_bytes();
+        let faulted = super::prefault_heap(64 << 20);
+        assert!(faulted >= 64 << 20);
+        // The blocks came from mimalloc, freed, and stay resident (never purged).
+        if cfg!(target_os = "linux") {
+            let grown = rss_bytes().saturating_sub(before);
+            assert!(grown >= 48 << 20, "only {grown} bytes stayed resident");
+        }
     }
 
     #[test]

@@ -381,7 +381,8 @@ mod tests {
     #[test]
     fn limits_that_do_not_fit_are_refused_naming_the_key() {
         assert!(FileConfig::default().validate().is_ok());
-        let too_big: [(&str, fn(&mut LimitsConfig)); 4] = [
+        type Setter = fn(&mut LimitsConfig);
+        let too_big: [(&str, Setter); 4] = [
             ("auth_timeout_ms", |l| l.auth_timeout_ms = u64::MAX),
             ("write_timeout_ms", |l| l.write_timeout_ms = DURATION_MS_MAX + 1),
             ("max_in_flight", |l| l.max_in_flight = usize::MAX),

@@ -153,7 +153,13 @@ impl Shard {
             }
             return;
         }
-        let mut per_shard: Vec<Vec<ShardMsg>> = (0..self.peers.len()).map(|_| Vec::new()).collect();
+        // Each destination's vector at its exact size: no growth (and no copy of every message
+        // per doubling) while it fills.
+        let mut counts = vec![0usize; self.peers.len()];
+        for (shard, _) in outbox.iter() {
+            counts[*shard] += 1;
+        }
+        let mut per_shard: Vec<Vec<ShardMsg>> = counts.into_iter().map(Vec::with_capacity).collect();
         for (shard, msg) in outbox.drain(..) {
             per_shard[shard].push(msg);
         }
