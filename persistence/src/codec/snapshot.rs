@@ -60,7 +60,7 @@ pub(crate) fn encode_payload(s: &SnapshotFile, out: &mut Vec<u8>) -> Result<(), 
         block.clear();
         let mut enc = v4::Encoder::new();
         for o in chunk {
-            enc.whole_order(&mut block, o);
+            enc.order(&mut block, o);
         }
         put_uv(out, chunk.len() as u64);
         put_uv(out, block.len() as u64);
@@ -92,7 +92,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<SnapshotFile, String> {
         let mut dec = v4::Decoder::new();
         orders.reserve(n);
         for _ in 0..n {
-            let o = dec.whole_order(&mut block).map_err(str_of)?;
+            let o = dec.order(&mut block).map_err(str_of)?;
             orders.push((o.order_id, Arc::new(o)));
         }
         if !block.at_end() {

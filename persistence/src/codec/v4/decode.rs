@@ -138,12 +138,8 @@ impl Decoder {
     }
 
     /// A whole order (see [`Encoder::order`]).
-    /// A whole order, as [`Encoder::whole_order`] wrote it.
-    pub fn whole_order(&mut self, r: &mut In<'_>) -> Result<Order, Bad> {
-        self.order(r)
-    }
-
-    fn order(&mut self, r: &mut In<'_>) -> Result<Order, Bad> {
+    /// A whole order, as [`Encoder::order`] wrote it.
+    pub fn order(&mut self, r: &mut In<'_>) -> Result<Order, Bad> {
         let order_id = self.oid(r)?;
         let user_id: Arc<str> = r.txt()?.into();
         let n = r.count()?;

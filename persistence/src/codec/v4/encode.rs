@@ -145,13 +145,8 @@ impl<'e> Encoder<'e> {
         put_dec(out, i.unit_price);
     }
 
-    /// A whole order, every field (a snapshot's orders; `order_archived` and the others).
-    pub fn whole_order(&mut self, out: &mut Vec<u8>, o: &'e Order) {
-        self.order(out, o);
-    }
-
-    /// A whole order, every field.
-    fn order(&mut self, out: &mut Vec<u8>, o: &'e Order) {
+    /// A whole order, every field (`order_archived` and the others; a snapshot's orders).
+    pub fn order(&mut self, out: &mut Vec<u8>, o: &'e Order) {
         self.oid(out, o.order_id);
         put_txt(out, &o.user_id);
         put_uv(out, o.items.len() as u64);
