@@ -12,7 +12,6 @@ use crate::sku::{SkuActor, SkuState};
 impl ShardCore {
     /// Handle one message to the SKU actor `sku_id`.
     pub(super) fn handle_sku(&mut self, sku_id: SkuId, msg: SkuMsg) {
-        let now = self.now_ms;
         let unknown = || EngineError::UnknownSku { sku_id: sku_id.to_string() };
         match msg {
             SkuMsg::Create(spec, reply) => {
@@ -44,15 +43,7 @@ impl ShardCore {
                 self.replies.push(Deferred::Sku(reply, Box::new(result)));
             }
             SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
-                let result = match self.skus.get(&sku_id) {
-                    None => Err(unknown()),
-                    Some(actor) => actor.state().decide_reserve(order_id, &user_id, qty, now).map(|(grant, event)| {
-                        if let Some(e) = event {
-                            self.apply_sku(e);
-                        }
-                        grant
-                    }),
-                };
+                let result = self.reserve_here(&sku_id, order_id, &user_id, qty);
                 self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }));
             }
             SkuMsg::Confirm { order_id, reply_shard } => {
@@ -77,6 +68,37 @@ impl ShardCore {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
                 self.stock_done(event, order_id, reply_shard);
             }
+        }
+    }
+
+    /// Reserve `qty` units of the SKU actor `sku_id` (on this shard) for `order_id`, and apply
+    /// and journal the reservation; a retry for an order that already holds them is granted
+    /// again without a new event.
+    ///
+    /// # Errors
+    /// `unknown_sku` and the rejections of [`SkuState::decide_reserve`].
+    pub(super) fn reserve_here(
+        &mut self,
+        sku_id: &SkuId,
+        order_id: OrderId,
+        user_id: &crate::domain::UserId,
+        qty: u32,
+    ) -> EngineResult<crate::sku::Grant> {
+        let Some(actor) = self.skus.get(sku_id) else {
+            return Err(EngineError::UnknownSku { sku_id: sku_id.to_string() });
+        };
+        let (grant, event) = actor.state().decide_reserve(order_id, user_id, qty, self.now_ms)?;
+        if let Some(e) = event {
+            self.apply_sku(e);
+        }
+        Ok(grant)
+    }
+
+    /// Release `order_id`'s reservation on the SKU actor `sku_id` (on this shard); nothing if
+    /// it holds none (idempotent).
+    pub(super) fn release_here(&mut self, sku_id: &SkuId, order_id: OrderId) {
+        if let Some(event) = self.skus.get(sku_id).and_then(|a| a.decide_release(order_id)) {
+            self.apply_sku(event);
         }
     }
 
