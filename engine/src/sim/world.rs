@@ -82,11 +82,8 @@ pub(super) struct Sim {
     /// Batches submitted, and batches synced, since the start (across crashes).
     submitted_total: u64,
     synced_total: u64,
-    /// A snapshot captured and waiting for every batch submitted before it to be durable:
-    /// (state, cuts, `submitted_total` at the capture).
-    /// The shards' cuts (sharing chunks with the live state, as in production), their journal
-    /// positions, and the submissions that must be durable before the file is written.
-    snapshot_waiting: Option<(Vec<crate::shard::ShardCut>, Vec<u64>, u64)>,
+    /// A snapshot captured and waiting for every batch submitted before it to be durable.
+    snapshot_waiting: Option<WaitingSnapshot>,
     disk: Box<dyn Disk>,
     pub trace: Fnv64,
     pub recent: Recent,
@@ -95,6 +92,19 @@ pub(super) struct Sim {
     bug: Bug,
     /// Crash probability per step, in parts per million.
     crash_ppm: u64,
+}
+
+/// A snapshot captured between batches, waiting to be written.
+struct WaitingSnapshot {
+    /// The shards' cuts (sharing chunks with the live state, as in production).
+    cuts: Vec<crate::shard::ShardCut>,
+    /// Their journal positions.
+    positions: Vec<u64>,
+    /// Write the file once this many batches are synced (`holds_through`, unless a planted bug
+    /// says otherwise).
+    write_after: u64,
+    /// Batches submitted before the capture: the cut holds their changes.
+    holds_through: u64,
 }
 
 impl Sim {
@@ -349,8 +359,8 @@ impl Sim {
     /// first left memory (archiving dropped its idempotency record).
     fn collect(&mut self) -> Result<(), String> {
         self.workload.collect_replies(&mut self.trace)?;
-        if self.snapshot_waiting.as_ref().is_some_and(|w| w.2 <= self.synced_total) {
-            self.write_snapshot();
+        if self.snapshot_waiting.as_ref().is_some_and(|w| w.write_after <= self.synced_total) {
+            self.write_snapshot()?;
         }
         let n = self.cores.len();
         for r in self.workload.take_key_reuses() {
@@ -372,16 +382,30 @@ impl Sim {
             return Ok(());
         }
         let cuts = self.cores.iter().map(|core| core.cut()).collect();
-        let durable_at = if self.bug == Bug::SnapshotBeforeDurable { 0 } else { self.submitted_total };
-        self.snapshot_waiting = Some((cuts, self.positions.clone(), durable_at));
-        if durable_at <= self.synced_total {
-            self.write_snapshot();
+        let holds_through = self.submitted_total;
+        let write_after = if self.bug == Bug::SnapshotBeforeDurable { 0 } else { holds_through };
+        self.snapshot_waiting =
+            Some(WaitingSnapshot { cuts, positions: self.positions.clone(), write_after, holds_through });
+        if write_after <= self.synced_total {
+            self.write_snapshot()?;
         }
         Ok(())
     }
 
-    fn write_snapshot(&mut self) {
-        let Some((shard_cuts, cuts, _)) = self.snapshot_waiting.take() else { return };
+    /// Write the waiting snapshot. The invariant is checked here, where it can break, not left
+    /// to a crash that happens to land in the window: a snapshot file holds only durable changes
+    /// (a batch submitted before the capture and lost in a crash would otherwise survive in the
+    /// snapshot, and an archived order, dropped from memory before its archive entry was durable,
+    /// would be lost; the bug this simulator found).
+    fn write_snapshot(&mut self) -> Result<(), String> {
+        let Some(waiting) = self.snapshot_waiting.take() else { return Ok(()) };
+        if waiting.holds_through > self.synced_total {
+            return Err(format!(
+                "a snapshot was written holding batches not yet durable: {} submitted before its capture, {} synced",
+                waiting.holds_through, self.synced_total
+            ));
+        }
+        let WaitingSnapshot { cuts: shard_cuts, positions: cuts, .. } = waiting;
         // Built now, after the shards went on: the cut must still be what it was when taken.
         let mut state = EngineState::default();
         for part in shard_cuts {
@@ -394,6 +418,7 @@ impl Sim {
         } else {
             self.counts.snapshot_faults += 1;
         }
+        Ok(())
     }
 
     /// Power loss (`fault: None`) or fail-stop after a storage fault: what was not durable is
