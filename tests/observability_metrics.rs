@@ -121,6 +121,22 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
     assert_eq!(r["error"]["code"], "unauthorized");
     let mut ws = Ws::connect(server.http_addr, Some(SERVICE)).await.expect("ws");
     ws.ok(json!({"op": "get_sku", "sku_id": "B"})).await;
+    // create_order requests written at once reach the engine together, not one by one. SKU D
+    // has no stock (so the other SKUs' figures stay as they are): every answer is sold_out.
+    admin.ok(sku("D", 0, None)).await;
+    let mut burst = String::new();
+    for i in 0..24 {
+        let mut req = order(&format!("burst-{i}"), "D", 1, "k");
+        req["id"] = json!(i);
+        burst.push_str(&req.to_string());
+        burst.push('\n');
+    }
+    let mut pipelined = Tcp::login(server.tcp_addr, SERVICE).await;
+    pipelined.send_raw(burst.as_bytes()).await;
+    for _ in 0..24 {
+        let r = pipelined.reply().await;
+        assert_eq!(r["error"]["code"], "sold_out", "{r}");
+    }
 
     // The sampler copies engine state every 20 ms: wait until the final stock shows.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -150,6 +166,10 @@ async fn metrics_after_traffic_are_complete_correct_and_pass_promtool() {
     assert!(m.must("surge_request_duration_seconds_count", &[("op", "create_order")]) >= 3.0);
     assert!(m.get("surge_request_duration_seconds_bucket", &[("op", "pay"), ("le", "0.005")]).is_some());
     assert!(!m.text.contains("quantile="), "histograms, not summaries");
+    let (batched, batches) = (m.must("surge_create_batch_size_sum", &[]), m.must("surge_create_batch_size_count", &[]));
+    assert!(batched >= 27.0, "every create_order is counted: {batched}");
+    assert!(batched - batches >= 12.0, "pipelined creates are submitted together: {batched} in {batches} batches");
+    assert!(m.get("surge_create_batch_size_bucket", &[("le", "16")]).is_some(), "batch-size buckets");
 
     // Orders: created, rejected by reason, transitions.
     assert!(m.must("surge_orders_created_total", &[]) >= 2.0);

@@ -63,6 +63,8 @@ pub mod names {
     pub const WAL_FLUSH: &str = "surge_wal_flush_duration_seconds";
     /// Histogram, shard batches per group commit.
     pub const WAL_BATCH_SIZE: &str = "surge_wal_batch_size";
+    /// Histogram, `create_order` requests per engine batch a connection submits.
+    pub const CREATE_BATCH_SIZE: &str = "surge_create_batch_size";
     /// Gauge, seconds.
     pub const RECOVERY_DURATION: &str = "surge_recovery_duration_seconds";
     /// Gauge.
@@ -136,6 +138,7 @@ pub(crate) fn install(cfg: &MetricsConfig) -> Result<SocketAddr, String> {
         .with_http_listener(addr)
         .set_buckets(LATENCY_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WAL_BATCH_SIZE.to_owned()), BATCH_SIZE_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CREATE_BATCH_SIZE.to_owned()), BATCH_SIZE_BUCKETS))
         .map_err(|e| e.to_string())?;
     // The exporter runs on its own thread and runtime, so it outlives the runtime that started
     // the first server (tests start several).
@@ -199,6 +202,10 @@ fn describe() {
     describe_gauge!(WAL_DURABLE_LSN, "Highest WAL log sequence number known durable.");
     describe_histogram!(WAL_FLUSH, Unit::Seconds, "WAL group-commit flush (and fsync in sync mode) duration.");
     describe_histogram!(WAL_BATCH_SIZE, "Shard batches per WAL group commit.");
+    describe_histogram!(
+        CREATE_BATCH_SIZE,
+        "create_order requests a connection submitted to the engine as one batch (those read in one wake-up)."
+    );
     describe_gauge!(RECOVERY_DURATION, Unit::Seconds, "Wall time of the recovery at start.");
     describe_gauge!(RECOVERY_EVENTS, "Events replayed from the WAL by the recovery at start.");
     describe_gauge!(RECOVERY_RECORDS, "WAL records replayed by the recovery at start.");
@@ -262,6 +269,11 @@ pub(crate) fn request(op: &'static str, code: &'static str, elapsed: Duration) {
     if op == "create_order" && code != "ok" {
         counter!(ORDERS_REJECTED, "reason" => code).increment(1);
     }
+}
+
+/// A connection submitted `n` `create_order` requests as one engine batch.
+pub(crate) fn create_batch(n: usize) {
+    histogram!(CREATE_BATCH_SIZE).record(n as f64);
 }
 
 /// A request answered `overloaded`: `cause` is `mailbox` or `deadline`.

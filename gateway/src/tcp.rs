@@ -178,6 +178,12 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
     let mut shutdown = gw.shutdown.clone();
     let cancel = conn.cancel.clone();
     loop {
+        // Submit the `create_order` requests read so far once no complete line is left in the
+        // buffer (the next one needs a read from the socket), or no in-flight slot is free
+        // (waiting for one with requests held back would wait forever).
+        if !lines.read_buffer().contains(&b'\n') || conn.inflight.available_permits() == 0 {
+            conn.flush_creates();
+        }
         let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
         let item = tokio::select! {
             biased;

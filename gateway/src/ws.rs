@@ -181,7 +181,10 @@ async fn read_loop(
             m = stream.recv() => m,
         };
         last_seen = Instant::now();
-        if on_message(&mut conn, &mut session, msg, permit, write_timeout).await == Flow::Close {
+        let flow = on_message(&mut conn, &mut session, msg, permit, write_timeout).await;
+        // One message per wake-up here: its `create_order` goes now, as a batch of one.
+        conn.flush_creates();
+        if flow == Flow::Close {
             break;
         }
     }

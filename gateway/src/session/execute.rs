@@ -15,9 +15,84 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Conn, Req, ReqId};
 use crate::auth::{scope, Role};
-use crate::protocol::{self, encode_order_cursor, CreateSkuReq, Op, UpdateSkuReq, WireError};
+use crate::protocol::{self, encode_order_cursor, CreateOrderReq, CreateSkuReq, Op, UpdateSkuReq, WireError};
+
+/// Most `create_order` requests one connection submits as one engine batch
+/// (`Engine::create_orders`); a pipelined client rarely has more ready at once.
+pub const CREATE_BATCH_PER_CONNECTION_MAX: usize = 256;
+
+/// A `create_order` read from the connection and waiting to be submitted with the others read
+/// in the same wake-up ([`Conn::flush_creates`]).
+pub(crate) struct QueuedCreate {
+    req: Req,
+    create: CreateOrder,
+    /// The first item's SKU, for the log line.
+    sku_id: Option<String>,
+    /// Held until the reply is queued (back-pressure, as every request's).
+    permit: OwnedSemaphorePermit,
+}
 
 impl Conn {
+    /// Queue a `create_order` for [`Conn::flush_creates`]; the transport flushes when it has
+    /// no complete message left to read, so every request that arrived together reaches the
+    /// engine as one batch: one mailbox message per shard, one task and one timer per batch
+    /// instead of per request (issue 13).
+    pub(super) fn queue_create(&mut self, req: Req, r: CreateOrderReq, permit: OwnedSemaphorePermit) {
+        let sku_id = r.items.first().map(|i| i.sku_id.clone());
+        let create = CreateOrder {
+            user_id: r.user_id.into(),
+            items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
+            idempotency_key: r.idempotency_key,
+        };
+        self.creates.push(QueuedCreate { req, create, sku_id, permit });
+        if self.creates.len() >= CREATE_BATCH_PER_CONNECTION_MAX {
+            self.flush_creates();
+        }
+    }
+
+    /// Submit the queued `create_order` requests as one engine batch, and answer them, in the
+    /// order they were read, from one task under one deadline (`request_timeout_ms` from now):
+    /// an answer not in by then is `overloaded`, outcome unknown, as for any request.
+    pub fn flush_creates(&mut self) {
+        if self.creates.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut self.creates);
+        let mut creates = Vec::with_capacity(queued.len());
+        let mut waiting = Vec::with_capacity(queued.len());
+        for q in queued {
+            creates.push(q.create);
+            waiting.push((q.req, q.sku_id, q.permit));
+        }
+        crate::metrics::create_batch(creates.len());
+        let answers = self.gw.engine.create_orders(creates);
+        let deadline = tokio::time::sleep(Duration::from_millis(self.gw.limits.request_timeout_ms));
+        let (out, conn) = (self.replier(), self.id);
+        self.gw.tracker.spawn(async move {
+            tokio::pin!(deadline);
+            let mut expired = false;
+            for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
+                let result = if expired {
+                    None
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = pending => Some(r.map(Outcome::Order)),
+                        _ = &mut deadline => None,
+                    }
+                };
+                expired |= result.is_none();
+                let mut answer = match result {
+                    Some(r) => answer_of(&req.id, r),
+                    None => deadline_passed(&req.id),
+                };
+                out.send(std::mem::take(&mut answer.text)).await;
+                drop(permit);
+                finished(conn, &req, &answer, None, sku_id.as_deref());
+            }
+        });
+    }
+
     /// Run `op` on the engine in a task; the task queues the reply, releases `permit`, records
     /// the request's metrics and logs one line (ids and code, never the payload).
     pub(super) fn spawn_request(&self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit) {
@@ -31,23 +106,53 @@ impl Conn {
         let conn = self.id;
         self.gw.tracker.spawn(async move {
             let (order_id, sku_id) = log_ids(&op);
-            let answer = call.run(&req.id, op).await;
-            out.send(answer.text).await;
+            let mut answer = call.run(&req.id, op).await;
+            out.send(std::mem::take(&mut answer.text)).await;
             drop(permit);
-            let elapsed = req.t0.elapsed();
-            crate::metrics::request(req.op_name, answer.code, elapsed);
-            tracing::debug!(
-                conn,
-                request_id = %ReqId(&req.id),
-                op = req.op_name,
-                code = answer.code,
-                order_id = order_id.or(answer.order_id),
-                sku_id = answer.err_sku.as_deref().or(sku_id.as_deref()),
-                elapsed_us = elapsed.as_micros() as u64,
-                "request"
-            );
+            finished(conn, &req, &answer, order_id, sku_id.as_deref());
         });
     }
+}
+
+/// A request's metrics and its log line (ids and code, never the payload), once its reply is
+/// queued.
+fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id: Option<&str>) {
+    let elapsed = req.t0.elapsed();
+    crate::metrics::request(req.op_name, answer.code, elapsed);
+    tracing::debug!(
+        conn,
+        request_id = %ReqId(&req.id),
+        op = req.op_name,
+        code = answer.code,
+        order_id = order_id.or(answer.order_id),
+        sku_id = answer.err_sku.as_deref().or(sku_id),
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
+}
+
+/// The reply to an engine request's outcome.
+fn answer_of(id: &Value, result: Result<Outcome, EngineError>) -> Answer {
+    match result {
+        Ok(v) => Answer { text: protocol::ok_reply(id, &v), code: "ok", order_id: v.order_id(), err_sku: None },
+        Err(e) => {
+            if matches!(e, EngineError::Overloaded) {
+                crate::metrics::overloaded("mailbox");
+            }
+            let err_sku = e.sku_id().map(str::to_owned);
+            Answer { text: protocol::engine_err_reply(id, &e), code: e.code(), order_id: None, err_sku }
+        }
+    }
+}
+
+/// The reply to a request whose answer did not come within `request_timeout_ms`.
+fn deadline_passed(id: &Value) -> Answer {
+    crate::metrics::overloaded("deadline");
+    let e = WireError::new(
+        "overloaded",
+        "request deadline exceeded; the outcome is unknown: retry with the same idempotency key or payment id",
+    );
+    Answer { text: protocol::err_reply(id, &e), code: "overloaded", order_id: None, err_sku: None }
 }
 
 /// What an engine request needs besides the request itself.
@@ -82,23 +187,8 @@ impl Call {
             execute(&engine, op, by).await
         };
         match tokio::time::timeout(deadline, run).await {
-            Ok(Ok(v)) => Answer { text: protocol::ok_reply(id, &v), code: "ok", order_id: v.order_id(), err_sku: None },
-            Ok(Err(e)) => {
-                if matches!(e, EngineError::Overloaded) {
-                    crate::metrics::overloaded("mailbox");
-                }
-                let err_sku = e.sku_id().map(str::to_owned);
-                Answer { text: protocol::engine_err_reply(id, &e), code: e.code(), order_id: None, err_sku }
-            }
-            Err(_) => {
-                crate::metrics::overloaded("deadline");
-                let e = WireError::new(
-                    "overloaded",
-                    "request deadline exceeded; the outcome is unknown: retry with the same \
-                     idempotency key or payment id",
-                );
-                Answer { text: protocol::err_reply(id, &e), code: "overloaded", order_id: None, err_sku: None }
-            }
+            Ok(result) => answer_of(id, result),
+            Err(_) => deadline_passed(id),
         }
     }
 }

@@ -115,6 +115,8 @@ pub(crate) struct Conn {
     pub inflight: Arc<Semaphore>,
     limiter: DefaultDirectRateLimiter,
     topics: HashSet<Topic>,
+    /// `create_order` requests read and not yet submitted ([`Conn::flush_creates`]).
+    creates: Vec<execute::QueuedCreate>,
     _slot: ConnSlot,
 }
 
@@ -139,6 +141,7 @@ impl Conn {
             inflight,
             limiter,
             topics,
+            creates: Vec::new(),
             _slot: slot,
         };
         if let Some(identity) = identity {
@@ -283,9 +286,16 @@ impl Conn {
         Ok(op)
     }
 
-    /// Answer `ping` and (un)subscriptions here; hand engine requests to a task
-    /// ([`Conn::spawn_request`]), which keeps `permit` until its reply is queued.
+    /// Answer `ping` and (un)subscriptions here; queue `create_order` for the connection's
+    /// next batch ([`Conn::queue_create`]); hand other engine requests to a task
+    /// ([`Conn::spawn_request`]). Each keeps `permit` until its reply is queued.
     async fn dispatch(&mut self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit) {
+        let op = match op {
+            Op::CreateOrder(r) => return self.queue_create(req, r, permit),
+            op => op,
+        };
+        // Requests reach the engine in the order they were read.
+        self.flush_creates();
         let code = match op {
             Op::Ping => {
                 let now = self.gw.engine.now_ms();
@@ -395,7 +405,8 @@ impl Conn {
     }
 
     /// Wait (bounded) for the in-flight requests, leave the hub, and tell the writer to finish.
-    pub async fn finish(self, wait: Duration) {
+    pub async fn finish(mut self, wait: Duration) {
+        self.flush_creates();
         let max = u32::try_from(self.gw.limits.max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(wait, self.inflight.acquire_many(max)).await;
         let _ = tokio::time::timeout(wait, self.out.send(Outbound::Close)).await;
