@@ -215,22 +215,6 @@ impl Server {
             ready: AtomicBool::new(false),
             clock: governor::clock::DefaultClock::default(),
         });
-        // Forget idle per-user limiter entries now and then.
-        {
-            let gw = gateway.clone();
-            let mut stop = gateway.shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                            gw.user_limiter.retain_recent();
-                            gw.user_limiter.shrink_to_fit();
-                        }
-                    }
-                }
-            });
-        }
         if metrics_addr.is_some() {
             let sampler = crate::metrics::Sampler::new(
                 gateway.engine.clone(),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
 use surge_engine::Engine;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -45,7 +45,7 @@ pub(crate) struct Gateway {
     pub limits: LimitsConfig,
     pub control: HubLink,
     pub limit_stats: Arc<LimitStats>,
-    pub user_limiter: DefaultKeyedRateLimiter<String>,
+    pub user_limiter: crate::limits::UserLimiter,
     pub next_conn: AtomicU64,
     pub connections: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
@@ -61,8 +61,8 @@ fn quota(rps: u32, burst: u32) -> Quota {
 }
 
 impl Gateway {
-    pub fn user_quota(limits: &LimitsConfig) -> DefaultKeyedRateLimiter<String> {
-        RateLimiter::keyed(quota(limits.per_user_rps, limits.per_user_burst))
+    pub fn user_quota(limits: &LimitsConfig) -> crate::limits::UserLimiter {
+        crate::limits::UserLimiter::new(quota(limits.per_user_rps, limits.per_user_burst))
     }
 
     /// Reserve a connection slot, unless `max_connections` are open.
@@ -279,7 +279,7 @@ impl Conn {
             Op::ListOrders(r) => Some(&r.user_id),
             _ => None,
         };
-        if let Some(Err(nu)) = user.map(|u| self.gw.user_limiter.check_key(u)) {
+        if let Some(Err(nu)) = user.map(|u| self.gw.user_limiter.check(u)) {
             crate::metrics::rate_limited("user");
             return Err(rate_limited("user", nu.wait_time_from(self.gw.clock.now())));
         }

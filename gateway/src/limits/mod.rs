@@ -1,5 +1,6 @@
 //! Bounds on what one connection may make the server hold (issue 10 item 12): unwritten reply
-//! bytes per connection (`max_pending_reply_bytes`), and the counters that show them.
+//! bytes per connection (`max_pending_reply_bytes`), and the counters that show them. The
+//! per-user rate limit is in `user.rs` ([`UserLimiter`]).
 //!
 //! A reply's bytes are counted from the moment it is produced (before it waits for room in the
 //! connection's outbound queue) until the transport's writer has handed it to the socket (TCP:
@@ -15,6 +16,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::hub::{ConnShared, Outbound};
+
+mod user;
+pub use user::{UserLimiter, USER_LIMIT_CELLS};
 
 /// Counters of the connection limits, for tests and metrics (`ServerHandle::limit_stats`).
 #[derive(Debug, Default)]
