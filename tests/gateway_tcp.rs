@@ -276,3 +276,41 @@ async fn max_connections_is_enforced() {
     drop(first);
     server.shutdown().await.unwrap();
 }
+
+/// `"reply":"minimal"` in `auth`: orders come back as id, status, version and total only, on
+/// every op that answers an order; other connections keep the whole order; a shape that does
+/// not exist is a refused `auth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_may_ask_for_minimal_order_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut admin = Tcp::login(server.tcp_addr, ADMIN).await;
+    admin.ok(sku("mug", 10, None)).await;
+
+    let mut lean = Tcp::connect(server.tcp_addr).await;
+    let auth = lean.ok(json!({"op": "auth", "token": SERVICE, "reply": "minimal"})).await;
+    assert_eq!(auth["reply"], "minimal", "{auth}");
+    let created = lean.ok(order("ann", "mug", 2, "k1")).await;
+    let keys: Vec<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["order_id", "status", "total", "version"], "{created}");
+    assert_eq!((created["status"].as_str(), created["version"].as_u64()), (Some("pending_payment"), Some(1)));
+    assert_eq!(created["total"], "119.80");
+    let id = order_id(&created);
+    let got = lean.ok(json!({"op": "get_order", "order_id": id.to_string()})).await;
+    assert_eq!(got, created, "get_order answers in the same shape");
+    let paid =
+        lean.ok(json!({"op": "pay", "order_id": id.to_string(), "payment_id": "psp-1", "amount": "119.80"})).await;
+    assert_eq!((paid["status"].as_str(), paid["version"].as_u64()), (Some("paid"), Some(2)));
+    assert!(paid.get("items").is_none(), "{paid}");
+
+    // The default stays the whole order.
+    let full = admin.ok(json!({"op": "get_order", "order_id": id.to_string()})).await;
+    assert_eq!(full["items"][0]["sku_id"], "mug", "{full}");
+    assert_eq!(full["user_id"], "ann");
+
+    let mut odd = Tcp::connect(server.tcp_addr).await;
+    let r = odd.call(json!({"op": "auth", "token": SERVICE, "reply": "tiny"})).await;
+    assert_eq!(r["error"]["code"], "unauthorized", "{r}");
+    assert!(odd.closed().await, "a refused auth closes the connection");
+    server.shutdown().await.expect("graceful shutdown");
+}

@@ -120,6 +120,47 @@ impl Serialize for WireOrder<'_> {
     }
 }
 
+/// An order as a `"reply":"minimal"` connection is answered (issue 13): `order_id`,
+/// `status`, `version` and `total` only. A client that pipelines thousands of orders needs the
+/// id to pay or cancel, the version for optimistic concurrency, and the total to charge; the
+/// rest it sent itself or can `get_order`.
+///
+/// ```
+/// use surge_engine::{Order, OrderId, OrderStatus};
+/// use surge_gateway::wire::WireOrderMinimal;
+/// # let order = Order {
+/// #     order_id: OrderId(7), user_id: "alice".into(), items: Default::default(),
+/// #     total: "59.90".parse().unwrap(), status: OrderStatus::PendingPayment, version: 1,
+/// #     created_at_ms: 0, updated_at_ms: 0, payment_deadline_ms: 0, payment: None,
+/// #     tracking_number: None, shipped: false, refund_return_to: None,
+/// #     history: Default::default(), idempotency_key: "k".into(),
+/// # };
+/// let json = serde_json::to_string(&WireOrderMinimal(&order)).unwrap();
+/// assert_eq!(json, r#"{"order_id":"7","status":"pending_payment","version":1,"total":"59.90"}"#);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct WireOrderMinimal<'a>(pub &'a Order);
+
+impl Serialize for WireOrderMinimal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct MinimalOut<'a> {
+            order_id: WireId,
+            status: OrderStatus,
+            version: u32,
+            total: &'a rust_decimal::Decimal,
+        }
+        let o = self.0;
+        MinimalOut { order_id: WireId(o.order_id.0), status: o.status, version: o.version, total: &o.total }
+            .serialize(s)
+    }
+}
+
+/// `#[serde(serialize_with = "wire::order_minimal")]` for an `Arc<Order>` field.
+pub fn order_minimal<S: Serializer>(o: &Arc<Order>, s: S) -> Result<S::Ok, S::Error> {
+    WireOrderMinimal(o).serialize(s)
+}
+
 /// `#[serde(serialize_with = "wire::order")]` for an `Arc<Order>` field.
 pub fn order<S: Serializer>(o: &Arc<Order>, s: S) -> Result<S::Ok, S::Error> {
     WireOrder(o).serialize(s)

@@ -43,6 +43,16 @@ pub enum BenchDurability {
     None,
 }
 
+/// How a Surge server answers orders to the load generator (`"reply"` in `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyArg {
+    /// `order_id`, `status`, `version`, `total`: what a pipelining checkout backend needs.
+    Minimal,
+    /// The whole order, as every connection gets by default.
+    Full,
+}
+
 /// Where the load goes, parsed from `--target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -154,6 +164,9 @@ pub struct BenchArgs {
     /// Admin token for a Surge server (creates the SKUs, then places orders).
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Surge server only: the reply shape the connections ask for in `auth`.
+    #[arg(long, value_enum, default_value_t = ReplyArg::Minimal)]
+    pub reply: ReplyArg,
     /// In-process only: durability of the engine.
     #[arg(long, value_enum, default_value_t = BenchDurability::Sync)]
     pub durability: BenchDurability,
@@ -208,6 +221,7 @@ impl BenchArgs {
             stock: 100,
             skus: 1000,
             token: None,
+            reply: ReplyArg::Minimal,
             durability: BenchDurability::Sync,
             data_dir: None,
             shards: 0,

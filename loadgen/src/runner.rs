@@ -163,13 +163,14 @@ async fn connect(
     first: bool,
 ) -> LoadgenResult<Client> {
     let token = args.token.as_deref();
+    let minimal = args.reply == crate::config::ReplyArg::Minimal;
     Ok(match target {
         Target::InProcess => match engine {
             Some(e) => Client::InProcess(e.engine().clone()),
             None => return Err(LoadgenError::Engine("in-process engine not open".into())),
         },
-        Target::SurgeTcp(addr) => Client::Lines(LineClient::connect_tcp(addr, token).await?),
-        Target::SurgeWs(url) => Client::Lines(LineClient::connect_ws(url, token).await?),
+        Target::SurgeTcp(addr) => Client::Lines(LineClient::connect_tcp(addr, token, minimal).await?),
+        Target::SurgeWs(url) => Client::Lines(LineClient::connect_ws(url, token, minimal).await?),
         Target::Redis(url) => Client::Redis(RedisClient::connect(url).await?),
         Target::Postgres(url) => Client::Postgres(Arc::new(PgClient::connect(url, first).await?)),
     })

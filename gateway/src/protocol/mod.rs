@@ -32,8 +32,8 @@ pub use lengths::check_lengths;
 pub use reply::{engine_err_reply, err_reply, ok_reply};
 pub use requests::{
     decode_order_cursor, encode_order_cursor, AdjustStockReq, AuthReq, CreateOrderReq, CreateSkuReq, Credential, Empty,
-    ItemReq, ListOrdersReq, OrderRef, PayReq, ResolveReq, ShipReq, SkuRef, TopicReq, TransitionReq, UpdateSkuReq,
-    WireOrderId,
+    ItemReq, ListOrdersReq, OrderRef, PayReq, ReplyShape, ResolveReq, ShipReq, SkuRef, TopicReq, TransitionReq,
+    UpdateSkuReq, WireOrderId,
 };
 
 /// A gateway-level error reply (never reached the engine).
@@ -129,11 +129,12 @@ fn args<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, WireError>
     serde_json::from_value(Value::Object(fields)).map_err(|e| WireError::new("invalid_request", e.to_string()))
 }
 
-/// The credential of an `auth` message: exactly one of `token` and `jwt`.
-pub fn parse_auth(fields: Map<String, Value>) -> Result<Credential, WireError> {
+/// The credential of an `auth` message (exactly one of `token` and `jwt`) and the reply shape
+/// it asks for (`"reply"`: `full`, the default, or `minimal`).
+pub fn parse_auth(fields: Map<String, Value>) -> Result<(Credential, ReplyShape), WireError> {
     match args::<AuthReq>(fields)? {
-        AuthReq { token: Some(t), jwt: None } => Ok(Credential::Token(t)),
-        AuthReq { token: None, jwt: Some(j) } => Ok(Credential::Jwt(j)),
+        AuthReq { token: Some(t), jwt: None, reply } => Ok((Credential::Token(t), reply)),
+        AuthReq { token: None, jwt: Some(j), reply } => Ok((Credential::Jwt(j), reply)),
         _ => Err(WireError::new("invalid_request", "auth takes exactly one of token and jwt")),
     }
 }

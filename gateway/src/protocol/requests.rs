@@ -239,6 +239,20 @@ pub struct AuthReq {
     pub token: Option<String>,
     #[serde(default)]
     pub jwt: Option<String>,
+    /// How orders are answered on this connection (default `full`).
+    #[serde(default)]
+    pub reply: ReplyShape,
+}
+
+/// How a connection's replies show an order (`"reply"` in `auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyShape {
+    /// The whole order ([`crate::wire::WireOrder`]).
+    #[default]
+    Full,
+    /// `order_id`, `status`, `version` and `total` ([`crate::wire::WireOrderMinimal`]).
+    Minimal,
 }
 
 /// What an `auth` message carries.

@@ -15,7 +15,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Conn, Req, ReqId};
 use crate::auth::{scope, Role};
-use crate::protocol::{self, encode_order_cursor, CreateOrderReq, CreateSkuReq, Op, UpdateSkuReq, WireError};
+use crate::protocol::{
+    self, encode_order_cursor, CreateOrderReq, CreateSkuReq, Op, ReplyShape, UpdateSkuReq, WireError,
+};
 
 /// Most `create_order` requests one connection submits as one engine batch
 /// (`Engine::create_orders`); a pipelined client rarely has more ready at once.
@@ -67,7 +69,7 @@ impl Conn {
         crate::metrics::create_batch(creates.len());
         let answers = self.gw.engine.create_orders(creates);
         let deadline = tokio::time::sleep(Duration::from_millis(self.gw.limits.request_timeout_ms));
-        let (out, conn) = (self.replier(), self.id);
+        let (out, conn, shape) = (self.replier(), self.id, self.reply_shape);
         self.gw.tracker.spawn(async move {
             tokio::pin!(deadline);
             let mut expired = false;
@@ -77,7 +79,7 @@ impl Conn {
                 } else {
                     tokio::select! {
                         biased;
-                        r = pending => Some(r.map(Outcome::Order)),
+                        r = pending => Some(r.map(|o| Outcome::order(o, shape))),
                         _ = &mut deadline => None,
                     }
                 };
@@ -101,6 +103,7 @@ impl Conn {
             deadline: Duration::from_millis(self.gw.limits.request_timeout_ms),
             by: if role == Role::Admin { Initiator::Admin } else { Initiator::User },
             user: self.acting_user().cloned(),
+            shape: self.reply_shape,
         };
         let out = self.replier();
         let conn = self.id;
@@ -164,6 +167,8 @@ struct Call {
     by: Initiator,
     /// A `user` connection's `sub`: it may touch only its own orders.
     user: Option<Arc<str>>,
+    /// How the reply shows an order.
+    shape: ReplyShape,
 }
 
 /// A request's reply line and what its log line and metrics need.
@@ -178,13 +183,16 @@ struct Answer {
 
 impl Call {
     async fn run(self, id: &Value, op: Op) -> Answer {
-        let Call { engine, deadline, by, user } = self;
+        let Call { engine, deadline, by, user, shape } = self;
         let run = async {
             // A user's request for another user's order answers as if it did not exist.
             if let (Some(sub), Some(order_id)) = (&user, scope::order_of(&op)) {
                 scope::own_order(&engine, sub, order_id)?;
             }
-            execute(&engine, op, by).await
+            execute(&engine, op, by).await.map(|outcome| match outcome {
+                Outcome::Order(o) => Outcome::order(o, shape),
+                other => other,
+            })
         };
         match tokio::time::timeout(deadline, run).await {
             Ok(result) => answer_of(id, result),
@@ -204,6 +212,8 @@ fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOpti
 #[serde(untagged)]
 enum Outcome {
     Order(#[serde(serialize_with = "crate::wire::order")] Arc<surge_engine::Order>),
+    /// An order on a `"reply":"minimal"` connection.
+    OrderMinimal(#[serde(serialize_with = "crate::wire::order_minimal")] Arc<surge_engine::Order>),
     Sku(surge_engine::SkuView),
     /// A `list_orders` page; `next_cursor` is `null` on the last page.
     Orders {
@@ -215,9 +225,17 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// An order, in the connection's reply shape.
+    fn order(o: Arc<surge_engine::Order>, shape: ReplyShape) -> Self {
+        match shape {
+            ReplyShape::Full => Outcome::Order(o),
+            ReplyShape::Minimal => Outcome::OrderMinimal(o),
+        }
+    }
+
     fn order_id(&self) -> Option<u64> {
         match self {
-            Outcome::Order(o) => Some(o.order_id.0),
+            Outcome::Order(o) | Outcome::OrderMinimal(o) => Some(o.order_id.0),
             _ => None,
         }
     }

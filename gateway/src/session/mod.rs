@@ -117,6 +117,8 @@ pub(crate) struct Conn {
     topics: HashSet<Topic>,
     /// `create_order` requests read and not yet submitted ([`Conn::flush_creates`]).
     creates: Vec<execute::QueuedCreate>,
+    /// How this connection's replies show an order (asked for in `auth`).
+    reply_shape: protocol::ReplyShape,
     _slot: ConnSlot,
 }
 
@@ -142,6 +144,7 @@ impl Conn {
             limiter,
             topics,
             creates: Vec::new(),
+            reply_shape: protocol::ReplyShape::Full,
             _slot: slot,
         };
         if let Some(identity) = identity {
@@ -316,7 +319,7 @@ impl Conn {
             self.fail(id, op_name, t0, WireError::new("invalid_request", "already authenticated")).await;
             return Flow::Continue;
         }
-        let credential = match protocol::parse_auth(fields) {
+        let (credential, reply_shape) = match protocol::parse_auth(fields) {
             Ok(c) => c,
             Err(_) => return self.auth_failed(id, op_name, t0, "auth takes exactly one of token and jwt").await,
         };
@@ -333,6 +336,10 @@ impl Conn {
                 if let Some(ms) = identity.expires_at_ms {
                     result["expires_at_ms"] = Value::from(ms);
                 }
+                if reply_shape == protocol::ReplyShape::Minimal {
+                    result["reply"] = Value::String("minimal".into());
+                }
+                self.reply_shape = reply_shape;
                 self.set_identity(identity);
                 self.reply(protocol::ok_reply(id, &result)).await;
                 crate::metrics::request(op_name, "ok", t0.elapsed());

@@ -122,7 +122,7 @@ fn lost(what: &str) -> LoadgenError {
 
 impl LineClient {
     /// Connect over TCP to `addr` (`host:port`) and authenticate with `token`.
-    pub async fn connect_tcp(addr: &str, token: Option<&str>) -> LoadgenResult<Arc<LineClient>> {
+    pub async fn connect_tcp(addr: &str, token: Option<&str>, minimal: bool) -> LoadgenResult<Arc<LineClient>> {
         let err = |e: std::io::Error| LoadgenError::Connect { target: format!("tcp://{addr}"), reason: e.to_string() };
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(err)?;
         stream.set_nodelay(true).map_err(err)?;
@@ -158,12 +158,12 @@ impl LineClient {
             }
             close(&pending, &closed);
         });
-        client.auth(token, &format!("tcp://{addr}")).await?;
+        client.auth(token, &format!("tcp://{addr}"), minimal).await?;
         Ok(client)
     }
 
     /// Connect to a WebSocket URL (`ws://host:port/ws`) and authenticate with `token`.
-    pub async fn connect_ws(url: &str, token: Option<&str>) -> LoadgenResult<Arc<LineClient>> {
+    pub async fn connect_ws(url: &str, token: Option<&str>, minimal: bool) -> LoadgenResult<Arc<LineClient>> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .map_err(|e| LoadgenError::Connect { target: url.to_owned(), reason: e.to_string() })?;
@@ -206,7 +206,7 @@ impl LineClient {
             }
             close(&pending, &closed);
         });
-        client.auth(token, url).await?;
+        client.auth(token, url, minimal).await?;
         Ok(client)
     }
 
@@ -219,14 +219,17 @@ impl LineClient {
         }
     }
 
-    async fn auth(&self, token: Option<&str>, target: &str) -> LoadgenResult<()> {
+    /// Authenticate; `minimal` asks for `"reply":"minimal"` (order id, status, version and
+    /// total: all the load generator reads of an order).
+    async fn auth(&self, token: Option<&str>, target: &str, minimal: bool) -> LoadgenResult<()> {
         let Some(token) = token else {
             return Err(LoadgenError::Connect {
                 target: target.to_owned(),
                 reason: "a Surge server needs --token (or SURGE_ADMIN_TOKEN): an admin token".into(),
             });
         };
-        let r = self.call(&format!(r#""op":"auth","token":{}"#, js(token))).await?;
+        let shape = if minimal { r#","reply":"minimal""# } else { "" };
+        let r = self.call(&format!(r#""op":"auth","token":{}{shape}"#, js(token))).await?;
         match r.ok {
             Some(true) => Ok(()),
             _ => Err(LoadgenError::Connect {
