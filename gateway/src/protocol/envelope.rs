@@ -53,21 +53,28 @@ pub fn parse_envelope(text: &str) -> Result<Envelope, (Value, WireError)> {
     let Value::Object(mut fields) = value else {
         return Err((Value::Null, WireError::new("invalid_request", "a request must be a JSON object")));
     };
-    let id = match fields.remove("id") {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::Number(n)) => Value::Number(n),
-        Some(Value::String(s)) if s.len() <= ID_STRING_BYTES_MAX => Value::String(s),
-        Some(Value::String(_)) => {
-            return Err((Value::Null, WireError::new("invalid_request", "id: a string id is at most 64 bytes")))
-        }
-        Some(_) => return Err((Value::Null, WireError::new("invalid_request", "id must be a number or a string"))),
-    };
+    let id = check_id(fields.remove("id")).map_err(|e| (Value::Null, e))?;
     let op = match fields.remove("op") {
         Some(Value::String(op)) => op,
         Some(_) => return Err((id, WireError::new("invalid_request", "op must be a string"))),
         None => return Err((id, WireError::new("invalid_request", "missing field `op`"))),
     };
     Ok(Envelope { id, op, fields })
+}
+
+/// A request's `id` as the reply echoes it: absent or `null`, a number, or a string of at most
+/// [`ID_STRING_BYTES_MAX`] bytes.
+///
+/// # Errors
+/// `invalid_request` for any other value.
+pub(crate) fn check_id(id: Option<Value>) -> Result<Value, WireError> {
+    match id {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::Number(n)) => Ok(Value::Number(n)),
+        Some(Value::String(s)) if s.len() <= ID_STRING_BYTES_MAX => Ok(Value::String(s)),
+        Some(Value::String(_)) => Err(WireError::new("invalid_request", "id: a string id is at most 64 bytes")),
+        Some(_) => Err(WireError::new("invalid_request", "id must be a number or a string")),
+    }
 }
 
 /// Parse `text` into a [`Value`], refusing duplicate keys and deep nesting. Errors raised here

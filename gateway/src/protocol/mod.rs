@@ -12,12 +12,15 @@
 //!   and Surge could read different requests: RFC 8259 §4 leaves duplicates undefined), and
 //!   nesting deeper than [`NESTING_DEPTH_MAX`] is `invalid_request` before serde_json's recursion
 //!   limit is reached;
+//! * `fast.rs`: the direct parse of `create_order` (no `Value` tree; anything it does not take
+//!   goes the general way);
 //! * `requests.rs`: the request structs, wire order ids and `list_orders` cursors;
 //! * `lengths.rs`: string lengths, checked in [`parse_op`] before any value becomes a key of a
 //!   rate limiter, map or label;
 //! * `reply.rs`: `ok` / error reply encoding.
 
 mod envelope;
+mod fast;
 mod lengths;
 mod reply;
 mod requests;
@@ -28,6 +31,7 @@ use serde_json::{Map, Value};
 use crate::auth::Role;
 
 pub use envelope::{parse_envelope, Envelope, ID_STRING_BYTES_MAX, NESTING_DEPTH_MAX};
+pub use fast::parse_create_order;
 pub use lengths::check_lengths;
 pub use reply::{engine_err_reply, err_reply, ok_reply};
 pub use requests::{
@@ -150,7 +154,14 @@ pub fn known_op(op: &str) -> bool {
 /// # Errors
 /// `unknown_op`; `invalid_request` for a missing, unknown, mistyped or over-long field.
 pub fn parse_op(op: &str, fields: Map<String, Value>) -> Result<Op, WireError> {
-    let op = parse_fields(op, fields)?;
+    checked(parse_fields(op, fields)?)
+}
+
+/// `op` with every string's length checked ([`check_lengths`]).
+///
+/// # Errors
+/// `invalid_request` for a string too long or empty.
+pub fn checked(op: Op) -> Result<Op, WireError> {
     check_lengths(&op)?;
     Ok(op)
 }

@@ -213,6 +213,22 @@ impl Conn {
     /// refusal answers with a typed error; only authentication failures close the connection.
     pub async fn on_text(&mut self, text: &str, permit: OwnedSemaphorePermit) -> Flow {
         let t0 = Instant::now();
+        // The hot request, read in one typed pass (`protocol::parse_create_order`), when the
+        // connection acts for any user (a `user` connection's scope rewrites the fields).
+        if self.role.is_some() && self.acting_user().is_none() {
+            if let Some((id, create)) = protocol::parse_create_order(text) {
+                let req = Req { id, op_name: "create_order", t0 };
+                let role = match self.admit(&req, "create_order").await {
+                    Ok(role) => role,
+                    Err(flow) => return flow,
+                };
+                match self.limited(|| protocol::checked(Op::CreateOrder(create))) {
+                    Ok(op) => self.dispatch(req, op, role, permit).await,
+                    Err(e) => self.fail(&req.id, req.op_name, t0, e).await,
+                }
+                return Flow::Continue;
+            }
+        }
         let env = match protocol::parse_envelope(text) {
             Ok(env) => env,
             Err((id, e)) => return self.bad_envelope(&id, e, t0).await,
@@ -272,11 +288,17 @@ impl Conn {
         if let Some(sub) = self.acting_user() {
             scope::user_id_field(sub, op, &mut fields)?;
         }
+        self.limited(|| protocol::parse_op(op, fields))
+    }
+
+    /// The connection's rate limit, then `parse` (the typed request with its lengths checked),
+    /// then the per-user rate limit (keyed on a `user_id` that is by then bounded).
+    fn limited(&self, parse: impl FnOnce() -> Result<Op, WireError>) -> Result<Op, WireError> {
         if let Err(nu) = self.limiter.check() {
             crate::metrics::rate_limited("connection");
             return Err(rate_limited("connection", nu.wait_time_from(self.gw.clock.now())));
         }
-        let op = protocol::parse_op(op, fields)?;
+        let op = parse()?;
         let user = match &op {
             Op::CreateOrder(r) => Some(&r.user_id),
             Op::ListOrders(r) => Some(&r.user_id),
