@@ -171,6 +171,7 @@ pub(crate) fn install(cfg: &MetricsConfig) -> Result<SocketAddr, String> {
     describe();
     zero_series();
     *installed = Some(addr);
+    RECORDER_READY.store(true, Ordering::Release);
     Ok(addr)
 }
 
@@ -262,12 +263,52 @@ pub(crate) fn op_label(op: &str) -> &'static str {
     crate::protocol::OPS.iter().find(|(o, _)| *o == op).map_or("unknown", |(o, _)| *o)
 }
 
+/// The handles one (op, code) pair of [`request`] records to.
+struct RequestHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    /// `create_order` refused: counted by reason too.
+    rejected: Option<metrics::Counter>,
+}
+
+/// Whether the recorder is installed: handles taken before would be no-ops for ever.
+static RECORDER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// [`request`]'s handles per (op, code), resolved once per thread instead of a registry
+    /// lookup (a hash of the name and labels, and a lock) per request (issue 13). Keyed by the
+    /// labels' addresses: both are `&'static str` from closed sets, so the map stays small.
+    static REQUEST_HANDLES: std::cell::RefCell<std::collections::HashMap<(usize, usize), RequestHandles>> =
+        std::cell::RefCell::default();
+}
+
 /// One answered request.
 pub(crate) fn request(op: &'static str, code: &'static str, elapsed: Duration) {
-    counter!(REQUESTS, "op" => op, "code" => code).increment(1);
-    histogram!(REQUEST_DURATION, "op" => op).record(elapsed.as_secs_f64());
-    if op == "create_order" && code != "ok" {
-        counter!(ORDERS_REJECTED, "reason" => code).increment(1);
+    if !RECORDER_READY.load(Ordering::Acquire) {
+        return request_handles(op, code).record(elapsed);
+    }
+    REQUEST_HANDLES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let key = (op.as_ptr() as usize, code.as_ptr() as usize);
+        cache.entry(key).or_insert_with(|| request_handles(op, code)).record(elapsed);
+    });
+}
+
+fn request_handles(op: &'static str, code: &'static str) -> RequestHandles {
+    RequestHandles {
+        requests: counter!(REQUESTS, "op" => op, "code" => code),
+        duration: histogram!(REQUEST_DURATION, "op" => op),
+        rejected: (op == "create_order" && code != "ok").then(|| counter!(ORDERS_REJECTED, "reason" => code)),
+    }
+}
+
+impl RequestHandles {
+    fn record(&self, elapsed: Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+        if let Some(r) = &self.rejected {
+            r.increment(1);
+        }
     }
 }
 
