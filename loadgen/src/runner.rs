@@ -32,6 +32,8 @@ use crate::error::{LoadgenError, LoadgenResult};
 use crate::report::{LatencyUs, Report, Verify};
 use crate::timeline::Timeline;
 
+mod pipelined;
+
 /// Stock of the hot-sku SKU: more than any run can take, so every order succeeds.
 pub const HOT_SKU_STOCK: u64 = 1_000_000_000_000;
 /// Highest latency the histograms hold (larger samples are clamped): 60 s in µs.
@@ -181,8 +183,19 @@ async fn run_async(
     target: &Target,
     engine: Option<&crate::in_process::InProcess>,
 ) -> LoadgenResult<Report> {
-    let mut clients = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
+    // Closed-loop orders to a Surge server over TCP go through the pipelined driver (one task
+    // per connection, `pipelined.rs`); one general client stays for setup and the check.
+    let pipelined = match target {
+        Target::SurgeTcp(addr)
+            if args.rate.is_none() && matches!(args.scenario, Scenario::HotSku | Scenario::FlashSale) =>
+        {
+            Some(addr.clone())
+        }
+        _ => None,
+    };
+    let general = if pipelined.is_some() { 1 } else { args.connections };
+    let mut clients = Vec::with_capacity(general);
+    for i in 0..general {
         clients.push(connect(target, args, engine, i == 0).await?);
     }
     let run_id =
@@ -222,7 +235,16 @@ async fn run_async(
 
     let progress = progress_bar(args, budget, shared.clone());
     let mut handles = Vec::with_capacity(lanes as usize);
-    for (c, client) in clients.iter().enumerate() {
+    if let Some(addr) = &pipelined {
+        let token = args.token.clone().unwrap_or_default();
+        let minimal = args.reply == crate::config::ReplyArg::Minimal;
+        for _ in 0..args.connections {
+            let lane =
+                pipelined::pipelined_tcp_lane(addr.clone(), token.clone(), minimal, args.pipeline, shared.clone());
+            handles.push(tokio::spawn(lane));
+        }
+    }
+    for (c, client) in clients.iter().enumerate().filter(|_| pipelined.is_none()) {
         for p in 0..args.pipeline {
             let lane = (c * args.pipeline + p) as u64;
             match client {

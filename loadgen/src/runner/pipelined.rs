@@ -1,0 +1,223 @@
+//! The pipelined connection driver for a Surge server over TCP (issue 13: the load generator at
+//! about 2 µs of its own CPU per request, so that it can measure a fast server).
+//!
+//! The general client ([`crate::client::lines::LineClient`]) runs one task per lane, formats
+//! each request with `format!`, parks a oneshot channel in a locked map, hands lines to a
+//! writer task and parses every reply into a struct of strings: about 4–10 µs per request of
+//! its own. For the closed-loop `hot-sku` and `flash-sale` shapes this driver does the same
+//! work in one task per connection: it keeps `pipeline` requests in flight, encodes them into
+//! one buffer (one write per refill), reads replies in bulk and *scans* each line for its
+//! `"id"`, `"ok"` and error `"code"` (replies are matched by id, never parsed into a tree).
+//! The requests and the bookkeeping (counts, errors, latency per answer) are the same as the
+//! lane loop's, so the two report the same figures.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{LaneResult, Shared, LATENCY_US_MAX};
+use crate::error::{LoadgenError, LoadgenResult};
+
+/// Longest reply line kept while waiting for its end (the server's frame limit is 64 KiB).
+const LINE_BYTES_MAX: usize = 1 << 20;
+
+/// What one reply line says, as far as the benchmark needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Scanned<'a> {
+    pub id: u64,
+    /// `None`: ok; `Some(code)`: rejected with that error code.
+    pub error: Option<&'a str>,
+}
+
+/// Scan a reply line for its numeric `id`, whether it is `ok`, and the error `code`; `None`
+/// for a push (`{"event":…}`) or a line without a numeric id.
+pub(super) fn scan(line: &[u8]) -> Option<Scanned<'_>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let id_at = text.find("\"id\":")? + 5;
+    let digits = text[id_at..].trim_start();
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let id = digits[..end].parse().ok()?;
+    if text.contains("\"ok\":true") {
+        return Some(Scanned { id, error: None });
+    }
+    let code_at = text.find("\"code\":\"")? + 8;
+    let code = &text[code_at..];
+    Some(Scanned { id, error: Some(&code[..code.find('"')?]) })
+}
+
+/// An error code as the report keeps it (the usual ones without an allocation).
+fn code_of(c: &str) -> Cow<'static, str> {
+    match c {
+        "sold_out" => Cow::Borrowed("sold_out"),
+        "purchase_limit_exceeded" => Cow::Borrowed("purchase_limit_exceeded"),
+        "rate_limited" => Cow::Borrowed("rate_limited"),
+        "overloaded" => Cow::Borrowed("overloaded"),
+        other => Cow::Owned(other.to_owned()),
+    }
+}
+
+/// One connection's closed loop: authenticate, then keep `pipeline` `create_order` requests in
+/// flight until the budget or the deadline.
+pub(super) async fn pipelined_tcp_lane(
+    addr: String,
+    token: String,
+    minimal: bool,
+    pipeline: usize,
+    shared: Arc<Shared>,
+) -> LoadgenResult<LaneResult> {
+    let err = |e: std::io::Error| LoadgenError::Connect { target: format!("tcp://{addr}"), reason: e.to_string() };
+    let stream = TcpStream::connect(&addr).await.map_err(err)?;
+    stream.set_nodelay(true).map_err(err)?;
+    let mut conn = Conn { stream, inbox: Vec::with_capacity(64 * 1024), scanned_to: 0 };
+    let shape = if minimal { r#","reply":"minimal""# } else { "" };
+    let token_json = serde_json::to_string(&token).unwrap_or_default();
+    conn.stream
+        .write_all(format!("{{\"id\":0,\"op\":\"auth\",\"token\":{token_json}{shape}}}\n").as_bytes())
+        .await
+        .map_err(err)?;
+    let auth = conn.next_line().await?;
+    if scan(&auth).is_none_or(|s| s.error.is_some()) {
+        return Err(LoadgenError::Connect { target: format!("tcp://{addr}"), reason: "auth refused".into() });
+    }
+    drive(&mut conn, pipeline, &shared).await
+}
+
+/// The socket and the bytes read but not yet scanned.
+struct Conn {
+    stream: TcpStream,
+    inbox: Vec<u8>,
+    /// Bytes of `inbox` before this are consumed.
+    scanned_to: usize,
+}
+
+impl Conn {
+    /// Read at least one more chunk; an error once the server has closed the connection.
+    async fn fill(&mut self) -> LoadgenResult<()> {
+        if self.scanned_to > 0 {
+            self.inbox.drain(..self.scanned_to);
+            self.scanned_to = 0;
+        }
+        if self.inbox.len() > LINE_BYTES_MAX {
+            return Err(LoadgenError::Protocol("a reply line longer than 1 MiB".into()));
+        }
+        let n = self.stream.read_buf(&mut self.inbox).await.map_err(|e| LoadgenError::Protocol(e.to_string()))?;
+        if n == 0 {
+            return Err(LoadgenError::Protocol("connection lost (closed by the server)".into()));
+        }
+        Ok(())
+    }
+
+    /// The next complete line already read, without its newline.
+    fn take_line(&mut self) -> Option<std::ops::Range<usize>> {
+        let rest = &self.inbox[self.scanned_to..];
+        let end = rest.iter().position(|b| *b == b'\n')?;
+        let range = self.scanned_to..self.scanned_to + end;
+        self.scanned_to += end + 1;
+        Some(range)
+    }
+
+    async fn next_line(&mut self) -> LoadgenResult<Vec<u8>> {
+        loop {
+            if let Some(r) = self.take_line() {
+                return Ok(self.inbox[r].to_vec());
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// The loop: refill the pipeline (one write), read, account every complete reply.
+async fn drive(conn: &mut Conn, pipeline: usize, shared: &Shared) -> LoadgenResult<LaneResult> {
+    let mut r = LaneResult::empty()?;
+    let sku = shared.skus.first().cloned().unwrap_or_default();
+    let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(pipeline * 2);
+    let mut out = Vec::with_capacity(pipeline * 192);
+    let mut next_id = 1u64;
+    let mut done = false;
+    loop {
+        while !done && sent_at.len() < pipeline {
+            let i = shared.issued.fetch_add(1, Ordering::Relaxed);
+            if shared.budget.is_some_and(|b| i >= b) || Instant::now() >= shared.deadline {
+                done = true;
+                break;
+            }
+            encode(&mut out, next_id, &shared.names.run_id, i % shared.users, i, &sku);
+            sent_at.insert(next_id, Instant::now());
+            next_id += 1;
+        }
+        if !out.is_empty() {
+            conn.stream.write_all(&out).await.map_err(|e| LoadgenError::Protocol(e.to_string()))?;
+            out.clear();
+        }
+        if sent_at.is_empty() {
+            return Ok(r);
+        }
+        if let Err(e) = conn.fill().await {
+            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += sent_at.len() as u64;
+            r.failure = Some(e.to_string());
+            return Ok(r);
+        }
+        while let Some(line) = conn.take_line() {
+            let Some(s) = scan(&conn.inbox[line]) else { continue };
+            let Some(sent) = sent_at.remove(&s.id) else { continue };
+            match s.error {
+                None => {
+                    // hot-sku and flash-sale order one unit.
+                    r.ok += 1;
+                    r.orders += 1;
+                    r.units_ok += 1;
+                }
+                Some(code) => *r.errors.entry(code_of(code)).or_default() += 1,
+            }
+            let latency_us = sent.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+            r.record(shared.start, sent, latency_us);
+            shared.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Append request `id`: user `u<run>-<user>` orders one unit of `sku` with key `k<i>`, as the
+/// lane loop's requests (names from [`super::Names`]; none needs JSON escaping).
+fn encode(out: &mut Vec<u8>, id: u64, run_id: &str, user: u64, i: u64, sku: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(
+        out,
+        r#"{{"id":{id},"op":"create_order","user_id":"u{run_id}-{user}","items":[{{"sku_id":"{sku}","qty":1}}],"idempotency_key":"k{i}"}}"#
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_scanned_for_id_outcome_and_code() {
+        let ok =
+            br#"{"id":42,"ok":true,"result":{"order_id":"7","status":"pending_payment","version":1,"total":"1.00"}}"#;
+        assert_eq!(scan(ok), Some(Scanned { id: 42, error: None }));
+        let no = br#"{"id":43,"ok":false,"error":{"code":"sold_out","message":"sku x is sold out","sku_id":"x"}}"#;
+        assert_eq!(scan(no), Some(Scanned { id: 43, error: Some("sold_out") }));
+        let sorted = br#"{"error":{"code":"rate_limited","message":"m","retry_after_ms":5},"id":44,"ok":false}"#;
+        assert_eq!(scan(sorted), Some(Scanned { id: 44, error: Some("rate_limited") }));
+        assert_eq!(scan(br#"{"event":"order","seq":1}"#), None, "a push");
+        assert_eq!(scan(br#"{"id":"s","ok":true}"#), None, "not one of ours");
+    }
+
+    #[test]
+    fn requests_are_the_lane_loops() {
+        let mut out = Vec::new();
+        encode(&mut out, 9, "r1", 3, 12, "bench-r1-0");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["user_id"], "ur1-3");
+        assert_eq!(v["idempotency_key"], "k12");
+        assert_eq!(v["items"][0]["sku_id"], "bench-r1-0");
+        assert_eq!(out.last(), Some(&b'\n'));
+    }
+}
