@@ -217,6 +217,22 @@ fn flash_sale_against_redis_sells_exactly_the_stock_twice() {
     )
     .expect("EVAL");
     assert!(keys.ends_with("\r\n2:0"), "two stock keys left at 0 units: {keys:?}");
+
+    // The full-order script (idempotency key, per-user count, order hash, deadline): the same
+    // sale, and Redis holds one order hash per unit sold.
+    std::thread::sleep(Duration::from_millis(2));
+    let mut args = BenchArgs::new(Scenario::FlashSale, &target);
+    args.users = Some(USERS);
+    args.stock = STOCK;
+    args.connections = 4;
+    args.pipeline = 4;
+    args.quiet = true;
+    args.redis_script = surge_loadgen::RedisScript::FullOrder;
+    let full = surge_loadgen::run(&args).expect("flash-sale with the full-order script");
+    assert_flash_sale(&full, "redis");
+    let orders =
+        redis_call(redis.port, &["EVAL", "return tostring(#redis.call('KEYS', 'order:[0-9]*'))", "0"]).expect("EVAL");
+    assert!(orders.ends_with(&format!("\r\n{STOCK}")), "one order hash per unit: {orders:?}");
 }
 
 #[test]

@@ -164,6 +164,10 @@ pub struct BenchArgs {
     /// Admin token for a Surge server (creates the SKUs, then places orders).
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Redis only: the Lua script each order runs (`classic`: GET, compare, DECRBY;
+    /// `full-order`: what Surge's create_order does, `../shared/bench/full-order.lua`).
+    #[arg(long, value_enum, default_value_t = crate::client::redis_lua::RedisScript::Classic)]
+    pub redis_script: crate::client::redis_lua::RedisScript,
     /// Surge server only: the reply shape the connections ask for in `auth`.
     #[arg(long, value_enum, default_value_t = ReplyArg::Minimal)]
     pub reply: ReplyArg,
@@ -222,6 +226,7 @@ impl BenchArgs {
             skus: 1000,
             token: None,
             reply: ReplyArg::Minimal,
+            redis_script: crate::client::redis_lua::RedisScript::Classic,
             durability: BenchDurability::Sync,
             data_dir: None,
             shards: 0,

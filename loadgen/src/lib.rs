@@ -46,7 +46,8 @@ mod report;
 mod runner;
 mod timeline;
 
-pub use config::{BenchArgs, BenchDurability, Scenario, Target, LANES_MAX};
+pub use client::redis_lua::RedisScript;
+pub use config::{BenchArgs, BenchDurability, ReplyArg, Scenario, Target, LANES_MAX};
 pub use error::{LoadgenError, LoadgenResult};
 pub use report::{LatencyUs, Report, Verify};
 pub use runner::{run, HOT_SKU_STOCK};

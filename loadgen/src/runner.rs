@@ -173,7 +173,7 @@ async fn connect(
         },
         Target::SurgeTcp(addr) => Client::Lines(LineClient::connect_tcp(addr, token, minimal).await?),
         Target::SurgeWs(url) => Client::Lines(LineClient::connect_ws(url, token, minimal).await?),
-        Target::Redis(url) => Client::Redis(RedisClient::connect(url).await?),
+        Target::Redis(url) => Client::Redis(RedisClient::connect(url, args.redis_script).await?),
         Target::Postgres(url) => Client::Postgres(Arc::new(PgClient::connect(url, first).await?)),
     })
 }

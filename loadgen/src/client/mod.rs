@@ -97,7 +97,7 @@ impl Client {
                 Ok(engine_reply(r).map(|o| OrderRef { order_id: o.order_id.0, total: o.total.to_string() }))
             }
             Client::Lines(c) => c.create_order(user_id, sku_id, qty, key).await,
-            Client::Redis(c) => c.deduct(sku_id, qty).await,
+            Client::Redis(c) => c.order(user_id, sku_id, qty, key).await,
             Client::Postgres(c) => c.deduct(sku_id, qty).await,
         }
     }
