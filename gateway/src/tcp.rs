@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -95,7 +95,9 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
     };
     crate::metrics::connection_opened("tcp");
     let (rd, wr) = stream.into_split();
-    let (conn, rx) = Conn::new(gw.clone(), slot, None);
+    let (mut conn, rx) = Conn::new(gw.clone(), slot, None);
+    // One line per reply: a batch's replies may go to the writer as one text.
+    conn.join_replies = true;
     let write_timeout = Duration::from_millis(gw.limits.write_timeout_ms);
     let writer = tokio::spawn(write_loop(wr, rx, conn.shared.clone(), gw.limit_stats.clone(), write_timeout));
     read_loop(conn, rd, auth_deadline, writer).await;
@@ -184,13 +186,32 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
         if !lines.read_buffer().contains(&b'\n') || conn.inflight.available_permits() == 0 {
             conn.flush_creates();
         }
-        let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
-        let item = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            _ = shutdown.wait_for(|s| *s) => break,
-            _ = tokio::time::sleep_until(auth_deadline), if conn.role.is_none() => None,
-            r = tokio::time::timeout(idle, lines.next()) => Some(r),
+        // A line already in the buffer, with an in-flight slot free, needs no waiting: it is
+        // taken without the select below (its futures, the clock read and the idle timer cost
+        // as much as parsing a pipelined request; issue 13). Before `auth` the slow path runs,
+        // for its deadline.
+        let buffered = conn.role.is_some()
+            && !cancel.is_cancelled()
+            && !gw.is_shutting_down()
+            && lines.read_buffer().contains(&b'\n');
+        let ready = if buffered {
+            conn.inflight.clone().try_acquire_owned().ok().and_then(|p| lines.next().now_or_never().map(|n| (p, n)))
+        } else {
+            None
+        };
+        let (permit, item) = match ready {
+            Some((permit, next)) => (permit, Some(Ok(next))),
+            None => {
+                let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
+                let item = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep_until(auth_deadline), if conn.role.is_none() => None,
+                    r = tokio::time::timeout(idle, lines.next()) => Some(r),
+                };
+                (permit, item)
+            }
         };
         let Some(item) = item else {
             auth_timed_out(&conn).await;

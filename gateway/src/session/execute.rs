@@ -69,10 +69,14 @@ impl Conn {
         crate::metrics::create_batch(creates.len());
         let answers = self.gw.engine.create_orders(creates);
         let deadline = tokio::time::sleep(Duration::from_millis(self.gw.limits.request_timeout_ms));
-        let (out, conn, shape) = (self.replier(), self.id, self.reply_shape);
+        let (out, conn, shape, join) = (self.replier(), self.id, self.reply_shape, self.join_replies);
         self.gw.tracker.spawn(async move {
             tokio::pin!(deadline);
             let mut expired = false;
+            // With `join`, the replies go as one text when the last is in (they come from one
+            // shard batch at a time anyway), then the permits and metrics follow.
+            let mut joined = String::new();
+            let mut answered = Vec::with_capacity(if join { waiting.len() } else { 0 });
             for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
                 let result = if expired {
                     None
@@ -88,7 +92,23 @@ impl Conn {
                     Some(r) => answer_of(&req.id, r),
                     None => deadline_passed(&req.id),
                 };
+                if join {
+                    if !joined.is_empty() {
+                        joined.push('\n');
+                    }
+                    joined.push_str(&answer.text);
+                    answer.text = String::new();
+                    answered.push((req, sku_id, permit, answer));
+                    continue;
+                }
                 out.send(std::mem::take(&mut answer.text)).await;
+                drop(permit);
+                finished(conn, &req, &answer, None, sku_id.as_deref());
+            }
+            if !joined.is_empty() {
+                out.send(joined).await;
+            }
+            for (req, sku_id, permit, answer) in answered {
                 drop(permit);
                 finished(conn, &req, &answer, None, sku_id.as_deref());
             }

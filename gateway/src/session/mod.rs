@@ -119,6 +119,9 @@ pub(crate) struct Conn {
     creates: Vec<execute::QueuedCreate>,
     /// How this connection's replies show an order (asked for in `auth`).
     reply_shape: protocol::ReplyShape,
+    /// The transport frames replies by line (TCP): a batch's replies may be queued as one
+    /// text of several lines (one queue message and one write for the batch).
+    pub join_replies: bool,
     _slot: ConnSlot,
 }
 
@@ -145,6 +148,7 @@ impl Conn {
             topics,
             creates: Vec::new(),
             reply_shape: protocol::ReplyShape::Full,
+            join_replies: false,
             _slot: slot,
         };
         if let Some(identity) = identity {
