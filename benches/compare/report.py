@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Results and report for benches/compare/run.sh (python3 standard library only).
+"""Results and report for benches/compare/run.sh (python3 standard library; matplotlib for the chart).
 
-    report.py [render] [--results F] [--meta F] [--notes F] [--out F]
+    report.py [render] [--results F] [--meta F] [--notes F] [--engine F] [--out F]
         Write docs/BENCHMARKS.md from docs/benchmarks-results.jsonl + docs/benchmarks-meta.json
-        (regenerate any time: `python3 benches/compare/report.py`).
-    report.py append --results F --system NAME --command CMD --exit-code N   (stdin: bench output)
-        Append one `surge bench --json` result, tagged with the system and its exact command; a
-        failed run is recorded as {"failed": true, ...} so the table shows it.
+        (regenerate any time: `python3 benches/compare/report.py`), and next to it
+        benchmarks-chart.png (throughput and p99 per system) if matplotlib is importable.
+    report.py append --results F --system NAME --command CMD --exit-code N [--server-cpu-s X]
+        Append one `surge bench --json` result (stdin), tagged with the system, its exact command
+        and the server's CPU seconds over the run; a failed run is recorded as
+        {"failed": true, ...} so the table shows it.
     report.py get --results F --system NAME --scenario S --pipeline P --field K
-        Print one field of a recorded run (run.sh: the saturation throughput for the latency run).
+        Print one field of a recorded run (run.sh: the saturation throughput for the latency runs).
     report.py meta --out F [--base F] [--fsync-dir D] [--repo D] [--commands F] [--set k=v ...]
         Collect machine facts (CPU, memory, kernel, disk, an fsync probe, git commit) into F.
 """
@@ -29,24 +31,39 @@ DEFAULT_RESULTS = ROOT / "docs" / "benchmarks-results.jsonl"
 DEFAULT_META = ROOT / "docs" / "benchmarks-meta.json"
 DEFAULT_NOTES = ROOT / "benches" / "compare" / "notes.md"
 DEFAULT_OUT = ROOT / "docs" / "BENCHMARKS.md"
+DEFAULT_ENGINE = ROOT / "benches" / "compare" / "engine.md"
+CHART_NAME = "benchmarks-chart.png"  # written next to the report
 
 # Display order, names and durability of every system run.sh knows.
 SYSTEMS = {
     "redis-none": ("Redis + Lua", "none (no AOF, no RDB)"),
     "redis-always": ("Redis + Lua", "AOF, appendfsync always"),
+    "redis-full-always": ("Redis + full-order Lua", "AOF, appendfsync always"),
     "postgres": ("PostgreSQL, conditional UPDATE", "fsync=on, synchronous_commit=on"),
     "surge-tcp-none": ("Surge, TCP", "none (memory only)"),
     "surge-tcp-os": ("Surge, TCP", "os (write, no fsync)"),
     "surge-tcp-sync": ("Surge, TCP", "sync (fsync before reply)"),
+    "surge-ws-none": ("Surge, WebSocket", "none (memory only)"),
+    "surge-ws-os": ("Surge, WebSocket", "os (write, no fsync)"),
+    "surge-ws-sync": ("Surge, WebSocket", "sync (fsync before reply)"),
+    "redis-always-unpinned": ("Redis + Lua, unpinned", "AOF, appendfsync always"),
+    "surge-tcp-sync-unpinned": ("Surge, TCP, unpinned", "sync (fsync before reply)"),
     "surge-inproc-sync": ("Surge, in-process (reference)", "sync (fsync before reply)"),
+    "redis-always-half": ("Redis + Lua, at half of saturation", "AOF, appendfsync always"),
     "surge-tcp-sync-half": ("Surge, TCP, at half of saturation", "sync (fsync before reply)"),
 }
-PEERS = ["redis-none", "redis-always", "postgres"]
-PEER_SHORT = {"redis-none": "Redis (none)", "redis-always": "Redis (always)", "postgres": "PostgreSQL"}
-SURGE_TCP = ["surge-tcp-none", "surge-tcp-os", "surge-tcp-sync"]
-TARGET_RATIO = 2.0  # surge sync TCP pipelined vs Redis+Lua appendfsync always
-TARGET_P99_US = 1000  # p99 at half of saturation
-TARGET_INPROC_RPS = 1_000_000  # in-process, durable
+PEERS = ["redis-none", "redis-always", "redis-full-always", "postgres"]
+PEER_SHORT = {
+    "redis-none": "Redis (none)",
+    "redis-always": "Redis (always)",
+    "redis-full-always": "Redis full-order (always)",
+    "postgres": "PostgreSQL",
+}
+SURGE_SERVED = [  # (system, how its row is named in the Surge/peer ratio tables)
+    *((f"surge-tcp-{m}", f"TCP `{m}`") for m in ("none", "os", "sync")),
+    *((f"surge-ws-{m}", f"WebSocket `{m}`") for m in ("none", "os", "sync")),
+]
+HALF = ["redis-always-half", "surge-tcp-sync-half"]  # open loop: their own table, not the groups'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,10 +109,15 @@ def cmd_append(a):
         rec = {"system": a.system, "command": a.command, **obj}
         if a.exit_code != 0:  # it printed a result but exited non-zero (e.g. verification failed)
             rec["exit_code"] = a.exit_code
+        if a.server_cpu_s is not None and rec.get("requests"):
+            rec["server_cpu_s"] = round(a.server_cpu_s, 3)
+            rec["server_cpu_us_per_op"] = round(a.server_cpu_s * 1e6 / rec["requests"], 3)
         lat = rec.get("latency_us") or {}
+        cpu = rec.get("server_cpu_us_per_op")
         print(
             f"  {a.system}: {fmt_int(rec.get('throughput_rps'))} req/s, ok {fmt_int(rec.get('ok_rps'))}/s, "
-            f"p50 {fmt_ms(lat.get('p50'))} ms, p99 {fmt_ms(lat.get('p99'))} ms, errors {fmt_errors(rec.get('errors'))}",
+            f"p50 {fmt_ms(lat.get('p50'))} ms, p99 {fmt_ms(lat.get('p99'))} ms, errors {fmt_errors(rec.get('errors'))}"
+            + (f", server CPU {fmt_us(cpu)} µs/op" if cpu is not None else ""),
             file=sys.stderr,
         )
     with open(a.results, "a", encoding="utf-8") as f:
@@ -280,6 +302,17 @@ def fmt_ms(us):
     return f"{ms:,.0f}"
 
 
+def fmt_us(us):
+    """Server CPU µs per operation; blank when the run has none (in-process, older results)."""
+    if us is None:
+        return ""
+    if us < 10:
+        return f"{us:.2f}"
+    if us < 100:
+        return f"{us:.1f}"
+    return f"{us:,.0f}"
+
+
 def fmt_errors(e):
     if not e:
         return "—"
@@ -323,93 +356,243 @@ def verified(r):
     return "**NO**" + (f": {esc(str(detail)[:80])}" if detail else "")
 
 
-def render(results, meta, notes, results_path):
+def thr(r):
+    return None if not r or r.get("failed") else r.get("throughput_rps")
+
+
+def deepest(pipes):
+    """The pipeline depth of the "pipelined" rows: 16 if measured, else the deepest."""
+    pipes = [p for p in pipes if isinstance(p, int)]
+    return 16 if 16 in pipes else (max(pipes) if pipes else None)
+
+
+class Runs:
+    """The results indexed by (scenario, pipeline, system); the first of duplicates wins."""
+
+    def __init__(self, results):
+        self.results = results
+        self.by = {}
+        for r in results:
+            self.by.setdefault((r.get("scenario"), r.get("pipeline"), system_of(r)), r)
+        groups = []  # (scenario, pipeline) in a stable order
+        for r in results:
+            g = (r.get("scenario"), r.get("pipeline"))
+            if system_of(r) not in HALF and g not in groups:
+                groups.append(g)
+        scen_rank = {"hot-sku": 0, "flash-sale": 1, "mixed": 2}
+        groups.sort(key=lambda g: (scen_rank.get(g[0], 9), g[0] or "", g[1] if isinstance(g[1], int) else 0))
+        self.groups = groups
+        self.hot = deepest(p for s, p in groups if s == "hot-sku")
+        self.flash = deepest(p for s, p in groups if s == "flash-sale")
+
+    def get(self, scenario, pipeline, system):
+        return self.by.get((scenario, pipeline, system))
+
+    def group_rows(self, scenario, pipeline):
+        """The rows of one results table: known systems in display order, then unknown ones."""
+        rows = [self.get(scenario, pipeline, s) for s in SYSTEMS if s not in HALF]
+        rows = [r for r in rows if r]
+        rows += [r for r in self.results if (r.get("scenario"), r.get("pipeline")) == (scenario, pipeline)
+                 and system_of(r) not in SYSTEMS]
+        return rows
+
+    def last(self, system):
+        rs = [r for r in self.results if system_of(r) == system]
+        return rs[-1] if rs else None
+
+
+def verdict(value, must, aim, higher_is_better):
+    if value is None:
+        return "n/a"
+    meets = (lambda bound: value >= bound) if higher_is_better else (lambda bound: value <= bound)
+    if not meets(must):
+        return "**FAIL**"
+    return "**PASS**, aim met" if meets(aim) else "**PASS**, aim not met"
+
+
+def absent(*runs):
+    """Why a measure cannot be computed from these (system, run) pairs: 'n/a: no `x` run',
+    'n/a: `x` failed'; None when it can."""
+    why = []
+    for name, r in runs:
+        if r is None:
+            why.append(f"no `{name}` run")
+        elif r.get("failed"):
+            why.append(f"`{name}` failed")
+    return "n/a: " + ", ".join(why) if why else None
+
+
+def acceptance(runs, meta):
+    """Issue 13's acceptance table: one row per measure, Measure | Measured | Must | Aim | Result."""
+    out = ["| Measure | Measured | Must | Aim | Result |", "|---|---|---|---|---|"]
+    hot, flash = runs.hot, runs.flash
+    hot_p, flash_p = ("?" if p is None else p for p in (hot, flash))
+    pinning = {"1": ", pinned", "0": ", not pinned on this run"}.get(str(meta.get("pinned")), "")
+
+    def ratio(measure, scenario, pipeline, num, den, must, aim, unit, what):
+        a = runs.get(scenario, pipeline, num) if pipeline is not None else None
+        b = runs.get(scenario, pipeline, den) if pipeline is not None else None
+        why = absent((num, a), (den, b))
+        if why is None and not (thr(a) and thr(b)):
+            why = "n/a: no throughput"
+        value = None if why else thr(a) / thr(b)
+        measured = why or f"{fmt_int(thr(a))} ÷ {fmt_int(thr(b))} {what} = {value:.2f}{unit}"
+        out.append(f"| {measure} | {measured} | ≥ {must}{unit} | ≥ {aim}{unit} | "
+                   f"{verdict(value, float(must), float(aim), True)} |")
+
+    def cpu(measure, scenario, pipeline, what, must, aim):
+        r = runs.get(scenario, pipeline, "surge-tcp-sync") if pipeline is not None else None
+        why = absent(("surge-tcp-sync", r))
+        value = None if why else r.get("server_cpu_us_per_op")
+        if why is None and value is None:
+            why = "n/a: server CPU not recorded"
+        measured = why or (f"{fmt_us(value)} µs ({r.get('server_cpu_s')} s of server CPU over "
+                           f"{fmt_int(r.get('requests'))} {what})")
+        out.append(f"| {measure} | {measured} | ≤ {must} µs | ≤ {aim} µs | {verdict(value, must, aim, False)} |")
+
+    hot_where = f"hot-sku, pipeline {hot_p}, TCP{pinning}"
+    ratio(f"{hot_where}: Surge `sync` ÷ Redis classic script, `appendfsync always`",
+          "hot-sku", hot, "surge-tcp-sync", "redis-always", "1.0", "2", "×", "req/s")
+    ratio(f"{hot_where}: Surge `sync` ÷ Redis full-order script, `appendfsync always`",
+          "hot-sku", hot, "surge-tcp-sync", "redis-full-always", "3", "6", "×", "req/s")
+    ratio(f"flash-sale, pipeline {flash_p}, answers/s: Surge `sync` TCP ÷ "
+          "Redis classic script, `appendfsync always`",
+          "flash-sale", flash, "surge-tcp-sync", "redis-always", "1.0", "2", "×", "answers/s")
+    cpu(f"Server CPU per created order (hot-sku, pipeline {hot_p}, Surge `sync` TCP)",
+        "hot-sku", hot, "orders", 6, 3)
+    cpu(f"Server CPU per rejection (flash-sale, pipeline {flash_p}, Surge `sync` TCP; nearly every answer is "
+        "`sold_out`)", "flash-sale", flash, "answers", 2.5, 1.2)
+
+    h = runs.last("surge-tcp-sync-half")
+    why = absent(("surge-tcp-sync-half", h))
+    p99 = None if why else (h.get("latency_us") or {}).get("p99")
+    if why is None and p99 is None:
+        why = "n/a: no p99"
+    measured = why or (f"p99 {fmt_ms(p99)} ms at {fmt_int(h.get('rate_rps'))} req/s offered "
+                       f"({fmt_int(h.get('throughput_rps'))} achieved)")
+    out.append(f"| p99 at half of saturation, open loop, hot-sku over TCP (Surge `sync`) | {measured} | ≤ 5 ms | "
+               f"≤ 2 ms | {verdict(None if p99 is None else p99 / 1000, 5, 2, False)} |")
+
+    ratio(f"WebSocket ÷ TCP throughput (hot-sku, pipeline {hot_p}, Surge `sync`)",
+          "hot-sku", hot, "surge-ws-sync", "surge-tcp-sync", "0.75", "0.9", "", "req/s")
+
+    flash_runs = [r for r in runs.results if r.get("scenario") == "flash-sale"]
+    if flash_runs:
+        good = sum(1 for r in flash_runs if not r.get("failed") and flash_ok(r))
+        bad = [system_of(r) for r in flash_runs if r.get("failed") or flash_ok(r) is False]
+        unver = [system_of(r) for r in flash_runs if not r.get("failed") and flash_ok(r) is None]
+        measured = f"{good} of {len(flash_runs)} runs verified"
+        if bad:
+            measured += "; failed: " + ", ".join(bad)
+        if unver:
+            measured += "; not verified: " + ", ".join(unver)
+        result = pass_fail(not bad and not unver)
+    else:
+        measured, result = "n/a: no flash-sale run", "n/a"
+    out.append(f"| Flash sale: exactly the stock sold, 0 oversold | {measured} | on every target | — | {result} |")
+    return out
+
+
+def chart_color(system):
+    if system.startswith("redis-full"):
+        return "#ff7f0e"
+    if system.startswith("redis"):
+        return "#d62728"
+    if system == "postgres":
+        return "#1f77b4"
+    if system.startswith("surge-ws"):
+        return "#17becf"
+    if system.startswith("surge-inproc"):
+        return "#9467bd"
+    return "#2ca02c"
+
+
+def draw_chart(runs, path):
+    """Throughput bars and p99 markers per system, one panel for hot-sku at the deepest pipeline
+    and one for flash-sale. Returns None once written, else why there is no chart."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        return "matplotlib is not installed (`python3 -m pip install matplotlib`)"
+    panels = []
+    for scenario, pipeline in (("hot-sku", runs.hot), ("flash-sale", runs.flash)):
+        rows = [r for r in runs.group_rows(scenario, pipeline) if thr(r)] if pipeline is not None else []
+        if rows:
+            panels.append((f"{scenario}, pipeline {pipeline}", rows))
+    if not panels:
+        return "no hot-sku or flash-sale run to draw"
+    try:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.8 * len(panels)), squeeze=False)
+        for ax, (title, rows) in zip(axes[:, 0], panels):
+            names = [system_of(r) for r in rows]
+            x = list(range(len(rows)))
+            bars = ax.bar(x, [thr(r) for r in rows], color=[chart_color(n) for n in names],
+                          edgecolor="black", linewidth=0.4)
+            for bar, n in zip(bars, names):
+                if n.endswith("-unpinned"):
+                    bar.set_hatch("//")
+            ax.bar_label(bars, labels=[f"{thr(r) / 1000:,.0f}k" for r in rows], fontsize=7, padding=2)
+            ax.set_title(title)
+            ax.set_ylabel("throughput (req/s)")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.set_xticks(x)
+            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            ax.margins(y=0.12)
+            p99 = [(i, (r.get("latency_us") or {}).get("p99")) for i, r in zip(x, rows)]
+            p99 = [(i, v / 1000) for i, v in p99 if v]
+            ax2 = ax.twinx()
+            if p99:
+                ax2.plot([i for i, _ in p99], [v for _, v in p99], "o", color="black", markersize=6)
+                for i, v in p99:
+                    ax2.annotate(f"{v:.3g}", (i, v), xytext=(5, 0), textcoords="offset points", va="center",
+                                 fontsize=7)
+                ax2.set_yscale("log")  # PostgreSQL's p99 is ~100× the others'
+                ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax2.set_ylabel("p99 latency (ms, log scale)")
+            ax.legend(handles=[Patch(facecolor="#bbbbbb", edgecolor="black", label="throughput (left)"),
+                               Line2D([], [], marker="o", color="black", linestyle="", label="p99 (right)")],
+                      loc="upper left", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    except Exception as e:  # a broken chart must not cost the report
+        return f"drawing it failed ({type(e).__name__}: {e})"
+    return None
+
+
+def render(results, meta, notes, engine, results_path, chart):
+    """The report's markdown. `chart`: (file name next to the report, None) or (None, why not)."""
     out = []
     w = out.append
-    bysys = {}
-    for r in results:
-        bysys.setdefault((r.get("scenario"), r.get("pipeline"), system_of(r)), r)  # first wins
-
-    def row(scenario, pipeline, system):
-        return bysys.get((scenario, pipeline, system))
-
-    def thr(r):
-        return None if not r or r.get("failed") else r.get("throughput_rps")
-
-    order = list(SYSTEMS)
-    groups = []  # (scenario, pipeline) in a stable order
-    for r in results:
-        if system_of(r) == "surge-tcp-sync-half":
-            continue
-        g = (r.get("scenario"), r.get("pipeline"))
-        if g not in groups:
-            groups.append(g)
-    scen_rank = {"hot-sku": 0, "flash-sale": 1, "mixed": 2}
-    groups.sort(key=lambda g: (scen_rank.get(g[0], 9), g[0] or "", g[1] if isinstance(g[1], int) else 0))
-    hot_pipes = sorted(p for s, p in groups if s == "hot-sku" and isinstance(p, int))
-    pipelined = 16 if 16 in hot_pipes else (max(hot_pipes) if hot_pipes else None)
+    runs = Runs(results)
+    pipelined = runs.hot
     conns = meta.get("connections") or next((r.get("connections") for r in results if r.get("connections")), "?")
+    pinned = str(meta.get("pinned", ""))
 
     w("# Benchmarks: Surge vs Redis + Lua vs PostgreSQL")
     w("")
     w(
         f"_Generated by `benches/compare/report.py` from `{rel(results_path)}` "
         f"(run of {meta.get('date', '?')}). Do not edit by hand: rerun the benchmark or the report, "
-        "and keep prose in `benches/compare/notes.md` (shown under Notes)._"
+        "and keep prose in `benches/compare/notes.md` (shown under Notes) and "
+        "`benches/compare/engine.md` (the in-process engine section)._"
     )
     w("")
 
-    # ---- targets
-    w("## Targets")
+    # ---- acceptance
+    w("## Acceptance (issue 13)")
     w("")
-    w("| Target | Measured | Result |")
-    w("|---|---|---|")
-    if pipelined is not None:
-        s, rd = row("hot-sku", pipelined, "surge-tcp-sync"), row("hot-sku", pipelined, "redis-always")
-        ts, tr = thr(s), thr(rd)
-        if ts and tr:
-            meas = f"{fmt_int(ts)} vs {fmt_int(tr)} req/s = {ts / tr:.2f}×"
-            res = pass_fail(ts >= TARGET_RATIO * tr)
-        else:
-            meas, res = "a run is missing or failed", "**n/a**"
-        w(
-            f"| Surge `sync` over TCP, pipelined ({pipelined}), hot-sku, {conns} connections: "
-            f"≥ {TARGET_RATIO:g}× Redis + Lua with `appendfsync always`, side by side | {meas} | {res} |"
-        )
-    half = [r for r in results if system_of(r) == "surge-tcp-sync-half"]
-    if half:
-        h = half[-1]
-        p99 = None if h.get("failed") else (h.get("latency_us") or {}).get("p99")
-        if p99 is not None:
-            meas = (
-                f"p99 {fmt_ms(p99)} ms at {fmt_int(h.get('rate_rps'))} req/s offered "
-                f"({fmt_int(h.get('throughput_rps'))} achieved)"
-            )
-            res = pass_fail(p99 <= TARGET_P99_US)
-        else:
-            meas, res = "run failed", "**n/a**"
-        w(f"| p99 ≤ {TARGET_P99_US / 1000:g} ms at half of saturation (Surge `sync`, TCP, hot-sku) | {meas} | {res} |")
-    inproc = [r for r in results if system_of(r) == "surge-inproc-sync" and r.get("scenario") == "hot-sku"]
-    if inproc:
-        t = thr(inproc[-1])
-        w(
-            f"| In-process, durable (`sync`): ≥ 1 M orders/s (DESIGN.md; reference row) | "
-            f"{fmt_int(t) + ' req/s' if t else 'run failed'} | {pass_fail(t >= TARGET_INPROC_RPS) if t else '**n/a**'} |"
-        )
-    flash = [r for r in results if r.get("scenario") == "flash-sale"]
-    if flash:
-        verdicts = [flash_ok(r) for r in flash if not r.get("failed")]
-        bad = [system_of(r) for r in flash if r.get("failed") or flash_ok(r) is False]
-        unver = [system_of(r) for r in flash if not r.get("failed") and flash_ok(r) is None]
-        meas = f"{sum(1 for v in verdicts if v)} of {len(flash)} runs verified"
-        if bad:
-            meas += "; failed: " + ", ".join(bad)
-        if unver:
-            meas += "; not verified: " + ", ".join(unver)
-        w(
-            f"| Flash sale: exactly the stock sold, 0 oversold, on every target | {meas} | "
-            f"{pass_fail(not bad and not unver)} |"
-        )
+    w("Each measure has a must (the issue fails without it) and an aim. Ratios divide the two "
+      "systems' throughputs from the same run; server CPU is the server process's user + system time "
+      "over the run divided by its requests.")
+    w("")
+    out.extend(acceptance(runs, meta))
     w("")
 
     # ---- machine
@@ -434,10 +617,13 @@ def render(results, meta, notes, results_path):
     commit = meta.get("git_commit") or "?"
     w(f"- Surge commit: `{commit}`" + (" (working tree had uncommitted changes)" if meta.get("git_dirty") else ""))
     w(f"- Date: {meta.get('date', '?')}")
-    w(
-        "- Load generator and servers share the machine (all on 127.0.0.1); the load generator's "
-        "cores are not available to the server under test, for every system alike."
-    )
+    if pinned == "1":
+        w(f"- Pinned (`taskset`): every server on CPU {meta.get('server_cpus', '?')}, every load generator on "
+          f"CPU {meta.get('bench_cpus', '?')}, so the two never compete for a core; the `unpinned` rows "
+          "(and the in-process row, one process that is both) let them share every core. All on 127.0.0.1.")
+    else:
+        w("- Load generator and servers share the machine's cores (all on 127.0.0.1, not pinned): the load "
+          "generator's CPU time is not available to the server under test, for every system alike.")
     w("")
 
     # ---- setup
@@ -454,32 +640,52 @@ def render(results, meta, notes, results_path):
     w("- **Redis + Lua**: the classic stock-deduction script (GET, compare, DECRBY), loaded with SCRIPT LOAD "
       "and called with EVALSHA; one instance with no persistence, one with `appendonly yes` + "
       "`appendfsync always` (the durable peer).")
+    w("- **Redis + full-order Lua** (`--redis-script full-order`), on the same `appendfsync always` instance: "
+      "a script that does what Surge's `create_order` does (idempotency key, per-user count, the order as "
+      "a hash, its deadline, the stock), so the work per order is alike on both sides.")
     w("- **PostgreSQL**: `UPDATE … SET stock = stock - $1 WHERE id = $2 AND stock >= $1`, autocommit, "
       "`fsync=on`, `synchronous_commit=on` (durable).")
-    w("- **Surge**: `surge serve` over TCP (JSON lines), fresh data dir per row, in each durability mode: "
-      "`sync` (reply after fsync, group commit), `os` (after write, no fsync), `none` (memory only).")
+    w("- **Surge**: `surge serve`, fresh data dir per row, in each durability mode: `sync` (reply after "
+      "fsync, group commit), `os` (after write, no fsync), `none` (memory only); over TCP (JSON lines) "
+      "and over WebSocket (`ws://…/ws` on its HTTP port). `surge bench` asks for `\"reply\":\"minimal\"`: "
+      "each order is answered with its id, status, version and total, not the whole order.")
+    if meta.get("surge_live_orders_expected"):
+        w(f"- `surge serve` starts with `SURGE_ENGINE_LIVE_ORDERS_EXPECTED="
+          f"{meta['surge_live_orders_expected']}`, the operator's sizing knob: Surge faults in the heap "
+          "for that many orders at start (about 1.5 s per 2 M), so the sale does not pay those page faults.")
+    if pinned == "1":
+        w(f"- Pinning: servers (redis-server, the PostgreSQL postmaster and its backends, `surge serve`) run "
+          f"under `taskset -c {meta.get('server_cpus', '?')}`, every `surge bench` under "
+          f"`taskset -c {meta.get('bench_cpus', '?')}`. The `unpinned` rows repeat hot-sku at pipeline "
+          f"{pipelined} for Redis `appendfsync always` and Surge `sync` TCP with both on every core.")
     w("- Throughput is requests answered per second (`ok/s`: those that succeeded); latencies are per "
-      "request, from send to reply.")
+      "request, from send to reply. **server CPU µs/op** is the server's user + system CPU time over the "
+      "run (`/proc/PID/stat`; for PostgreSQL the postmaster and all its backends) divided by the requests.")
     w("")
 
     # ---- results
     w("## Results")
     w("")
-    for scenario, pipeline in groups:
-        rows = [row(scenario, pipeline, s) for s in order if row(scenario, pipeline, s) and s != "surge-tcp-sync-half"]
-        rows += [r for r in results if (r.get("scenario"), r.get("pipeline")) == (scenario, pipeline)
-                 and system_of(r) not in SYSTEMS]
+    chart_file, no_chart = chart
+    if chart_file:
+        w(f"![throughput and p99 per system]({chart_file})")
+    else:
+        w(f"_No chart: {no_chart}._")
+    w("")
+    for scenario, pipeline in runs.groups:
+        rows = runs.group_rows(scenario, pipeline)
         if not rows:
             continue
         extra = f", {meta.get('duration')}" if scenario == "hot-sku" and meta.get("duration") else ""
         w(f"### {scenario}, pipeline {pipeline} ({conns} connections{extra})")
         w("")
-        w("| System | Durability | req/s | ok/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | verified |")
-        w("|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|")
+        w("| System | Durability | req/s | ok/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op "
+          "| errors | verified |")
+        w("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
         for r in rows:
             name, dur = SYSTEMS.get(system_of(r), (system_of(r), r.get("durability") or "?"))
             if r.get("failed"):
-                w(f"| {esc(name)} | {esc(dur)} | FAILED (exit {r.get('exit_code')}) | | | | | | | | |")
+                w(f"| {esc(name)} | {esc(dur)} | FAILED (exit {r.get('exit_code')}) |" + " |" * 9)
                 continue
             lat = r.get("latency_us") or {}
             errs = fmt_errors(r.get("errors"))
@@ -488,18 +694,26 @@ def render(results, meta, notes, results_path):
             w(
                 f"| {esc(name)} | {esc(dur)} | {fmt_int(r.get('throughput_rps'))} | {fmt_int(r.get('ok_rps'))} | "
                 f"{fmt_ms(lat.get('p50'))} | {fmt_ms(lat.get('p90'))} | {fmt_ms(lat.get('p99'))} | "
-                f"{fmt_ms(lat.get('p999'))} | {fmt_ms(lat.get('max'))} | {esc(errs)} | {verified(r)} |"
+                f"{fmt_ms(lat.get('p999'))} | {fmt_ms(lat.get('max'))} | {fmt_us(r.get('server_cpu_us_per_op'))} | "
+                f"{esc(errs)} | {verified(r)} |"
             )
         w("")
-        surge_rows = [(s, row(scenario, pipeline, s)) for s in SURGE_TCP if row(scenario, pipeline, s)]
-        peer_rows = [(p, row(scenario, pipeline, p)) for p in PEERS if row(scenario, pipeline, p)]
+        surge_rows = [(label, runs.get(scenario, pipeline, s)) for s, label in SURGE_SERVED
+                      if runs.get(scenario, pipeline, s)]
+        peer_rows = [(p, runs.get(scenario, pipeline, p)) for p in PEERS if runs.get(scenario, pipeline, p)]
         if surge_rows and peer_rows:
             w("Surge / peer, throughput (req/s):")
             w("")
-            w("| Surge mode | " + " | ".join(f"vs {PEER_SHORT[p]}" for p, _ in peer_rows) + " |")
+            w("| Surge | " + " | ".join(f"vs {PEER_SHORT[p]}" for p, _ in peer_rows) + " |")
             w("|---|" + "--:|" * len(peer_rows))
-            for s, sr in surge_rows:
-                w(f"| `{s.rsplit('-', 1)[1]}` | " + " | ".join(fmt_ratio(thr(sr), thr(pr)) for _, pr in peer_rows) + " |")
+            for label, sr in surge_rows:
+                w(f"| {label} | " + " | ".join(fmt_ratio(thr(sr), thr(pr)) for _, pr in peer_rows) + " |")
+            w("")
+        su, ru = runs.get(scenario, pipeline, "surge-tcp-sync-unpinned"), runs.get(scenario, pipeline, "redis-always-unpinned")
+        if su and ru:
+            w(f"Unpinned, server and load generator on every core: Surge `sync` TCP ÷ Redis (always) = "
+              f"{fmt_ratio(thr(su), thr(ru))} (pinned: "
+              f"{fmt_ratio(thr(runs.get(scenario, pipeline, 'surge-tcp-sync')), thr(runs.get(scenario, pipeline, 'redis-always')))}).")
             w("")
         if scenario == "flash-sale":
             w("Verification (after the sale):")
@@ -521,26 +735,30 @@ def render(results, meta, notes, results_path):
                     )
             w("")
 
-    if half:
-        h = half[-1]
+    halves = [r for r in (runs.last(s) for s in HALF) if r]
+    if halves:
         w("### Latency at half of saturation")
         w("")
         w(
-            "Surge `sync` over TCP, hot-sku, same connections and pipeline, open loop at half the throughput "
-            "measured above (latencies corrected for coordinated omission):"
+            f"hot-sku, same connections and pipeline ({pipelined}), open loop at half the throughput each server "
+            "reached above (latencies corrected for coordinated omission). Surge `sync` must keep p99 ≤ 5 ms "
+            "(aim ≤ 2 ms):"
         )
         w("")
-        w("| offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | p99 ≤ 1 ms |")
-        w("|--:|--:|--:|--:|--:|--:|--:|---|---|")
-        if h.get("failed"):
-            w(f"| {fmt_int(h.get('rate_rps'))} | FAILED (exit {h.get('exit_code')}) | | | | | | | **n/a** |")
-        else:
+        w("| System | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
+          "| server CPU µs/op | errors |")
+        w("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+        for h in halves:
+            name = SYSTEMS[system_of(h)][0]
+            if h.get("failed"):
+                w(f"| {esc(name)} | {fmt_int(h.get('rate_rps'))} | FAILED (exit {h.get('exit_code')}) |" + " |" * 7)
+                continue
             lat = h.get("latency_us") or {}
-            p99 = lat.get("p99")
             w(
-                f"| {fmt_int(h.get('rate_rps'))} | {fmt_int(h.get('throughput_rps'))} | {fmt_ms(lat.get('p50'))} | "
-                f"{fmt_ms(lat.get('p90'))} | {fmt_ms(p99)} | {fmt_ms(lat.get('p999'))} | {fmt_ms(lat.get('max'))} | "
-                f"{esc(fmt_errors(h.get('errors')))} | {pass_fail(p99 is not None and p99 <= TARGET_P99_US)} |"
+                f"| {esc(name)} | {fmt_int(h.get('rate_rps'))} | {fmt_int(h.get('throughput_rps'))} | "
+                f"{fmt_ms(lat.get('p50'))} | {fmt_ms(lat.get('p90'))} | {fmt_ms(lat.get('p99'))} | "
+                f"{fmt_ms(lat.get('p999'))} | {fmt_ms(lat.get('max'))} | {fmt_us(h.get('server_cpu_us_per_op'))} | "
+                f"{esc(fmt_errors(h.get('errors')))} |"
             )
         w("")
 
@@ -556,6 +774,13 @@ def render(results, meta, notes, results_path):
     w("<!-- END NOTES -->")
     w("")
 
+    # ---- in-process engine (hand-written, measured outside run.sh)
+    if engine and engine.strip():
+        w("<!-- ENGINE: kept in benches/compare/engine.md -->")
+        w(engine.strip())
+        w("<!-- END ENGINE -->")
+        w("")
+
     # ---- how to rerun
     w("## How to rerun")
     w("")
@@ -566,10 +791,12 @@ def render(results, meta, notes, results_path):
     w("")
     w(
         "Knobs: `CONNECTIONS`, `DURATION`, `PIPELINES`, `FLASH_PIPELINES`, `FLASH_USERS`, `FLASH_STOCK`, "
-        "`SYSTEMS`, `BENCH_TMPDIR`, … (see `benches/compare/README.md`). This run: "
+        "`SYSTEMS`, `PIN`, `SERVER_CPUS`, `BENCH_CPUS`, `UNPINNED_ROWS`, `SURGE_LIVE_ORDERS_EXPECTED`, "
+        "`BENCH_TMPDIR`, … (see `benches/compare/README.md`). This run: "
         + ", ".join(
             f"`{k.upper()}={meta[k]}`"
-            for k in ("connections", "duration", "pipelines", "flash_pipelines", "flash_users", "flash_stock")
+            for k in ("connections", "duration", "pipelines", "flash_pipelines", "flash_users", "flash_stock",
+                      "pin", "server_cpus", "bench_cpus", "unpinned_rows", "surge_live_orders_expected")
             if meta.get(k)
         )
         + (f"; the benchmark runs took {meta['bench_seconds']} s" if meta.get("bench_seconds") else "")
@@ -584,7 +811,10 @@ def render(results, meta, notes, results_path):
         w("")
         w(
             "In order, as run (paths relative to the repo root; ports and temp dirs were picked for that run; "
-            "`$SURGE_ADMIN_TOKEN` / `$SURGE_SERVICE_TOKEN` were random per run):"
+            "`$SURGE_ADMIN_TOKEN` / `$SURGE_SERVICE_TOKEN` were random per run"
+            + ("; `$REDIS_ALWAYS_PID` is the redis-always server's pid" if any("$REDIS_ALWAYS_PID" in c for c in cmds)
+               else "")
+            + "):"
         )
         w("")
         w("```sh")
@@ -612,23 +842,35 @@ def rel(p):
         return str(p)
 
 
+def read_optional(path):
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return ""
+
+
 def cmd_render(a):
     results = load_results(a.results)
+    runs = Runs(results)
     meta = {}
     if a.meta and os.path.exists(a.meta):
         with open(a.meta, encoding="utf-8") as f:
             meta = json.load(f)
     else:
         print(f"no metadata file {a.meta}: the machine section will be empty", file=sys.stderr)
-    notes = ""
-    if a.notes and os.path.exists(a.notes):
-        with open(a.notes, encoding="utf-8") as f:
-            notes = f.read()
-    text = render(results, meta, notes, a.results)
+    engine = read_optional(a.engine)
+    if not engine:
+        print(f"no engine section file {a.engine}: the in-process engine section is left out", file=sys.stderr)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    chart_path = Path(a.out).parent / CHART_NAME
+    no_chart = draw_chart(runs, chart_path)
+    if no_chart:
+        print(f"no chart: {no_chart}", file=sys.stderr)
+    text = render(results, meta, read_optional(a.notes), engine, a.results,
+                  (None, no_chart) if no_chart else (CHART_NAME, None))
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(text)
-    print(f"wrote {a.out} ({len(results)} results)", file=sys.stderr)
+    print(f"wrote {a.out} ({len(results)} results)" + ("" if no_chart else f" and {chart_path}"), file=sys.stderr)
 
 
 def main(argv):
@@ -639,6 +881,7 @@ def main(argv):
     r.add_argument("--results", default=str(DEFAULT_RESULTS))
     r.add_argument("--meta", default=str(DEFAULT_META))
     r.add_argument("--notes", default=str(DEFAULT_NOTES))
+    r.add_argument("--engine", default=str(DEFAULT_ENGINE), help="in-process engine section, copied verbatim")
     r.add_argument("--out", default=str(DEFAULT_OUT))
 
     ap = sub.add_parser("append", help="append one bench result (stdin)")
@@ -646,6 +889,7 @@ def main(argv):
     ap.add_argument("--system", required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--exit-code", type=int, default=0)
+    ap.add_argument("--server-cpu-s", type=float, help="server CPU seconds (user + system) over the run")
 
     g = sub.add_parser("get", help="print one field of a recorded run")
     g.add_argument("--results", required=True)

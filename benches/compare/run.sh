@@ -2,10 +2,14 @@
 # Side-by-side benchmark: the same `surge bench` shapes (hot-sku, flash-sale), same clients and
 # pipeline depth, in one run, against
 #   * Redis + the classic stock-deduction Lua script (EVALSHA), no persistence;
-#   * Redis + Lua with `appendonly yes` + `appendfsync always`;
+#   * Redis + Lua with `appendonly yes` + `appendfsync always`, with the classic script and with
+#     the full-order script (what Surge's create_order does);
 #   * PostgreSQL, conditional UPDATE, fsync=on + synchronous_commit=on;
-#   * Surge over TCP in each durability mode (none, os, sync), plus an in-process sync row and a
-#     latency run at half of saturation.
+#   * Surge over TCP and over WebSocket in each durability mode (none, os, sync), plus an
+#     in-process sync row;
+# then latency runs at half of saturation (Redis always, Surge sync) and, when pinned, the
+# hot-sku rows of Redis always and Surge sync once more unpinned. Servers run on SERVER_CPUS and
+# the load generator on BENCH_CPUS (taskset); each row records the server's CPU time per request.
 # Everything listens on 127.0.0.1 only. Writes docs/benchmarks-results.jsonl,
 # docs/benchmarks-meta.json and docs/BENCHMARKS.md (via benches/compare/report.py).
 #
@@ -24,9 +28,14 @@ PIPELINES="${PIPELINES:-1 16}"
 FLASH_PIPELINES="${FLASH_PIPELINES:-16}"
 FLASH_USERS="${FLASH_USERS:-100000}"
 FLASH_STOCK="${FLASH_STOCK:-100}"
-SYSTEMS="${SYSTEMS:-redis-none redis-always postgres surge-tcp-none surge-tcp-os surge-tcp-sync}"
-LATENCY_RUN="${LATENCY_RUN:-1}"     # surge-tcp-sync hot-sku at --rate = half its saturation
+SYSTEMS="${SYSTEMS:-redis-none redis-always redis-full-always postgres surge-tcp-none surge-tcp-os surge-tcp-sync surge-ws-none surge-ws-os surge-ws-sync}"
+LATENCY_RUN="${LATENCY_RUN:-1}"     # redis-always and surge-tcp-sync hot-sku at --rate = half their saturation
 INPROC_RUN="${INPROC_RUN:-1}"       # in-process sync hot-sku reference row
+PIN="${PIN:-1}"                     # servers on SERVER_CPUS, load generator on BENCH_CPUS (needs nproc >= 2)
+SERVER_CPUS="${SERVER_CPUS:-0}"     # taskset -c lists
+BENCH_CPUS="${BENCH_CPUS:-1}"
+UNPINNED_ROWS="${UNPINNED_ROWS:-1}" # when pinned: hot-sku, deepest pipeline, once more unpinned
+SURGE_LIVE_ORDERS_EXPECTED="${SURGE_LIVE_ORDERS_EXPECTED:-2000000}" # surge serve's heap sizing
 RUN_TIMEOUT="${RUN_TIMEOUT:-600}"   # seconds, per bench run
 SURGE_SHARDS="${SURGE_SHARDS:-}"    # empty: config default (one shard per core)
 PORT_BASE="${PORT_BASE:-17380}"     # servers get free ports from here up (outside the ephemeral range)
@@ -51,6 +60,7 @@ LIMIT_ENV=(
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+has_redis() { [[ " $SYSTEMS " == *" redis-"* ]]; }
 # Shell-quoted rendering of a command, for the commands list.
 q() {
   local out="" a sq="'"
@@ -63,9 +73,15 @@ q() {
 # ---- state + cleanup ----------------------------------------------------------------------------
 WORK=""
 REDIS_PIDS=()
+REDIS_NONE_PID=""
+REDIS_ALWAYS_PID="" # also serves redis-full-always
 PG_DATA=""
 PG_STARTED=0
+PG_PID=""           # the postmaster
 SURGE_PID=""
+SERVER_PIN=()       # command prefixes: taskset -c CPUS, or empty when not pinned
+BENCH_PIN=()
+ALL_CPUS=""         # this script's own CPUs: where the unpinned rows run
 SURGE_LOG=""
 BENCH_PID=""
 POLICY_RC_CREATED=0
@@ -174,11 +190,21 @@ find_pg_bindir() {
 
 install_missing() {
   local pkgs=()
-  if has_system redis-none || has_system redis-always; then
+  if has_redis; then
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null || pkgs+=(redis-server)
   fi
   if has_system postgres; then
     [[ -n "$(find_pg_bindir)" ]] || pkgs+=(postgresql)
+  fi
+  # For the report's chart only: without it the report is written, chartless.
+  if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    if [[ $SKIP_INSTALL == 1 ]]; then
+      log "no matplotlib (SURGE_BENCH_SKIP_INSTALL=1): the report will have no chart"
+    else
+      log "installing matplotlib (pip)"
+      python3 -m pip install --quiet matplotlib >&2 ||
+        log "pip could not install matplotlib (apt: python3-matplotlib): the report will have no chart"
+    fi
   fi
   ((${#pkgs[@]})) || return 0
   [[ $SKIP_INSTALL == 1 ]] && die "missing ${pkgs[*]} (SURGE_BENCH_SKIP_INSTALL=1)"
@@ -205,7 +231,7 @@ start_redis() { # name port extra-args...
   shift 2
   local dir="$WORK/$name"
   mkdir -p "$dir"
-  local cmd=(redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --save "" "$@"
+  local cmd=("${SERVER_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --save "" "$@"
     --dir "$dir" --daemonize no --logfile "$dir/redis.log")
   record "$(q "${cmd[@]}") &"
   "${cmd[@]}" </dev/null >/dev/null 2>&1 &
@@ -244,24 +270,29 @@ start_pg() {
   local opts="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$WORK/pg/sock"
   opts+=" -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=300"
   opts+=" -c shared_buffers=128MB"
-  record "$(q "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -o "$opts" start)"
-  "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -o "$opts" start >/dev/null ||
+  # Pinned through pg_ctl: the postmaster and every backend it forks inherit the affinity.
+  record "$(q "${SERVER_PIN[@]}" "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -o "$opts" start)"
+  "${SERVER_PIN[@]}" "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 -o "$opts" start >/dev/null ||
     die "postgres did not start: $(tail -n 10 "$PG_DATA/server.log" 2>/dev/null)"
   PG_STARTED=1
+  PG_PID="$(head -n 1 "$PG_DATA/postmaster.pid")"
   local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAtX)
   [[ "$("${psql[@]}" -d postgres -c 'select 1')" == 1 ]] || die "postgres does not answer"
   record "$(q "${psql[@]}" -d postgres -c 'CREATE DATABASE surge_bench')"
   "${psql[@]}" -d postgres -c 'CREATE DATABASE surge_bench'
   [[ "$("${psql[@]}" -d surge_bench -c 'show synchronous_commit')" == on ]] || die "synchronous_commit is not on"
   [[ "$("${psql[@]}" -d surge_bench -c 'show fsync')" == on ]] || die "fsync is not on"
-  log "postgres up on 127.0.0.1:$PG_PORT ($("${psql[@]}" -d surge_bench -c 'show server_version')), db surge_bench, fsync=on synchronous_commit=on"
+  log "postgres up on 127.0.0.1:$PG_PORT ($("${psql[@]}" -d surge_bench -c 'show server_version')), db surge_bench, fsync=on synchronous_commit=on, postmaster pid $PG_PID"
 }
 
 SURGE_DIR=""
 SURGE_TCP=""
+SURGE_WS=""
 SURGE_SEQ=0
-start_surge() { # durability
+start_surge() { # durability [unpinned]
   local mode="$1" tcp http metrics
+  local pin=("${SERVER_PIN[@]}")
+  if [[ ${2:-} == unpinned ]]; then pin=(); fi
   free_port tcp
   free_port http
   free_port metrics
@@ -269,43 +300,110 @@ start_surge() { # durability
   SURGE_DIR="$WORK/surge-$mode-$SURGE_SEQ"
   mkdir -p "$SURGE_DIR"
   SURGE_LOG="$SURGE_DIR/serve.log"
-  local envs=(SURGE_CONFIG="$ROOT/config/surge.toml" "${LIMIT_ENV[@]}")
+  local envs=(SURGE_CONFIG="$ROOT/config/surge.toml" SURGE_ENGINE_LIVE_ORDERS_EXPECTED="$SURGE_LIVE_ORDERS_EXPECTED"
+    "${LIMIT_ENV[@]}")
   local cmd=("$SURGE_BIN" serve --tcp-addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http"
     --metrics-addr "127.0.0.1:$metrics" --data-dir "$SURGE_DIR/data" --durability "$mode")
   [[ -n $SURGE_SHARDS ]] && cmd+=(--shards "$SURGE_SHARDS")
-  record "SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN SURGE_SERVICE_TOKEN=\$SURGE_SERVICE_TOKEN $(q "${envs[@]}" "${cmd[@]}") &"
+  record "SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN SURGE_SERVICE_TOKEN=\$SURGE_SERVICE_TOKEN $(q "${envs[@]}" "${pin[@]}" "${cmd[@]}") &"
   env "${envs[@]}" SURGE_ADMIN_TOKEN="$ADMIN_TOKEN" SURGE_SERVICE_TOKEN="$SERVICE_TOKEN" \
-    "${cmd[@]}" </dev/null >"$SURGE_LOG" 2>&1 &
+    "${pin[@]}" "${cmd[@]}" </dev/null >"$SURGE_LOG" 2>&1 &
   SURGE_PID=$!
+  # The heap for the expected orders is faulted in before anything listens.
   wait_port "$tcp" "$SURGE_PID" 60 "surge serve ($mode)"
+  wait_port "$http" "$SURGE_PID" 30 "surge serve ($mode) http/ws"
   SURGE_TCP="tcp://127.0.0.1:$tcp"
-  log "surge serve ($mode) up on 127.0.0.1:$tcp, pid $SURGE_PID"
+  SURGE_WS="ws://127.0.0.1:$http/ws"
+  log "surge serve ($mode) up on 127.0.0.1:$tcp and $SURGE_WS, pid $SURGE_PID${pin[*]:+, under ${pin[*]}}"
+}
+
+# Move every thread of the running redis-always server onto CPUS (its unpinned row, and back).
+# A server that died meanwhile fails its next bench run; that is recorded, not fatal.
+redis_always_cpus() { # cpus
+  record "taskset -a -p -c $1 \$REDIS_ALWAYS_PID"
+  taskset -a -p -c "$1" "$REDIS_ALWAYS_PID" >/dev/null || log "could not move redis-always onto CPU $1"
+}
+
+# ---- server CPU ---------------------------------------------------------------------------------
+# proc_ticks PID [with-children]: CPU time the process has used, in clock ticks: utime + stime
+# (fields 14, 15 of /proc/PID/stat; all its threads), with-children adds cutime + cstime (16, 17:
+# its children that exited and were waited for). Field 2 (comm) may hold spaces and ')', so the
+# fields are counted after the last ')'.
+proc_ticks() {
+  local stat f
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  read -r -a f <<<"${stat##*)}"
+  # f[0] is field 3 (state): field N is f[N-3].
+  if [[ ${2:-} == with-children ]]; then
+    echo $((f[11] + f[12] + f[13] + f[14]))
+  else
+    echo $((f[11] + f[12]))
+  fi
+}
+
+# PostgreSQL's CPU ticks: the postmaster with its exited children (earlier backends), plus every
+# live child (backends, checkpointer, WAL writer...). It first waits (<= 10 s) for the bench's
+# backends to exit, so that none is caught between alive and reaped (counted twice, or never).
+pg_ticks() {
+  local i total c t
+  for ((i = 0; i < 100; i++)); do
+    pgrep -P "$PG_PID" -f surge_bench >/dev/null || break
+    sleep 0.1
+  done
+  total="$(proc_ticks "$PG_PID" with-children)" || return 1
+  for c in $(pgrep -P "$PG_PID" || true); do
+    t="$(proc_ticks "$c")" || continue # exited since pgrep
+    total=$((total + t))
+  done
+  echo "$total"
+}
+
+# server_ticks SYSTEM: CPU ticks used so far by the server behind SYSTEM's rows; fails for the
+# in-process row (no server) and for a server that is gone.
+server_ticks() {
+  case "$1" in
+    redis-none) proc_ticks "$REDIS_NONE_PID" ;;
+    redis-always* | redis-full-always) proc_ticks "$REDIS_ALWAYS_PID" ;;
+    postgres) pg_ticks ;;
+    surge-tcp-* | surge-ws-*) proc_ticks "$SURGE_PID" ;;
+    *) return 1 ;;
+  esac
 }
 
 # ---- bench runs ---------------------------------------------------------------------------------
-# run_bench SYSTEM [ENV=VALUE...] -- BENCH-ARGS...   (appends one line to the results)
+# run_bench SYSTEM [ENV=VALUE...] -- BENCH-ARGS...   (appends one line to the results, with the
+# CPU time the server behind SYSTEM spent during the run)
 run_bench() {
   local system="$1"
   shift
   local envs=()
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done
   shift
-  local cmd=("$BENCH_BIN" bench "$@" --label "$system" --json)
+  # The load generator gets BENCH_CPUS, except in the unpinned rows and the in-process one: that
+  # is engine and load generator in one process, so it gets every core, as the pair does pinned.
+  local pin=("${BENCH_PIN[@]}")
+  if [[ $system == *-unpinned || $system == surge-inproc-* ]]; then pin=(); fi
+  local cmd=("${pin[@]}" "$BENCH_BIN" bench "$@" --label "$system" --json)
   local shown
   shown="$(q "${cmd[@]}")"
   ((${#envs[@]})) && shown="$(q "${envs[@]}") $shown"
-  case " $* " in *" tcp://"*) shown="SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN $shown" ;; esac
+  case " $* " in *" tcp://"* | *" ws://"*) shown="SURGE_ADMIN_TOKEN=\$SURGE_ADMIN_TOKEN $shown" ;; esac
   record "$shown"
   log "run $system: $*"
+  local rc=0 t0 t1 cpu=()
+  t0="$(server_ticks "$system")" || t0=""
   # In the background + wait, so that a signal to this script is handled at once (cleanup).
-  local rc=0
   env "${envs[@]}" SURGE_ADMIN_TOKEN="$ADMIN_TOKEN" timeout -k 10 "$RUN_TIMEOUT" "${cmd[@]}" \
     </dev/null >"$WORK/bench.out" &
   BENCH_PID=$!
   wait "$BENCH_PID" || rc=$?
   BENCH_PID=""
+  t1="$(server_ticks "$system")" || t1=""
+  if [[ -n $t0 && -n $t1 ]]; then
+    cpu=(--server-cpu-s "$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", d / hz }')")
+  fi
   python3 "$REPORT_PY" append --results "$RUN_RESULTS" --system "$system" --command "$shown" \
-    --exit-code "$rc" <"$WORK/bench.out"
+    --exit-code "$rc" "${cpu[@]}" <"$WORK/bench.out"
 }
 
 scenario_args() { # scenario pipeline
@@ -317,32 +415,92 @@ scenario_args() { # scenario pipeline
   esac
 }
 
-run_row() { # scenario pipeline system
+# run_row SCENARIO PIPELINE SYSTEM [BENCH-ARGS...]: one row. SYSTEM is one of SYSTEMS, or
+# redis-always-half / surge-tcp-sync-half (given --rate) or redis-always-unpinned /
+# surge-tcp-sync-unpinned.
+run_row() {
   local scenario="$1" pipeline="$2" system="$3" args
+  shift 3
   mapfile -t args < <(scenario_args "$scenario" "$pipeline")
+  args+=("$@")
   case "$system" in
     redis-none) run_bench "$system" -- "${args[@]}" --target "redis://127.0.0.1:$REDIS_NONE_PORT" ;;
-    redis-always) run_bench "$system" -- "${args[@]}" --target "redis://127.0.0.1:$REDIS_ALWAYS_PORT" ;;
+    redis-always | redis-always-half) run_bench "$system" -- "${args[@]}" --target "redis://127.0.0.1:$REDIS_ALWAYS_PORT" ;;
+    redis-full-always)
+      run_bench "$system" -- "${args[@]}" --redis-script full-order --target "redis://127.0.0.1:$REDIS_ALWAYS_PORT"
+      ;;
+    redis-always-unpinned)
+      # The same server, let onto every core for this row only.
+      redis_always_cpus "$ALL_CPUS"
+      run_bench "$system" -- "${args[@]}" --target "redis://127.0.0.1:$REDIS_ALWAYS_PORT"
+      redis_always_cpus "$SERVER_CPUS"
+      ;;
     postgres)
       run_bench "$system" -- "${args[@]}" --target "postgres://postgres@127.0.0.1:$PG_PORT/surge_bench"
       # Flush now, so a later checkpoint's writes do not land on the next rows.
       "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAtX -d surge_bench -c CHECKPOINT >/dev/null || true
       ;;
-    surge-tcp-none | surge-tcp-os | surge-tcp-sync)
-      start_surge "${system#surge-tcp-}"
-      run_bench "$system" -- "${args[@]}" --target "$SURGE_TCP"
+    surge-tcp-* | surge-ws-*)
+      # surge-TRANSPORT-MODE[-half|-unpinned]
+      local rest="${system#surge-}" transport mode
+      transport="${rest%%-*}"
+      mode="${rest#*-}"
+      mode="${mode%%-*}"
+      if [[ $system == *-unpinned ]]; then start_surge "$mode" unpinned; else start_surge "$mode"; fi
+      if [[ $transport == ws ]]; then
+        run_bench "$system" -- "${args[@]}" --target "$SURGE_WS"
+      else
+        run_bench "$system" -- "${args[@]}" --target "$SURGE_TCP"
+      fi
       stop_surge
       ;;
     *) die "unknown system $system (SYSTEMS)" ;;
   esac
 }
 
+# half_row SYSTEM: SYSTEM-half, hot-sku open loop at half of the throughput SYSTEM reached
+# closed-loop at DEEP_PIPELINE (its saturation).
+half_row() {
+  local system="$1" sat rate
+  sat="$(python3 "$REPORT_PY" get --results "$RUN_RESULTS" --system "$system" --scenario hot-sku \
+    --pipeline "$DEEP_PIPELINE" --field throughput_rps)" || sat=""
+  if [[ -z $sat ]]; then
+    log "latency run $system-half skipped: no $system hot-sku pipeline $DEEP_PIPELINE throughput"
+    return 0
+  fi
+  rate="$(python3 -c "import sys; print(max(1, int(float(sys.argv[1]) / 2)))" "$sat")"
+  log "latency run: $system hot-sku at $rate req/s (half of $sat)"
+  run_row hot-sku "$DEEP_PIPELINE" "$system-half" --rate "$rate"
+}
+
 # ---- main ---------------------------------------------------------------------------------------
 for s in $SYSTEMS; do
-  case "$s" in redis-none | redis-always | postgres | surge-tcp-none | surge-tcp-os | surge-tcp-sync) ;;
-    *) die "unknown system $s in SYSTEMS" ;; esac
+  case "$s" in
+    redis-none | redis-always | redis-full-always | postgres) ;;
+    surge-tcp-none | surge-tcp-os | surge-tcp-sync | surge-ws-none | surge-ws-os | surge-ws-sync) ;;
+    *) die "unknown system $s in SYSTEMS" ;;
+  esac
 done
 command -v python3 >/dev/null || die "python3 is required"
+
+# Servers on SERVER_CPUS and load generators on BENCH_CPUS, so that neither takes CPU from the
+# other (on one core there is nothing to split).
+NPROC="$(nproc)"
+PINNED=0
+if [[ $PIN == 1 ]] && ((NPROC >= 2)); then
+  command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux); or set PIN=0"
+  taskset -c "$SERVER_CPUS" true 2>/dev/null || die "SERVER_CPUS=$SERVER_CPUS: taskset cannot run there"
+  taskset -c "$BENCH_CPUS" true 2>/dev/null || die "BENCH_CPUS=$BENCH_CPUS: taskset cannot run there"
+  PINNED=1
+  SERVER_PIN=(taskset -c "$SERVER_CPUS")
+  BENCH_PIN=(taskset -c "$BENCH_CPUS")
+  ALL_CPUS="$(taskset -c -p $$)"
+  ALL_CPUS="${ALL_CPUS##*: }"
+  log "pinned: servers on CPU $SERVER_CPUS, load generator on CPU $BENCH_CPUS (unpinned rows: CPU $ALL_CPUS)"
+elif [[ $PIN == 1 ]]; then
+  log "not pinned: nproc is $NPROC"
+fi
+CLK_TCK="$(getconf CLK_TCK)" # the unit of /proc/PID/stat's CPU times
 
 install_missing
 
@@ -374,12 +532,14 @@ record "# servers (all on 127.0.0.1; ports and temp dirs are picked per run)"
 if has_system redis-none; then
   free_port REDIS_NONE_PORT
   start_redis redis-none "$REDIS_NONE_PORT" --appendonly no
+  REDIS_NONE_PID="${REDIS_PIDS[-1]}"
 fi
-if has_system redis-always; then
+if has_system redis-always || has_system redis-full-always; then
   free_port REDIS_ALWAYS_PORT
   start_redis redis-always "$REDIS_ALWAYS_PORT" --appendonly yes --appendfsync always
+  REDIS_ALWAYS_PID="${REDIS_PIDS[-1]}"
 fi
-if has_system redis-none || has_system redis-always; then REDIS_VERSION="$(redis-server --version)"; fi
+if has_redis; then REDIS_VERSION="$(redis-server --version)"; fi
 if has_system postgres; then
   free_port PG_PORT
   start_pg
@@ -391,7 +551,7 @@ SURGE_VERSION=""
 if [[ $SERVERS_ONLY == 1 ]]; then
   if ((HAVE_SURGE)); then
     for m in none os sync; do
-      has_system "surge-tcp-$m" || continue
+      has_system "surge-tcp-$m" || has_system "surge-ws-$m" || continue
       start_surge "$m"
       stop_surge
     done
@@ -408,7 +568,9 @@ python3 "$REPORT_PY" meta --out "$WORK/meta.json" --fsync-dir "$WORK" --repo "$R
   --set surge_version="$SURGE_VERSION" --set connections="$CONNECTIONS" --set duration="$DURATION" \
   --set pipelines="$PIPELINES" --set flash_pipelines="$FLASH_PIPELINES" \
   --set flash_users="$FLASH_USERS" --set flash_stock="$FLASH_STOCK" --set systems="$SYSTEMS" \
-  --set surge_shards="${SURGE_SHARDS:-config default}" --set bench_tmpdir="$BENCH_TMPDIR"
+  --set surge_shards="${SURGE_SHARDS:-config default}" --set bench_tmpdir="$BENCH_TMPDIR" \
+  --set pin="$PIN" --set pinned="$PINNED" --set server_cpus="$SERVER_CPUS" --set bench_cpus="$BENCH_CPUS" \
+  --set unpinned_rows="$UNPINNED_ROWS" --set surge_live_orders_expected="$SURGE_LIVE_ORDERS_EXPECTED"
 
 T0=$SECONDS
 record "# benchmark runs"
@@ -420,29 +582,30 @@ for p in $FLASH_PIPELINES; do
 done
 
 # The pipeline depth of the "pipelined" rows: 16 if measured, else the deepest.
-LAT_PIPELINE="$(printf '%s\n' $PIPELINES | sort -n | tail -n 1)"
-[[ " $PIPELINES " == *" 16 "* ]] && LAT_PIPELINE=16
+DEEP_PIPELINE="$(printf '%s\n' $PIPELINES | sort -n | tail -n 1)"
+[[ " $PIPELINES " == *" 16 "* ]] && DEEP_PIPELINE=16
 
-if [[ $LATENCY_RUN == 1 ]] && has_system surge-tcp-sync; then
-  sat="$(python3 "$REPORT_PY" get --results "$RUN_RESULTS" --system surge-tcp-sync --scenario hot-sku \
-    --pipeline "$LAT_PIPELINE" --field throughput_rps || true)"
-  if [[ -n $sat ]]; then
-    rate="$(python3 -c "import sys; print(max(1, int(float(sys.argv[1]) / 2)))" "$sat")"
-    log "latency run: surge-tcp-sync hot-sku at $rate req/s (half of $sat)"
-    mapfile -t args < <(scenario_args hot-sku "$LAT_PIPELINE")
-    start_surge sync
-    run_bench surge-tcp-sync-half -- "${args[@]}" --target "$SURGE_TCP" --rate "$rate"
-    stop_surge
-  else
-    log "latency run skipped: no surge-tcp-sync hot-sku pipeline $LAT_PIPELINE throughput"
-  fi
+if [[ $LATENCY_RUN == 1 ]]; then
+  for s in redis-always surge-tcp-sync; do
+    has_system "$s" || continue
+    half_row "$s"
+  done
 fi
 
 if [[ $INPROC_RUN == 1 ]]; then
   mkdir -p "$WORK/inproc"
-  mapfile -t args < <(scenario_args hot-sku "$LAT_PIPELINE")
+  mapfile -t args < <(scenario_args hot-sku "$DEEP_PIPELINE")
   run_bench surge-inproc-sync -- "${args[@]}" --target in-process --durability sync --data-dir "$WORK/inproc/data"
   rm -rf "$WORK/inproc"
+fi
+
+# The durable peers' deepest hot-sku rows once more with server and load generator sharing every
+# core, as runs before pinning did: what pinning changes.
+if ((PINNED)) && [[ $UNPINNED_ROWS == 1 ]]; then
+  for s in redis-always surge-tcp-sync; do
+    has_system "$s" || continue
+    run_row hot-sku "$DEEP_PIPELINE" "$s-unpinned"
+  done
 fi
 log "benchmark runs took $((SECONDS - T0)) s"
 
