@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -181,8 +182,15 @@ async fn read_loop(
             m = stream.recv() => m,
         };
         last_seen = Instant::now();
-        let flow = on_message(&mut conn, &mut session, msg, permit, write_timeout).await;
-        // One message per wake-up here: its `create_order` goes now, as a batch of one.
+        let mut flow = on_message(&mut conn, &mut session, msg, permit, write_timeout).await;
+        // Frames already received join the same batch (as TCP's buffered lines): their
+        // `create_order` requests reach the engine together once none is left to take without
+        // waiting (or no in-flight slot is free).
+        while flow == Flow::Continue && conn.role.is_some() && !cancel.is_cancelled() {
+            let Ok(permit) = conn.inflight.clone().try_acquire_owned() else { break };
+            let Some(msg) = stream.recv().now_or_never() else { break };
+            flow = on_message(&mut conn, &mut session, msg, permit, write_timeout).await;
+        }
         conn.flush_creates();
         if flow == Flow::Close {
             break;

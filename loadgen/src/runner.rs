@@ -183,14 +183,13 @@ async fn run_async(
     target: &Target,
     engine: Option<&crate::in_process::InProcess>,
 ) -> LoadgenResult<Report> {
-    // Closed-loop orders to a Surge server over TCP go through the pipelined driver (one task
-    // per connection, `pipelined.rs`); one general client stays for setup and the check.
+    // Closed-loop orders to a Surge server (TCP or WebSocket) go through the pipelined driver
+    // (one task per connection, `pipelined.rs`); one general client stays for setup and the
+    // check.
+    let closed_order_loop = args.rate.is_none() && matches!(args.scenario, Scenario::HotSku | Scenario::FlashSale);
     let pipelined = match target {
-        Target::SurgeTcp(addr)
-            if args.rate.is_none() && matches!(args.scenario, Scenario::HotSku | Scenario::FlashSale) =>
-        {
-            Some(addr.clone())
-        }
+        Target::SurgeTcp(addr) if closed_order_loop => Some(pipelined::Endpoint::Tcp(addr.clone())),
+        Target::SurgeWs(url) if closed_order_loop => Some(pipelined::Endpoint::Ws(url.clone())),
         _ => None,
     };
     let general = if pipelined.is_some() { 1 } else { args.connections };
@@ -235,12 +234,12 @@ async fn run_async(
 
     let progress = progress_bar(args, budget, shared.clone());
     let mut handles = Vec::with_capacity(lanes as usize);
-    if let Some(addr) = &pipelined {
+    if let Some(endpoint) = &pipelined {
         let token = args.token.clone().unwrap_or_default();
         let minimal = args.reply == crate::config::ReplyArg::Minimal;
         for _ in 0..args.connections {
             let lane =
-                pipelined::pipelined_tcp_lane(addr.clone(), token.clone(), minimal, args.pipeline, shared.clone());
+                pipelined::pipelined_lane(endpoint.clone(), token.clone(), minimal, args.pipeline, shared.clone());
             handles.push(tokio::spawn(lane));
         }
     }

@@ -18,8 +18,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{LaneResult, Shared, LATENCY_US_MAX};
 use crate::error::{LoadgenError, LoadgenResult};
@@ -62,43 +64,104 @@ fn code_of(c: &str) -> Cow<'static, str> {
     }
 }
 
+/// Where the driver's connection goes: a TCP address (`host:port`) or a WebSocket URL.
+#[derive(Clone)]
+pub(super) enum Endpoint {
+    Tcp(String),
+    Ws(String),
+}
+
 /// One connection's closed loop: authenticate, then keep `pipeline` `create_order` requests in
 /// flight until the budget or the deadline.
-pub(super) async fn pipelined_tcp_lane(
-    addr: String,
+pub(super) async fn pipelined_lane(
+    endpoint: Endpoint,
     token: String,
     minimal: bool,
     pipeline: usize,
     shared: Arc<Shared>,
 ) -> LoadgenResult<LaneResult> {
-    let err = |e: std::io::Error| LoadgenError::Connect { target: format!("tcp://{addr}"), reason: e.to_string() };
-    let stream = TcpStream::connect(&addr).await.map_err(err)?;
-    stream.set_nodelay(true).map_err(err)?;
-    let mut conn = Conn { stream, inbox: Vec::with_capacity(64 * 1024), scanned_to: 0 };
     let shape = if minimal { r#","reply":"minimal""# } else { "" };
     let token_json = serde_json::to_string(&token).unwrap_or_default();
-    conn.stream
-        .write_all(format!("{{\"id\":0,\"op\":\"auth\",\"token\":{token_json}{shape}}}\n").as_bytes())
-        .await
-        .map_err(err)?;
-    let auth = conn.next_line().await?;
-    if scan(&auth).is_none_or(|s| s.error.is_some()) {
-        return Err(LoadgenError::Connect { target: format!("tcp://{addr}"), reason: "auth refused".into() });
+    let auth = format!("{{\"id\":0,\"op\":\"auth\",\"token\":{token_json}{shape}}}");
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let target = format!("tcp://{addr}");
+            let err = |e: std::io::Error| LoadgenError::Connect { target: target.clone(), reason: e.to_string() };
+            let stream = TcpStream::connect(&addr).await.map_err(err)?;
+            stream.set_nodelay(true).map_err(err)?;
+            let mut wire = TcpWire { stream, inbox: Vec::with_capacity(64 * 1024), scanned_to: 0, out: Vec::new() };
+            authenticate(&mut wire, &auth, &target).await?;
+            drive(&mut wire, pipeline, &shared).await
+        }
+        Endpoint::Ws(url) => {
+            let err = |e: tokio_tungstenite::tungstenite::Error| LoadgenError::Connect {
+                target: url.clone(),
+                reason: e.to_string(),
+            };
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(err)?;
+            if let tokio_tungstenite::MaybeTlsStream::Plain(s) = ws.get_ref() {
+                let _ = s.set_nodelay(true);
+            }
+            let mut wire = WsWire { ws, unsent: 0 };
+            authenticate(&mut wire, &auth, &url).await?;
+            drive(&mut wire, pipeline, &shared).await
+        }
     }
-    drive(&mut conn, pipeline, &shared).await
 }
 
-/// The socket and the bytes read but not yet scanned.
-struct Conn {
+/// Send `auth` and wait for its answer.
+async fn authenticate(wire: &mut impl Wire, auth: &str, target: &str) -> LoadgenResult<()> {
+    wire.push(auth.as_bytes()).await?;
+    wire.flush().await?;
+    let mut answer = None;
+    while answer.is_none() {
+        wire.read(&mut |line| answer = Some(scan(line).is_some_and(|s| s.error.is_none()))).await?;
+    }
+    match answer {
+        Some(true) => Ok(()),
+        _ => Err(LoadgenError::Connect { target: target.to_owned(), reason: "auth refused".into() }),
+    }
+}
+
+/// A connection as the driver uses it: queue request texts, send them, read replies.
+trait Wire {
+    /// Queue one request (one JSON object, no newline).
+    async fn push(&mut self, request: &[u8]) -> LoadgenResult<()>;
+    /// Send what is queued.
+    async fn flush(&mut self) -> LoadgenResult<()>;
+    /// Wait for more input, then hand every complete reply to `on_reply`.
+    async fn read(&mut self, on_reply: &mut (dyn FnMut(&[u8]) + Send)) -> LoadgenResult<()>;
+}
+
+fn lost(e: impl std::fmt::Display) -> LoadgenError {
+    LoadgenError::Protocol(format!("connection lost ({e})"))
+}
+
+/// TCP: lines in one buffer, one write per flush; replies split at newlines.
+struct TcpWire {
     stream: TcpStream,
     inbox: Vec<u8>,
     /// Bytes of `inbox` before this are consumed.
     scanned_to: usize,
+    out: Vec<u8>,
 }
 
-impl Conn {
-    /// Read at least one more chunk; an error once the server has closed the connection.
-    async fn fill(&mut self) -> LoadgenResult<()> {
+impl Wire for TcpWire {
+    async fn push(&mut self, request: &[u8]) -> LoadgenResult<()> {
+        self.out.extend_from_slice(request);
+        self.out.push(b'\n');
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> LoadgenResult<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await.map_err(lost)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, on_reply: &mut (dyn FnMut(&[u8]) + Send)) -> LoadgenResult<()> {
         if self.scanned_to > 0 {
             self.inbox.drain(..self.scanned_to);
             self.scanned_to = 0;
@@ -106,38 +169,62 @@ impl Conn {
         if self.inbox.len() > LINE_BYTES_MAX {
             return Err(LoadgenError::Protocol("a reply line longer than 1 MiB".into()));
         }
-        let n = self.stream.read_buf(&mut self.inbox).await.map_err(|e| LoadgenError::Protocol(e.to_string()))?;
-        if n == 0 {
-            return Err(LoadgenError::Protocol("connection lost (closed by the server)".into()));
+        if self.stream.read_buf(&mut self.inbox).await.map_err(lost)? == 0 {
+            return Err(lost("closed by the server"));
+        }
+        while let Some(end) = self.inbox[self.scanned_to..].iter().position(|b| *b == b'\n') {
+            on_reply(&self.inbox[self.scanned_to..self.scanned_to + end]);
+            self.scanned_to += end + 1;
+        }
+        Ok(())
+    }
+}
+
+/// WebSocket: one text frame per request, fed without flushing until `flush`; one reply per
+/// frame.
+struct WsWire {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    unsent: usize,
+}
+
+impl Wire for WsWire {
+    async fn push(&mut self, request: &[u8]) -> LoadgenResult<()> {
+        let text = String::from_utf8_lossy(request).into_owned();
+        self.ws.feed(Message::text(text)).await.map_err(lost)?;
+        self.unsent += 1;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> LoadgenResult<()> {
+        if self.unsent > 0 {
+            self.ws.flush().await.map_err(lost)?;
+            self.unsent = 0;
         }
         Ok(())
     }
 
-    /// The next complete line already read, without its newline.
-    fn take_line(&mut self) -> Option<std::ops::Range<usize>> {
-        let rest = &self.inbox[self.scanned_to..];
-        let end = rest.iter().position(|b| *b == b'\n')?;
-        let range = self.scanned_to..self.scanned_to + end;
-        self.scanned_to += end + 1;
-        Some(range)
-    }
-
-    async fn next_line(&mut self) -> LoadgenResult<Vec<u8>> {
-        loop {
-            if let Some(r) = self.take_line() {
-                return Ok(self.inbox[r].to_vec());
+    async fn read(&mut self, on_reply: &mut (dyn FnMut(&[u8]) + Send)) -> LoadgenResult<()> {
+        // One frame waited for, then every frame already here.
+        let mut next = Some(self.ws.next().await);
+        while let Some(frame) = next {
+            match frame {
+                Some(Ok(Message::Text(t))) => on_reply(t.as_bytes()),
+                Some(Ok(Message::Close(_))) | None => return Err(lost("closed by the server")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(lost(e)),
             }
-            self.fill().await?;
+            next = self.ws.next().now_or_never();
         }
+        Ok(())
     }
 }
 
-/// The loop: refill the pipeline (one write), read, account every complete reply.
-async fn drive(conn: &mut Conn, pipeline: usize, shared: &Shared) -> LoadgenResult<LaneResult> {
+/// The loop: refill the pipeline (one send), read, account every complete reply.
+async fn drive(wire: &mut impl Wire, pipeline: usize, shared: &Shared) -> LoadgenResult<LaneResult> {
     let mut r = LaneResult::empty()?;
     let sku = shared.skus.first().cloned().unwrap_or_default();
     let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(pipeline * 2);
-    let mut out = Vec::with_capacity(pipeline * 192);
+    let mut request = Vec::with_capacity(192);
     let mut next_id = 1u64;
     let mut done = false;
     loop {
@@ -147,25 +234,19 @@ async fn drive(conn: &mut Conn, pipeline: usize, shared: &Shared) -> LoadgenResu
                 done = true;
                 break;
             }
-            encode(&mut out, next_id, &shared.names.run_id, i % shared.users, i, &sku);
+            request.clear();
+            encode(&mut request, next_id, &shared.names.run_id, i % shared.users, i, &sku);
+            wire.push(&request).await?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
-        if !out.is_empty() {
-            conn.stream.write_all(&out).await.map_err(|e| LoadgenError::Protocol(e.to_string()))?;
-            out.clear();
-        }
+        wire.flush().await?;
         if sent_at.is_empty() {
             return Ok(r);
         }
-        if let Err(e) = conn.fill().await {
-            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += sent_at.len() as u64;
-            r.failure = Some(e.to_string());
-            return Ok(r);
-        }
-        while let Some(line) = conn.take_line() {
-            let Some(s) = scan(&conn.inbox[line]) else { continue };
-            let Some(sent) = sent_at.remove(&s.id) else { continue };
+        let mut on_reply = |line: &[u8]| {
+            let Some(s) = scan(line) else { return };
+            let Some(sent) = sent_at.remove(&s.id) else { return };
             match s.error {
                 None => {
                     // hot-sku and flash-sale order one unit.
@@ -178,15 +259,20 @@ async fn drive(conn: &mut Conn, pipeline: usize, shared: &Shared) -> LoadgenResu
             let latency_us = sent.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
             r.record(shared.start, sent, latency_us);
             shared.done.fetch_add(1, Ordering::Relaxed);
+        };
+        if let Err(e) = wire.read(&mut on_reply).await {
+            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += sent_at.len() as u64;
+            r.failure = Some(e.to_string());
+            return Ok(r);
         }
     }
 }
 
-/// Append request `id`: user `u<run>-<user>` orders one unit of `sku` with key `k<i>`, as the
-/// lane loop's requests (names from [`super::Names`]; none needs JSON escaping).
+/// Append request `id` (no newline): user `u<run>-<user>` orders one unit of `sku` with key
+/// `k<i>`, as the lane loop's requests (names from [`super::Names`]; none needs JSON escaping).
 fn encode(out: &mut Vec<u8>, id: u64, run_id: &str, user: u64, i: u64, sku: &str) {
     // Writing to a Vec cannot fail.
-    let _ = writeln!(
+    let _ = write!(
         out,
         r#"{{"id":{id},"op":"create_order","user_id":"u{run_id}-{user}","items":[{{"sku_id":"{sku}","qty":1}}],"idempotency_key":"k{i}"}}"#
     );
@@ -218,6 +304,6 @@ mod tests {
         assert_eq!(v["user_id"], "ur1-3");
         assert_eq!(v["idempotency_key"], "k12");
         assert_eq!(v["items"][0]["sku_id"], "bench-r1-0");
-        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(out.last(), Some(&b'}'), "one object, framed by the transport");
     }
 }
