@@ -180,6 +180,18 @@ wait_port() { # port pid seconds name
   die "$name did not accept on 127.0.0.1:$port within ${secs}s"
 }
 
+# surge serve answers WebSocket upgrades (and /ready) with 503 until it is ready: wait for 200.
+wait_ready() { # http-port pid seconds name
+  local port="$1" pid="$2" secs="$3" name="$4" i
+  for ((i = 0; i < secs * 10; i++)); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$port/ready" 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || die "$name exited while starting"
+    sleep 0.1
+  done
+  die "$name was not ready on 127.0.0.1:$port/ready within ${secs}s"
+}
+
 # ---- install ------------------------------------------------------------------------------------
 find_pg_bindir() {
   [[ -n $PG_BINDIR ]] && { printf '%s' "$PG_BINDIR"; return; }
@@ -312,6 +324,7 @@ start_surge() { # durability [unpinned]
   # The heap for the expected orders is faulted in before anything listens.
   wait_port "$tcp" "$SURGE_PID" 60 "surge serve ($mode)"
   wait_port "$http" "$SURGE_PID" 30 "surge serve ($mode) http/ws"
+  wait_ready "$http" "$SURGE_PID" 30 "surge serve ($mode)"
   SURGE_TCP="tcp://127.0.0.1:$tcp"
   SURGE_WS="ws://127.0.0.1:$http/ws"
   log "surge serve ($mode) up on 127.0.0.1:$tcp and $SURGE_WS, pid $SURGE_PID${pin[*]:+, under ${pin[*]}}"
