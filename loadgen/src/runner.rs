@@ -183,13 +183,13 @@ async fn run_async(
     target: &Target,
     engine: Option<&crate::in_process::InProcess>,
 ) -> LoadgenResult<Report> {
-    // Closed-loop orders to a Surge server (TCP or WebSocket) go through the pipelined driver
-    // (one task per connection, `pipelined.rs`); one general client stays for setup and the
-    // check.
-    let closed_order_loop = args.rate.is_none() && matches!(args.scenario, Scenario::HotSku | Scenario::FlashSale);
+    // Orders to a Surge server (TCP or WebSocket; closed or open loop) go through the pipelined
+    // driver (one task per connection, `pipelined.rs`); one general client stays for setup and
+    // the check.
+    let order_loop = matches!(args.scenario, Scenario::HotSku | Scenario::FlashSale);
     let pipelined = match target {
-        Target::SurgeTcp(addr) if closed_order_loop => Some(pipelined::Endpoint::Tcp(addr.clone())),
-        Target::SurgeWs(url) if closed_order_loop => Some(pipelined::Endpoint::Ws(url.clone())),
+        Target::SurgeTcp(addr) if order_loop => Some(pipelined::Endpoint::Tcp(addr.clone())),
+        Target::SurgeWs(url) if order_loop => Some(pipelined::Endpoint::Ws(url.clone())),
         _ => None,
     };
     let general = if pipelined.is_some() { 1 } else { args.connections };
@@ -237,9 +237,10 @@ async fn run_async(
     if let Some(endpoint) = &pipelined {
         let token = args.token.clone().unwrap_or_default();
         let minimal = args.reply == crate::config::ReplyArg::Minimal;
-        for _ in 0..args.connections {
-            let lane =
-                pipelined::pipelined_lane(endpoint.clone(), token.clone(), minimal, args.pipeline, shared.clone());
+        let slots = args.connections as u64;
+        for slot in 0..slots {
+            let shape = (args.pipeline, slot, slots);
+            let lane = pipelined::pipelined_lane(endpoint.clone(), token.clone(), minimal, shape, shared.clone());
             handles.push(tokio::spawn(lane));
         }
     }

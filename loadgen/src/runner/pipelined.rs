@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,13 +71,13 @@ pub(super) enum Endpoint {
     Ws(String),
 }
 
-/// One connection's closed loop: authenticate, then keep `pipeline` `create_order` requests in
-/// flight until the budget or the deadline.
+/// One connection's loop (connection `slot` of `slots`): authenticate, then keep up to
+/// `pipeline` `create_order` requests in flight until the budget or the deadline ([`drive`]).
 pub(super) async fn pipelined_lane(
     endpoint: Endpoint,
     token: String,
     minimal: bool,
-    pipeline: usize,
+    (pipeline, slot, slots): (usize, u64, u64),
     shared: Arc<Shared>,
 ) -> LoadgenResult<LaneResult> {
     let shape = if minimal { r#","reply":"minimal""# } else { "" };
@@ -91,7 +91,7 @@ pub(super) async fn pipelined_lane(
             stream.set_nodelay(true).map_err(err)?;
             let mut wire = TcpWire { stream, inbox: Vec::with_capacity(64 * 1024), scanned_to: 0, out: Vec::new() };
             authenticate(&mut wire, &auth, &target).await?;
-            drive(&mut wire, pipeline, &shared).await
+            drive(&mut wire, pipeline, (slot, slots), &shared).await
         }
         Endpoint::Ws(url) => {
             let err = |e: tokio_tungstenite::tungstenite::Error| LoadgenError::Connect {
@@ -104,7 +104,7 @@ pub(super) async fn pipelined_lane(
             }
             let mut wire = WsWire { ws, unsent: 0 };
             authenticate(&mut wire, &auth, &url).await?;
-            drive(&mut wire, pipeline, &shared).await
+            drive(&mut wire, pipeline, (slot, slots), &shared).await
         }
     }
 }
@@ -219,30 +219,60 @@ impl Wire for WsWire {
     }
 }
 
-/// The loop: refill the pipeline (one send), read, account every complete reply.
-async fn drive(wire: &mut impl Wire, pipeline: usize, shared: &Shared) -> LoadgenResult<LaneResult> {
+/// The loop: refill the pipeline (one send), read, account every complete reply. Closed loop:
+/// a request goes as soon as one is answered. Open loop (`--rate`): this connection (`slot` of
+/// `slots`) sends its k-th request at its due time, `start + (k × slots + slot) / rate`, and its
+/// latency is measured from that time, so a stall is charged to every request due during it
+/// (coordinated omission corrected, as the lane loop does); at most `pipeline` are in flight.
+async fn drive(
+    wire: &mut impl Wire,
+    pipeline: usize,
+    (slot, slots): (u64, u64),
+    shared: &Shared,
+) -> LoadgenResult<LaneResult> {
     let mut r = LaneResult::empty()?;
     let sku = shared.skus.first().cloned().unwrap_or_default();
     let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(pipeline * 2);
     let mut request = Vec::with_capacity(192);
-    let mut next_id = 1u64;
+    let (mut next_id, mut k) = (1u64, 0u64);
     let mut done = false;
     loop {
+        let mut next_due = None;
         while !done && sent_at.len() < pipeline {
+            let now = Instant::now();
+            let due = match shared.rate {
+                Some(rate) => shared.start + Duration::from_secs_f64((k * slots + slot) as f64 / rate),
+                None => now,
+            };
+            if due >= shared.deadline || now >= shared.deadline {
+                done = true;
+                break;
+            }
+            if due > now {
+                next_due = Some(due);
+                break;
+            }
             let i = shared.issued.fetch_add(1, Ordering::Relaxed);
-            if shared.budget.is_some_and(|b| i >= b) || Instant::now() >= shared.deadline {
+            if shared.budget.is_some_and(|b| i >= b) {
                 done = true;
                 break;
             }
             request.clear();
             encode(&mut request, next_id, &shared.names.run_id, i % shared.users, i, &sku);
             wire.push(&request).await?;
-            sent_at.insert(next_id, Instant::now());
+            sent_at.insert(next_id, due);
             next_id += 1;
+            k += 1;
         }
         wire.flush().await?;
         if sent_at.is_empty() {
-            return Ok(r);
+            match next_due {
+                Some(due) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
+                None => return Ok(r),
+            }
         }
         let mut on_reply = |line: &[u8]| {
             let Some(s) = scan(line) else { return };
@@ -260,8 +290,17 @@ async fn drive(wire: &mut impl Wire, pipeline: usize, shared: &Shared) -> Loadge
             r.record(shared.start, sent, latency_us);
             shared.done.fetch_add(1, Ordering::Relaxed);
         };
-        if let Err(e) = wire.read(&mut on_reply).await {
-            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += sent_at.len() as u64;
+        let read = wire.read(&mut on_reply);
+        let outcome = match next_due {
+            Some(due) => tokio::select! {
+                r = read => r,
+                () = tokio::time::sleep_until(due.into()) => Ok(()),
+            },
+            None => read.await,
+        };
+        if let Err(e) = outcome {
+            let lost = sent_at.len() as u64;
+            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += lost;
             r.failure = Some(e.to_string());
             return Ok(r);
         }
