@@ -25,6 +25,8 @@ pub struct AuditReport {
     pub orders: usize,
     /// Live holdings (reserved or sold) checked.
     pub holdings: usize,
+    /// Wallet accounts checked (issue 14).
+    pub wallet_accounts: usize,
     /// Units each (SKU, user) holds, as counted for the per-user limit.
     #[serde(skip)]
     pub user_units: HashMap<(SkuId, UserId), u32>,
@@ -43,10 +45,17 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
     let mut r = AuditReport::default();
     let mut orders: HashMap<OrderId, Arc<Order>> = HashMap::new();
     let mut holdings: HashMap<(SkuId, OrderId), (UserId, u32, bool)> = HashMap::new();
+    let mut wallet_payments: Vec<(OrderId, Box<str>)> = Vec::new();
     for s in shards {
         if s.in_flight > 0 {
             r.violations.push(format!("{} orders still in flight (call settle first)", s.in_flight));
         }
+        r.violations.extend(s.wallets.violation);
+        if s.wallets.open_tries > 0 {
+            r.violations.push(format!("{} wallet payment tries still open", s.wallets.open_tries));
+        }
+        r.wallet_accounts += s.wallets.accounts;
+        wallet_payments.extend(s.wallets.payments);
         for o in s.orders {
             orders.insert(o.order_id, o);
         }
@@ -122,6 +131,7 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
         }
         let _ = sold;
     }
+    check_wallet_payments(&mut r, &orders, &wallet_payments);
     for o in orders.values() {
         let want = expected_holding(o);
         for item in &o.items {
@@ -135,4 +145,22 @@ pub(crate) fn check(shards: Vec<ShardAudit>) -> AuditReport {
         }
     }
     r
+}
+
+/// Each settled wallet payment belongs to a live order that took it and is still paid for
+/// (not canceled, not refunded): money never left a wallet for an order that did not keep it.
+fn check_wallet_payments(r: &mut AuditReport, orders: &HashMap<OrderId, Arc<Order>>, payments: &[(OrderId, Box<str>)]) {
+    use crate::domain::OrderStatus::{Canceled, PendingPayment, Refunded};
+    for (order_id, transfer_id) in payments {
+        // An archived order is not live here; its payment is checked when it was archived.
+        let Some(o) = orders.get(order_id) else { continue };
+        let took = o.payment.as_ref().is_some_and(|p| *p.payment_id == *format!("wallet:{transfer_id}"));
+        if !took || matches!(o.status, Canceled | PendingPayment | Refunded) {
+            r.violations.push(format!(
+                "wallet payment {transfer_id} settled for order {order_id}, which is {} and took {:?}",
+                o.status,
+                o.payment.as_ref().map(|p| &p.payment_id)
+            ));
+        }
+    }
 }

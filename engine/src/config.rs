@@ -49,6 +49,13 @@ pub struct EngineConfig {
     /// copies ~64 MB in one go, a stall of tens of ms (issue 12, "no stalls"). Costs ~70 bytes
     /// per expected order up front, touched only as it is used. At most 2^32.
     pub live_orders_expected: u64,
+    /// The assets wallets may hold (issue 14), as `[[engine.assets]]` tables: code, scale and
+    /// the rate at which one unit pays orders. Default: `CNY` (scale 2, rate 1) and `POINTS`
+    /// (scale 0, rate 0.01: 100 points pay 1.00).
+    pub assets: Vec<crate::wallet::AssetSpec>,
+    /// A wallet payment's try still open after this long is canceled by the engine clock
+    /// (issue 14; TigerBeetle's pending transfers with a timeout). Default 10 s.
+    pub tcc_try_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +75,8 @@ impl Default for EngineConfig {
             timers_per_tick_max: 4_096,
             tick_interval_ms: 10,
             live_orders_expected: 0,
+            assets: crate::wallet::AssetSpec::defaults(),
+            tcc_try_timeout_ms: 10_000,
         }
     }
 }
@@ -106,6 +115,7 @@ impl EngineConfig {
             ("payment_timeout_ms", self.payment_timeout_ms),
             ("auto_complete_ms", self.auto_complete_ms),
             ("archive_after_ms", self.archive_after_ms),
+            ("tcc_try_timeout_ms", self.tcc_try_timeout_ms),
         ];
         for (name, ms) in durations {
             if ms > DURATION_MS_MAX {
@@ -129,6 +139,7 @@ impl EngineConfig {
                 return bad(format!("{name} must be 1..={max}"));
             }
         }
+        crate::wallet::Assets::new(&self.assets)?;
         Ok(())
     }
 }

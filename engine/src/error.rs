@@ -171,6 +171,29 @@ pub enum EngineError {
         /// Its status.
         status: OrderStatus,
     },
+    /// A wallet account holds less than a debit or a payment leg needs (issue 14). Nothing moved.
+    #[error("insufficient funds in {asset}: needed {needed_minor}, available {available_minor} (minor units)")]
+    InsufficientFunds {
+        /// The asset.
+        asset: String,
+        /// Minor units asked.
+        needed_minor: u64,
+        /// Minor units spendable.
+        available_minor: u64,
+    },
+    /// The asset is not listed in `engine.assets`, or cannot pay orders (no rate).
+    #[error("unknown asset {asset}")]
+    UnknownAsset {
+        /// The code given.
+        asset: String,
+    },
+    /// A wallet `transfer_id` was used before with other parameters. Same code as
+    /// [`EngineError::IdempotencyConflict`]: the same rule, for transfers.
+    #[error("transfer id {transfer_id} reused with other parameters")]
+    TransferConflict {
+        /// The reused id.
+        transfer_id: String,
+    },
     /// The target shard's bounded mailbox is full; the request was not executed. Retry later.
     #[error("engine overloaded: shard mailbox full")]
     Overloaded,
@@ -218,7 +241,11 @@ impl EngineError {
             Self::DisputeWindowClosed { .. } => "dispute_window_closed",
             Self::OrderHistoryFull { .. } => "order_history_full",
             Self::VersionConflict { .. } => "version_conflict",
-            Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } => "idempotency_conflict",
+            Self::IdempotencyConflict { .. } | Self::AdjustmentConflict { .. } | Self::TransferConflict { .. } => {
+                "idempotency_conflict"
+            }
+            Self::InsufficientFunds { .. } => "insufficient_funds",
+            Self::UnknownAsset { .. } => "unknown_asset",
             Self::AmountMismatch { .. } => "amount_mismatch",
             Self::AlreadyPaid { .. } => "already_paid",
             Self::OrderNotPayable { .. } => "order_not_payable",

@@ -162,6 +162,8 @@ pub enum Event {
     Sku(SkuEvent),
     /// An order actor's.
     Order(OrderEvent),
+    /// A user's wallet's (issue 14).
+    Wallet(crate::wallet::WalletEvent),
 }
 
 /// Called once a submitted batch is durable (`Ok`) or can never be (`Err`).
@@ -242,6 +244,11 @@ pub trait ChangeObserver: Send + Sync + 'static {
     /// A SKU's counters or rules changed (at most once per SKU per shard batch); read the new
     /// state with `Engine::get_sku`.
     fn stock_changed(&self, sku_id: &SkuId);
+    /// A user's wallet changed (at most once per user per shard batch); `wallet` is every
+    /// listed asset's account as the batch left it (issue 14). Default: ignored.
+    fn wallet_changed(&self, wallet: &crate::wallet::WalletView) {
+        let _ = wallet;
+    }
 }
 
 /// A journal factory: the engine asks it for one journal per shard.

@@ -64,6 +64,7 @@ pub mod state;
 pub mod state_machine;
 pub mod stats;
 mod user_filter;
+pub mod wallet;
 
 pub use audit::AuditReport;
 pub use clock::{Clock, ManualClock, SystemClock};

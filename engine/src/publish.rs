@@ -170,6 +170,9 @@ pub(crate) struct BatchPublication {
     pub orders: Vec<(Arc<Order>, bool)>,
     /// One per SKU changed in the batch.
     pub skus: Vec<SkuPublication>,
+    /// Each wallet whose accounts changed in the batch, as it ended (for `wallet:<user>` pushes;
+    /// wallets have no read model: their reads go through the shard).
+    pub wallets: Vec<crate::wallet::WalletView>,
 }
 
 impl BatchPublication {

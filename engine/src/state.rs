@@ -37,6 +37,9 @@ pub struct EngineState {
     pub skus: BTreeMap<SkuId, SkuState>,
     /// Every live order by id.
     pub orders: BTreeMap<OrderId, Arc<Order>>,
+    /// Every user's wallet (issue 14; empty in snapshots written before wallets existed).
+    #[serde(default)]
+    pub wallets: crate::wallet::WalletBook,
 }
 
 /// An [`EngineState`] as format version 1 stored it (its SKUs before adjustment ids): the
@@ -51,7 +54,11 @@ pub struct EngineStateV1 {
 
 impl From<EngineStateV1> for EngineState {
     fn from(v: EngineStateV1) -> Self {
-        Self { skus: v.skus.into_iter().map(|(k, st)| (k, st.into())).collect(), orders: v.orders }
+        Self {
+            skus: v.skus.into_iter().map(|(k, st)| (k, st.into())).collect(),
+            orders: v.orders,
+            wallets: crate::wallet::WalletBook::default(),
+        }
     }
 }
 
@@ -123,13 +130,47 @@ impl EngineState {
                     *o = order::apply(o, e);
                 }
             }
+            Event::Wallet(e) => {
+                // The shard journals only events it applied itself, so this cannot fail on a
+                // log the engine wrote; a log that disagrees with itself is reported, and the
+                // audit then names the account.
+                if let Err(err) = self.wallets.apply(e) {
+                    tracing::error!(error = %err, "replay: a wallet event does not apply; the event is skipped");
+                }
+            }
         }
+    }
+
+    /// Finish every wallet payment a crash left between its try and its confirm or cancel:
+    /// settle it if its order took the payment (`wallet:<transfer_id>`), else cancel it (issue
+    /// 14). The shard journals a payment's try and confirm in one batch, so a log the engine
+    /// wrote holds none; this is the rule for any that does.
+    fn close_open_tries(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
+        use crate::wallet::WalletEvent;
+        let open: Vec<_> =
+            self.wallets.open_tries().map(|(u, id, t)| (u.clone(), id.clone(), t.order_id, t.at_ms)).collect();
+        let mut out = Vec::with_capacity(open.len());
+        for (user_id, transfer_id, order_id, at_ms) in open {
+            let order = self.orders.get(&order_id).cloned().or_else(|| archived(order_id));
+            let wanted = format!("wallet:{transfer_id}");
+            let took = order.and_then(|o| o.payment.clone()).is_some_and(|p| *p.payment_id == *wanted);
+            let e = if took {
+                WalletEvent::Settled { user_id, transfer_id, at_ms }
+            } else {
+                WalletEvent::Unfrozen { user_id, transfer_id, failure: None, at_ms }
+            };
+            if self.wallets.apply(&e).is_ok() {
+                out.push(Event::Wallet(e));
+            }
+        }
+        out
     }
 
     /// Add another partial state (one shard's) to this one.
     pub fn merge(&mut self, other: EngineState) {
         self.skus.extend(other.skus);
         self.orders.extend(other.orders);
+        self.wallets.users.extend(other.wallets.users);
     }
 
     /// Make every reservation match its order, as the saga would have finished it: release
@@ -195,7 +236,9 @@ impl EngineState {
                 st.apply(e);
             }
         }
-        fixes.into_iter().map(Event::Sku).collect()
+        let mut out: Vec<Event> = fixes.into_iter().map(Event::Sku).collect();
+        out.extend(self.close_open_tries(archived));
+        out
     }
 
     /// A deterministic 64-bit digest of every actor's state (replay-equivalence checks).
@@ -216,6 +259,8 @@ impl EngineState {
             id.hash(&mut h);
             format!("{o:?}").hash(&mut h);
         }
+        // Wallets: sorted maps, so their debug form is deterministic.
+        format!("{:?}", self.wallets).hash(&mut h);
         h.finish()
     }
 }

@@ -49,6 +49,13 @@
 //!                             [sym reason], [payment], [txt tracking]
 //! 13   order_archived         order
 //! 14   order_restored         order
+//! 15   wallet_credited        wallet-head, sym asset, uv amount_minor
+//! 16   wallet_debited         wallet-head, sym asset, uv amount_minor
+//! 17   wallet_frozen          wallet-head, oid, legs
+//! 18   wallet_settled         wallet-head
+//! 19   wallet_unfrozen        wallet-head, u8 0 (no failure) | failure
+//! 20   wallet_refunded        wallet-head, oid
+//! 21   wallet_rejected        wallet-head, params, failure
 //!
 //! rules    u8 flags (limit 0, start 1, end 2, paused 3), [uv limit], [sv start], [sv end]
 //! payment  txt payment_id, dec amount, time paid_at
@@ -58,12 +65,24 @@
 //!          [payment], opt-txt tracking, [u8 refund_return_to], uv h,
 //!          h × (u8 from (0 none, else status + 1) | by << 4 | has reason << 6, u8 to, time at,
 //!          [sym reason]), txt idempotency_key
+//! wallet-head  txt user, txt transfer_id, time at
+//! legs     uv n, n × (sym asset, uv amount_minor)
+//! params   u8 code: 0 credit (sym asset, uv amount_minor), 1 debit (sym asset,
+//!          uv amount_minor), 2 pay (oid, legs)
+//! failure  u8 code: 1 insufficient_funds (sym asset, uv needed_minor, uv available_minor),
+//!          2 amount_mismatch (dec expected, dec got), 3 order_not_payable (oid, u8 status),
+//!          4 already_paid (oid), 5 version_conflict (uv expected, uv actual),
+//!          6 unknown_order (oid)
 //! ```
 //! Status codes: pending_payment 0, paid 1, packing 2, shipped 3, delivered 4, completed 5,
 //! canceled 6, refunding 7, refunded 8, disputed 9. Event kinds: pay 0, cancel 1,
 //! payment_deadline 2, start_packing 3, ship 4, deliver 5, complete 6, auto_complete 7,
 //! request_refund 8, confirm_refund 9, reject_refund 10, open_dispute 11, resolve_dispute 12.
-//! Initiators: user 0, admin 1, psp 2, system 3.
+//! Initiators: user 0, admin 1, psp 2, system 3. Wallet events (issue 14) keep users and
+//! transfer ids inline (nearly unique per event, they would crowd SKU ids out of the
+//! dictionary) and asset codes in the dictionary; a decoded asset code must be a valid one.
+//! Code 0 of `failure` means "none" and is accepted only where a failure is optional
+//! (`wallet_unfrozen`).
 //!
 //! **The compact `order_created`** holds only what cannot be derived. An order is written so
 //! only if it is exactly in the shape the engine creates (status `pending_payment`, version 1,
@@ -100,6 +119,11 @@
 //!   fixed-width bincode (the archive's values are prefixed with the format version; `Order` is
 //!   the same in every version).
 //!
+//!   Issue 14 appended the wallet events (tags 15 to 21) to format 4 without a new version: no
+//!   earlier tag changed, so every record written before them decodes as it did, and a reader
+//!   from before them refuses a record holding one (an unknown tag stops recovery at its LSN,
+//!   never a silent skip). `tests/fixtures/wal-v4-wallets.records` guards their bytes.
+//!
 //! # Record size bound (every byte acknowledged is on disk)
 //! sled 0.34.7 writes a page (a tree node, up to ~17 key/value pairs: leaves split above 16
 //! entries, `node.rs` `should_split`) to its own file under `wal/blobs/` when the serialized page
@@ -123,24 +147,27 @@
 //! docs derive their bound from; format 4 only adds margin). Past the bound the writer
 //! fail-stops rather than write a blob.
 //!
-//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 3)
+//! # Snapshot file (envelope version [`SNAPSHOT_VERSION`] = 4)
 //! ```text
 //! offset  size  field
 //! 0       8     magic b"SURGESNP"
-//! 8       2     envelope version (u16 LE) = 3
+//! 8       2     envelope version (u16 LE) = 4
 //! 10      4     CRC-32 (crc32fast: CRC-32/ISO-HDLC, as zlib and PNG) of bytes 14.. (u32 LE)
 //! 14      8     payload length in bytes (u64 LE)
-//! 22      ..    payload: version 3, the compact layout of `codec/snapshot.rs`
-//!               (version 2: bincode(SnapshotFile), fixed-width integers)
+//! 22      ..    payload: version 4, the compact layout of `codec/snapshot.rs` with the wallets
+//!               (version 3: the same without wallets; version 2: bincode(SnapshotFile) of the
+//!               state before wallets, fixed-width integers)
 //! ```
 //! The checksum covers the length and the payload, so a torn or bit-flipped file is caught before
-//! the payload is decoded (PostgreSQL checksums its WAL and control file the same way). Version 2
-//! files and version 1 files (`magic`, version 1, bincode payload of the v1 state, no checksum)
-//! still decode.
+//! the payload is decoded (PostgreSQL checksums its WAL and control file the same way). Version 3
+//! and 2 files and version 1 files (`magic`, version 1, bincode payload of the v1 state, no
+//! checksum) still decode, with no wallets (each guarded by a committed fixture).
 
 mod snapshot;
 mod v4;
 mod wire;
+
+pub use snapshot::{decode_snapshot, encode_snapshot, verify_snapshot_envelope};
 
 use serde::{Deserialize, Serialize};
 use surge_engine::{EngineState, Event};
@@ -163,12 +190,10 @@ pub const RECORD_BYTES_TARGET: usize = 64 * 1024;
 /// 112 KiB, below sled's blob threshold for a full page (module docs). Exceeding it is a broken
 /// invariant of the engine's input limits.
 pub const RECORD_BYTES_MAX: usize = 112 * 1024;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SURGESNP";
-/// Envelope version written by [`encode_snapshot`] (3: the compact payload of `codec/snapshot.rs`;
-/// 2: with checksum and length, a bincode payload; 1: neither; both still decoded).
-pub const SNAPSHOT_VERSION: u16 = 3;
-/// Bytes before the payload of a version-2 or version-3 snapshot.
-const SNAPSHOT_HEADER_BYTES: usize = 22;
+/// Envelope version written by [`encode_snapshot`] (4: version 3's payload and the wallets;
+/// 3: the compact payload of `codec/snapshot.rs`; 2: with checksum and length, a bincode payload;
+/// 1: neither; all still decoded, versions 1 to 3 with no wallets).
+pub const SNAPSHOT_VERSION: u16 = 4;
 
 /// The fixed part of a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,101 +378,6 @@ impl SnapshotFile {
     }
 }
 
-/// A snapshot file as format version 1 stored it (SKU states without adjustment ids).
-#[derive(Deserialize)]
-struct SnapshotFileV1 {
-    lsn: u64,
-    base: u64,
-    cuts: Vec<u64>,
-    state: surge_engine::EngineStateV1,
-}
-
-/// Encode a snapshot file (envelope version [`SNAPSHOT_VERSION`]; layout in the module docs).
-///
-/// ```
-/// use surge_persistence::codec::{decode_snapshot, encode_snapshot, SnapshotFile};
-/// let file = SnapshotFile { lsn: 9, base: 2, cuts: vec![4, 5], state: Default::default() };
-/// let bytes = encode_snapshot(&file).unwrap();
-/// assert_eq!(decode_snapshot("s", &bytes).unwrap().cuts, vec![4, 5]);
-/// ```
-///
-/// # Errors
-/// bincode refused a SKU's state.
-pub fn encode_snapshot(s: &SnapshotFile) -> PersistenceResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096 + 64 * s.state.orders.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&[0u8; 12]); // checksum and length, filled in below
-    snapshot::encode_payload(s, &mut out)
-        .map_err(|reason| PersistenceError::Snapshot { path: String::new(), reason })?;
-    let payload_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
-    out[14..22].copy_from_slice(&payload_bytes.to_le_bytes());
-    let crc = crc32fast::hash(&out[14..]);
-    out[10..14].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
-}
-
-/// Decode a snapshot file of envelope version 2 (checksum verified) or 1 (no checksum).
-///
-/// # Errors
-/// `Snapshot` naming `path` if the magic, version, length, checksum or payload is wrong.
-pub fn decode_snapshot(path: &str, bytes: &[u8]) -> PersistenceResult<SnapshotFile> {
-    let bad = |reason: String| PersistenceError::Snapshot { path: path.to_owned(), reason };
-    if bytes.len() < 10 || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(bad("not a Surge snapshot (bad magic)".into()));
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    match version {
-        1 => {
-            let v1: SnapshotFileV1 = bincode::deserialize(&bytes[10..]).map_err(|e| bad(e.to_string()))?;
-            Ok(SnapshotFile { lsn: v1.lsn, base: v1.base, cuts: v1.cuts, state: v1.state.into() })
-        }
-        2 => {
-            let payload = checked_payload(bytes).map_err(bad)?;
-            bincode::deserialize(payload).map_err(|e| bad(e.to_string()))
-        }
-        SNAPSHOT_VERSION => snapshot::decode_payload(checked_payload(bytes).map_err(bad)?).map_err(bad),
-        _ => Err(bad(format!("unknown format version {version}"))),
-    }
-}
-
-/// Check a snapshot file's envelope (magic, version, length and checksum) without decoding its
-/// payload: what the snapshotter verifies after writing (see `snapshot::write_kept`).
-///
-/// # Errors
-/// `Snapshot` naming `path` if the magic, version, length or checksum is wrong (a version-1 file,
-/// which has no checksum, is refused too: nothing writes one any more).
-pub fn verify_snapshot_envelope(path: &str, bytes: &[u8]) -> PersistenceResult<()> {
-    let bad = |reason: String| PersistenceError::Snapshot { path: path.to_owned(), reason };
-    if bytes.len() < 10 || &bytes[..8] != SNAPSHOT_MAGIC {
-        return Err(bad("not a Surge snapshot (bad magic)".into()));
-    }
-    match u16::from_le_bytes([bytes[8], bytes[9]]) {
-        2 | SNAPSHOT_VERSION => checked_payload(bytes).map(|_| ()).map_err(bad),
-        version => Err(bad(format!("envelope version {version} has no checksum to verify"))),
-    }
-}
-
-/// The payload of a version-2 or version-3 snapshot, once its length and checksum match.
-fn checked_payload(bytes: &[u8]) -> Result<&[u8], String> {
-    if bytes.len() < SNAPSHOT_HEADER_BYTES {
-        return Err(format!("{} bytes is shorter than the snapshot header", bytes.len()));
-    }
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[10..14]);
-    let (stored, actual) = (u32::from_le_bytes(crc), crc32fast::hash(&bytes[14..]));
-    if stored != actual {
-        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is damaged"));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[14..22]);
-    let payload = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if u64::from_le_bytes(len) != payload.len() as u64 {
-        return Err(format!("payload is {} bytes, the header says {}", payload.len(), u64::from_le_bytes(len)));
-    }
-    Ok(payload)
-}
-
 /// Encode an archived order (value of the `archive` tree): format version (u16 LE), then
 /// bincode(Order).
 ///
@@ -486,5 +416,20 @@ pub fn event_type(e: &Event) -> &'static str {
         Event::Order(OrderEvent::Created(_)) => "order_created",
         Event::Order(OrderEvent::Transitioned { .. }) => "order_transitioned",
         Event::Order(OrderEvent::Archived(_)) => "order_archived",
+        Event::Wallet(w) => wallet_event_type(w),
+    }
+}
+
+/// The name of a wallet event's type (`wallet_credited`, …).
+fn wallet_event_type(e: &surge_engine::wallet::WalletEvent) -> &'static str {
+    use surge_engine::wallet::WalletEvent as W;
+    match e {
+        W::Credited { .. } => "wallet_credited",
+        W::Debited { .. } => "wallet_debited",
+        W::Frozen { .. } => "wallet_frozen",
+        W::Settled { .. } => "wallet_settled",
+        W::Unfrozen { .. } => "wallet_unfrozen",
+        W::Refunded { .. } => "wallet_refunded",
+        W::Rejected { .. } => "wallet_rejected",
     }
 }

@@ -30,6 +30,8 @@ pub struct WalSummary {
     pub snapshot_lsn: Option<u64>,
     /// Orders in the newest snapshot.
     pub snapshot_orders: Option<usize>,
+    /// Users with a wallet in the newest snapshot (0 for snapshots from before wallets).
+    pub snapshot_wallets: Option<usize>,
     /// Bytes sled's files take.
     pub wal_size_bytes: u64,
     /// Bytes of the newest snapshot file.
@@ -58,6 +60,7 @@ pub fn inspect(data_dir: &Path) -> PersistenceResult<WalSummary> {
     if let Some((path, snap)) = snapshot::load_latest(data_dir)? {
         s.snapshot_lsn = Some(snap.lsn);
         s.snapshot_orders = Some(snap.state.orders.len());
+        s.snapshot_wallets = Some(snap.state.wallets.users.len());
         s.snapshot_size_bytes = std::fs::metadata(path).ok().map(|m| m.len());
     }
     Ok(s)

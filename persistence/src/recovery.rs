@@ -2,7 +2,6 @@
 //! past a damaged file, see [`crate::snapshot`]), replay the WAL records it does not cover in LSN
 //! order, then reconcile (finish what a crash interrupted).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
@@ -123,10 +122,10 @@ const BATCH_EVENTS: usize = 4_096;
 const BATCHES_IN_FLIGHT: usize = 16;
 
 /// Apply every record `cover` does not hold to `state`, in LSN order, on three threads: this one
-/// reads the log and decodes it, one applies the SKU events and one the order events, each in
-/// batches, in log order. `EngineState::apply` changes only `skus` for a SKU event and only
-/// `orders` for an order event, so each map sees exactly its events in log order and the result
-/// equals a single-threaded replay. (Decoding, SKU and order work each allocate much of the
+/// reads the log and decodes it, one applies the SKU events and one the order and wallet events,
+/// each in batches, in log order. `EngineState::apply` changes only `skus` for a SKU event, only
+/// `orders` for an order event and only `wallets` for a wallet event, so each map sees exactly
+/// its events in log order and the result equals a single-threaded replay. (Decoding, SKU and order work each allocate much of the
 /// state's memory; three threads let two cores share it whichever dominates.)
 fn replay(
     store: &dyn Storage,
@@ -134,14 +133,15 @@ fn replay(
     state: EngineState,
     stats: &mut RecoveryStats,
 ) -> PersistenceResult<Replayed> {
-    let EngineState { skus, orders } = state;
+    let EngineState { skus, orders, wallets } = state;
     std::thread::scope(|scope| {
         // Created in the scope: an early return drops the senders, so the appliers end.
         let (sku_tx, sku_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
         let (order_tx, order_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
-        let sku_part = EngineState { skus, orders: BTreeMap::new() };
+        let sku_part = EngineState { skus, ..EngineState::default() };
         let sku_thread = spawn_applier(scope, "surge-replay-skus", sku_part, sku_rx)?;
-        let order_part = EngineState { skus: BTreeMap::new(), orders };
+        // Wallets ride the order lane: a user's wallet events keep their log order there.
+        let order_part = EngineState { orders, wallets, ..EngineState::default() };
         let order_thread = spawn_applier(scope, "surge-replay-orders", order_part, order_rx)?;
         let mut lanes = Lanes { skus: Lane::new(sku_tx), orders: Lane::new(order_tx) };
         let read = read_log(store, cover, &mut lanes, stats).and_then(|r| lanes.flush().map(|()| r));
@@ -149,9 +149,9 @@ fn replay(
         // A panic while applying is a bug, not bad input: let it end the process as it would
         // have on one thread (fail-stop).
         let skus = sku_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p)).skus;
-        let orders = order_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p)).orders;
+        let EngineState { orders, wallets, .. } = order_thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let (archived, seq_max) = read?;
-        Ok(Replayed { state: EngineState { skus, orders }, archived, seq_max })
+        Ok(Replayed { state: EngineState { skus, orders, wallets }, archived, seq_max })
     })
 }
 
@@ -175,6 +175,7 @@ fn spawn_applier<'scope>(
 /// Where [`read_log`] sends events.
 struct Lanes {
     skus: Lane,
+    /// Order and wallet events (a wallet's events, per user, keep their log order here).
     orders: Lane,
 }
 
@@ -244,6 +245,7 @@ fn read_log(
                     }
                     lanes.orders.push(e)?;
                 }
+                Event::Wallet(_) => lanes.orders.push(e)?,
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Snapshot files: `DIR/snapshots/snapshot-<number>.bin`, written to a temporary file, fsynced,
 //! renamed into place, the directory fsynced, then read back and its checksum verified (`codec`'s
-//! envelope version 3) before anything relies on it. Recovery decodes it in full, and falls back
+//! envelope version 4) before anything relies on it. Recovery decodes it in full, and falls back
 //! to the previous generation if it does not decode.
 //!
 //! # Two generations

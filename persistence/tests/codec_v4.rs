@@ -429,7 +429,7 @@ fn snapshot_v3_round_trips_orders_in_blocks_and_refuses_damage() {
     // Damage, on a smaller file (every decode below reads it whole).
     let small: std::collections::BTreeMap<_, _> =
         file.state.orders.iter().take(300).map(|(k, v)| (*k, v.clone())).collect();
-    let small_state = surge_engine::EngineState { skus: file.state.skus.clone(), orders: small };
+    let small_state = surge_engine::EngineState { skus: file.state.skus.clone(), orders: small, ..Default::default() };
     let bytes = encode_snapshot(&SnapshotFile { lsn: 77, base: 5, cuts: vec![70, 71], state: small_state }).unwrap();
     let resealed = |mut b: Vec<u8>| {
         let crc = crc32fast::hash(&b[14..]);

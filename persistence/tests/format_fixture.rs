@@ -18,15 +18,24 @@
 //! * `tests/fixtures/snapshot-v2.bin`: [`fixture_snapshot`]`(2)` (the v2 story's state, SKU
 //!   adjustment ids included) in envelope version 2 (CRC-32 and length, a bincode payload).
 //! * `tests/fixtures/snapshot-v3.bin`: [`fixture_snapshot`]`(3)` (the same state) in envelope
-//!   version 3 (`codec::SNAPSHOT_VERSION`): the same envelope around the compact payload (SKUs
+//!   version 3: the same envelope around the compact payload (SKUs
 //!   in varint bincode, orders in blocks of format 4's whole-order encoding).
+//! * `tests/fixtures/wal-v4-wallets.records`: the wallet story of `wallet_story/mod.rs` (issue
+//!   14: every `WalletEvent`, `TransferFailure` and `TransferParams` variant, in records that
+//!   apply in order) in format 4, whose tags 15 to 21 were appended for it; the records follow
+//!   `wal-v4.records` in a log.
+//! * `tests/fixtures/snapshot-v4.bin`: [`fixture_snapshot`]`(4)` (the v2 story's state and the
+//!   wallet story's wallets: an open try, a settled payment, ledger entries) in envelope
+//!   version 4 (`codec::SNAPSHOT_VERSION`): version 3's payload and the wallets.
 //!
 //! Regenerate (only when adding a fixture for a *new* format version; the files of released
 //! versions must never change) with
 //! `cargo test -p surge-persistence --test format_fixture -- --ignored regenerate_fixtures`,
-//! which writes the files of the current `FORMAT_VERSION` (WAL) and `SNAPSHOT_VERSION` (snapshot).
+//! which writes the files of the current `FORMAT_VERSION` (WAL) and `SNAPSHOT_VERSION` (snapshot),
+//! and the wallet story's WAL file while `FORMAT_VERSION` is 4.
 
 mod common;
+mod wallet_story;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,6 +43,7 @@ use std::sync::Arc;
 
 use common::{assert_healthy, open_db, open_store, state_of};
 use surge_engine::smallvec;
+use surge_engine::wallet::WalletEvent;
 use surge_engine::{
     Decimal, EngineConfig, EngineState, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind,
     OrderId, OrderStatus, Payment, SaleRules, SkuEvent,
@@ -44,6 +54,7 @@ use surge_persistence::codec::{
 };
 use surge_persistence::recovery::recover;
 use surge_persistence::{DurableEngine, LogStore, PersistenceConfig, PersistenceError};
+use wallet_story::{wallet_book, wallet_records};
 
 // ---- the fixture values -------------------------------------------------------------------------
 
@@ -435,9 +446,15 @@ fn fixture_state(version: u16) -> EngineState {
     s
 }
 
+/// The state of `snapshot-v{version}.bin`: the story's, and from version 4 on the wallet story's
+/// wallets too.
 fn fixture_snapshot(version: u16) -> SnapshotFile {
     let (lsn, cuts) = if version == 1 { (17, vec![7, 4, 6]) } else { (24, vec![9, 6, 10]) };
-    SnapshotFile { lsn, base: 3, cuts, state: fixture_state(version) }
+    let mut state = fixture_state(version);
+    if version >= 4 {
+        state.wallets = wallet_book(&wallet_records());
+    }
+    SnapshotFile { lsn, base: 3, cuts, state }
 }
 
 // ---- the fixture files --------------------------------------------------------------------------
@@ -474,6 +491,14 @@ fn decode_container(bytes: &[u8]) -> Vec<Vec<u8>> {
         rest = &rest[4 + n..];
     }
     out
+}
+
+fn wallet_wal_fixture() -> PathBuf {
+    fixtures_dir().join("wal-v4-wallets.records")
+}
+
+fn encoded_wallet_records() -> Vec<Vec<u8>> {
+    wallet_records().iter().map(|(shard, seq, events)| encode_record(*shard, *seq, events).unwrap()).collect()
 }
 
 fn encoded_records(version: u16) -> Vec<Vec<u8>> {
@@ -520,6 +545,10 @@ fn regenerate_fixtures() {
         decode_snapshot("old", old)
             .is_ok_and(|s| (s.lsn, s.base, &s.cuts) == (want.lsn, want.base, &want.cuts) && s.state == want.state)
     });
+    if FORMAT_VERSION == 4 {
+        let wallets = encode_container(&encoded_wallet_records());
+        write_fixture(&wallet_wal_fixture(), &wallets, |old| old == wallets.as_slice());
+    }
 }
 
 // ---- decoding the committed files ---------------------------------------------------------------
@@ -594,6 +623,44 @@ fn encoder_still_writes_the_v4_bytes() {
     assert!(bytes_v4 * 10 < bytes_v3 * 7, "v4 {bytes_v4} bytes, v3 {bytes_v3}");
 }
 
+/// The wallet story's records decode to exactly their events, and today's encoder still writes
+/// their committed bytes.
+#[test]
+fn wal_v4_wallet_fixture_decodes_to_the_known_events() {
+    let path = wallet_wal_fixture();
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
+    let committed = decode_container(&bytes);
+    let expected = wallet_records();
+    assert_eq!(committed.len(), expected.len(), "record count");
+    for (i, (bytes, (shard, seq, events))) in committed.iter().zip(&expected).enumerate() {
+        let (header, decoded) = decode_record(i as u64 + 1, bytes).unwrap_or_else(|e| panic!("record {}: {e}", i + 1));
+        assert_eq!(header, RecordHeader { version: 4, shard: *shard, seq: *seq });
+        assert_eq!(&decoded, events, "events of record {}", i + 1);
+    }
+    assert_eq!(committed, encoded_wallet_records(), "the encoder writes other bytes than wal-v4-wallets.records");
+}
+
+/// `wal-v4.records` followed by `wal-v4-wallets.records` replays to the story's state and the
+/// wallet story's wallets (recovery's own repairs, if any, applied to both).
+#[test]
+fn v4_log_with_wallets_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path());
+    let wallets = decode_container(&std::fs::read(wallet_wal_fixture()).unwrap());
+    let all: Vec<Vec<u8>> = committed_wal(4).into_iter().chain(wallets).collect();
+    let records: Vec<(u64, Vec<u8>)> = all.into_iter().enumerate().map(|(i, r)| (i as u64 + 1, r)).collect();
+    store.append(&records).unwrap();
+    store.flush(true).unwrap();
+    let r = recover(&store).unwrap();
+    assert_eq!(r.stats.records_replayed, records.len() as u64);
+    let mut want = fixture_snapshot(4).state;
+    for f in &r.fixes {
+        want.apply(f);
+    }
+    assert!(r.state.wallets == want.wallets, "replayed wallets differ from the wallet story's");
+    assert!(r.state == want, "replayed state differs from the events' state");
+}
+
 /// Event types of format version 1.
 const V1_TYPES: [&str; 11] = [
     "sku_created",
@@ -612,6 +679,17 @@ const V1_TYPES: [&str; 11] = [
 /// Event types format version 2 appended.
 const V2_TYPES: [&str; 3] = ["stock_adjusted_once", "holding_remembered", "order_restored"];
 
+/// Event types appended to format version 4 (issue 14: wallets).
+const V4_WALLET_TYPES: [&str; 7] = [
+    "wallet_credited",
+    "wallet_debited",
+    "wallet_frozen",
+    "wallet_settled",
+    "wallet_unfrozen",
+    "wallet_refunded",
+    "wallet_rejected",
+];
+
 /// The format version that introduced `e`'s variant. No wildcard: a new variant does not compile
 /// until it is placed here (and then `fixture_covers_every_variant` wants it in a fixture).
 fn introduced_in(e: &Event) -> u16 {
@@ -629,6 +707,16 @@ fn introduced_in(e: &Event) -> u16 {
         | Event::Order(OrderEvent::Created(_) | OrderEvent::Transitioned { .. } | OrderEvent::Archived(_)) => 1,
         Event::Sku(SkuEvent::AdjustedOnce { .. } | SkuEvent::Remembered { .. })
         | Event::Order(OrderEvent::Restored(_)) => 2,
+        // Appended to format 4 (tags 15 to 21), covered by `wal-v4-wallets.records`.
+        Event::Wallet(
+            WalletEvent::Credited { .. }
+            | WalletEvent::Debited { .. }
+            | WalletEvent::Frozen { .. }
+            | WalletEvent::Settled { .. }
+            | WalletEvent::Unfrozen { .. }
+            | WalletEvent::Refunded { .. }
+            | WalletEvent::Rejected { .. },
+        ) => 4,
     }
 }
 
@@ -638,12 +726,18 @@ fn introduced_in(e: &Event) -> u16 {
 #[test]
 fn fixture_covers_every_variant() {
     for version in 1..=FORMAT_VERSION {
-        let records = fixture_records(version);
+        let mut records = fixture_records(version);
+        if version >= 4 {
+            records.extend(wallet_records());
+        }
         let events: Vec<&Event> = records.iter().flat_map(|(_, _, e)| e).collect();
         let types: BTreeSet<&str> = events.iter().map(|e| event_type(e)).collect();
         let mut want: BTreeSet<&str> = V1_TYPES.into_iter().collect();
         if version >= 2 {
             want.extend(V2_TYPES);
+        }
+        if version >= 4 {
+            want.extend(V4_WALLET_TYPES);
         }
         assert_eq!(types, want, "event types of v{version}");
         let (mut kinds, mut statuses, mut bys) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
@@ -661,7 +755,7 @@ fn fixture_covers_every_variant() {
                         bys.insert(format!("{:?}", h.by));
                     }
                 }
-                Event::Sku(_) => {}
+                Event::Sku(_) | Event::Wallet(_) => {}
             }
         }
         assert_eq!(kinds.len(), OrderEventKind::ALL.len(), "v{version} event kinds: {kinds:?}");
@@ -703,6 +797,23 @@ fn snapshot_v3_fixture_decodes_to_the_known_state() {
     assert_eq!((now.lsn, now.base, now.cuts), (24, 3, vec![9, 6, 10]));
 }
 
+/// Envelope version 4 (wallets) decodes to the same state and the wallet story's wallets (an
+/// open try, a settled payment, ledger entries), and so does what today's encoder writes.
+#[test]
+fn snapshot_v4_fixture_decodes_to_the_known_state() {
+    snapshot_fixture_decodes_to_the_known_state(4);
+    let snap = decode_snapshot("v4", &std::fs::read(snapshot_fixture(4)).unwrap()).unwrap();
+    let (alice, bob) = (&snap.state.wallets.users["alice"], &snap.state.wallets.users["bob"]);
+    assert_eq!(alice.payments.get(&ORDER_A).map(|t| &**t), Some("pay-1"), "a settled payment");
+    assert!(bob.tries.contains_key("b-pay"), "an open try");
+    assert_eq!(alice.entries.len(), 14, "alice's ledger");
+    assert_eq!(alice.accounts[&wallet_story::asset("CNY")].balance_minor, 9_020);
+    assert_eq!(bob.accounts[&wallet_story::asset("CNY")].frozen_minor, 2_500);
+    snap.state.wallets.check().unwrap();
+    let now = decode_snapshot("now", &encode_snapshot(&fixture_snapshot(4)).unwrap()).unwrap();
+    assert!(now.state == fixture_snapshot(4).state);
+}
+
 fn snapshot_fixture_decodes_to_the_known_state(version: u16) {
     let path = snapshot_fixture(version);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
@@ -732,6 +843,7 @@ fn snapshot_fixture_decodes_to_the_known_state(version: u16) {
     assert_eq!(holdings, vec![(ORDER_A, 2, true), (ORDER_D, 1, true)], "tee's holdings");
     assert_eq!(*snap.state.orders[&ORDER_D], full_order());
     assert_eq!(snap.state.orders[&ORDER_A].total.to_string(), "112.30");
+    assert_eq!(snap.state.wallets.users.is_empty(), version < 4, "wallets from version 4 on");
 }
 
 #[test]
@@ -757,16 +869,20 @@ fn format_version_is_checked() {
     let mut v0 = committed[0].clone();
     v0[..2].copy_from_slice(&0u16.to_le_bytes());
     assert!(decode_record(7, &v0).is_err(), "version 0 is no version");
-    assert_eq!(SNAPSHOT_VERSION, 3, "a new snapshot version needs a new fixture, and the old ones kept");
-    let mut snap = std::fs::read(snapshot_fixture(3)).unwrap();
-    snap[8..10].copy_from_slice(&4u16.to_le_bytes());
+    assert_eq!(SNAPSHOT_VERSION, 4, "a new snapshot version needs a new fixture, and the old ones kept");
+    let mut snap = std::fs::read(snapshot_fixture(4)).unwrap();
+    snap[8..10].copy_from_slice(&5u16.to_le_bytes());
     match decode_snapshot("s.bin", &snap) {
         Err(PersistenceError::Snapshot { path, reason }) => {
             assert_eq!(path, "s.bin");
-            assert!(reason.contains("version 4"), "{reason}");
+            assert!(reason.contains("version 5"), "{reason}");
         }
-        other => panic!("a version-4 snapshot decoded: {:?}", other.map(|s| s.lsn)),
+        other => panic!("a version-5 snapshot decoded: {:?}", other.map(|s| s.lsn)),
     }
+    // A v3 file relabeled as v4 passes its checksum but has no wallet section.
+    let mut relabeled = std::fs::read(snapshot_fixture(3)).unwrap();
+    relabeled[8..10].copy_from_slice(&4u16.to_le_bytes());
+    assert!(matches!(decode_snapshot("s.bin", &relabeled), Err(PersistenceError::Snapshot { .. })));
     // A v2 file relabeled as v3 passes its checksum but not the v3 payload's grammar.
     let mut relabeled = std::fs::read(snapshot_fixture(2)).unwrap();
     relabeled[8..10].copy_from_slice(&3u16.to_le_bytes());

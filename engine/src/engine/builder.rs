@@ -75,6 +75,7 @@ impl EngineBuilder {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
         let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
+        let assets = Arc::new(crate::wallet::Assets::new(&config.assets)?);
         // Recovered orders go in at once: size the read models for them (no rehash while
         // installing millions of orders), or for the expected count if larger.
         let read_capacity = (config.live_orders_expected as usize).max(self.state.orders.len());
@@ -108,6 +109,7 @@ impl EngineBuilder {
                     archive_enabled: self.archive.is_some(),
                     archive: self.archive.clone(),
                     counters: counters[id].clone(),
+                    assets: assets.clone(),
                 },
                 clock: self.clock.clone(),
                 external: ext,
@@ -138,6 +140,7 @@ impl EngineBuilder {
             threads: Vec::new(),
             counters,
             exited: exited.clone(),
+            assets,
         };
         for (id, shard) in shards.into_iter().enumerate() {
             inner.threads.push(spawn_shard(id, shard, exited.clone())?);
@@ -201,6 +204,10 @@ pub(crate) fn place_state(state: EngineState, n: usize) -> Vec<EngineState> {
     }
     for (k, v) in state.orders {
         parts[shard_of(k.0, n)].orders.insert(k, v);
+    }
+    // A wallet lives with its user's orders: on the user's shard.
+    for (k, v) in state.wallets.users {
+        parts[shard_for_key(&k, n)].wallets.users.insert(k, v);
     }
     parts
 }

@@ -12,6 +12,7 @@ mod builder;
 mod orders;
 mod queries;
 mod skus;
+mod wallet;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -100,6 +101,8 @@ struct Inner {
     counters: Vec<Arc<ShardCounters>>,
     /// Shard threads that have exited (each after dropping its journal).
     exited: Arc<std::sync::atomic::AtomicUsize>,
+    /// The assets wallets may hold (checked from `config.assets`).
+    assets: Arc<crate::wallet::Assets>,
 }
 
 impl Drop for Inner {

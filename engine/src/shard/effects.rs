@@ -21,6 +21,10 @@ pub(crate) enum Deferred {
     /// as the largest variant.
     Sku(Reply<SkuView>, Box<EngineResult<SkuView>>),
     Barrier(oneshot::Sender<bool>, bool),
+    /// Wallet answers (issue 14), boxed as the SKU's.
+    Receipt(Reply<crate::wallet::TransferReceipt>, Box<EngineResult<crate::wallet::TransferReceipt>>),
+    Wallet(Reply<crate::wallet::WalletView>, Box<EngineResult<crate::wallet::WalletView>>),
+    Entries(Reply<crate::wallet::EntryPage>, Box<EngineResult<crate::wallet::EntryPage>>),
 }
 
 /// One batch's effects, returned by [`super::ShardCore::end_batch`].
@@ -85,6 +89,9 @@ impl DurableEffects {
             for sku in &publication.skus {
                 obs.stock_changed(sku.sku_id());
             }
+            for w in &publication.wallets {
+                obs.wallet_changed(w);
+            }
         }
         release(replies, result)
     }
@@ -106,6 +113,9 @@ fn release(replies: Vec<Deferred>, result: Result<(), EngineError>) {
         match d {
             Deferred::Order(r, v) => orders.send(r, gate(v, &result)),
             Deferred::Sku(r, v) => r.send(gate(*v, &result)),
+            Deferred::Receipt(r, v) => r.send(gate(*v, &result)),
+            Deferred::Wallet(r, v) => r.send(gate(*v, &result)),
+            Deferred::Entries(r, v) => r.send(gate(*v, &result)),
             Deferred::Barrier(r, busy) => {
                 let _ = r.send(busy);
             }

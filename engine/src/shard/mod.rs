@@ -55,6 +55,7 @@ mod saga;
 mod skus;
 mod timer_queue;
 mod timers;
+mod wallet;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,7 +73,9 @@ use crate::state::EngineState;
 use crate::stats::ShardCounters;
 pub(crate) use effects::{BatchEffects, Deferred, DurableEffects, JournalBatch};
 use idempotency::IdempotencyIndex;
-pub(crate) use msg::{OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg};
+pub(crate) use msg::{
+    EntriesQuery, OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg, WalletMsg, WalletPay,
+};
 pub(crate) use runtime::{Shard, ShardParts};
 use saga::InFlight;
 use timer_queue::TimerQueue;
@@ -114,6 +117,14 @@ pub(crate) struct ShardCore {
     dirty_skus: Vec<SkuId>,
     /// Monitoring counters (this core is their only writer).
     counters: Arc<ShardCounters>,
+    /// The wallets of this shard's users (issue 14).
+    wallets: crate::wallet::WalletBook,
+    /// The assets wallets may hold (from `config.assets`, checked at start).
+    assets: Arc<crate::wallet::Assets>,
+    /// Wallet payment tries open on this shard (0 but for a log that left one open).
+    open_tries: usize,
+    /// Users whose wallet accounts changed in this batch (each once): pushed when durable.
+    dirty_wallets: Vec<UserId>,
 }
 
 /// What a [`ShardCore`] is built from.
@@ -128,6 +139,8 @@ pub(crate) struct CoreParts {
     /// The archive, read for commands on archived orders.
     pub archive: Option<Arc<dyn OrderArchive>>,
     pub counters: Arc<ShardCounters>,
+    /// The assets wallets may hold.
+    pub assets: Arc<crate::wallet::Assets>,
 }
 
 impl ShardCore {
@@ -159,6 +172,10 @@ impl ShardCore {
             changed_orders: Vec::new(),
             dirty_skus: Vec::new(),
             counters: p.counters,
+            wallets: crate::wallet::WalletBook::default(),
+            assets: p.assets,
+            open_tries: 0,
+            dirty_wallets: Vec::new(),
         }
         .presized()
         .install(p.initial))
@@ -201,6 +218,8 @@ impl ShardCore {
         for (at, id) in deadlines {
             self.timers.insert((at, id, timers::TimerKind::PaymentDeadline));
         }
+        self.wallets = state.wallets;
+        self.open_tries = self.wallets.open_tries().count();
         self
     }
 
@@ -262,6 +281,7 @@ impl ShardCore {
         match msg {
             ShardMsg::Sku(sku_id, m) => self.handle_sku(sku_id, m),
             ShardMsg::Order(order_id, m) => self.handle_order(order_id, m),
+            ShardMsg::Wallet(user_id, m) => self.handle_wallet(user_id, m),
             ShardMsg::CreateOrder(req, reply, fast_reject) => self.start_saga(req, reply, fast_reject),
             ShardMsg::Batch(msgs) => {
                 // Not counted itself: each command inside is.
@@ -293,6 +313,7 @@ impl ShardCore {
         EngineState {
             skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
             orders: self.orders.iter().map(|(k, o)| (*k, o.clone())).collect(),
+            wallets: self.wallets.clone(),
         }
     }
 
@@ -301,6 +322,7 @@ impl ShardCore {
         ShardCut {
             skus: self.skus.iter().map(|(k, a)| (k.clone(), a.state().clone())).collect(),
             orders: self.orders.clone(),
+            wallets: self.wallets.clone(),
         }
     }
 
@@ -341,7 +363,14 @@ impl ShardCore {
             })
             .collect();
         let orders = self.orders.values().cloned().collect();
-        ShardAudit { skus, orders, in_flight: self.in_flight.len() }
+        let w = &self.wallets;
+        let wallets = msg::WalletAudit {
+            violation: w.check().err().map(|e| e.to_string()),
+            open_tries: w.open_tries().count(),
+            accounts: w.users.values().map(|u| u.accounts.len()).sum(),
+            payments: w.users.values().flat_map(|u| u.payments.iter().map(|(o, t)| (*o, t.clone()))).collect(),
+        };
+        ShardAudit { skus, orders, in_flight: self.in_flight.len(), wallets }
     }
 
     /// Route a message to a shard: handled in this batch if local, sent at flush otherwise.
@@ -390,7 +419,8 @@ impl ShardCore {
                 skus.push(actor.take_publication());
             }
         }
-        BatchPublication { orders: take_sized(&mut self.changed_orders), skus }
+        let wallets = self.take_wallet_publication();
+        BatchPublication { orders: take_sized(&mut self.changed_orders), skus, wallets }
     }
 }
 

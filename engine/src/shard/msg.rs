@@ -61,12 +61,42 @@ pub(crate) enum OrderMsg {
     Reserved { item: u8, result: Result<Grant, EngineError> },
     /// A SKU actor finished a confirm, release or restock.
     StockDone,
+    /// `pay_with_wallet`: a payment's TCC from the order user's wallet.
+    WalletPay(Box<WalletPay>, Reply<Arc<Order>>),
+}
+
+/// A user's wallet's messages (issue 14), sent to the user's shard.
+pub(crate) enum WalletMsg {
+    /// `wallet_credit` or `wallet_debit`.
+    Move(Box<crate::wallet::decide::Movement>, Reply<crate::wallet::TransferReceipt>),
+    /// `get_wallet`.
+    Get(Reply<crate::wallet::WalletView>),
+    /// `list_wallet_entries`.
+    Entries(Box<EntriesQuery>, Reply<crate::wallet::EntryPage>),
+}
+
+/// A checked `list_wallet_entries` query.
+pub(crate) struct EntriesQuery {
+    pub asset: Option<crate::wallet::AssetCode>,
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// A checked `pay_with_wallet`, sent to the order's shard.
+pub(crate) struct WalletPay {
+    pub transfer_id: Box<str>,
+    pub legs: Vec<crate::wallet::Leg>,
+    pub expected_version: Option<u32>,
+    /// The order must be this user's (a `user` connection).
+    pub owner: Option<Box<str>>,
 }
 
 /// Everything a shard's mailboxes carry.
 pub(crate) enum ShardMsg {
     Sku(SkuId, SkuMsg),
     Order(OrderId, OrderMsg),
+    /// A user's wallet (on the user's shard).
+    Wallet(UserId, WalletMsg),
     /// Start a create-order saga (sent to the user's shard).
     /// The third field is the fast path's verdict: given unless the key names an existing order.
     CreateOrder(CreateOrder, Reply<Arc<Order>>, Option<Box<EngineError>>),
@@ -89,6 +119,8 @@ pub(crate) enum ShardMsg {
 pub(crate) struct ShardCut {
     pub skus: Vec<(SkuId, crate::sku::SkuState)>,
     pub orders: crate::chunked::ChunkedMap<OrderId, Arc<Order>>,
+    /// The shard's wallets, cloned: O(users with a wallet) on the shard thread.
+    pub wallets: crate::wallet::WalletBook,
 }
 
 impl ShardCut {
@@ -97,6 +129,7 @@ impl ShardCut {
         crate::state::EngineState {
             skus: self.skus.into_iter().collect(),
             orders: self.orders.iter().map(|(id, o)| (*id, o.clone())).collect(),
+            wallets: self.wallets,
         }
     }
 }
@@ -115,4 +148,15 @@ pub(crate) struct ShardAudit {
     pub skus: Vec<SkuAudit>,
     pub orders: Vec<Arc<Order>>,
     pub in_flight: usize,
+    pub wallets: WalletAudit,
+}
+
+/// One shard's wallets as the audit sees them.
+pub(crate) struct WalletAudit {
+    /// What [`crate::wallet::WalletBook::check`] found, if anything.
+    pub violation: Option<String>,
+    pub open_tries: usize,
+    pub accounts: usize,
+    /// Settled wallet payments: (order, transfer id).
+    pub payments: Vec<(OrderId, Box<str>)>,
 }

@@ -40,18 +40,8 @@ impl ShardCore {
                 }
             }
             OrderMsg::Command(cmd, reply) => {
-                // A deadline that has passed takes effect before anything else the order hears,
-                // whether or not its timer has fired yet: the outcome never depends on timing.
-                if cmd.kind != OrderEventKind::PaymentDeadline && !self.in_flight.contains_key(&order_id) {
-                    let now = self.now_ms;
-                    let expired = self
-                        .orders
-                        .get(&order_id)
-                        .is_some_and(|o| o.status == OrderStatus::PendingPayment && now >= o.payment_deadline_ms);
-                    if expired {
-                        let deadline = OrderCommand::new(OrderEventKind::PaymentDeadline, Initiator::System);
-                        self.run_command(order_id, deadline, None);
-                    }
+                if cmd.kind != OrderEventKind::PaymentDeadline {
+                    self.expire_if_due(order_id);
                 }
                 if let Some(f) = self.in_flight.get_mut(&order_id) {
                     f.queued.push_back(OrderMsg::Command(cmd, reply));
@@ -59,10 +49,35 @@ impl ShardCore {
                 }
                 self.run_command(order_id, *cmd, reply);
             }
+            OrderMsg::WalletPay(pay, reply) => {
+                self.expire_if_due(order_id);
+                if let Some(f) = self.in_flight.get_mut(&order_id) {
+                    f.queued.push_back(OrderMsg::WalletPay(pay, reply));
+                    return;
+                }
+                self.run_wallet_pay(order_id, *pay, reply);
+            }
         }
     }
 
-    fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
+    /// A deadline that has passed takes effect before anything else the order hears, whether
+    /// or not its timer has fired yet: the outcome never depends on timing.
+    fn expire_if_due(&mut self, order_id: OrderId) {
+        if self.in_flight.contains_key(&order_id) {
+            return;
+        }
+        let now = self.now_ms;
+        let expired = self
+            .orders
+            .get(&order_id)
+            .is_some_and(|o| o.status == OrderStatus::PendingPayment && now >= o.payment_deadline_ms);
+        if expired {
+            let deadline = OrderCommand::new(OrderEventKind::PaymentDeadline, Initiator::System);
+            self.run_command(order_id, deadline, None);
+        }
+    }
+
+    pub(super) fn run_command(&mut self, order_id: OrderId, cmd: OrderCommand, reply: Option<Reply<Arc<Order>>>) {
         let now = self.now_ms;
         // Timers (by `System`) never need an archived order: they skip the archive read.
         let Some((order, archived)) = self.find_order(order_id, cmd.by != Initiator::System) else {
@@ -85,7 +100,9 @@ impl ShardCore {
         self.rearm_timers(&order, &next, rule, now);
         self.orders.insert(order_id, next.clone());
         self.changed_orders.push((next.clone(), false));
+        let kind = cmd.kind;
         self.events.push(Event::Order(event));
+        self.refund_wallet_payment(&next, kind);
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,
             StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
@@ -115,7 +132,7 @@ impl ShardCore {
     /// this shard's recent batch but not yet durable (still in the read model); or read from
     /// the archive. The archive read is sled on this shard thread: off the hot path, because
     /// only ids that are not in memory (archived or unknown) get there.
-    fn find_order(&self, order_id: OrderId, archived_too: bool) -> Option<(Arc<Order>, bool)> {
+    pub(super) fn find_order(&self, order_id: OrderId, archived_too: bool) -> Option<(Arc<Order>, bool)> {
         if let Some(o) = self.orders.get(&order_id) {
             return Some((o.clone(), false));
         }

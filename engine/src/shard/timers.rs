@@ -90,6 +90,9 @@ impl ShardCore {
     pub(crate) fn fire_timers(&mut self, now_ms: i64) {
         self.now_ms = now_ms;
         let now = now_ms;
+        if self.open_tries > 0 {
+            self.close_stale_tries();
+        }
         for _ in 0..self.config.timers_per_tick_max {
             let Some((at, order_id, kind)) = self.timers.pop_due(now) else {
                 break;

@@ -157,6 +157,7 @@ pub(super) fn trace_msg(trace: &mut Fnv64, to: usize, msg: &ShardMsg) {
             OrderMsg::Reserved { item, result } => write!(trace, "{to}>{order_id}:r{item}:{}", result.is_ok()),
             OrderMsg::StockDone => write!(trace, "{to}>{order_id}:d"),
             OrderMsg::Command(c, _) => write!(trace, "{to}>{order_id}:{:?}", c.kind),
+            OrderMsg::WalletPay(p, _) => write!(trace, "{to}>{order_id}:w{}", p.transfer_id),
         },
         _ => write!(trace, "{to}>other"),
     };

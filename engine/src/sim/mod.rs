@@ -43,7 +43,7 @@
 
 mod check;
 mod disk;
-mod prng;
+pub(crate) mod prng;
 mod trace;
 mod workload;
 mod world;

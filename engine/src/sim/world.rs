@@ -469,6 +469,7 @@ impl Sim {
                 archive_enabled: true,
                 archive: Some(archive.clone()),
                 counters: Arc::default(),
+                assets: Arc::new(crate::wallet::Assets::new(&self.config.assets).map_err(|e| e.to_string())?),
             };
             let mut core = ShardCore::new(parts, n).map_err(|e| e.to_string())?;
             if let Some(floor) = floor {

@@ -23,7 +23,7 @@ impl Decoder {
     }
 
     #[inline]
-    fn sym(&mut self, r: &mut In<'_>) -> Result<Arc<str>, Bad> {
+    pub(super) fn sym(&mut self, r: &mut In<'_>) -> Result<Arc<str>, Bad> {
         let x = r.uv()?;
         if x & 1 == 1 {
             return match self.dict.get((x >> 1) as usize) {
@@ -39,13 +39,13 @@ impl Decoder {
     }
 
     #[inline]
-    fn time(&mut self, r: &mut In<'_>) -> Result<i64, Bad> {
+    pub(super) fn time(&mut self, r: &mut In<'_>) -> Result<i64, Bad> {
         self.time = self.time.wrapping_add(r.sv()?);
         Ok(self.time)
     }
 
     #[inline]
-    fn oid(&mut self, r: &mut In<'_>) -> Result<OrderId, Bad> {
+    pub(super) fn oid(&mut self, r: &mut In<'_>) -> Result<OrderId, Bad> {
         self.oid = self.oid.wrapping_add(r.sv()? as u64);
         Ok(OrderId(self.oid))
     }
@@ -60,6 +60,7 @@ impl Decoder {
             tag::ORDER_TRANSITIONED => Event::Order(self.transitioned(r)?),
             tag::ORDER_ARCHIVED => Event::Order(OrderEvent::Archived(Arc::new(self.order(r)?))),
             tag::ORDER_RESTORED => Event::Order(OrderEvent::Restored(Arc::new(self.order(r)?))),
+            tag::WALLET_CREDITED..=tag::WALLET_REJECTED => Event::Wallet(self.wallet_event(t, r)?),
             _ => return Err(r.bad("unknown event tag")),
         })
     }

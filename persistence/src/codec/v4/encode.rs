@@ -21,7 +21,7 @@ impl<'e> Encoder<'e> {
     /// A dictionary string: its index (odd: `index << 1 | 1`), or inline (even: `len << 1`, then
     /// the bytes), remembered while the dictionary has room.
     #[inline]
-    fn sym(&mut self, out: &mut Vec<u8>, s: &'e str) {
+    pub(super) fn sym(&mut self, out: &mut Vec<u8>, s: &'e str) {
         let hit = self.dict.iter().position(|d| std::ptr::eq(*d, s)).or_else(|| self.dict.iter().position(|d| *d == s));
         if let Some(i) = hit {
             put_uv(out, ((i as u64) << 1) | 1);
@@ -35,13 +35,13 @@ impl<'e> Encoder<'e> {
     }
 
     #[inline]
-    fn time(&mut self, out: &mut Vec<u8>, t: i64) {
+    pub(super) fn time(&mut self, out: &mut Vec<u8>, t: i64) {
         put_uv(out, zigzag(t.wrapping_sub(self.time)));
         self.time = t;
     }
 
     #[inline]
-    fn oid(&mut self, out: &mut Vec<u8>, id: OrderId) {
+    pub(super) fn oid(&mut self, out: &mut Vec<u8>, id: OrderId) {
         put_uv(out, zigzag(id.0.wrapping_sub(self.oid) as i64));
         self.oid = id.0;
     }
@@ -64,6 +64,7 @@ impl<'e> Encoder<'e> {
                 self.order(out, o);
             }
             Event::Order(t @ OrderEvent::Transitioned { .. }) => self.transitioned(out, t),
+            Event::Wallet(w) => self.wallet_event(out, w),
         }
     }
 

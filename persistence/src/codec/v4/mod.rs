@@ -9,6 +9,8 @@
 //!   seen before in the record is written as its index;
 //! * the last order id: order ids are written as the zigzag difference from it;
 //! * the last time: times are written as the zigzag difference from it.
+//!
+//! Wallet events (tags 15 to 21, issue 14) and their code tables are in `wallet.rs`.
 
 use surge_engine::{Decimal, HistoryEntry, Initiator, Order, OrderEventKind, OrderStatus};
 
@@ -16,6 +18,7 @@ use super::wire::DecParts;
 
 mod decode;
 mod encode;
+mod wallet;
 pub(crate) use decode::Decoder;
 pub(crate) use encode::Encoder;
 
@@ -39,6 +42,13 @@ mod tag {
     pub const ORDER_TRANSITIONED: u8 = 12;
     pub const ORDER_ARCHIVED: u8 = 13;
     pub const ORDER_RESTORED: u8 = 14;
+    pub const WALLET_CREDITED: u8 = 15;
+    pub const WALLET_DEBITED: u8 = 16;
+    pub const WALLET_FROZEN: u8 = 17;
+    pub const WALLET_SETTLED: u8 = 18;
+    pub const WALLET_UNFROZEN: u8 = 19;
+    pub const WALLET_REFUNDED: u8 = 20;
+    pub const WALLET_REJECTED: u8 = 21;
 }
 
 /// Snowflake layout used to predict an order's creation time from its id (41 bits of
