@@ -5,7 +5,7 @@
 //!   exist, so a user cannot probe which ids exist (the same stance as GitHub's 404 for private
 //!   repositories).
 //! * Topics: `user:<sub>`, its own `order:<id>` (another's, or none: `unknown_order`), and any
-//!   `sku:<id>`; another `user:` topic is `forbidden`.
+//!   `sku:<id>`, and `wallet:<sub>`; another `user:` or `wallet:` topic is `forbidden`.
 
 use serde_json::{Map, Value};
 use surge_engine::{Engine, EngineError, OrderId};
@@ -14,7 +14,7 @@ use crate::hub::Topic;
 use crate::protocol::{self, Op, WireError};
 
 /// Ops whose request has a `user_id` field (optional for `user` connections only).
-const USER_ID_OPS: &[&str] = &["create_order", "list_orders"];
+const USER_ID_OPS: &[&str] = &["create_order", "list_orders", "get_wallet", "list_wallet_entries"];
 
 /// Why a `user` connection's request is refused before it reaches the engine.
 #[derive(Debug)]
@@ -69,6 +69,7 @@ pub(crate) fn order_of(op: &Op) -> Option<OrderId> {
         Op::Transition(_, r) => Some(r.order_id.0),
         Op::Ship(r) => Some(r.order_id.0),
         Op::ResolveDispute(r) => Some(r.order_id.0),
+        Op::PayWithWallet(r) => Some(r.order_id.0),
         _ => None,
     }
 }
@@ -91,6 +92,11 @@ pub(crate) fn topic(engine: &Engine, sub: &str, topic: &Topic) -> Result<(), Ref
         Topic::User(_) => {
             Err(Refused::Wire(WireError::new("forbidden", "a user connection may subscribe only to user:<its own id>")))
         }
+        Topic::Wallet(u) if &**u == sub => Ok(()),
+        Topic::Wallet(_) => Err(Refused::Wire(WireError::new(
+            "forbidden",
+            "a user connection may subscribe only to wallet:<its own id>",
+        ))),
         Topic::Order(id) => own_order(engine, sub, OrderId(*id)).map_err(Refused::Engine),
     }
 }

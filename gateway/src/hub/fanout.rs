@@ -70,6 +70,18 @@ impl Hub {
         self.deliver(targets, push);
     }
 
+    /// `wallet:<user>`: the user's accounts after the change (issue 14).
+    pub(super) fn wallet(&mut self, wallet: &surge_engine::wallet::WalletView) {
+        let Some(set) = self.topics.get(&Topic::Wallet(wallet.user_id.clone())) else { return };
+        let targets: Vec<u64> = set.iter().copied().collect();
+        let mut push = Map::new();
+        push.insert("event".into(), Value::String("wallet".into()));
+        push.insert("user_id".into(), Value::String(wallet.user_id.to_string()));
+        let accounts = serde_json::to_value(crate::wire::WireWallet::from(wallet)).map(|mut v| v["accounts"].take());
+        push.insert("accounts".into(), accounts.unwrap_or(Value::Null));
+        self.deliver(targets, push);
+    }
+
     pub(super) fn stock(&mut self, sku: SkuId, now: Instant) {
         let interval = self.interval;
         let Some(state) = self.skus.get_mut(&*sku) else { return };

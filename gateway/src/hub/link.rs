@@ -16,10 +16,12 @@ pub enum Topic {
     User(Arc<str>),
     /// `sku:<id>`.
     Sku(Arc<str>),
+    /// `wallet:<user id>` (issue 14).
+    Wallet(Arc<str>),
 }
 
 impl Topic {
-    /// Parse `order:<u64>`, `user:<id>` or `sku:<id>` (ids 1..=64 bytes).
+    /// Parse `order:<u64>`, `user:<id>`, `sku:<id>` or `wallet:<user id>` (ids 1..=64 bytes).
     pub fn parse(s: &str) -> Option<Topic> {
         let (kind, id) = s.split_once(':')?;
         if id.is_empty() || id.len() > 64 {
@@ -29,6 +31,7 @@ impl Topic {
             "order" => id.parse().ok().map(Topic::Order),
             "user" => Some(Topic::User(id.into())),
             "sku" => Some(Topic::Sku(id.into())),
+            "wallet" => Some(Topic::Wallet(id.into())),
             _ => None,
         }
     }
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(Topic::parse("order:42"), Some(Topic::Order(42)));
         assert_eq!(Topic::parse("user:alice"), Some(Topic::User("alice".into())));
         assert_eq!(Topic::parse("sku:A"), Some(Topic::Sku("A".into())));
+        assert_eq!(Topic::parse("wallet:alice"), Some(Topic::Wallet("alice".into())));
         assert_eq!(Topic::parse("order:x"), None);
         assert_eq!(Topic::parse("sku:"), None);
         assert_eq!(Topic::parse("weather:today"), None);

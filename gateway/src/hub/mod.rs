@@ -74,6 +74,8 @@ pub struct Sink {
 pub(crate) enum Change {
     Order(Arc<Order>),
     Stock(SkuId),
+    /// Boxed: rare, and larger than the others.
+    Wallet(Box<surge_engine::wallet::WalletView>),
 }
 
 /// Counters of the hub.
@@ -122,6 +124,10 @@ impl ChangeObserver for HubObserver {
     fn stock_changed(&self, sku_id: &SkuId) {
         self.offer(Change::Stock(sku_id.clone()));
     }
+
+    fn wallet_changed(&self, wallet: &surge_engine::wallet::WalletView) {
+        self.offer(Change::Wallet(Box::new(wallet.clone())));
+    }
 }
 
 /// Handle to start the hub task once the engine exists.
@@ -165,6 +171,7 @@ pub(crate) async fn run(
             ch = changes.recv() => match ch {
                 Some(Change::Order(o)) => hub.order(o),
                 Some(Change::Stock(s)) => hub.stock(s, Instant::now()),
+                Some(Change::Wallet(w)) => hub.wallet(&w),
                 None => return,
             },
             _ = ticker.tick() => hub.tick(Instant::now()),

@@ -23,6 +23,7 @@ fn check_len(field: &str, value: &str, min_bytes: usize, max_bytes: usize) -> Re
 /// `invalid_request` naming the field.
 pub fn check_lengths(op: &Op) -> Result<(), WireError> {
     let id = |f: &str, v: &str| check_len(f, v, 1, ID_BYTES_MAX);
+    let asset = |a: &str| check_len("asset", a, 1, surge_engine::wallet::ASSET_CODE_BYTES_MAX);
     let reason = |r: &Option<String>| r.as_deref().map_or(Ok(()), |r| check_len("reason", r, 0, TEXT_BYTES_MAX));
     match op {
         Op::CreateSku(r) => {
@@ -53,6 +54,26 @@ pub fn check_lengths(op: &Op) -> Result<(), WireError> {
         }
         Op::ResolveDispute(r) => reason(&r.reason),
         Op::GetOrder(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Ok(()),
+        Op::WalletCredit(r) | Op::WalletDebit(r) => {
+            id("user_id", &r.user_id)?;
+            asset(&r.asset)?;
+            id("transfer_id", &r.transfer_id)
+        }
+        Op::GetWallet(r) => id("user_id", &r.user_id),
+        Op::ListWalletEntries(r) => {
+            id("user_id", &r.user_id)?;
+            r.asset.as_deref().map_or(Ok(()), asset)
+        }
+        Op::PayWithWallet(r) => {
+            id("transfer_id", &r.transfer_id)?;
+            if r.legs.is_empty() || r.legs.len() > surge_engine::wallet::LEGS_MAX {
+                return Err(WireError::new(
+                    "invalid_request",
+                    format!("legs must hold 1..={} legs", surge_engine::wallet::LEGS_MAX),
+                ));
+            }
+            r.legs.iter().try_for_each(|l| asset(&l.asset))
+        }
     }
 }
 

@@ -35,9 +35,10 @@ pub use fast::parse_create_order;
 pub use lengths::check_lengths;
 pub use reply::{engine_err_reply, err_reply, ok_reply};
 pub use requests::{
-    decode_order_cursor, encode_order_cursor, AdjustStockReq, AuthReq, CreateOrderReq, CreateSkuReq, Credential, Empty,
-    ItemReq, ListOrdersReq, OrderRef, PayReq, ReplyShape, ResolveReq, ShipReq, SkuRef, TopicReq, TransitionReq,
-    UpdateSkuReq, WireOrderId,
+    decode_order_cursor, encode_entry_cursor, encode_order_cursor, AdjustStockReq, AuthReq, CreateOrderReq,
+    CreateSkuReq, Credential, Empty, ItemReq, LegReq, ListOrdersReq, ListWalletEntriesReq, OrderRef, PayReq,
+    PayWithWalletReq, ReplyShape, ResolveReq, ShipReq, SkuRef, TopicReq, TransitionReq, UpdateSkuReq, WalletMoveReq,
+    WalletRef, WireOrderId,
 };
 
 /// A gateway-level error reply (never reached the engine).
@@ -77,16 +78,24 @@ pub enum Op {
     Ping,
     Subscribe(TopicReq),
     Unsubscribe(TopicReq),
+    WalletCredit(WalletMoveReq),
+    WalletDebit(WalletMoveReq),
+    GetWallet(WalletRef),
+    ListWalletEntries(ListWalletEntriesReq),
+    PayWithWallet(PayWithWalletReq),
 }
 
 const ADMIN: &[Role] = &[Role::Admin];
 const BACKEND: &[Role] = &[Role::Admin, Role::Service];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Service, Role::User];
+/// The backend that pays for its users, or the user paying for its own order (issue 14).
+const PAYER: &[Role] = &[Role::Service, Role::User];
 
 /// Every op name and the roles that may send it: the one table of who may do what (`auth` is
 /// separate). `user` connections are further scoped to their own `user_id`, orders and topics
 /// (`auth::scope`); only `admin` and `service` may `pay` (a user would otherwise mark its own
-/// order paid with an invented `payment_id`).
+/// order paid with an invented `payment_id`) or move money into or out of a wallet; a user may
+/// pay its own order from its own wallet (`pay_with_wallet`), where the money is real.
 pub const OPS: &[(&str, &[Role])] = &[
     ("create_sku", ADMIN),
     ("update_sku", ADMIN),
@@ -109,6 +118,11 @@ pub const OPS: &[(&str, &[Role])] = &[
     ("ping", EVERYONE),
     ("subscribe", EVERYONE),
     ("unsubscribe", EVERYONE),
+    ("wallet_credit", BACKEND),
+    ("wallet_debit", BACKEND),
+    ("get_wallet", EVERYONE),
+    ("list_wallet_entries", EVERYONE),
+    ("pay_with_wallet", PAYER),
 ];
 
 /// Whether `role` may send `op` (per [`OPS`]).
@@ -184,6 +198,11 @@ fn parse_fields(op: &str, fields: Map<String, Value>) -> Result<Op, WireError> {
         }
         "subscribe" => Op::Subscribe(args(fields)?),
         "unsubscribe" => Op::Unsubscribe(args(fields)?),
+        "wallet_credit" => Op::WalletCredit(args(fields)?),
+        "wallet_debit" => Op::WalletDebit(args(fields)?),
+        "get_wallet" => Op::GetWallet(args(fields)?),
+        "list_wallet_entries" => Op::ListWalletEntries(args(fields)?),
+        "pay_with_wallet" => Op::PayWithWallet(args(fields)?),
         other => {
             let name = match other {
                 "cancel_order" => "cancel_order",

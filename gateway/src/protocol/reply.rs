@@ -82,6 +82,12 @@ struct ErrBody<'a> {
     adjustment_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     available: Option<u64>,
+    /// `insufficient_funds`, `unknown_asset`: the asset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asset: Option<&'a str>,
+    /// `idempotency_conflict` of a wallet transfer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer_id: Option<&'a str>,
 }
 
 impl<'a> ErrBody<'a> {
@@ -100,6 +106,8 @@ impl<'a> ErrBody<'a> {
             transitions_max: None,
             adjustment_id: None,
             available: None,
+            asset: None,
+            transfer_id: None,
         };
         let wire_id = |o: &surge_engine::OrderId| Some(crate::wire::WireId(o.0));
         match e {
@@ -120,6 +128,8 @@ impl<'a> ErrBody<'a> {
             }
             EngineError::AdjustmentConflict { adjustment_id, .. } => b.adjustment_id = Some(adjustment_id),
             EngineError::InsufficientStock { available, .. } => b.available = Some(*available),
+            EngineError::InsufficientFunds { asset, .. } | EngineError::UnknownAsset { asset } => b.asset = Some(asset),
+            EngineError::TransferConflict { transfer_id } => b.transfer_id = Some(transfer_id),
             _ => {}
         }
         b

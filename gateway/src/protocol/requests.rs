@@ -224,6 +224,79 @@ pub struct ResolveReq {
     pub reason: Option<String>,
 }
 
+/// `wallet_credit` / `wallet_debit` (issue 14): amounts are decimal strings in the asset's
+/// scale.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletMoveReq {
+    pub user_id: String,
+    pub asset: String,
+    pub amount: Decimal,
+    pub transfer_id: String,
+}
+
+/// `get_wallet`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletRef {
+    pub user_id: String,
+}
+
+/// `list_wallet_entries`: newest first, paged by an opaque cursor (the previous reply's
+/// `next_cursor`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListWalletEntriesReq {
+    pub user_id: String,
+    #[serde(default)]
+    pub asset: Option<String>,
+    #[serde(default, deserialize_with = "entry_cursor")]
+    pub cursor: Option<u64>,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+/// One leg of `pay_with_wallet`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegReq {
+    pub asset: String,
+    pub amount: Decimal,
+}
+
+/// `pay_with_wallet` (issue 14): the order paid from its user's wallet by TCC.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayWithWalletReq {
+    pub order_id: WireOrderId,
+    pub legs: Vec<LegReq>,
+    pub transfer_id: String,
+    #[serde(default)]
+    pub expected_version: Option<u32>,
+}
+
+/// What a wallet-entry cursor starts with (see [`ORDER_CURSOR_PREFIX`]).
+const ENTRY_CURSOR_PREFIX: &str = "w1.";
+
+/// The opaque `next_cursor` of a `list_wallet_entries` reply.
+pub fn encode_entry_cursor(before_seq: u64) -> String {
+    format!("{ENTRY_CURSOR_PREFIX}{before_seq}")
+}
+
+fn entry_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let malformed = || serde::de::Error::custom("cursor is malformed: pass a next_cursor from an earlier reply");
+    match Option::<String>::deserialize(d).map_err(|_| malformed())? {
+        None => Ok(None),
+        Some(c) => {
+            let digits = c.strip_prefix(ENTRY_CURSOR_PREFIX).filter(|d| d.len() <= 20).ok_or_else(malformed)?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(malformed());
+            }
+            digits.parse::<u64>().map(Some).map_err(|_| malformed())
+        }
+    }
+}
+
 /// `subscribe` / `unsubscribe`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

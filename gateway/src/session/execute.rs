@@ -242,6 +242,24 @@ enum Outcome {
         next_cursor: Option<String>,
     },
     Null(()),
+    /// `wallet_credit` / `wallet_debit`.
+    Receipt(#[serde(serialize_with = "receipt")] surge_engine::wallet::TransferReceipt),
+    /// `get_wallet`.
+    Wallet(#[serde(serialize_with = "wallet")] surge_engine::wallet::WalletView),
+    /// `list_wallet_entries`.
+    Entries(#[serde(serialize_with = "entries")] surge_engine::wallet::EntryPage),
+}
+
+fn receipt<S: serde::Serializer>(r: &surge_engine::wallet::TransferReceipt, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&crate::wire::WireReceipt::from(r), s)
+}
+
+fn wallet<S: serde::Serializer>(w: &surge_engine::wallet::WalletView, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&crate::wire::WireWallet::from(w), s)
+}
+
+fn entries<S: serde::Serializer>(p: &surge_engine::wallet::EntryPage, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&crate::wire::WireEntryPage::from(p), s)
 }
 
 impl Outcome {
@@ -274,7 +292,9 @@ fn log_ids(op: &Op) -> (Option<u64>, Option<String>) {
         Op::Transition(_, r) => (Some(r.order_id.0 .0), None),
         Op::Ship(r) => (Some(r.order_id.0 .0), None),
         Op::ResolveDispute(r) => (Some(r.order_id.0 .0), None),
+        Op::PayWithWallet(r) => (Some(r.order_id.0 .0), None),
         Op::ListOrders(_) | Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => (None, None),
+        Op::WalletCredit(_) | Op::WalletDebit(_) | Op::GetWallet(_) | Op::ListWalletEntries(_) => (None, None),
     }
 }
 
@@ -316,6 +336,36 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
             engine.resolve_dispute(r.order_id.0, r.resolution, opts(r.expected_version, r.reason)).await?,
         ),
         Op::Ping | Op::Subscribe(_) | Op::Unsubscribe(_) => Outcome::Null(()),
+        op => execute_wallet(engine, op).await?,
+    })
+}
+
+/// The wallet ops (issue 14).
+async fn execute_wallet(engine: &Engine, op: Op) -> Result<Outcome, EngineError> {
+    use surge_engine::wallet::{ListWalletEntries, WalletPayment};
+    Ok(match op {
+        Op::WalletCredit(r) => {
+            Outcome::Receipt(engine.wallet_credit(&r.user_id, &r.asset, r.amount, &r.transfer_id).await?)
+        }
+        Op::WalletDebit(r) => {
+            Outcome::Receipt(engine.wallet_debit(&r.user_id, &r.asset, r.amount, &r.transfer_id).await?)
+        }
+        Op::GetWallet(r) => Outcome::Wallet(engine.get_wallet(&r.user_id).await?),
+        Op::ListWalletEntries(r) => {
+            let q = ListWalletEntries { user_id: r.user_id, asset: r.asset, before: r.cursor, limit: r.limit };
+            Outcome::Entries(engine.list_wallet_entries(&q).await?)
+        }
+        Op::PayWithWallet(r) => {
+            let p = WalletPayment {
+                order_id: r.order_id.0,
+                legs: r.legs.into_iter().map(|l| (l.asset, l.amount)).collect(),
+                transfer_id: r.transfer_id,
+                expected_version: r.expected_version,
+                owner: None,
+            };
+            Outcome::Order(engine.pay_with_wallet(&p).await?)
+        }
+        _ => return Err(EngineError::InvalidRequest { message: "not a wallet op".into() }),
     })
 }
 

@@ -9,10 +9,13 @@
 //! (no numeric twin to pick by mistake); requests still accept a number for old clients
 //! ([`crate::protocol::WireOrderId`]).
 
+mod wallet;
+
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use surge_engine::{HistoryEntry, LineItem, Order, OrderStatus, Payment};
+pub use wallet::{WireAccount, WireEntry, WireEntryPage, WireReceipt, WireWallet};
 
 /// A 64-bit id that serializes as a JSON string of decimal digits (`"7159284311830069248"`).
 ///
