@@ -459,3 +459,57 @@ fn adjust_stock_retried_after_storage_unavailable_applies_once() {
         db.close().unwrap();
     }
 }
+
+/// A wallet payment and a credit whose group commit hits the fault answer
+/// `storage_unavailable` (outcome unknown); after the reopen, retrying them with the same
+/// transfer ids takes the money once: the order is paid, the wallet debited by the total, never
+/// twice, nothing left frozen, whether or not the failed write reached the disk (issue 14).
+fn wallet_retry_after_fault(fault: Fault) {
+    use surge_engine::wallet::WalletPayment;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pcfg(dir.path());
+    let faults = Arc::new(Faults::default());
+    let db = open_faulty(&cfg, &faults);
+    let engine = db.engine().clone();
+    create_skus(&engine);
+    engine.wallet_credit("wally", "CNY", Decimal::new(100_000, 2), "top-1").wait().expect("credit");
+    let order = engine.create_order(CreateOrder::new("wally", &[("mug", 1)], "k1")).wait().expect("order");
+    let pay = WalletPayment {
+        order_id: order.order_id,
+        legs: vec![("CNY".into(), order.total)],
+        transfer_id: "pay-1".into(),
+        expected_version: None,
+        owner: None,
+    };
+    fault.set(&faults, true);
+    assert_unavailable(engine.pay_with_wallet(&pay).wait(), "pay_with_wallet during the fault");
+    fault.set(&faults, false);
+    assert_unavailable(engine.wallet_credit("wally", "CNY", Decimal::ONE, "top-2").wait(), "credit after the fault");
+    drop(engine);
+    let _ = db.close();
+
+    let db = open_db(&cfg, &engine_cfg(), None).expect("reopen");
+    let e = db.engine();
+    let paid = e.pay_with_wallet(&pay).wait().expect("the retry pays (or finds it paid)");
+    assert_eq!(paid.status, OrderStatus::Paid);
+    let again = e.pay_with_wallet(&pay).wait().expect("and a second retry answers the same");
+    assert_eq!(again.order_id, paid.order_id);
+    let credit = e.wallet_credit("wally", "CNY", Decimal::ONE, "top-2").wait().expect("the credit retried");
+    let expected = Decimal::new(100_000, 2) - order.total + Decimal::ONE;
+    assert_eq!(credit.account.balance, expected, "money taken once, credited once");
+    let w = e.get_wallet("wally").wait().unwrap();
+    let cny = w.accounts.iter().find(|a| a.asset.as_str() == "CNY").unwrap();
+    assert_eq!((cny.balance, cny.frozen), (expected, Decimal::ZERO));
+    assert_healthy(e);
+    db.close().unwrap();
+}
+
+#[test]
+fn wallet_payment_retried_after_a_flush_failure_pays_once() {
+    wallet_retry_after_fault(Fault::Flush);
+}
+
+#[test]
+fn wallet_payment_retried_after_an_append_failure_pays_once() {
+    wallet_retry_after_fault(Fault::Append);
+}
