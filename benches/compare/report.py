@@ -9,13 +9,26 @@
         Append one `surge bench --json` result (stdin), tagged with the system, its exact command
         and the server's CPU seconds over the run; a failed run is recorded as
         {"failed": true, ...} so the table shows it.
+    report.py append-rb --results F --system NAME --command CMD --exit-code N --connections C
+                        --pipeline P --requests N --stock S [--remaining-stock R] [--wall-s X]
+                        [--server-cpu-s X] [--stderr F]
+        Append one `redis-benchmark --csv` result (stdin) as a hot-sku row of the same shape as
+        `surge bench --json`'s (rps, p50/p95/p99/max), verified by the stock: S before the run, R
+        after, so S - R must equal the N requests sent.
     report.py get --results F --system NAME --scenario S --pipeline P --field K
         Print one field of a recorded run (run.sh: the saturation throughput for the latency runs).
+    report.py rb-requests --results F --system NAME --pipeline P --duration D
+        Print how many requests a redis-benchmark row gets: as many as NAME's hot-sku row at
+        pipeline P answered in D (a `surge bench --duration`), a multiple of P.
+    report.py stock-lua [--source F]
+        Print the classic script `surge bench` loads (STOCK_LUA in
+        loadgen/src/client/redis_lua.rs), byte for byte; fail if it cannot be found there.
     report.py meta --out F [--base F] [--fsync-dir D] [--repo D] [--commands F] [--set k=v ...]
         Collect machine facts (CPU, memory, kernel, disk, an fsync probe, git commit) into F.
 """
 
 import argparse
+import csv
 import datetime
 import json
 import os
@@ -37,7 +50,9 @@ CHART_NAME = "benchmarks-chart.png"  # written next to the report
 # Display order, names and durability of every system run.sh knows.
 SYSTEMS = {
     "redis-none": ("Redis + Lua", "none (no AOF, no RDB)"),
+    "redis-none-rb": ("Redis + Lua, redis-benchmark", "none (no AOF, no RDB)"),
     "redis-always": ("Redis + Lua", "AOF, appendfsync always"),
+    "redis-always-rb": ("Redis + Lua, redis-benchmark", "AOF, appendfsync always"),
     "redis-full-always": ("Redis + full-order Lua", "AOF, appendfsync always"),
     "postgres": ("PostgreSQL, conditional UPDATE", "fsync=on, synchronous_commit=on"),
     "surge-tcp-none": ("Surge, TCP", "none (memory only)"),
@@ -64,6 +79,11 @@ SURGE_SERVED = [  # (system, how its row is named in the Surge/peer ratio tables
     *((f"surge-ws-{m}", f"WebSocket `{m}`") for m in ("none", "os", "sync")),
 ]
 HALF = ["redis-always-half", "surge-tcp-sync-half"]  # open loop: their own table, not the groups'
+# The classic-script Redis rows that run.sh repeats with redis-benchmark (as SYSTEM-rb): whether
+# our own client distorts Redis's numbers. The acceptance table keeps using our client's rows.
+RB_OF = ["redis-none", "redis-always"]
+# Where `surge bench` keeps its classic script (run.sh hands the same text to redis-benchmark).
+STOCK_LUA_SOURCE = ROOT / "loadgen" / "src" / "client" / "redis_lua.rs"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,25 +108,36 @@ def parse_bench_output(text):
         return None
 
 
+def failed_record(a, text):
+    return {
+        "system": a.system,
+        "command": a.command,
+        "failed": True,
+        "exit_code": a.exit_code,
+        "output_tail": text.strip()[-500:],
+    }
+
+
 def cmd_append(a):
     text = sys.stdin.read()
     obj = parse_bench_output(text)
     if obj is None:
-        rec = {
-            "system": a.system,
-            "command": a.command,
-            "failed": True,
-            "exit_code": a.exit_code,
-            "output_tail": text.strip()[-500:],
-        }
+        rec = failed_record(a, text)
         # Keep what the command line says, so the row lands in the right table.
         for flag, key in (("--scenario", "scenario"), ("--pipeline", "pipeline"), ("--rate", "rate_rps")):
             m = re.search(re.escape(flag) + r"\s+(\S+)", a.command)
             if m:
                 rec[key] = int(m.group(1)) if key == "pipeline" else (float(m.group(1)) if key == "rate_rps" else m.group(1))
-        print(f"  {a.system}: FAILED (exit {a.exit_code})", file=sys.stderr)
     else:
         rec = {"system": a.system, "command": a.command, **obj}
+    store(a, rec)
+
+
+def store(a, rec):
+    """Add the server CPU to a run's record, say how it went (stderr) and append it."""
+    if rec.get("failed"):
+        print(f"  {a.system}: FAILED (exit {a.exit_code})", file=sys.stderr)
+    else:
         if a.exit_code != 0:  # it printed a result but exited non-zero (e.g. verification failed)
             rec["exit_code"] = a.exit_code
         if a.server_cpu_s is not None and rec.get("requests"):
@@ -151,18 +182,165 @@ def system_of(r):
     return kind
 
 
-def cmd_get(a):
-    for r in reversed(load_results(a.results)):
+def find_field(results, system, scenario, pipeline, field):
+    """`field` of the last successful run of system / scenario / pipeline that has it, or None."""
+    for r in reversed(results):
         if (
-            system_of(r) == a.system
-            and r.get("scenario") == a.scenario
-            and str(r.get("pipeline")) == str(a.pipeline)
+            system_of(r) == system
+            and r.get("scenario") == scenario
+            and str(r.get("pipeline")) == str(pipeline)
             and not r.get("failed")
-            and r.get(a.field) is not None
+            and r.get(field) is not None
         ):
-            print(r[a.field])
-            return 0
-    return 1
+            return r[field]
+    return None
+
+
+def cmd_get(a):
+    v = find_field(load_results(a.results), a.system, a.scenario, a.pipeline, a.field)
+    if v is None:
+        return 1
+    print(v)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# redis-benchmark rows
+
+# humantime's units (what `surge bench --duration` parses), in seconds.
+DURATION_UNITS = {
+    **dict.fromkeys(("nsec", "ns"), 1e-9),
+    **dict.fromkeys(("usec", "us", "µs"), 1e-6),
+    **dict.fromkeys(("msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "sec", "s"), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "mins", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "hrs", "h"), 3600.0),
+}
+
+
+def duration_seconds(text):
+    """Seconds in a `surge bench --duration` value: `10s`, `500ms`, `1m 30s`, `2min`."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([^\d\s]+)", text)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([^\d\s]+)", "", text).strip():
+        raise ValueError(f"not a duration: {text!r}")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in DURATION_UNITS:
+            raise ValueError(f"unknown unit {unit!r} in duration {text!r}")
+        total += float(number) * DURATION_UNITS[unit]
+    return total
+
+
+def cmd_rb_requests(a):
+    rps = find_field(load_results(a.results), a.system, "hot-sku", a.pipeline, "throughput_rps")
+    if not rps:
+        return 1
+    # A multiple of the pipeline depth: redis-benchmark sends whole batches of -P requests, so
+    # then it sends exactly -n of them (the stock check counts on it).
+    p = max(1, int(a.pipeline))
+    print(max(p, round(float(rps) * duration_seconds(a.duration) / p) * p))
+    return 0
+
+
+def parse_rb_csv(text):
+    """The result line of `redis-benchmark --csv` (Redis 7: "test","rps","avg_latency_ms",
+    "min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms") as a
+    dict of column to string, or None when there is none (the run failed)."""
+    rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
+    for i, row in enumerate(rows[:-1]):
+        if "rps" in row and len(rows[i + 1]) == len(row):
+            return dict(zip(row, rows[i + 1]))
+    return None
+
+
+RB_LATENCY = {"mean": "avg_latency_ms", "min": "min_latency_ms", "p50": "p50_latency_ms",
+              "p95": "p95_latency_ms", "p99": "p99_latency_ms", "max": "max_latency_ms"}
+
+
+def rb_record(a, text):
+    """A redis-benchmark row as a record of the same shape as `surge bench --json`'s, or None
+    when its output has no result line."""
+    d = parse_rb_csv(text)
+    try:
+        rps = float(d["rps"]) if d else None
+    except ValueError:
+        rps = None
+    if not rps:
+        return None
+    latency = {}
+    for key, col in RB_LATENCY.items():
+        try:
+            latency[key] = round(float(d[col]) * 1000)  # ms (3 decimals) -> µs, as surge bench
+        except (KeyError, ValueError):
+            pass
+    rec = {
+        "system": a.system,
+        "command": a.command,
+        "label": a.system,
+        "client": "redis-benchmark",
+        "scenario": "hot-sku",
+        "target_kind": "redis",
+        "connections": a.connections,
+        "pipeline": a.pipeline,
+        "elapsed_s": round(a.requests / rps, 3),  # redis-benchmark's own clock
+        "requests": a.requests,
+        "throughput_rps": rps,
+        "latency_us": latency,
+    }
+    if a.wall_s is not None:
+        rec["wall_s"] = a.wall_s  # the process, start to exit (connecting and all)
+    # redis-benchmark does not look at what the script returns: the stock says how many
+    # requests deducted their unit. Every one must have (the key holds more than any run takes).
+    if a.remaining_stock is None:
+        rec["errors"] = {}
+        rec["ok_rps"] = None
+        rec["verify"] = {"stock": a.stock, "passed": False, "detail": "stock not read after the run"}
+        return rec
+    units = a.stock - a.remaining_stock
+    rec["ok"] = units
+    rec["ok_rps"] = rps * units / a.requests
+    rec["errors"] = {} if units == a.requests else {"not_deducted": a.requests - units}
+    passed = units == a.requests and a.remaining_stock >= 0
+    rec["verify"] = {
+        "stock": a.stock,
+        "orders_ok": units,
+        "units_ok": units,
+        "oversold": max(0, -a.remaining_stock),
+        "remaining_stock": a.remaining_stock,
+        "passed": passed,
+        "detail": "" if passed else f"the stock went down by {units:,} for {a.requests:,} requests",
+    }
+    return rec
+
+
+def cmd_append_rb(a):
+    text = sys.stdin.read()
+    rec = rb_record(a, text)
+    if rec is None:
+        err = ""
+        if a.stderr and os.path.exists(a.stderr):
+            with open(a.stderr, encoding="utf-8", errors="replace") as f:
+                err = f.read()
+        rec = failed_record(a, (text + "\n" + err).strip())
+        rec.update(scenario="hot-sku", pipeline=a.pipeline, client="redis-benchmark")
+    store(a, rec)
+
+
+def stock_lua(source=STOCK_LUA_SOURCE):
+    """The text of `pub const STOCK_LUA: &str = r#"…"#;` in the loadgen's source: a raw string,
+    so its text between the quotes is the script, byte for byte."""
+    with open(source, encoding="utf-8") as f:
+        src = f.read()
+    found = re.findall(r'\bconst STOCK_LUA: &str = r(#*)"(.*?)"\1;', src, re.S)
+    if len(found) != 1:
+        raise SystemExit(f"{source}: expected one raw-string `const STOCK_LUA: &str = r#\"…\"#;`, found "
+                         f"{len(found)}; update stock_lua() in benches/compare/report.py to match")
+    return found[0][1]
+
+
+def cmd_stock_lua(a):
+    sys.stdout.buffer.write(stock_lua(a.source).encode("utf-8"))
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,6 +715,8 @@ def draw_chart(runs, path):
             for bar, n in zip(bars, names):
                 if n.endswith("-unpinned"):
                     bar.set_hatch("//")
+                elif n.endswith("-rb"):
+                    bar.set_hatch("..")
             ax.bar_label(bars, labels=[f"{thr(r) / 1000:,.0f}k" for r in rows], fontsize=7, padding=2)
             ax.set_title(title)
             ax.set_ylabel("throughput (req/s)")
@@ -564,6 +744,49 @@ def draw_chart(runs, path):
     except Exception as e:  # a broken chart must not cost the report
         return f"drawing it failed ({type(e).__name__}: {e})"
     return None
+
+
+def rb_comparison(runs, scenario, pipeline):
+    """The lines comparing our client's Redis rows with redis-benchmark's on the same server
+    (none when this group has no redis-benchmark row)."""
+    pairs = [(s, runs.get(scenario, pipeline, s), runs.get(scenario, pipeline, f"{s}-rb")) for s in RB_OF]
+    pairs = [(s, ours, rb) for s, ours, rb in pairs if rb]
+    if not pairs:
+        return []
+
+    def cell(r, value, fmt):
+        if r is None:
+            return "—"
+        if r.get("failed"):
+            return "FAILED"
+        v = value(r)
+        return "—" if v is None else fmt(v)
+
+    def p(q):
+        return lambda r: (r.get("latency_us") or {}).get(q)
+
+    def cpu(r):
+        return r.get("server_cpu_us_per_op")
+
+    out = [
+        "Our client ÷ redis-benchmark on the same Redis server, same script, connections, pipeline depth "
+        "and pinning (near 1.00×: `surge bench` does not distort Redis's numbers):",
+        "",
+        "| Redis | `surge bench` req/s | redis-benchmark req/s | `surge bench` ÷ redis-benchmark "
+        "| p50 ms, ours / redis-benchmark | p99 ms, ours / redis-benchmark "
+        "| server CPU µs/op, ours / redis-benchmark |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s, ours, rb in pairs:
+        out.append(
+            f"| {PEER_SHORT[s]} | {cell(ours, thr, fmt_int)} | {cell(rb, thr, fmt_int)} | "
+            f"{fmt_ratio(thr(ours), thr(rb))} | "
+            f"{cell(ours, p('p50'), fmt_ms)} / {cell(rb, p('p50'), fmt_ms)} | "
+            f"{cell(ours, p('p99'), fmt_ms)} / {cell(rb, p('p99'), fmt_ms)} | "
+            f"{cell(ours, cpu, fmt_us)} / {cell(rb, cpu, fmt_us)} |"
+        )
+    out.append("")
+    return out
 
 
 def render(results, meta, notes, engine, results_path, chart):
@@ -613,7 +836,8 @@ def render(results, meta, notes, engine, results_path, chart):
         w(f"- fsync probe on that disk (4 KiB append + fdatasync, {fp.get('seconds')} s): "
           f"{fmt_int(fp['ops_per_s'])} fsyncs/s, p50 {fmt_ms(fp.get('p50_us'))} ms, p99 {fmt_ms(fp.get('p99_us'))} ms")
     w(f"- Versions: {meta.get('redis_version') or 'Redis: not run'}; {meta.get('postgres_version') or 'PostgreSQL: not run'}; "
-      f"{meta.get('surge_version') or 'surge'}")
+      f"{meta.get('surge_version') or 'surge'}"
+      + (f"; {meta['redis_benchmark_version']}" if meta.get("redis_benchmark_version") else ""))
     commit = meta.get("git_commit") or "?"
     w(f"- Surge commit: `{commit}`" + (" (working tree had uncommitted changes)" if meta.get("git_dirty") else ""))
     w(f"- Date: {meta.get('date', '?')}")
@@ -629,8 +853,10 @@ def render(results, meta, notes, engine, results_path, chart):
     # ---- setup
     w("## What was compared")
     w("")
+    has_rb = any(system_of(r).endswith("-rb") for r in results)
     w(f"Same load shapes, same {conns} connections, same pipeline depth, one after another in one run "
-      "(`surge bench` drives every target):")
+      "(`surge bench` drives every target" + ("; `redis-benchmark` drives the Redis classic-script hot-sku rows "
+                                              "once more" if has_rb else "") + "):")
     w("")
     w("- **hot-sku**: every request reserves one unit of the same SKU, for "
       f"{meta.get('duration', 'the duration')} (stock large enough not to run out).")
@@ -643,6 +869,18 @@ def render(results, meta, notes, engine, results_path, chart):
     w("- **Redis + full-order Lua** (`--redis-script full-order`), on the same `appendfsync always` instance: "
       "a script that does what Surge's `create_order` does (idempotency key, per-user count, the order as "
       "a hash, its deadline, the stock), so the work per order is alike on both sides.")
+    if has_rb:
+        w("- **Redis + Lua, redis-benchmark**: the classic-script hot-sku rows (no persistence, and "
+          "`appendfsync always`) once more, right after our client's, driven by `redis-benchmark`, the tool "
+          "Redis users measure with: same server, same script (its text taken from `surge bench`'s source "
+          "and checked against the SHA1 `surge bench` loaded), SCRIPT LOAD, then `EVALSHA <sha> 1 <key> 1` "
+          "on a key stocked as `surge bench` stocks its own; same connections, pipeline depth and pinning; "
+          "as many requests as `surge bench` answered in the duration. redis-benchmark does not read the "
+          "script's answers, so the stock checks the row: it must go down by exactly the requests sent. "
+          "How the two clients differ: redis-benchmark pipelines in batches (a connection sends `-P` "
+          "requests, waits for all their replies, then sends the next batch; `surge bench` keeps up to "
+          "`pipeline` requests in flight), and it gives every request of a batch the batch's time to its "
+          "first reply, with p50/p95/p99/max only (no p90, p99.9).")
     w("- **PostgreSQL**: `UPDATE … SET stock = stock - $1 WHERE id = $2 AND stock >= $1`, autocommit, "
       "`fsync=on`, `synchronous_commit=on` (durable).")
     w("- **Surge**: `surge serve`, fresh data dir per row, in each durability mode: `sync` (reply after "
@@ -655,7 +893,8 @@ def render(results, meta, notes, engine, results_path, chart):
           "for that many orders at start (about 1.5 s per 2 M), so the sale does not pay those page faults.")
     if pinned == "1":
         w(f"- Pinning: servers (redis-server, the PostgreSQL postmaster and its backends, `surge serve`) run "
-          f"under `taskset -c {meta.get('server_cpus', '?')}`, every `surge bench` under "
+          f"under `taskset -c {meta.get('server_cpus', '?')}`, every `surge bench`"
+          + (" and `redis-benchmark`" if has_rb else "") + " under "
           f"`taskset -c {meta.get('bench_cpus', '?')}`. The `unpinned` rows repeat hot-sku at pipeline "
           f"{pipelined} for Redis `appendfsync always` and Surge `sync` TCP with both on every core.")
     w("- Throughput is requests answered per second (`ok/s`: those that succeeded); latencies are per "
@@ -715,6 +954,7 @@ def render(results, meta, notes, engine, results_path, chart):
               f"{fmt_ratio(thr(su), thr(ru))} (pinned: "
               f"{fmt_ratio(thr(runs.get(scenario, pipeline, 'surge-tcp-sync')), thr(runs.get(scenario, pipeline, 'redis-always')))}).")
             w("")
+        out.extend(rb_comparison(runs, scenario, pipeline))
         if scenario == "flash-sale":
             w("Verification (after the sale):")
             w("")
@@ -791,12 +1031,14 @@ def render(results, meta, notes, engine, results_path, chart):
     w("")
     w(
         "Knobs: `CONNECTIONS`, `DURATION`, `PIPELINES`, `FLASH_PIPELINES`, `FLASH_USERS`, `FLASH_STOCK`, "
-        "`SYSTEMS`, `PIN`, `SERVER_CPUS`, `BENCH_CPUS`, `UNPINNED_ROWS`, `SURGE_LIVE_ORDERS_EXPECTED`, "
+        "`SYSTEMS`, `PIN`, `SERVER_CPUS`, `BENCH_CPUS`, `UNPINNED_ROWS`, `REDIS_BENCHMARK`, "
+        "`SURGE_LIVE_ORDERS_EXPECTED`, "
         "`BENCH_TMPDIR`, … (see `benches/compare/README.md`). This run: "
         + ", ".join(
             f"`{k.upper()}={meta[k]}`"
             for k in ("connections", "duration", "pipelines", "flash_pipelines", "flash_users", "flash_stock",
-                      "pin", "server_cpus", "bench_cpus", "unpinned_rows", "surge_live_orders_expected")
+                      "pin", "server_cpus", "bench_cpus", "unpinned_rows", "redis_benchmark",
+                      "surge_live_orders_expected")
             if meta.get(k)
         )
         + (f"; the benchmark runs took {meta['bench_seconds']} s" if meta.get("bench_seconds") else "")
@@ -891,12 +1133,35 @@ def main(argv):
     ap.add_argument("--exit-code", type=int, default=0)
     ap.add_argument("--server-cpu-s", type=float, help="server CPU seconds (user + system) over the run")
 
+    rb = sub.add_parser("append-rb", help="append one redis-benchmark --csv result (stdin)")
+    rb.add_argument("--results", required=True)
+    rb.add_argument("--system", required=True)
+    rb.add_argument("--command", required=True)
+    rb.add_argument("--exit-code", type=int, default=0)
+    rb.add_argument("--server-cpu-s", type=float, help="server CPU seconds (user + system) over the run")
+    rb.add_argument("--connections", type=int, required=True)
+    rb.add_argument("--pipeline", type=int, required=True)
+    rb.add_argument("--requests", type=int, required=True, help="redis-benchmark -n")
+    rb.add_argument("--stock", type=int, required=True, help="the stock key's value before the run")
+    rb.add_argument("--remaining-stock", type=int, help="its value after the run")
+    rb.add_argument("--wall-s", type=float, help="seconds from the process's start to its exit")
+    rb.add_argument("--stderr", help="redis-benchmark's stderr, kept in a failed row")
+
     g = sub.add_parser("get", help="print one field of a recorded run")
     g.add_argument("--results", required=True)
     g.add_argument("--system", required=True)
     g.add_argument("--scenario", required=True)
     g.add_argument("--pipeline", required=True)
     g.add_argument("--field", required=True)
+
+    n = sub.add_parser("rb-requests", help="requests for a redis-benchmark row")
+    n.add_argument("--results", required=True)
+    n.add_argument("--system", required=True)
+    n.add_argument("--pipeline", required=True)
+    n.add_argument("--duration", required=True)
+
+    sl = sub.add_parser("stock-lua", help="print surge bench's classic Redis script")
+    sl.add_argument("--source", default=str(STOCK_LUA_SOURCE))
 
     m = sub.add_parser("meta", help="collect machine facts")
     m.add_argument("--out", required=True)
@@ -909,7 +1174,8 @@ def main(argv):
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["render", *argv]
     a = p.parse_args(argv)
-    return {"render": cmd_render, "append": cmd_append, "get": cmd_get, "meta": cmd_meta}[a.cmd](a) or 0
+    return {"render": cmd_render, "append": cmd_append, "append-rb": cmd_append_rb, "get": cmd_get,
+            "rb-requests": cmd_rb_requests, "stock-lua": cmd_stock_lua, "meta": cmd_meta}[a.cmd](a) or 0
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@
 #   * Surge over TCP and over WebSocket in each durability mode (none, os, sync), plus an
 #     in-process sync row;
 # then latency runs at half of saturation (Redis always, Surge sync) and, when pinned, the
-# hot-sku rows of Redis always and Surge sync once more unpinned. Servers run on SERVER_CPUS and
-# the load generator on BENCH_CPUS (taskset); each row records the server's CPU time per request.
+# hot-sku rows of Redis always and Surge sync once more unpinned. With REDIS_BENCHMARK=1 each
+# classic-script Redis hot-sku row (none, always) is run once more with redis-benchmark, the tool
+# Redis users measure with, on the same server with the same script: whether our client distorts
+# Redis's numbers. Servers run on SERVER_CPUS and the load generator on BENCH_CPUS (taskset);
+# each row records the server's CPU time per request.
 # Everything listens on 127.0.0.1 only. Writes docs/benchmarks-results.jsonl,
 # docs/benchmarks-meta.json and docs/BENCHMARKS.md (via benches/compare/report.py).
 #
@@ -35,6 +38,7 @@ PIN="${PIN:-1}"                     # servers on SERVER_CPUS, load generator on 
 SERVER_CPUS="${SERVER_CPUS:-0}"     # taskset -c lists
 BENCH_CPUS="${BENCH_CPUS:-1}"
 UNPINNED_ROWS="${UNPINNED_ROWS:-1}" # when pinned: hot-sku, deepest pipeline, once more unpinned
+REDIS_BENCHMARK="${REDIS_BENCHMARK:-1}" # redis-none / redis-always hot-sku rows once more with redis-benchmark
 SURGE_LIVE_ORDERS_EXPECTED="${SURGE_LIVE_ORDERS_EXPECTED:-2000000}" # surge serve's heap sizing
 RUN_TIMEOUT="${RUN_TIMEOUT:-600}"   # seconds, per bench run
 SURGE_SHARDS="${SURGE_SHARDS:-}"    # empty: config default (one shard per core)
@@ -61,6 +65,9 @@ log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 has_redis() { [[ " $SYSTEMS " == *" redis-"* ]]; }
+# The redis-benchmark rows repeat redis-none's and redis-always's: not systems of their own (they
+# need their companion's server, its row to size them, and run hot-sku only).
+want_rb() { [[ $REDIS_BENCHMARK == 1 ]] && { has_system redis-none || has_system redis-always; }; }
 # Shell-quoted rendering of a command, for the commands list.
 q() {
   local out="" a sq="'"
@@ -128,7 +135,7 @@ cleanup() {
       [[ -s $f ]] && { log "---- tail of $f"; tail -n 15 "$f" >&2; }
     done
   fi
-  [[ -n $BENCH_PID ]] && stop_pid "$BENCH_PID" 15 "surge bench"
+  [[ -n $BENCH_PID ]] && stop_pid "$BENCH_PID" 15 "load generator"
   stop_surge
   local pid
   for pid in "${REDIS_PIDS[@]}"; do stop_pid "$pid" 30 redis-server; done
@@ -205,6 +212,8 @@ install_missing() {
   if has_redis; then
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null || pkgs+=(redis-server)
   fi
+  # redis-server pulls in redis-tools (redis-cli, redis-benchmark); ask for it too if only it is missing.
+  if want_rb; then command -v redis-benchmark >/dev/null || pkgs+=(redis-tools); fi
   if has_system postgres; then
     [[ -n "$(find_pg_bindir)" ]] || pkgs+=(postgresql)
   fi
@@ -375,7 +384,7 @@ pg_ticks() {
 # in-process row (no server) and for a server that is gone.
 server_ticks() {
   case "$1" in
-    redis-none) proc_ticks "$REDIS_NONE_PID" ;;
+    redis-none | redis-none-rb) proc_ticks "$REDIS_NONE_PID" ;;
     redis-always* | redis-full-always) proc_ticks "$REDIS_ALWAYS_PID" ;;
     postgres) pg_ticks ;;
     surge-tcp-* | surge-ws-*) proc_ticks "$SURGE_PID" ;;
@@ -471,6 +480,84 @@ run_row() {
   esac
 }
 
+# ---- redis-benchmark rows -----------------------------------------------------------------------
+STOCK_LUA_FILE=""       # the classic script, as `surge bench` loads it (load_stock_lua)
+STOCK_LUA_SHA=""        # its SHA1: what SCRIPT LOAD returns and EVALSHA takes
+RB_STOCK=1000000000000  # the stock key's value: loadgen's HOT_SKU_STOCK, more than any run takes
+
+# load_stock_lua: the classic script's text, extracted from the source `surge bench` embeds it
+# from (STOCK_LUA in loadgen/src/client/redis_lua.rs), so that the two cannot drift; report.py
+# fails, and so does this, when it is not found there exactly once.
+load_stock_lua() {
+  STOCK_LUA_FILE="$WORK/stock.lua"
+  record "$(q python3 "$REPORT_PY" stock-lua) >stock.lua # STOCK_LUA of loadgen/src/client/redis_lua.rs"
+  python3 "$REPORT_PY" stock-lua >"$STOCK_LUA_FILE" ||
+    die "could not take the classic script from loadgen/src/client/redis_lua.rs (or set REDIS_BENCHMARK=0)"
+  STOCK_LUA_SHA="$(sha1sum <"$STOCK_LUA_FILE")"
+  STOCK_LUA_SHA="${STOCK_LUA_SHA%% *}"
+  log "classic script for redis-benchmark: STOCK_LUA, $(wc -c <"$STOCK_LUA_FILE") bytes, SHA1 $STOCK_LUA_SHA"
+}
+
+# rb_row PIPELINE SYSTEM: SYSTEM-rb, SYSTEM's hot-sku row at PIPELINE (just run by `surge bench`)
+# once more with redis-benchmark: same server, script, connections, pipeline depth and pinning,
+# and as many requests as `surge bench` answered in DURATION, so that it lasts about as long.
+# Server CPU is read around it as around every row; the stock, read after it, tells how many
+# requests deducted their unit (redis-benchmark does not look at the replies).
+rb_row() {
+  local pipeline="$1" system="$2" port
+  case "$system" in
+    redis-none) port="$REDIS_NONE_PORT" ;;
+    redis-always) port="$REDIS_ALWAYS_PORT" ;;
+    *) die "no redis-benchmark row for $system" ;;
+  esac
+  local name="$system-rb" n
+  n="$(python3 "$REPORT_PY" rb-requests --results "$RUN_RESULTS" --system "$system" --pipeline "$pipeline" \
+    --duration "$DURATION")" || n=""
+  if [[ -z $n ]]; then
+    log "$name skipped: no $system hot-sku pipeline $pipeline throughput to size it"
+    return 0
+  fi
+  local cli=(redis-cli -h 127.0.0.1 -p "$port")
+  # `surge bench` has just SCRIPT LOADed its classic script here: unless the binary embeds
+  # another script than the source (stale build), the source's SHA1 is in the script cache.
+  [[ "$("${cli[@]}" SCRIPT EXISTS "$STOCK_LUA_SHA")" == 1 ]] ||
+    die "redis ($system): no script $STOCK_LUA_SHA after surge bench's row: $BENCH_BIN loads another classic script than loadgen/src/client/redis_lua.rs (rebuild it, or set REDIS_BENCHMARK=0)"
+  local sha
+  record "$(q "${cli[@]}" -x SCRIPT LOAD) <stock.lua"
+  sha="$("${cli[@]}" -x SCRIPT LOAD <"$STOCK_LUA_FILE")"
+  [[ $sha == "$STOCK_LUA_SHA" ]] || die "redis ($system): SCRIPT LOAD answered '$sha', not $STOCK_LUA_SHA"
+  # A key of the shape of surge bench's (surge_bench:stock:bench-RUN-0), fresh for every row.
+  local key="surge_bench:stock:bench-rb-$system-p$pipeline-0"
+  record "$(q "${cli[@]}" SET "$key" "$RB_STOCK")"
+  [[ "$("${cli[@]}" SET "$key" "$RB_STOCK")" == OK ]] || die "redis ($system): SET $key failed"
+  local cmd=("${BENCH_PIN[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNECTIONS" -P "$pipeline" -n "$n"
+    --csv EVALSHA "$sha" 1 "$key" 1)
+  local shown
+  shown="$(q "${cmd[@]}")"
+  record "$shown"
+  log "run $name: pipeline $pipeline, $n requests"
+  local rc=0 t0 t1 w0 w1 cpu=() left=()
+  t0="$(server_ticks "$name")" || t0=""
+  w0="$(date +%s.%N)"
+  # Under timeout, as every run: redis-benchmark spins forever on a server that went away.
+  timeout -k 10 "$RUN_TIMEOUT" "${cmd[@]}" </dev/null >"$WORK/rb.out" 2>"$WORK/rb.err" &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=""
+  w1="$(date +%s.%N)"
+  t1="$(server_ticks "$name")" || t1=""
+  if [[ -n $t0 && -n $t1 ]]; then
+    cpu=(--server-cpu-s "$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", d / hz }')")
+  fi
+  local after
+  after="$("${cli[@]}" GET "$key" 2>/dev/null)" || after=""
+  [[ $after =~ ^-?[0-9]+$ ]] && left=(--remaining-stock "$after")
+  python3 "$REPORT_PY" append-rb --results "$RUN_RESULTS" --system "$name" --command "$shown" \
+    --exit-code "$rc" "${cpu[@]}" --connections "$CONNECTIONS" --pipeline "$pipeline" --requests "$n" \
+    --stock "$RB_STOCK" "${left[@]}" --stderr "$WORK/rb.err" \
+    --wall-s "$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')" <"$WORK/rb.out"
+}
+
 # half_row SYSTEM: SYSTEM-half, hot-sku open loop at half of the throughput SYSTEM reached
 # closed-loop at DEEP_PIPELINE (its saturation).
 half_row() {
@@ -560,6 +647,11 @@ if has_system postgres; then
 fi
 SURGE_VERSION=""
 ((HAVE_SURGE)) && SURGE_VERSION="$("$SURGE_BIN" --version 2>/dev/null || true)"
+RB_VERSION=""
+if want_rb; then
+  command -v redis-benchmark >/dev/null || die "REDIS_BENCHMARK=1 needs redis-benchmark (apt: redis-tools)"
+  RB_VERSION="$(redis-benchmark --version)"
+fi
 
 if [[ $SERVERS_ONLY == 1 ]]; then
   if ((HAVE_SURGE)); then
@@ -575,6 +667,8 @@ if [[ $SERVERS_ONLY == 1 ]]; then
   exit 0
 fi
 
+if want_rb; then load_stock_lua; fi
+
 # Machine facts (and an fsync probe on the disk holding the data dirs) before the load starts.
 python3 "$REPORT_PY" meta --out "$WORK/meta.json" --fsync-dir "$WORK" --repo "$ROOT" \
   --set redis_version="$REDIS_VERSION" --set postgres_version="$PG_VERSION" \
@@ -583,12 +677,17 @@ python3 "$REPORT_PY" meta --out "$WORK/meta.json" --fsync-dir "$WORK" --repo "$R
   --set flash_users="$FLASH_USERS" --set flash_stock="$FLASH_STOCK" --set systems="$SYSTEMS" \
   --set surge_shards="${SURGE_SHARDS:-config default}" --set bench_tmpdir="$BENCH_TMPDIR" \
   --set pin="$PIN" --set pinned="$PINNED" --set server_cpus="$SERVER_CPUS" --set bench_cpus="$BENCH_CPUS" \
-  --set unpinned_rows="$UNPINNED_ROWS" --set surge_live_orders_expected="$SURGE_LIVE_ORDERS_EXPECTED"
+  --set unpinned_rows="$UNPINNED_ROWS" --set surge_live_orders_expected="$SURGE_LIVE_ORDERS_EXPECTED" \
+  --set redis_benchmark="$REDIS_BENCHMARK" --set redis_benchmark_version="$RB_VERSION"
 
 T0=$SECONDS
 record "# benchmark runs"
 for p in $PIPELINES; do
-  for s in $SYSTEMS; do run_row hot-sku "$p" "$s"; done
+  for s in $SYSTEMS; do
+    run_row hot-sku "$p" "$s"
+    # Right after our client's row: same server state, and its throughput sizes the run.
+    if [[ $REDIS_BENCHMARK == 1 && ($s == redis-none || $s == redis-always) ]]; then rb_row "$p" "$s"; fi
+  done
 done
 for p in $FLASH_PIPELINES; do
   for s in $SYSTEMS; do run_row flash-sale "$p" "$s"; done
