@@ -59,6 +59,7 @@ fn every_wallet_event() -> Vec<Event> {
         for (j, params) in every_params().into_iter().enumerate() {
             let (user_id, transfer_id, failure) = (user(j), transfer(i * 10 + j), f.clone());
             let at_ms = at[(i + j) % 5];
+            let (params, failure) = (Box::new(params), Box::new(failure));
             events.push(Event::Wallet(WalletEvent::Rejected { user_id, transfer_id, params, failure, at_ms }));
         }
     }
@@ -271,8 +272,8 @@ fn hand_written_wallet_bytes_follow_the_documented_grammar() {
     let want = WalletEvent::Rejected {
         user_id: "u".into(),
         transfer_id: "t".into(),
-        params: TransferParams::Pay { order_id: OrderId(3), legs: vec![leg("CNY", 1)] },
-        failure: TransferFailure::OrderNotPayable { order_id: OrderId(2), status: OrderStatus::Canceled },
+        params: Box::new(TransferParams::Pay { order_id: OrderId(3), legs: vec![leg("CNY", 1)] }),
+        failure: Box::new(TransferFailure::OrderNotPayable { order_id: OrderId(2), status: OrderStatus::Canceled }),
         at_ms: 0,
     };
     assert_eq!(decode_record(1, &one_event_record(&rejected)).unwrap().1, vec![Event::Wallet(want)]);

@@ -456,5 +456,7 @@ mod tests {
         use std::mem::size_of;
         assert!(size_of::<super::ShardMsg>() <= 96, "ShardMsg is {} bytes", size_of::<super::ShardMsg>());
         assert!(size_of::<super::Deferred>() <= 72, "Deferred is {} bytes", size_of::<super::Deferred>());
+        // Every journaled event is moved at this size: the wallet's rare, large refusal is boxed.
+        assert!(size_of::<crate::event::Event>() <= 104, "Event is {} bytes", size_of::<crate::event::Event>());
     }
 }

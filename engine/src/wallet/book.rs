@@ -191,7 +191,8 @@ impl WalletBook {
             WalletEvent::Unfrozen { transfer_id, failure, at_ms, .. } => w.unfreeze(transfer_id, failure, *at_ms),
             WalletEvent::Refunded { transfer_id, order_id, at_ms, .. } => w.refund(transfer_id, *order_id, *at_ms),
             WalletEvent::Rejected { transfer_id, params, failure, .. } => {
-                let record = TransferRecord { params: params.clone(), outcome: Outcome::Failed(failure.clone()) };
+                let record =
+                    TransferRecord { params: (**params).clone(), outcome: Outcome::Failed((**failure).clone()) };
                 w.transfers.insert(transfer_id.clone(), record);
                 Ok(())
             }

@@ -101,6 +101,7 @@ pub(crate) fn refuse(
     now_ms: i64,
 ) -> Verdict {
     let e = failure.to_error();
+    let (params, failure) = (Box::new(params), Box::new(failure));
     Verdict::Refused(Some(Box::new(WalletEvent::Rejected { user_id, transfer_id, params, failure, at_ms: now_ms })), e)
 }
 

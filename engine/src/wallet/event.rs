@@ -207,10 +207,11 @@ pub enum WalletEvent {
         user_id: UserId,
         /// The transfer.
         transfer_id: Box<str>,
-        /// What it asked for.
-        params: TransferParams,
+        /// What it asked for (boxed, as `failure`: refusals are rare, and inline they would make
+        /// every journaled event of the engine 8 bytes larger).
+        params: Box<TransferParams>,
         /// Why it was refused.
-        failure: TransferFailure,
+        failure: Box<TransferFailure>,
         /// Engine clock, ms.
         at_ms: i64,
     },

@@ -61,6 +61,7 @@ fn unfrozen(user: &str, transfer: &str, failure: Option<TransferFailure>, at_ms:
 }
 
 fn rejected(user: &str, transfer: &str, params: TransferParams, failure: TransferFailure, at_ms: i64) -> Event {
+    let (params, failure) = (Box::new(params), Box::new(failure));
     w(WalletEvent::Rejected { user_id: Arc::from(user), transfer_id: transfer.into(), params, failure, at_ms })
 }
 

@@ -167,6 +167,7 @@ impl Decoder {
             tag::WALLET_REJECTED => {
                 let params = self.params(r)?;
                 let failure = self.failure(r)?.ok_or_else(|| r.bad("a rejection without its failure"))?;
+                let (params, failure) = (Box::new(params), Box::new(failure));
                 WalletEvent::Rejected { user_id, transfer_id, params, failure, at_ms }
             }
             _ => return Err(r.bad("unknown event tag")),
