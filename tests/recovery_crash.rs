@@ -16,14 +16,33 @@
 //!   an `order_archived` record and its `holding_forgotten` a recovery that restocked archived
 //!   orders' units would show up here (issue 10, item 1);
 //!
+//! Wallets too (issue 14, `crash_wallet`): beside the flash sale, two threads credit and debit
+//! wallets (CNY and POINTS, some transfers retried with the same id), pay orders on SKUs of
+//! their own with `pay_with_wallet` (mixed legs summing to the total), and refund some of them,
+//! printing every acknowledged receipt, payment and refund. After each restart:
+//!
+//! * every acknowledged credit and debit is in its user's ledger, and a retry of its transfer id
+//!   answers the receipt it got before the crash (balance, frozen, version); a refused debit is
+//!   refused again;
+//! * every order acknowledged as paid by `pay_with_wallet` is paid (or beyond) by that transfer,
+//!   with exactly its legs settled; an acknowledged refund holds; a retry answers the order;
+//! * for every wallet user, whatever was acknowledged: nothing is frozen (no try survives
+//!   recovery); each asset's balance equals the credits − debits − settled payments + refunds
+//!   its ledger entries list; every try was settled or unfrozen, and money was taken ⇔ the order
+//!   took that payment (refund entries ⇔ the order is refunded); users the child no longer
+//!   touches keep exactly the wallet they had; the audit (wallet invariants included) is healthy;
+//!
 //! then starts the next cycle on the same directory. `SURGE_CRASH_CYCLES` (default 30) sets the
 //! number of cycles, `SURGE_CRASH_SEED` the seed; `scripts/crash-500.sh` runs 500.
+
+mod crash_wallet;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crash_wallet::{WalletLedger, WALLET_SKUS, WALLET_THREADS};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use surge::engine::{
@@ -80,6 +99,23 @@ fn crash_child() {
                 .expect("child: restock");
         }
     }
+    for (sku, price) in WALLET_SKUS {
+        if engine.get_sku(sku).is_err() {
+            let spec = SkuSpec {
+                sku_id: sku.into(),
+                name: format!("Wallet item {sku}"),
+                price: price.parse().expect("decimal"),
+                initial_stock: 1_000,
+                rules: SaleRules::default(),
+            };
+            engine.create_sku(spec).wait().expect("child: create wallet sku");
+        } else {
+            engine
+                .adjust_stock(sku, &format!("restock-c{cycle}"), 400, "restock between crash cycles")
+                .wait()
+                .expect("child: restock");
+        }
+    }
     println!("READY");
     let deadline = Instant::now() + Duration::from_secs(20);
     // Orders per thread per cycle (unbounded by default). Long runs cap it so the state that
@@ -127,7 +163,13 @@ fn crash_child() {
             })
         })
         .collect();
-    for t in threads {
+    let wallet_threads: Vec<_> = (0..WALLET_THREADS)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || crash_wallet::run_thread(&engine, seed, cycle, t, deadline, complete))
+        })
+        .collect();
+    for t in threads.into_iter().chain(wallet_threads) {
         let _ = t.join();
     }
 }
@@ -144,10 +186,15 @@ struct Ledger {
     last_sold: HashMap<String, u64>,
     /// Most orders seen in the archive at a check.
     archived_max: usize,
+    /// Wallet receipts, payments and refunds.
+    wallet: WalletLedger,
 }
 
 impl Ledger {
-    fn read_line(&mut self, line: &str) {
+    fn read_line(&mut self, line: &str, ctx: &str) {
+        if self.wallet.read_line(line, ctx) {
+            return;
+        }
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
             (Some("ACK"), Some(id), Some(version)) => {
@@ -205,8 +252,9 @@ fn run_cycle(dir: &std::path::Path, seed: u64, cycle: u64, ledger: &mut Ledger, 
     child.kill().expect("SIGKILL the child"); // std's kill() is SIGKILL on Unix
     let _ = child.wait();
     let _ = reader.join();
+    let ctx = format!("seed {seed} cycle {cycle}");
     for line in rx.try_iter() {
-        ledger.read_line(&line);
+        ledger.read_line(&line, &ctx);
     }
 }
 
@@ -236,6 +284,14 @@ fn check(dir: &std::path::Path, seed: u64, cycle: u64, ledger: &mut Ledger) {
         assert!(v.sold >= paid, "seed {seed} cycle {cycle}: {sku} sold {} < {paid} acknowledged paid units", v.sold);
         let last = ledger.last_sold.insert(sku.to_owned(), v.sold).unwrap_or(0);
         assert!(v.sold >= last, "seed {seed} cycle {cycle}: {sku} sold dropped from {last} to {}", v.sold);
+    }
+    let ctx = format!("seed {seed} cycle {cycle}");
+    let wallet_sold = crash_wallet::check(engine, &mut ledger.wallet, cycle, &ctx);
+    for (sku, _) in WALLET_SKUS {
+        let v = engine.get_sku(sku).unwrap_or_else(|e| panic!("{ctx}: sku {sku}: {e}"));
+        assert_eq!(v.available + v.reserved + v.sold, v.stocked_total, "{ctx}: conservation on {sku}");
+        let paid = wallet_sold.get(sku).copied().unwrap_or(0);
+        assert!(v.sold >= paid, "{ctx}: {sku} sold {} < {paid} units of acknowledged wallet payments", v.sold);
     }
     ledger.archived_max = ledger.archived_max.max(db.archived_order_count());
     let report = engine.audit();
@@ -268,10 +324,16 @@ fn kill_minus_nine_loses_no_acknowledged_order() {
     }
     assert!(!ledger.acked.is_empty(), "seed {seed}: the child acknowledged nothing; the test tested nothing");
     assert!(ledger.archived_max > 0, "seed {seed}: nothing was archived; the archiving path was not tested");
+    let (moves, paid, refunded) = ledger.wallet.counts();
+    assert!(
+        moves > 0 && paid > 0 && refunded > 0,
+        "seed {seed}: wallet traffic too thin to test ({moves} receipts, {paid} payments, {refunded} refunds)"
+    );
     println!(
         "crash test: {cycles} cycles, {} acknowledged orders ({} paid) checked, up to {} archived",
         ledger.acked.len(),
         ledger.paid.len(),
         ledger.archived_max
     );
+    println!("crash test wallets: {}", crash_wallet::summary(&ledger.wallet));
 }
