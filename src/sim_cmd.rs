@@ -36,7 +36,7 @@ pub struct SimArgs {
     #[arg(long)]
     json: bool,
     /// Plant a known bug (to see the simulator catch it): drop-release, reply-before-durable,
-    /// forget-idempotency, snapshot-before-durable.
+    /// forget-idempotency, snapshot-before-durable, tcc-across-batches.
     #[arg(long, hide = true, value_parser = planted, default_value = "none")]
     plant: Bug,
 }
@@ -48,15 +48,26 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The bugs `--plant` knows, by name (one table for parsing and for the reproduce line).
+const PLANTS: [(&str, Bug); 6] = [
+    ("none", Bug::None),
+    ("drop-release", Bug::DropFirstRelease),
+    ("reply-before-durable", Bug::ReplyBeforeDurable),
+    ("forget-idempotency", Bug::ForgetIdempotencyOnRecovery),
+    ("snapshot-before-durable", Bug::SnapshotBeforeDurable),
+    ("tcc-across-batches", Bug::TccAcrossBatches),
+];
+
 fn planted(s: &str) -> Result<Bug, String> {
-    Ok(match s {
-        "none" => Bug::None,
-        "drop-release" => Bug::DropFirstRelease,
-        "reply-before-durable" => Bug::ReplyBeforeDurable,
-        "forget-idempotency" => Bug::ForgetIdempotencyOnRecovery,
-        "snapshot-before-durable" => Bug::SnapshotBeforeDurable,
-        other => return Err(format!("unknown bug {other:?}")),
-    })
+    PLANTS.iter().find(|(name, _)| *name == s).map(|(_, bug)| *bug).ok_or_else(|| format!("unknown bug {s:?}"))
+}
+
+/// ` --plant <name>` for a planted bug, nothing for none.
+fn plant_arg(bug: Bug) -> String {
+    match PLANTS.iter().find(|(_, b)| *b == bug) {
+        Some((name, _)) if bug != Bug::None => format!(" --plant {name}"),
+        _ => String::new(),
+    }
 }
 
 /// Run the simulation; print the report (stdout) or the failure (the error).
@@ -82,13 +93,14 @@ pub fn sim(args: &SimArgs) -> Result<(), String> {
 fn failure(f: &SimFailure, args: &SimArgs) -> String {
     format!(
         "{f}\nreproduce: surge sim --seed {} --ops {} --shards {} --crash-rate {} --storage-fault-rate {} \
-         --torn-write-probability {}\nlast steps:\n  {}",
+         --torn-write-probability {}{}\nlast steps:\n  {}",
         f.seed,
         args.ops,
         args.shards,
         args.crash_rate,
         args.storage_fault_rate,
         args.torn_write_probability,
+        plant_arg(args.plant),
         f.trace.join("\n  ")
     )
 }

@@ -74,14 +74,16 @@ fn ten_million_operations_over_the_real_wal_keep_every_invariant() {
 }
 
 /// The planted bugs the engine simulator's own tests catch over its in-memory disk are caught
-/// over the real WAL too (replies before durability, idempotency records dropped on recovery),
-/// and so is the one only snapshots can show: a snapshot written before what it holds is
-/// durable (the bug this simulator found).
+/// over the real WAL too (replies before durability, idempotency records dropped on recovery,
+/// a wallet payment's TCC split across two batches of the log), and so is the one only
+/// snapshots can show: a snapshot written before what it holds is durable (the bug this
+/// simulator found).
 #[test]
 fn planted_bugs_are_caught_over_the_real_wal() {
     let bugs = [
         (Bug::ReplyBeforeDurable, 5_000),
         (Bug::ForgetIdempotencyOnRecovery, 5_000),
+        (Bug::TccAcrossBatches, 5_000),
         (Bug::SnapshotBeforeDurable, 50_000),
     ];
     for (bug, ops) in bugs {

@@ -154,7 +154,7 @@ fn check_wallet_payments(r: &mut AuditReport, orders: &HashMap<OrderId, Arc<Orde
     for (order_id, transfer_id) in payments {
         // An archived order is not live here; its payment is checked when it was archived.
         let Some(o) = orders.get(order_id) else { continue };
-        let took = o.payment.as_ref().is_some_and(|p| *p.payment_id == *format!("wallet:{transfer_id}"));
+        let took = crate::wallet::tcc::took(Some(o), transfer_id);
         if !took || matches!(o.status, Canceled | PendingPayment | Refunded) {
             r.violations.push(format!(
                 "wallet payment {transfer_id} settled for order {order_id}, which is {} and took {:?}",

@@ -41,6 +41,13 @@ pub(crate) struct ReadModels {
     pub skus: SkuDirectory,
     /// Users that may hold an idempotency record (the sold-out fast path's check).
     pub users: crate::user_filter::UserFilter,
+    /// Orders their shard archived (out of memory) in a batch that is not durable yet, in their
+    /// final state: the archive gets them only with that batch, and `orders` may still show an
+    /// earlier state (when the move to the final status is not durable either). The shard finds
+    /// them here (`ShardCore::find_order`), so a command in that window never answers
+    /// `unknown_order` for an order that exists (found by the simulator, issue 14). Each leaves
+    /// with its batch's durability callback.
+    pub archiving: FastDashMap<OrderId, Arc<Order>>,
 }
 
 impl ReadModels {
@@ -55,6 +62,7 @@ impl ReadModels {
             ),
             skus: SkuDirectory::default(),
             users: crate::user_filter::UserFilter::default(),
+            archiving: FastDashMap::default(),
             user_hasher: ahash::RandomState::default(),
         }
     }

@@ -146,19 +146,12 @@ impl EngineState {
     /// 14). The shard journals a payment's try and confirm in one batch, so a log the engine
     /// wrote holds none; this is the rule for any that does.
     fn close_open_tries(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
-        use crate::wallet::WalletEvent;
         let open: Vec<_> =
             self.wallets.open_tries().map(|(u, id, t)| (u.clone(), id.clone(), t.order_id, t.at_ms)).collect();
         let mut out = Vec::with_capacity(open.len());
         for (user_id, transfer_id, order_id, at_ms) in open {
             let order = self.orders.get(&order_id).cloned().or_else(|| archived(order_id));
-            let wanted = format!("wallet:{transfer_id}");
-            let took = order.and_then(|o| o.payment.clone()).is_some_and(|p| *p.payment_id == *wanted);
-            let e = if took {
-                WalletEvent::Settled { user_id, transfer_id, at_ms }
-            } else {
-                WalletEvent::Unfrozen { user_id, transfer_id, failure: None, at_ms }
-            };
+            let e = crate::wallet::tcc::close_try(user_id, transfer_id, order.as_deref(), at_ms);
             if self.wallets.apply(&e).is_ok() {
                 out.push(Event::Wallet(e));
             }

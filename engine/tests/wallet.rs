@@ -297,7 +297,7 @@ fn reconcile_settles_a_paid_try_and_cancels_an_unpaid_one() {
 
 #[test]
 fn a_try_left_open_is_closed_after_tcc_try_timeout_ms() {
-    let (state, _, _) = state_with_open_tries();
+    let (state, _, carol_order) = state_with_open_tries();
     let clock = Arc::new(ManualClock::new(T0));
     let cfg = EngineConfig { shard_count: 2, tcc_try_timeout_ms: 5_000, tick_interval_ms: 1, ..Default::default() };
     let e = Engine::builder(cfg).clock(clock.clone()).state(state).start().unwrap();
@@ -312,6 +312,10 @@ fn a_try_left_open_is_closed_after_tcc_try_timeout_ms() {
     let (bob, carol) = (e.get_wallet("bob").wait().unwrap(), e.get_wallet("carol").wait().unwrap());
     assert_eq!(balance(&bob, "CNY"), (dec("10.00"), dec("0")), "bob's order took the payment: settled");
     assert_eq!(balance(&carol, "CNY"), (dec("20.00"), dec("0")), "carol's did not: canceled");
+    // A retry of the canceled payment does not claim the order was paid, and the id stays spent.
+    let retry = e.pay_with_wallet(&payment(carol_order, &[("CNY", "10.00")], "pay-b")).wait();
+    assert_eq!(retry.as_ref().map_err(|e| e.code()), Err("invalid_request"), "{retry:?}");
+    assert_eq!(e.get_order(carol_order).unwrap().status, OrderStatus::PendingPayment);
     e.settle();
     assert!(e.audit().is_healthy(), "{:?}", e.audit().violations);
 }

@@ -9,13 +9,10 @@ use crate::domain::Order;
 use crate::error::{EngineError, EngineResult};
 use crate::pending::Pending;
 use crate::routing::shard_for_key;
-use crate::shard::{EntriesQuery, OrderMsg, ShardMsg, WalletMsg, WalletPay};
+use crate::shard::{EntriesQuery, OrderMsg, ShardMsg, WalletMsg};
 use crate::snowflake::shard_of;
-use crate::wallet::decide::Movement;
-use crate::wallet::{
-    AssetCode, EntryPage, Leg, ListWalletEntries, TransferParams, TransferReceipt, WalletPayment, WalletView, LEGS_MAX,
-    TRANSFER_ID_BYTES_MAX,
-};
+use crate::wallet::request::{check_movement, check_payment};
+use crate::wallet::{EntryPage, ListWalletEntries, TransferReceipt, WalletPayment, WalletView};
 
 impl Engine {
     /// Credit `amount` of `asset` to `user_id`'s wallet: a top-up the payment provider
@@ -67,19 +64,7 @@ impl Engine {
         transfer_id: &str,
         credit: bool,
     ) -> Pending<TransferReceipt> {
-        let checked = (|| -> EngineResult<Movement> {
-            check_text("user_id", user_id, ID_BYTES_MAX)?;
-            check_text("transfer_id", transfer_id, TRANSFER_ID_BYTES_MAX)?;
-            let a = self.inner.assets.get(asset)?;
-            let amount_minor = a.to_minor(amount)?;
-            let asset = a.code.clone();
-            let params = if credit {
-                TransferParams::Credit { asset, amount_minor }
-            } else {
-                TransferParams::Debit { asset, amount_minor }
-            };
-            Ok(Movement { user_id: Arc::from(user_id), transfer_id: transfer_id.into(), params })
-        })();
+        let checked = check_movement(&self.inner.assets, user_id, asset, amount, transfer_id, credit);
         match checked {
             Err(e) => Pending::ready(Err(e)),
             Ok(m) => {
@@ -137,12 +122,12 @@ impl Engine {
     /// asset's rate and must sum exactly to the order total.
     ///
     /// # Errors
-    /// `invalid_request` (ids, no legs or more than [`LEGS_MAX`], an asset twice, a bad
-    /// amount), `unknown_asset` (not listed, or has no rate), `unknown_order` (also for an order
-    /// of another user when `owner` is set), `order_not_payable`, `already_paid`,
+    /// `invalid_request` (ids, no legs or more than [`crate::wallet::LEGS_MAX`], an asset
+    /// twice, a bad amount), `unknown_asset` (not listed, or has no rate), `unknown_order` (also
+    /// for an order of another user when `owner` is set), `order_not_payable`, `already_paid`,
     /// `amount_mismatch`, `insufficient_funds`, `version_conflict`, `idempotency_conflict`.
     pub fn pay_with_wallet(&self, p: &WalletPayment) -> Pending<Arc<Order>> {
-        match self.check_payment(p) {
+        match check_payment(&self.inner.assets, p) {
             Err(e) => Pending::ready(Err(e)),
             Ok(pay) => {
                 let order_id = p.order_id;
@@ -150,33 +135,5 @@ impl Engine {
                 self.submit(shard, |r| ShardMsg::Order(order_id, OrderMsg::WalletPay(Box::new(pay), r)))
             }
         }
-    }
-
-    fn check_payment(&self, p: &WalletPayment) -> EngineResult<WalletPay> {
-        check_text("transfer_id", &p.transfer_id, TRANSFER_ID_BYTES_MAX)?;
-        if let Some(owner) = &p.owner {
-            check_text("user_id", owner, ID_BYTES_MAX)?;
-        }
-        if p.legs.is_empty() || p.legs.len() > LEGS_MAX {
-            return Err(EngineError::invalid(format!("a wallet payment has 1..={LEGS_MAX} legs")));
-        }
-        let mut legs: Vec<Leg> = Vec::with_capacity(p.legs.len());
-        for (asset, amount) in &p.legs {
-            let a = self.inner.assets.get(asset)?;
-            if a.rate.is_none() {
-                return Err(EngineError::UnknownAsset { asset: format!("{asset} (cannot pay orders: no rate)") });
-            }
-            if legs.iter().any(|l: &Leg| l.asset == a.code) {
-                return Err(EngineError::invalid(format!("asset {asset} appears twice")));
-            }
-            let code: AssetCode = a.code.clone();
-            legs.push(Leg { asset: code, amount_minor: a.to_minor(*amount)? });
-        }
-        Ok(WalletPay {
-            transfer_id: p.transfer_id.as_str().into(),
-            legs,
-            expected_version: p.expected_version,
-            owner: p.owner.as_deref().map(Into::into),
-        })
     }
 }

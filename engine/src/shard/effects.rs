@@ -73,6 +73,8 @@ impl DurableEffects {
         // still live as far as the log knows, and must stay readable.
         for order in archived.into_iter().filter(|_| result.is_ok()) {
             let id = order.order_id;
+            // The archive holds it now.
+            read.archiving.remove_if(&id, |_, o| Arc::ptr_eq(o, &order));
             // Unless it was restored meanwhile (then the read model holds a newer state of it,
             // which stays).
             if read.orders.remove_if(&id, |_, o| Arc::ptr_eq(o, &order)).is_none() {

@@ -129,7 +129,7 @@ impl ShardCore {
     }
 
     /// The order a command is for, and whether it is archived: live in memory; or archived in
-    /// this shard's recent batch but not yet durable (still in the read model); or read from
+    /// a batch of this shard's that is not durable yet (`ReadModels::archiving`); or read from
     /// the archive. The archive read is sled on this shard thread: off the hot path, because
     /// only ids that are not in memory (archived or unknown) get there.
     pub(super) fn find_order(&self, order_id: OrderId, archived_too: bool) -> Option<(Arc<Order>, bool)> {
@@ -139,8 +139,10 @@ impl ShardCore {
         if !self.archive_enabled || !archived_too {
             return None;
         }
-        let archiving = self.read.orders.get(&order_id).map(|o| o.clone()).filter(|o| o.status.is_terminal());
-        archiving.or_else(|| self.archive.as_ref()?.get(order_id)).map(|o| (o, true))
+        let archiving = self.read.archiving.get(&order_id).map(|o| o.clone());
+        // After a failed batch the order stays in `orders` (the log still has it live).
+        let failed = || self.read.orders.get(&order_id).map(|o| o.clone()).filter(|o| o.status.is_terminal());
+        archiving.or_else(failed).or_else(|| self.archive.as_ref()?.get(order_id)).map(|o| (o, true))
     }
 
     /// Bring an archived order back into memory (logged as `Restored`, so replay rebuilds it):

@@ -81,6 +81,7 @@ impl ShardCore {
             let shard = shard_for_key(&item.sku_id, self.shard_count);
             self.send(shard, ShardMsg::Sku(item.sku_id.clone(), SkuMsg::Forget { order_id }));
         }
+        self.read.archiving.insert(order_id, order.clone());
         self.archived.push(order.clone());
         self.events.push(Event::Order(OrderEvent::Archived(order)));
     }

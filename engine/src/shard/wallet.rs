@@ -14,12 +14,7 @@ use crate::order::{self, Decision, OrderCommand};
 use crate::state_machine::OrderEventKind;
 use crate::wallet::decide::{check_legs, decide_movement, earlier, refuse, Movement, Verdict};
 use crate::wallet::view::{account_view, entry_page, wallet_view};
-use crate::wallet::{Outcome, TransferFailure, TransferParams, TransferReceipt, WalletEvent};
-
-/// The payment id a wallet payment leaves on its order (`Order::payment`).
-pub(crate) fn wallet_payment_id(transfer_id: &str) -> Box<str> {
-    format!("wallet:{transfer_id}").into()
-}
+use crate::wallet::{tcc, Outcome, TransferFailure, TransferParams, TransferReceipt, WalletEvent};
 
 impl ShardCore {
     pub(super) fn handle_wallet(&mut self, user_id: UserId, msg: WalletMsg) {
@@ -78,15 +73,8 @@ impl ShardCore {
             .map(|(u, id, t)| (u.clone(), id.clone(), t.order_id))
             .collect();
         for (user_id, transfer_id, order_id) in stale {
-            let payment_id = wallet_payment_id(&transfer_id);
-            let took =
-                self.orders.get(&order_id).and_then(|o| o.payment.as_ref()).is_some_and(|p| p.payment_id == payment_id);
-            let at_ms = now;
-            let e = if took {
-                WalletEvent::Settled { user_id, transfer_id, at_ms }
-            } else {
-                WalletEvent::Unfrozen { user_id, transfer_id, failure: None, at_ms }
-            };
+            let order = self.orders.get(&order_id);
+            let e = tcc::close_try(user_id, transfer_id, order.map(|o| &**o), now);
             self.apply_wallet(e);
         }
     }
@@ -125,23 +113,18 @@ impl ShardCore {
     /// check freezes nothing and is remembered under the transfer id.
     pub(super) fn run_wallet_pay(&mut self, order_id: OrderId, pay: WalletPay, reply: Reply<Arc<Order>>) {
         let found = self.find_order(order_id, true);
-        let Some((order, archived)) = found.filter(|(o, _)| pay.owner.as_deref().is_none_or(|u| *u == *o.user_id))
-        else {
+        let Some((order, _)) = found.filter(|(o, _)| pay.owner.as_deref().is_none_or(|u| *u == *o.user_id)) else {
             return self.reply_order(Some(reply), Err(EngineError::UnknownOrder { order_id }));
         };
         let user_id = order.user_id.clone();
         let params = TransferParams::Pay { order_id, legs: pay.legs.clone() };
         match earlier(self.wallets.get(&user_id), &pay.transfer_id, &params) {
             Some(Verdict::Refused(_, e)) => return self.reply_order(Some(reply), Err(e)),
-            Some(_) => return self.reply_order(Some(reply), Ok(order)),
-            None if archived => {
-                // Archived orders are terminal: no payment can land on them.
-                let status = order.status;
-                return self.reply_order(Some(reply), Err(EngineError::OrderNotPayable { order_id, status }));
-            }
+            Some(Verdict::Again(_)) => return self.reply_order(Some(reply), paid_again(order, &pay.transfer_id)),
+            Some(Verdict::Apply(_)) => return self.reply_order(Some(reply), Ok(order)),
             None => {}
         }
-        let payment_id = wallet_payment_id(&pay.transfer_id);
+        let payment_id = tcc::payment_id(&pay.transfer_id);
         let cmd = OrderCommand {
             opts: crate::domain::TransitionOptions { expected_version: pay.expected_version, reason: None },
             payment: Some((payment_id.clone(), order.total)),
@@ -171,13 +154,7 @@ impl ShardCore {
         // confirmed before the reply).
         self.run_command(order_id, cmd, Some(reply));
         // Confirm if the order took this payment, else cancel: nothing in between survives the batch.
-        let paid =
-            self.orders.get(&order_id).and_then(|o| o.payment.as_ref()).is_some_and(|p| p.payment_id == payment_id);
-        let e = if paid {
-            WalletEvent::Settled { user_id, transfer_id, at_ms }
-        } else {
-            WalletEvent::Unfrozen { user_id, transfer_id, failure: None, at_ms }
-        };
+        let e = tcc::close_try(user_id, transfer_id, self.orders.get(&order_id).map(|o| &**o), at_ms);
         self.apply_wallet(e);
     }
 
@@ -215,4 +192,26 @@ impl ShardCore {
         };
         self.apply_wallet(e);
     }
+}
+
+impl ShardCore {
+    /// This shard's wallets, read in place (a simulation checks them after every batch).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn wallet_book(&self) -> &crate::wallet::WalletBook {
+        &self.wallets
+    }
+}
+
+/// The answer to a retry of a payment the transfer id already names (same parameters): the
+/// order if it took this payment (settled, or refunded since); else the payment was canceled
+/// (or its try is still open after a crash), and the retry says so instead of claiming a
+/// payment the order never took. The id stays spent: a new attempt needs a new transfer id.
+fn paid_again(order: Arc<Order>, transfer_id: &str) -> EngineResult<Arc<Order>> {
+    if tcc::took(Some(&order), transfer_id) {
+        return Ok(order);
+    }
+    Err(EngineError::invalid(format!(
+        "wallet payment {transfer_id} did not pay order {} (it was canceled); pay with a new transfer id",
+        order.order_id
+    )))
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::disk::Disk;
 use super::prng::Fnv64;
+use super::wallet_check;
 use super::workload::Workload;
 use crate::audit;
 use crate::domain::{Order, SkuId};
@@ -45,23 +46,26 @@ pub(super) fn shard_skus(core: &ShardCore) -> Result<(), String> {
 }
 
 /// What holds when nothing is in flight: the engine's full audit (counters, holdings and
-/// orders agree across actors), one order per (user, idempotency key), per-user limits.
+/// orders agree across actors), one order per (user, idempotency key), per-user limits, and the
+/// wallets' (no open try, totals, per-asset sums, live orders' wallet payments settled).
 ///
 /// # Errors
 /// The audit's violations, or the first other broken invariant.
 pub(super) fn full_audit(cores: &[ShardCore], workload: &Workload) -> Result<(), String> {
-    let report = audit::check(cores.iter().map(ShardCore::audit).collect());
+    let audits: Vec<_> = cores.iter().map(ShardCore::audit).collect();
+    let orders: Vec<Arc<Order>> = audits.iter().flat_map(|a| a.orders.iter().cloned()).collect();
+    let report = audit::check(audits);
     if !report.is_healthy() {
         return Err(format!("audit: {}", report.violations.join("; ")));
     }
     let mut keys = HashSet::new();
-    for core in cores {
-        for o in core.audit().orders {
-            if !keys.insert((o.user_id.clone(), o.idempotency_key.clone())) {
-                return Err(format!("two live orders for user {} and key {}", o.user_id, o.idempotency_key));
-            }
+    for o in &orders {
+        if !keys.insert((&o.user_id, &o.idempotency_key)) {
+            return Err(format!("two live orders for user {} and key {}", o.user_id, o.idempotency_key));
         }
+        wallet_check::order_took(cores, o)?;
     }
+    wallet_check::books(cores, false)?;
     for ((sku_id, user), units) in &report.user_units {
         if let Some(limit) = workload.limits.get(sku_id).filter(|l| units > l) {
             return Err(format!("sku {sku_id}: user {user} holds {units} units, limit {limit}"));
@@ -76,7 +80,10 @@ pub(super) fn full_audit(cores: &[ShardCore], workload: &Workload) -> Result<(),
 ///   version): an acknowledged change is never lost;
 /// * every SKU a client was answered with exists;
 /// * each SKU's archived sold units equal the sold units of the archived orders that are not
-///   live again: archiving never loses or restocks sold units.
+///   live again: archiving never loses or restocks sold units;
+/// * every archived order that took a wallet payment has it settled (or refunded) in its user's
+///   wallet, and every settled payment of an order that is not live belongs to an archived
+///   order that took it.
 ///
 /// # Errors
 /// The first broken one, in words.
@@ -100,7 +107,15 @@ pub(super) fn after_recovery(cores: &[ShardCore], disk: &dyn Disk, workload: &Wo
             return Err(format!("sku {sku_id} was answered created, but is gone"));
         }
     }
-    archived_units(cores, &disk.archived_orders())
+    let archived = disk.archived_orders();
+    for o in &archived {
+        if cores[shard_of(o.order_id.0, n)].order(o.order_id).is_none() {
+            wallet_check::order_took(cores, o)?;
+        }
+    }
+    wallet_check::books(cores, true)?;
+    wallet_check::archived_payments(cores, &archived)?;
+    archived_units(cores, &archived)
 }
 
 /// Each SKU's `sold_archived` equals the sold units of archived orders that are not live.

@@ -15,13 +15,20 @@
 //!
 //! A workload of concurrent clients creates SKUs, creates multi-SKU orders (some retried with
 //! their idempotency key after a timeout), pays (duplicate callbacks, second payment ids),
-//! cancels, ships, delivers, refunds, disputes, restocks and pauses SKUs. Checks:
-//! * after every batch, the shard's SKUs conserve stock and equal their holdings;
+//! cancels, ships, delivers, refunds, disputes, restocks and pauses SKUs; wallet clients credit
+//! and debit CNY and POINTS, pay orders from wallets by TCC (mixed legs, wrong sums, short
+//! wallets, cancels racing them), retry transfer ids (same and other parameters) and read
+//! wallets (issue 14). Checks:
+//! * after every batch, the shard's SKUs conserve stock and equal their holdings, and the
+//!   wallets it changed keep their invariant (`WalletBook::check`);
 //! * at every quiet point (nothing in flight), after every recovery and at the end, the full
-//!   [`crate::audit`], one order per (user, idempotency key), per-user limits;
+//!   [`crate::audit`], one order per (user, idempotency key), per-user limits, no open payment
+//!   try, per-asset sums, every order's wallet payment settled in its user's wallet, and every
+//!   known account equal to what the answers make it;
 //! * after every recovery and at the end, every answer a client took as success still holds
-//!   (the order exists, live or archived, at least at the version it was answered with), and
-//!   archived sold units equal what the SKUs remember;
+//!   (the order exists, live or archived, at least at the version it was answered with; every
+//!   transfer id answered is in the books with that outcome), and archived sold units equal
+//!   what the SKUs remember;
 //! * every answer against a reference model where it is determined (see `workload`).
 //!
 //! No thread, wall clock or I/O enters a run: the same seed gives the same run bit for bit.
@@ -43,8 +50,10 @@
 
 mod check;
 mod disk;
+mod planted;
 pub(crate) mod prng;
 mod trace;
+mod wallet_check;
 mod workload;
 mod world;
 
@@ -149,6 +158,11 @@ pub enum Bug {
     /// Write a snapshot as soon as it is captured, before the batches it includes are durable
     /// (the bug the simulator found: an order archived in memory vanishes with a crash).
     SnapshotBeforeDurable,
+    /// Journal a wallet payment's try and confirm (`wallet_frozen`, `wallet_settled`) with the
+    /// shard's next batch instead of with the order's `paid` (as a separate wallet lane in the
+    /// log would): a crash between the two leaves a paid order whose money never left the
+    /// wallet, and the log holds no open try for recovery to repair.
+    TccAcrossBatches,
 }
 
 /// Run one simulation on a [`MemDisk`] whose faults follow `config.storage_fault_rate`.

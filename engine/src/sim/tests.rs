@@ -70,7 +70,8 @@ fn a_refused_shard_count_is_an_error() {
 /// The workload reaches every outcome it is meant to: orders created and refused (sold out,
 /// short of stock, over a per-user limit), paid, paid twice, canceled, expired (a pay after
 /// the deadline is `order_not_payable`), shipped, refunded, disputed, requests left unknown
-/// by a crash, and storage faults.
+/// by a crash, and storage faults; wallets credited, debited and short, payments from them
+/// accepted and refused for every reason, retried transfer ids in conflict.
 #[test]
 fn the_workload_reaches_every_outcome() {
     let r = run(&SimConfig { seed: 5, ops: 20_000, shard_count: 2, crash_rate: 2e-4, storage_fault_rate: 1e-3 })
@@ -90,6 +91,20 @@ fn the_workload_reaches_every_outcome() {
         "confirm_refund:ok",
         "open_dispute:ok",
         "sku:ok",
+        "wallet_credit:ok",
+        "wallet_credit:idempotency_conflict",
+        "wallet_debit:ok",
+        "wallet_debit:insufficient_funds",
+        "wallet_pay:ok",
+        "wallet_pay:amount_mismatch",
+        "wallet_pay:insufficient_funds",
+        "wallet_pay:idempotency_conflict",
+        "wallet_pay:order_not_payable",
+        "wallet_pay:already_paid",
+        "wallet_pay:version_conflict",
+        "wallet_pay:unknown_order",
+        "wallet_pay:unknown",
+        "get_wallet:ok",
     ] {
         assert!(r.outcomes.get(outcome).is_some_and(|n| *n > 0), "seed 5: no {outcome} in {:#?}", r.outcomes);
     }
@@ -144,4 +159,13 @@ fn idempotency_records_dropped_on_recovery_are_caught() {
 fn restocking_archived_orders_on_recovery_is_caught() {
     let (failure, _) = find(Bug::None, RecoveryBug::IgnoreArchive, 20, 5_000);
     assert!(failure.violation.contains("archived"), "{failure}");
+}
+
+/// A wallet payment's try and confirm journaled one batch after the order's `paid`: a crash
+/// between the two leaves a paid order whose money never left the wallet (and no open try for
+/// recovery to find), which the wallet checks catch.
+#[test]
+fn a_tcc_split_across_batches_is_caught() {
+    let (failure, _) = find(Bug::TccAcrossBatches, RecoveryBug::None, 20, 5_000);
+    assert!(failure.violation.contains("wallet") || failure.violation.contains("transfer"), "{failure}");
 }

@@ -10,11 +10,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::check;
 use super::disk::{Disk, GroupEntry};
 use super::prng::{Fnv64, SplitMix64};
 use super::trace::{Did, Recent};
 use super::workload::Workload;
+use super::{check, planted, wallet_check};
 use super::{Bug, SimConfig, SimReport};
 use crate::config::EngineConfig;
 use crate::engine::place_state;
@@ -24,6 +24,9 @@ use crate::publish::ReadModels;
 use crate::shard::{BatchEffects, CoreParts, DurableEffects, ShardCore, ShardMsg, SkuMsg};
 use crate::snowflake::shard_of;
 use crate::state::EngineState;
+use snapshot::WaitingSnapshot;
+
+mod snapshot;
 
 /// A message on its way between two shards.
 struct Flight {
@@ -92,32 +95,23 @@ pub(super) struct Sim {
     bug: Bug,
     /// Crash probability per step, in parts per million.
     crash_ppm: u64,
-}
-
-/// A snapshot captured between batches, waiting to be written.
-struct WaitingSnapshot {
-    /// The shards' cuts (sharing chunks with the live state, as in production).
-    cuts: Vec<crate::shard::ShardCut>,
-    /// Their journal positions.
-    positions: Vec<u64>,
-    /// Write the file once this many batches are synced (`holds_through`, unless a planted bug
-    /// says otherwise).
-    write_after: u64,
-    /// Batches submitted before the capture: the cut holds their changes.
-    holds_through: u64,
+    /// Per shard, journal events a planted bug holds back for the shard's next batch.
+    held: Vec<Vec<Event>>,
 }
 
 impl Sim {
     pub fn new(config: &SimConfig, disk: Box<dyn Disk>, bug: Bug) -> Result<Self, String> {
         let n = config.shard_count;
         let mut rng = SplitMix64::new(config.seed);
-        let workload = Workload::new(&mut rng, n);
+        let engine_config = sim_engine_config(n);
+        let assets = crate::wallet::Assets::new(&engine_config.assets).map_err(|e| e.to_string())?;
+        let workload = Workload::new(&mut rng, n, assets);
         let mut sim = Self {
             rng,
             step: 0,
             // 2026-01-01T00:00:00Z: a plausible engine clock, after the snowflake epoch.
             now_ms: 1_767_225_600_000,
-            config: Arc::new(sim_engine_config(n)),
+            config: Arc::new(engine_config),
             read: Arc::default(),
             cores: Vec::new(),
             inbox: (0..n).map(|_| VecDeque::new()).collect(),
@@ -135,6 +129,7 @@ impl Sim {
             workload,
             bug,
             crash_ppm: (config.crash_rate.clamp(0.0, 1.0) * 1e6) as u64,
+            held: (0..n).map(|_| Vec::new()).collect(),
         };
         sim.recover()?;
         Ok(sim)
@@ -157,8 +152,17 @@ impl Sim {
             issued += burst;
             self.settle()?;
             check::full_audit(&self.cores, &self.workload)?;
+            self.check_wallets(false)?;
         }
-        check::after_recovery(&self.cores, &*self.disk, &self.workload)
+        check::after_recovery(&self.cores, &*self.disk, &self.workload)?;
+        self.check_wallets(true)
+    }
+
+    /// The wallets against the clients' answers, with nothing in flight; `recovered` also
+    /// checks every transfer answered is still in the books.
+    fn check_wallets(&mut self, recovered: bool) -> Result<(), String> {
+        let books = wallet_check::all_books(&self.cores);
+        self.workload.check_wallets(&books, recovered)
     }
 
     /// A client sends one request, or (one time in six) up to four at once, one mailbox
@@ -195,7 +199,7 @@ impl Sim {
             0 if free => self.snapshot(),
             0..=549 => {
                 let s = self.rng.below(n) as usize;
-                self.run_batch(s);
+                self.run_batch(s)?;
                 check::shard_skus(&self.cores[s])
             }
             550..=749 => self.write_group(),
@@ -246,7 +250,8 @@ impl Sim {
 
     /// One batch of shard `s`, as the production loop runs it: messages from other shards
     /// first, then the mailbox, up to `batch_size_max`; then due timers; then end the batch.
-    fn run_batch(&mut self, s: usize) {
+    /// Checks the wallets the batch changed.
+    fn run_batch(&mut self, s: usize) -> Result<(), String> {
         let now = self.now_ms;
         let mut handled = 0;
         while handled < self.config.batch_size_max {
@@ -263,7 +268,9 @@ impl Sim {
         self.counts.batches += 1;
         let events = effects.batch.as_ref().map_or(0, |b| b.events.len());
         self.recent.push(self.step, Did::Batch { shard: s, handled, events });
+        let wallets = effects.batch.as_ref().map_or(Ok(()), |b| wallet_check::shard(&self.cores[s], &b.events));
         self.release(s, effects);
+        wallets
     }
 
     /// The next message for `s` that has arrived, from the first ready link at a random start.
@@ -284,7 +291,10 @@ impl Sim {
     fn release(&mut self, s: usize, mut effects: BatchEffects) {
         let n = self.cores.len();
         self.trace.u64(s as u64);
-        if let Some(batch) = effects.batch {
+        if let Some(mut batch) = effects.batch {
+            if self.bug == Bug::TccAcrossBatches {
+                planted::tcc_across_batches(&mut self.held[s], &mut batch.events);
+            }
             check::trace_events(&mut self.trace, &batch.events);
             if !batch.events.is_empty() {
                 self.positions[s] += 1;
@@ -374,53 +384,6 @@ impl Sim {
         Ok(())
     }
 
-    /// Capture every shard's state with its journal position as the cut (between batches, so
-    /// they agree, as the production runtime's flush-then-capture). The file is written once
-    /// every batch submitted before the capture is durable (`Engine::wait_durable`).
-    fn snapshot(&mut self) -> Result<(), String> {
-        if self.snapshot_waiting.is_some() {
-            return Ok(());
-        }
-        let cuts = self.cores.iter().map(|core| core.cut()).collect();
-        let holds_through = self.submitted_total;
-        let write_after = if self.bug == Bug::SnapshotBeforeDurable { 0 } else { holds_through };
-        self.snapshot_waiting =
-            Some(WaitingSnapshot { cuts, positions: self.positions.clone(), write_after, holds_through });
-        if write_after <= self.synced_total {
-            self.write_snapshot()?;
-        }
-        Ok(())
-    }
-
-    /// Write the waiting snapshot. The invariant is checked here, where it can break, not left
-    /// to a crash that happens to land in the window: a snapshot file holds only durable changes
-    /// (a batch submitted before the capture and lost in a crash would otherwise survive in the
-    /// snapshot, and an archived order, dropped from memory before its archive entry was durable,
-    /// would be lost; the bug this simulator found).
-    fn write_snapshot(&mut self) -> Result<(), String> {
-        let Some(waiting) = self.snapshot_waiting.take() else { return Ok(()) };
-        if waiting.holds_through > self.synced_total {
-            return Err(format!(
-                "a snapshot was written holding batches not yet durable: {} submitted before its capture, {} synced",
-                waiting.holds_through, self.synced_total
-            ));
-        }
-        let WaitingSnapshot { cuts: shard_cuts, positions: cuts, .. } = waiting;
-        // Built now, after the shards went on: the cut must still be what it was when taken.
-        let mut state = EngineState::default();
-        for part in shard_cuts {
-            state.merge(part.into_state());
-        }
-        let ok = self.disk.snapshot(state, cuts).is_ok();
-        self.recent.push(self.step, Did::Snapshot { ok });
-        if ok {
-            self.counts.snapshots += 1;
-        } else {
-            self.counts.snapshot_faults += 1;
-        }
-        Ok(())
-    }
-
     /// Power loss (`fault: None`) or fail-stop after a storage fault: what was not durable is
     /// gone, clients' pending requests time out; then recover.
     fn crash(&mut self, fault: Option<String>) -> Result<(), String> {
@@ -446,6 +409,7 @@ impl Sim {
         self.submitted.clear();
         self.written.clear();
         self.snapshot_waiting = None;
+        self.held.iter_mut().for_each(Vec::clear);
         self.workload.forget_pending();
         self.now_ms = self.now_ms.saturating_add(RESTART_MS);
         self.recover()
@@ -484,6 +448,7 @@ impl Sim {
         self.positions = vec![recovery.base; n];
         check::full_audit(&self.cores, &self.workload)?;
         check::after_recovery(&self.cores, &*self.disk, &self.workload)?;
+        self.check_wallets(true)?;
         self.recent.push(self.step, Did::Recover);
         Ok(())
     }

@@ -47,6 +47,8 @@ mod asset;
 mod book;
 pub(crate) mod decide;
 mod event;
+pub(crate) mod request;
+pub(crate) mod tcc;
 pub(crate) mod view;
 
 pub use asset::{

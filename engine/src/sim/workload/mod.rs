@@ -2,10 +2,13 @@
 //! a crash lost the request), then multi-SKU orders, retries with the same idempotency key after
 //! a timeout, payments with duplicate callbacks and second payment ids, cancels, the order's
 //! life after payment (packing, shipping, delivery, completion, refunds, disputes), restocks
-//! (some retried with the same adjustment id) and SKU rule changes (pause, resume, price).
-//! Every answer is judged by the reference model in `model`.
+//! (some retried with the same adjustment id) and SKU rule changes (pause, resume, price);
+//! and the wallet clients of `wallet` (credits, debits, payments from wallets, retries, reads).
+//! Every answer is judged by the reference models in `model` and `wallet_model`.
 
 mod model;
+mod wallet;
+mod wallet_model;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -24,8 +27,11 @@ use crate::routing::shard_for_key;
 use crate::shard::{OrderMsg, ShardMsg, SkuMsg};
 use crate::snowflake::shard_of;
 use crate::state_machine::OrderEventKind;
+use crate::wallet::{Assets, TransferReceipt, WalletBook, WalletView};
 pub(super) use model::KeyReuse;
 use model::{Asked, Model};
+use wallet::WalletClients;
+use wallet_model::WalletModel;
 
 const SKUS: usize = 6;
 const USERS: usize = 200;
@@ -49,13 +55,20 @@ enum SkuCreation {
 enum Answer {
     Order(EngineResult<Arc<Order>>),
     Sku(EngineResult<SkuView>),
+    Receipt(EngineResult<TransferReceipt>),
+    Wallet(EngineResult<WalletView>),
 }
 
-/// A request whose answer has not arrived.
+/// A request whose answer has not arrived. Wallet requests carry their number in the wallet
+/// model (an order command has one when it may move money: a wallet payment, a refund).
 enum Waiting {
-    Order(Asked, oneshot::Receiver<EngineResult<Arc<Order>>>),
+    Order(Asked, Option<u64>, oneshot::Receiver<EngineResult<Arc<Order>>>),
     /// A SKU request; `Some(i)` for the creation of SKU `i`.
     Sku(Option<usize>, oneshot::Receiver<EngineResult<SkuView>>),
+    /// A credit or debit, with its kind.
+    Receipt(u64, &'static str, oneshot::Receiver<EngineResult<TransferReceipt>>),
+    /// A read of a wallet.
+    Wallet(u64, oneshot::Receiver<EngineResult<WalletView>>),
 }
 
 pub(super) struct Workload {
@@ -69,12 +82,14 @@ pub(super) struct Workload {
     last_adjust: (u64, usize, i64),
     /// Recent create requests (user, items, key), for retries.
     recent: VecDeque<CreateRequest>,
-    /// Orders the clients know, with their totals.
-    orders: Vec<(OrderId, Decimal)>,
+    /// Orders the clients know, with their totals and users.
+    orders: Vec<(OrderId, Decimal, UserId)>,
     /// Orders answered paid, for the steps after payment.
     paid: Vec<OrderId>,
     waiting: VecDeque<Waiting>,
     model: Model,
+    wallet: WalletClients,
+    wmodel: WalletModel,
     /// Per-user limits by SKU (for the audit's check; fixed for a run).
     pub limits: HashMap<SkuId, u32>,
     pub replies_ok: u64,
@@ -84,7 +99,7 @@ pub(super) struct Workload {
 }
 
 impl Workload {
-    pub fn new(rng: &mut SplitMix64, shard_count: usize) -> Self {
+    pub fn new(rng: &mut SplitMix64, shard_count: usize, assets: Assets) -> Self {
         let skus: Vec<_> = (0..SKUS)
             .map(|i| {
                 let limit = if i % 2 == 0 { Some(2 + rng.below(3) as u32) } else { None };
@@ -104,6 +119,8 @@ impl Workload {
             paid: Vec::new(),
             waiting: VecDeque::new(),
             model: Model::new(limits.clone()),
+            wallet: WalletClients::default(),
+            wmodel: WalletModel::new(assets),
             limits,
             replies_ok: 0,
             replies_err: 0,
@@ -137,7 +154,9 @@ impl Workload {
     pub fn forget_pending(&mut self) {
         for w in self.waiting.drain(..) {
             let kind = match w {
-                Waiting::Order(asked, _) => asked.kind(),
+                Waiting::Order(asked, _, _) => asked.kind(),
+                Waiting::Receipt(_, kind, _) => kind,
+                Waiting::Wallet(..) => "get_wallet",
                 Waiting::Sku(Some(i), _) => {
                     self.creation[i] = SkuCreation::NotSent;
                     "sku"
@@ -146,6 +165,16 @@ impl Workload {
             };
             *self.outcomes.entry(format!("{kind}:unknown")).or_default() += 1;
         }
+        self.wmodel.forget_all();
+    }
+
+    /// The wallets against the wallet model, with nothing in flight (a quiet point, or right
+    /// after a recovery: `recovered`).
+    ///
+    /// # Errors
+    /// The first disagreement.
+    pub fn check_wallets(&mut self, books: &[&WalletBook], recovered: bool) -> Result<(), String> {
+        self.wmodel.check_books(books, recovered)
     }
 
     /// The next client request, the shard whose mailbox it goes to, and its kind.
@@ -153,14 +182,18 @@ impl Workload {
         if let Some(i) = self.creation.iter().position(|c| *c == SkuCreation::NotSent) {
             return self.create_sku(i);
         }
+        if let Some(op) = self.wallet_next() {
+            return op;
+        }
         match rng.below(100) {
-            0..=37 => self.create_order(rng),
-            38..=47 if !self.recent.is_empty() => self.retry_create(rng),
-            48..=63 if !self.orders.is_empty() => self.pay(rng),
-            64..=73 if !self.orders.is_empty() => self.command(rng, OrderEventKind::Cancel, Initiator::User),
-            74..=88 if !self.orders.is_empty() => self.after_payment(rng),
-            89..=95 => self.adjust(rng),
-            96..=99 => self.update_rules(rng),
+            0..=34 => self.create_order(rng),
+            35..=43 if !self.recent.is_empty() => self.retry_create(rng),
+            44..=56 if !self.orders.is_empty() => self.pay(rng),
+            57..=65 if !self.orders.is_empty() => self.command(rng, OrderEventKind::Cancel, Initiator::User),
+            66..=78 if !self.orders.is_empty() => self.after_payment(rng),
+            79..=84 => self.adjust(rng),
+            85..=87 => self.update_rules(rng),
+            88..=99 => self.wallet_op(rng),
             _ => self.create_order(rng),
         }
     }
@@ -216,7 +249,7 @@ impl Workload {
         let req = CreateOrder { user_id: user_id.clone(), items: items.clone(), idempotency_key: key.to_string() };
         let (tx, rx) = oneshot::channel();
         let shard = shard_for_key(&user_id, self.shard_count);
-        self.waiting.push_back(Waiting::Order(Asked::Create { user_id, key, items }, rx));
+        self.waiting.push_back(Waiting::Order(Asked::Create { user_id, key, items }, None, rx));
         // No fast-path verdict: the SKU actors decide (the verdict is an optimization).
         (shard, ShardMsg::CreateOrder(req, tx.into(), None), "create_order")
     }
@@ -224,7 +257,7 @@ impl Workload {
     /// Pay a known order; one in ten with a second payment id (the others reuse the order's
     /// usual one: duplicate callbacks).
     fn pay(&mut self, rng: &mut SplitMix64) -> (usize, ShardMsg, &'static str) {
-        let (order_id, total) = self.pick_order(rng);
+        let (order_id, total, _) = self.pick_order(rng);
         let payment_id: Arc<str> =
             Arc::from(if rng.chance(10) { format!("pay-{order_id}-other") } else { format!("pay-{order_id}") });
         let cmd = OrderCommand {
@@ -267,7 +300,7 @@ impl Workload {
         kind: OrderEventKind,
         by: Initiator,
     ) -> (usize, ShardMsg, &'static str) {
-        let (order_id, _) = self.pick_order(rng);
+        let (order_id, _, _) = self.pick_order(rng);
         self.command_on(rng, order_id, kind, by)
     }
 
@@ -293,7 +326,9 @@ impl Workload {
     fn send_command(&mut self, order_id: OrderId, cmd: OrderCommand, asked: Asked) -> (usize, ShardMsg, &'static str) {
         let (tx, rx) = oneshot::channel();
         let kind = asked.kind();
-        self.waiting.push_back(Waiting::Order(asked, rx));
+        // A refund may give a wallet payment back: the wallet model counts it as a movement.
+        let req = if cmd.kind == OrderEventKind::ConfirmRefund { self.wmodel.send_refund(order_id) } else { None };
+        self.waiting.push_back(Waiting::Order(asked, req, rx));
         (
             shard_of(order_id.0, self.shard_count),
             ShardMsg::Order(order_id, OrderMsg::Command(Box::new(cmd), Some(tx.into()))),
@@ -361,11 +396,11 @@ impl Workload {
     }
 
     /// A known order: four times in five one of the newest.
-    fn pick_order(&self, rng: &mut SplitMix64) -> (OrderId, Decimal) {
+    fn pick_order(&self, rng: &mut SplitMix64) -> (OrderId, Decimal, UserId) {
         let n = self.orders.len() as u64;
         let recent = n.min(ORDERS_RECENT as u64);
         let i = if rng.chance(80) { n - 1 - rng.below(recent) } else { rng.below(n) };
-        self.orders[i as usize]
+        self.orders[i as usize].clone()
     }
 
     /// Take the answers that arrived (in request order) and judge each; fold them into `trace`.
@@ -377,8 +412,10 @@ impl Workload {
         let mut i = 0;
         while i < self.waiting.len() {
             let answered = match &self.waiting[i] {
-                Waiting::Order(_, rx) => rx.try_recv().map(Answer::Order),
+                Waiting::Order(_, _, rx) => rx.try_recv().map(Answer::Order),
                 Waiting::Sku(_, rx) => rx.try_recv().map(Answer::Sku),
+                Waiting::Receipt(_, _, rx) => rx.try_recv().map(Answer::Receipt),
+                Waiting::Wallet(_, rx) => rx.try_recv().map(Answer::Wallet),
             };
             let answer = match answered {
                 Ok(a) => a,
@@ -389,7 +426,9 @@ impl Workload {
                 Err(oneshot::TryRecvError::Disconnected) => return Err("a reply was dropped without an answer".into()),
             };
             match (self.waiting.remove(i), answer) {
-                (Some(Waiting::Order(asked, _)), Answer::Order(result)) => self.order_answer(trace, asked, result)?,
+                (Some(Waiting::Order(asked, req, _)), Answer::Order(result)) => {
+                    self.order_answer(trace, asked, req, result)?;
+                }
                 (Some(Waiting::Sku(creation, _)), Answer::Sku(result)) => {
                     let _ = write!(trace, "{result:?}");
                     let code = result.as_ref().map(|_| ()).map_err(|e| e.code());
@@ -397,6 +436,16 @@ impl Workload {
                         self.creation[i] = SkuCreation::Done;
                     }
                     self.count("sku", code);
+                }
+                (Some(Waiting::Receipt(req, kind, _)), Answer::Receipt(result)) => {
+                    let _ = write!(trace, "{result:?}");
+                    self.count(kind, result.as_ref().map(|_| ()).map_err(|e| e.code()));
+                    self.wmodel.answer_move(req, &result)?;
+                }
+                (Some(Waiting::Wallet(req, _)), Answer::Wallet(result)) => {
+                    let _ = write!(trace, "{result:?}");
+                    self.count("get_wallet", result.as_ref().map(|_| ()).map_err(|e| e.code()));
+                    self.wmodel.answer_read(req, &result)?;
                 }
                 _ => return Err("the simulator mixed up two answers".into()),
             }
@@ -408,15 +457,24 @@ impl Workload {
         &mut self,
         trace: &mut Fnv64,
         asked: Asked,
+        req: Option<u64>,
         result: EngineResult<Arc<Order>>,
     ) -> Result<(), String> {
         let _ = write!(trace, "{result:?}");
         self.count(asked.kind(), result.as_ref().map(|_| ()).map_err(|e| e.code()));
+        match (&asked, req) {
+            (Asked::WalletPay { .. }, Some(req)) => self.wmodel.answer_pay(req, &result)?,
+            (_, Some(req)) => self.wmodel.answer_refund(req, &result)?,
+            (_, None) => {}
+        }
+        if let Ok(order) = &result {
+            self.wmodel.learn_order(order)?;
+        }
         match (&asked, &result) {
             (Asked::Create { .. }, Ok(order)) if !self.model.knows(order.order_id) => {
-                self.orders.push((order.order_id, order.total));
+                self.orders.push((order.order_id, order.total, order.user_id.clone()));
             }
-            (Asked::Pay { .. }, Ok(order))
+            (Asked::Pay { .. } | Asked::WalletPay { .. }, Ok(order))
                 if self.model.status_of(order.order_id) == Some(OrderStatus::PendingPayment) =>
             {
                 self.paid.push(order.order_id);

@@ -8,11 +8,14 @@
 //! * a create answers an order of the asking user, with its key and exactly its items, and
 //!   never one with a line above the SKU's per-user limit (limits are fixed for a run);
 //! * a pay answers the payment it carried: a second payment id never replaces the first;
-//! * an order's version never goes back, and at the same version its status is the same;
+//! * an order's version never goes back (but for a retried create, which may read the order
+//!   ahead of commands queued behind its stock effects), and at one version its status is one;
 //! * a command answered one version after the last known answer took exactly the state
 //!   machine's transition from the known status (`state_machine::rule`), and a cancel answers
 //!   a canceled order;
-//! * a key answered with a second order: the world checks the first left memory (archived).
+//! * a key answered with a second order: the world checks the first left memory (archived);
+//! * a wallet payment answers an order that took `wallet:<transfer_id>`, never a second
+//!   payment, and never an order known canceled (the wallet side is `wallet_model`'s).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use crate::state_machine::{rule, OrderEventKind, Target};
 pub(in crate::sim) enum Asked {
     Create { user_id: UserId, key: Arc<str>, items: Vec<(SkuId, u32)> },
     Pay { order_id: OrderId, payment_id: Arc<str> },
+    WalletPay { order_id: OrderId, transfer_id: Arc<str> },
     Command { order_id: OrderId, kind: OrderEventKind },
 }
 
@@ -35,6 +39,7 @@ impl Asked {
         match self {
             Asked::Create { .. } => "create",
             Asked::Pay { .. } => "pay",
+            Asked::WalletPay { .. } => "wallet_pay",
             Asked::Command { kind, .. } => match kind {
                 E::Cancel => "cancel",
                 E::StartPacking => "start_packing",
@@ -103,10 +108,25 @@ impl Model {
         match &asked {
             Asked::Create { user_id, key, items } => self.judge_create(user_id, key, items, &order)?,
             Asked::Pay { order_id, payment_id } => self.judge_pay(*order_id, payment_id, &order)?,
+            Asked::WalletPay { order_id, transfer_id } => {
+                if self.status_of(id) == Some(OrderStatus::Canceled) {
+                    return Err(format!("wallet payment {transfer_id} answered order {id} paid after it was canceled"));
+                }
+                self.judge_pay(*order_id, &format!("wallet:{transfer_id}"), &order)?;
+            }
             Asked::Command { order_id, kind } => self.judge_command(*order_id, *kind, &order)?,
         }
         if let Some(&(status, version)) = self.seen.get(&id) {
-            if order.version < version || (order.version == version && order.status != status) {
+            if order.version == version && order.status != status {
+                return Err(format!("order {id} answered {} and {status}, both at version {version}", order.status));
+            }
+            if order.version < version {
+                // A retried create answers the order as it is when the shard reads it, ahead of
+                // commands queued behind the order's stock effects; answers released by one sync
+                // are judged in request order, so that earlier state may come after a later one.
+                if matches!(asked, Asked::Create { .. }) {
+                    return Ok(());
+                }
                 return Err(format!(
                     "order {id} answered {} at version {} after {status} at version {version}",
                     order.status, order.version
