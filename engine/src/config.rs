@@ -53,6 +53,10 @@ pub struct EngineConfig {
     /// the rate at which one unit pays orders. Default: `CNY` (scale 2, rate 1) and `POINTS`
     /// (scale 0, rate 0.01: 100 points pay 1.00).
     pub assets: Vec<crate::wallet::AssetSpec>,
+    /// Journal what the outbox publishes ([`crate::event::OutboxEvent`]) with each change
+    /// (issue 15). Set by the server when `[events]` is configured; not a config-file key.
+    #[serde(skip)]
+    pub outbox: bool,
     /// A wallet payment's try still open after this long is canceled by the engine clock
     /// (issue 14; TigerBeetle's pending transfers with a timeout). Default 10 s.
     pub tcc_try_timeout_ms: u64,
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
             live_orders_expected: 0,
             assets: crate::wallet::AssetSpec::defaults(),
             tcc_try_timeout_ms: 10_000,
+            outbox: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Initiator, Order, OrderId, OrderStatus, Payment, SaleRules, SkuId, UserId};
+use crate::domain::{Initiator, Order, OrderId, OrderStatus, Payment, SaleRules, SkuId, SkuView, UserId};
 use crate::error::EngineError;
 use crate::state_machine::OrderEventKind;
 
@@ -164,6 +164,37 @@ pub enum Event {
     Order(OrderEvent),
     /// A user's wallet's (issue 14).
     Wallet(crate::wallet::WalletEvent),
+    /// What the transactional outbox publishes about a change in the same batch (issue 15):
+    /// journaled only while [`crate::EngineConfig::outbox`] is on, ignored by replay.
+    Outbox(OutboxEvent),
+}
+
+/// A change as other systems hear of it (issue 15): journaled with the change itself (a
+/// transactional outbox in the log), so a publisher reading the durable log after its cursor
+/// publishes each exactly once, in log order, even across crashes. Reservations, confirms and
+/// rejections are not published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxEvent {
+    /// An order moved to a new status: its state right after. (A creation needs no copy: the
+    /// log's `OrderEvent::Created` holds the whole order.)
+    Order(Arc<Order>),
+    /// A SKU was created, updated, adjusted, or got units back (release, restock): its counters
+    /// and rules at the end of the batch that changed it, and the engine clock then (ms).
+    Stock(Box<SkuView>, i64),
+    /// A wallet account changed: the account after it.
+    Wallet(Box<OutboxWallet>),
+}
+
+/// A wallet account as the outbox publishes it ([`OutboxEvent::Wallet`]; boxed so an
+/// [`Event`] stays small).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxWallet {
+    /// The user.
+    pub user_id: UserId,
+    /// The account right after the batch's change.
+    pub account: crate::wallet::AccountView,
+    /// When (engine clock, ms).
+    pub at_ms: i64,
 }
 
 /// Called once a submitted batch is durable (`Ok`) or can never be (`Err`).

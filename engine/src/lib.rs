@@ -79,8 +79,8 @@ pub use engine::{
 };
 pub use error::{EngineError, EngineResult};
 pub use event::{
-    ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, SkuEvent,
-    StorageGate,
+    ChangeObserver, Event, Journal, JournalFactory, NullJournal, OnDurable, OrderArchive, OrderEvent, OutboxEvent,
+    OutboxWallet, SkuEvent, StorageGate,
 };
 pub use listing::LIST_SCAN_FACTOR;
 pub use order::{ORDER_TRANSITIONS_MAX, ORDER_TRANSITIONS_RESERVED};

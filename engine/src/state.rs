@@ -130,6 +130,8 @@ impl EngineState {
                     *o = order::apply(o, e);
                 }
             }
+            // The outbox's copy of a change: the change itself is in the log beside it.
+            Event::Outbox(_) => {}
             Event::Wallet(e) => {
                 // The shard journals only events it applied itself, so this cannot fail on a
                 // log the engine wrote; a log that disagrees with itself is reported, and the

@@ -417,6 +417,9 @@ pub fn event_type(e: &Event) -> &'static str {
         Event::Order(OrderEvent::Transitioned { .. }) => "order_transitioned",
         Event::Order(OrderEvent::Archived(_)) => "order_archived",
         Event::Wallet(w) => wallet_event_type(w),
+        Event::Outbox(surge_engine::OutboxEvent::Order(_)) => "outbox_order",
+        Event::Outbox(surge_engine::OutboxEvent::Stock(..)) => "outbox_stock",
+        Event::Outbox(surge_engine::OutboxEvent::Wallet(_)) => "outbox_wallet",
     }
 }
 

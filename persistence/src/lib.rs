@@ -36,6 +36,7 @@ pub mod dirs;
 mod durable;
 pub mod error;
 pub mod inspect;
+pub mod outbox;
 pub mod recovery;
 pub mod sim;
 pub mod snapshot;
@@ -96,6 +97,12 @@ pub struct PersistenceConfig {
     pub storage_failure_policy: StorageFailurePolicy,
     /// Shard batches that may wait for the writer before shards block (back-pressure).
     pub journal_queue_capacity: usize,
+    /// The transactional outbox (issue 15): `Some` makes the shards journal what it publishes,
+    /// [`DurableEngine::outbox`] read it, and snapshots keep what is unpublished (see
+    /// [`outbox`]). Default `None`. Set by the server from `[events]`, not a `[persistence]`
+    /// key.
+    #[serde(skip)]
+    pub outbox: Option<outbox::OutboxRetention>,
 }
 
 impl Default for PersistenceConfig {
@@ -108,6 +115,7 @@ impl Default for PersistenceConfig {
             snapshot_growth_percent: 100,
             storage_failure_policy: StorageFailurePolicy::FailStop,
             journal_queue_capacity: 4_096,
+            outbox: None,
         }
     }
 }

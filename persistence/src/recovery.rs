@@ -246,6 +246,8 @@ fn read_log(
                     lanes.orders.push(e)?;
                 }
                 Event::Wallet(_) => lanes.orders.push(e)?,
+                // The outbox's copy of a change: for the publisher, not for the state.
+                Event::Outbox(_) => {}
             }
         }
         Ok(())

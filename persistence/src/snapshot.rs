@@ -161,13 +161,48 @@ pub fn write_and_trim(
     kept: &mut Option<KeptSnapshot>,
     file: &SnapshotFile,
 ) -> PersistenceResult<(PathBuf, u64, u64)> {
+    write_and_trim_retaining(store, kept, file, None, None)
+}
+
+/// [`write_and_trim`], keeping the records the outbox has not published yet (after its cursor)
+/// while they take at most `outbox.max_lag_bytes`; past that they are trimmed too, and counted
+/// in `dropped` (see [`crate::outbox`]).
+///
+/// # Errors
+/// As [`write_and_trim`].
+pub fn write_and_trim_retaining(
+    store: &dyn Storage,
+    kept: &mut Option<KeptSnapshot>,
+    file: &SnapshotFile,
+    outbox: Option<crate::outbox::OutboxRetention>,
+    dropped: Option<&std::sync::atomic::AtomicU64>,
+) -> PersistenceResult<(PathBuf, u64, u64)> {
     let (new, size_bytes) = write_kept(store.snapshots(), file)?;
     let records_removed = match kept.as_ref() {
         Some(prev) => {
+            let keep_after = unpublished_from(store, outbox)?;
             // Recorded before any record goes: recovery must not fall back past `prev`.
             store.set_meta_u64(META_WAL_TRIMMED_BY, prev.number)?;
             let covered = |lsn, bytes: &[u8]| decode_header(lsn, bytes).map(|h| prev.cover.covers(&h));
-            store.remove_where(&mut |lsn, bytes| covered(lsn, bytes).unwrap_or(false))?
+            let mut unpublished = 0u64;
+            let removed = store.remove_where(&mut |lsn, bytes| {
+                let doomed = covered(lsn, bytes).unwrap_or(false);
+                match keep_after {
+                    Some(Keep::After(cursor)) => doomed && lsn <= cursor,
+                    Some(Keep::Drop(cursor)) => {
+                        unpublished += u64::from(doomed && lsn > cursor);
+                        doomed
+                    }
+                    None => doomed,
+                }
+            })?;
+            if unpublished > 0 {
+                tracing::error!(records = unpublished, "outbox: trimmed log records never published (max_lag_bytes)");
+                if let Some(d) = dropped {
+                    d.fetch_add(unpublished, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            removed
         }
         None => 0,
     };
@@ -176,6 +211,25 @@ pub fn write_and_trim(
     let path = new.path.clone();
     *kept = Some(new);
     Ok((path, size_bytes, records_removed))
+}
+
+/// What a trim does with the outbox's unpublished records.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// Keep every record after the cursor.
+    After(u64),
+    /// The backlog passed `max_lag_bytes`: trim as usual, counting what was never published.
+    Drop(u64),
+}
+
+fn unpublished_from(
+    store: &dyn Storage,
+    outbox: Option<crate::outbox::OutboxRetention>,
+) -> PersistenceResult<Option<Keep>> {
+    let Some(retention) = outbox else { return Ok(None) };
+    let cursor = store.meta_u64(crate::outbox::META_OUTBOX_CURSOR).unwrap_or(0);
+    let backlog = crate::outbox::bytes_after(store, cursor)?;
+    Ok(Some(if backlog > retention.max_lag_bytes { Keep::Drop(cursor) } else { Keep::After(cursor) }))
 }
 
 /// [`write`] into any [`SnapshotStore`], returning the new snapshot as [`KeptSnapshot`].

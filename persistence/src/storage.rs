@@ -38,6 +38,25 @@ pub trait Storage: Send + Sync + 'static {
     /// The storage failed to read; whatever `visit` returned.
     fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> PersistenceResult<()>;
 
+    /// Call `visit` with every record after `after_lsn`, in LSN order, while it returns
+    /// `true` (the outbox's reads). The default walks the whole log; sled seeks.
+    ///
+    /// # Errors
+    /// The storage failed to read; whatever `visit` returned.
+    fn for_each_record_after(
+        &self,
+        after_lsn: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> PersistenceResult<bool>,
+    ) -> PersistenceResult<()> {
+        let mut more = true;
+        self.for_each_record(&mut |lsn, bytes| {
+            if more && lsn > after_lsn {
+                more = visit(lsn, bytes)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Remove every record `covered(lsn, bytes)` says a snapshot holds (the WAL trim), written
     /// to the OS but not synced. Returns how many were removed.
     ///

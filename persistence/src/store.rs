@@ -296,6 +296,21 @@ impl Storage for SledStore {
         Ok(())
     }
 
+    fn for_each_record_after(
+        &self,
+        after_lsn: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> PersistenceResult<bool>,
+    ) -> PersistenceResult<()> {
+        let Some(from) = after_lsn.checked_add(1) else { return Ok(()) };
+        for r in self.wal.range(from.to_be_bytes()..) {
+            let (k, v) = r?;
+            if !visit(lsn_of(&k), &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn remove_where(&self, covered: &mut dyn FnMut(u64, &[u8]) -> bool) -> PersistenceResult<u64> {
         SledStore::remove_where(self, covered)
     }

@@ -123,6 +123,9 @@ pub struct WalStats {
     pub flush_latency_us: Mutex<Histogram<u64>>,
     /// Submissions (shard batches) per group commit.
     pub group_size: Mutex<Histogram<u64>>,
+    /// Log records snapshots trimmed before the outbox published them (past its
+    /// `max_lag_bytes`; see [`crate::outbox`]).
+    pub outbox_records_dropped: AtomicU64,
 }
 
 impl WalStats {
@@ -136,6 +139,7 @@ impl WalStats {
             failed: std::sync::atomic::AtomicBool::new(false),
             flush_latency_us: Mutex::new(histogram()),
             group_size: Mutex::new(histogram()),
+            outbox_records_dropped: AtomicU64::new(0),
         }
     }
 }

@@ -24,6 +24,9 @@
 //!   14: every `WalletEvent`, `TransferFailure` and `TransferParams` variant, in records that
 //!   apply in order) in format 4, whose tags 15 to 21 were appended for it; the records follow
 //!   `wal-v4.records` in a log.
+//! * `tests/fixtures/wal-v4-outbox.records`: [`outbox_records`] (issue 15: one of each
+//!   `OutboxEvent`: an order after a transition, a SKU's counters, a wallet account) in format 4,
+//!   whose tags 22 to 24 were appended for them; replay ignores them.
 //! * `tests/fixtures/snapshot-v4.bin`: [`fixture_snapshot`]`(4)` (the v2 story's state and the
 //!   wallet story's wallets: an open try, a settled payment, ledger entries) in envelope
 //!   version 4 (`codec::SNAPSHOT_VERSION`): version 3's payload and the wallets.
@@ -32,7 +35,7 @@
 //! versions must never change) with
 //! `cargo test -p surge-persistence --test format_fixture -- --ignored regenerate_fixtures`,
 //! which writes the files of the current `FORMAT_VERSION` (WAL) and `SNAPSHOT_VERSION` (snapshot),
-//! and the wallet story's WAL file while `FORMAT_VERSION` is 4.
+//! and the wallet story's and the outbox's WAL files while `FORMAT_VERSION` is 4.
 
 mod common;
 mod wallet_story;
@@ -46,7 +49,7 @@ use surge_engine::smallvec;
 use surge_engine::wallet::WalletEvent;
 use surge_engine::{
     Decimal, EngineConfig, EngineState, Event, HistoryEntry, Initiator, LineItem, Order, OrderEvent, OrderEventKind,
-    OrderId, OrderStatus, Payment, SaleRules, SkuEvent,
+    OrderId, OrderStatus, OutboxEvent, OutboxWallet, Payment, SaleRules, SkuEvent, SkuView,
 };
 use surge_persistence::codec::{
     decode_header, decode_record, decode_snapshot, encode_record, encode_snapshot, event_type, RecordHeader,
@@ -548,6 +551,8 @@ fn regenerate_fixtures() {
     if FORMAT_VERSION == 4 {
         let wallets = encode_container(&encoded_wallet_records());
         write_fixture(&wallet_wal_fixture(), &wallets, |old| old == wallets.as_slice());
+        let outbox = encode_container(&encoded_outbox_records());
+        write_fixture(&outbox_wal_fixture(), &outbox, |old| old == outbox.as_slice());
     }
 }
 
@@ -690,6 +695,67 @@ const V4_WALLET_TYPES: [&str; 7] = [
     "wallet_rejected",
 ];
 
+/// Event types appended to format version 4 (issue 15: the outbox).
+const V4_OUTBOX_TYPES: [&str; 3] = ["outbox_order", "outbox_stock", "outbox_wallet"];
+
+/// One of each outbox event (`wal-v4-outbox.records`), as the shards journal them beside a
+/// change: order A after its payment, the tee's counters, alice's CNY account.
+fn outbox_records() -> FixtureRecords {
+    let sku = SkuView {
+        sku_id: id("tee"),
+        name: id("T-shirt, size M"),
+        price: dec("19.90"),
+        available: 7,
+        reserved: 2,
+        sold: 1,
+        stocked_total: 10,
+        rules: tee_rules(),
+    };
+    let account = surge_engine::wallet::AccountView {
+        asset: wallet_story::asset("CNY"),
+        balance: dec("40.10"),
+        frozen: dec("0.00"),
+        version: 3,
+    };
+    let wallet = OutboxWallet { user_id: id("alice"), account, at_ms: T + 5 };
+    vec![
+        (0, 90, vec![Event::Outbox(OutboxEvent::Order(Arc::new(full_order())))]),
+        (
+            1,
+            91,
+            vec![
+                Event::Outbox(OutboxEvent::Stock(Box::new(sku), T + 4)),
+                Event::Outbox(OutboxEvent::Wallet(Box::new(wallet))),
+            ],
+        ),
+    ]
+}
+
+fn outbox_wal_fixture() -> PathBuf {
+    fixtures_dir().join("wal-v4-outbox.records")
+}
+
+fn encoded_outbox_records() -> Vec<Vec<u8>> {
+    outbox_records().iter().map(|(shard, seq, events)| encode_record(*shard, *seq, events).unwrap()).collect()
+}
+
+/// The outbox's records decode to exactly their events, and today's encoder still writes their
+/// committed bytes.
+#[test]
+fn wal_v4_outbox_fixture_decodes_to_the_known_events() {
+    let path = outbox_wal_fixture();
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
+    let committed = decode_container(&bytes);
+    let expected = outbox_records();
+    assert_eq!(committed.len(), expected.len(), "record count");
+    for (i, (bytes, (shard, seq, events))) in committed.iter().zip(&expected).enumerate() {
+        let (header, decoded) = decode_record(i as u64 + 1, bytes).unwrap_or_else(|e| panic!("record {}: {e}", i + 1));
+        assert_eq!(header, RecordHeader { version: 4, shard: *shard, seq: *seq });
+        assert_eq!(&decoded, events, "events of record {}", i + 1);
+    }
+    assert_eq!(committed, encoded_outbox_records(), "the encoder writes other bytes than wal-v4-outbox.records");
+}
+
 /// The format version that introduced `e`'s variant. No wildcard: a new variant does not compile
 /// until it is placed here (and then `fixture_covers_every_variant` wants it in a fixture).
 fn introduced_in(e: &Event) -> u16 {
@@ -717,6 +783,8 @@ fn introduced_in(e: &Event) -> u16 {
             | WalletEvent::Refunded { .. }
             | WalletEvent::Rejected { .. },
         ) => 4,
+        // Appended to format 4 (tags 22 to 24), covered by `wal-v4-outbox.records`.
+        Event::Outbox(OutboxEvent::Order(_) | OutboxEvent::Stock(..) | OutboxEvent::Wallet(_)) => 4,
     }
 }
 
@@ -729,6 +797,7 @@ fn fixture_covers_every_variant() {
         let mut records = fixture_records(version);
         if version >= 4 {
             records.extend(wallet_records());
+            records.extend(outbox_records());
         }
         let events: Vec<&Event> = records.iter().flat_map(|(_, _, e)| e).collect();
         let types: BTreeSet<&str> = events.iter().map(|e| event_type(e)).collect();
@@ -738,6 +807,7 @@ fn fixture_covers_every_variant() {
         }
         if version >= 4 {
             want.extend(V4_WALLET_TYPES);
+            want.extend(V4_OUTBOX_TYPES);
         }
         assert_eq!(types, want, "event types of v{version}");
         let (mut kinds, mut statuses, mut bys) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
@@ -755,7 +825,7 @@ fn fixture_covers_every_variant() {
                         bys.insert(format!("{:?}", h.by));
                     }
                 }
-                Event::Sku(_) | Event::Wallet(_) => {}
+                Event::Sku(_) | Event::Wallet(_) | Event::Outbox(_) => {}
             }
         }
         assert_eq!(kinds.len(), OrderEventKind::ALL.len(), "v{version} event kinds: {kinds:?}");

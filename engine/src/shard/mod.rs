@@ -64,7 +64,7 @@ use crate::chunked::ChunkedMap;
 use crate::config::EngineConfig;
 use crate::domain::{Order, OrderId, OrderStatus, SkuId, UserId};
 use crate::error::EngineResult;
-use crate::event::{Event, OrderArchive};
+use crate::event::{Event, OrderArchive, OutboxEvent};
 use crate::publish::{BatchPublication, ReadModels};
 use crate::routing::FastMap;
 use crate::sku::SkuActor;
@@ -125,6 +125,10 @@ pub(crate) struct ShardCore {
     open_tries: usize,
     /// Users whose wallet accounts changed in this batch (each once): pushed when durable.
     dirty_wallets: Vec<UserId>,
+    /// SKUs changed in this batch by an event the outbox publishes (issue 15), each once.
+    outbox_skus: Vec<SkuId>,
+    /// Wallet accounts changed in this batch, for the outbox, each once.
+    outbox_accounts: Vec<(UserId, crate::wallet::AssetCode)>,
 }
 
 /// What a [`ShardCore`] is built from.
@@ -176,6 +180,8 @@ impl ShardCore {
             assets: p.assets,
             open_tries: 0,
             dirty_wallets: Vec::new(),
+            outbox_skus: Vec::new(),
+            outbox_accounts: Vec::new(),
         }
         .presized()
         .install(p.initial))
@@ -391,6 +397,8 @@ impl ShardCore {
     /// End the batch: its effects as data (see [`BatchEffects`] for the order to release them
     /// in). The core is ready for the next batch.
     pub fn end_batch(&mut self) -> BatchEffects {
+        self.outbox_stock();
+        self.outbox_wallets();
         let batch = if !self.events.is_empty() || !self.replies.is_empty() {
             let on_durable = DurableEffects {
                 replies: take_sized(&mut self.replies),
@@ -408,6 +416,23 @@ impl ShardCore {
     pub fn recycle_outbox(&mut self, outbox: Vec<(usize, ShardMsg)>) {
         if self.outbox.is_empty() && outbox.capacity() > self.outbox.capacity() {
             self.outbox = outbox;
+        }
+    }
+
+    /// The outbox's copy of an order's transition (issue 15), journaled beside it.
+    fn outbox_order(&mut self, order: &Arc<Order>) {
+        if self.config.outbox {
+            self.events.push(Event::Outbox(OutboxEvent::Order(order.clone())));
+        }
+    }
+
+    /// The outbox's copy of each SKU this batch changed by a published event: its counters at
+    /// the end of the batch.
+    fn outbox_stock(&mut self) {
+        for sku_id in std::mem::take(&mut self.outbox_skus) {
+            if let Some(actor) = self.skus.get(&sku_id) {
+                self.events.push(Event::Outbox(OutboxEvent::Stock(Box::new(actor.view()), self.now_ms)));
+            }
         }
     }
 

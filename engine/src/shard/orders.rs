@@ -102,6 +102,7 @@ impl ShardCore {
         self.changed_orders.push((next.clone(), false));
         let kind = cmd.kind;
         self.events.push(Event::Order(event));
+        self.outbox_order(&next);
         self.refund_wallet_payment(&next, kind);
         let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
             StockEffect::None => None,

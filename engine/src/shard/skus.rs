@@ -130,6 +130,12 @@ impl ShardCore {
     /// Apply a SKU event to its actor (creating it for `Created`), mark it for publication at
     /// the end of the batch, and journal it.
     fn apply_sku(&mut self, event: SkuEvent) {
+        if self.config.outbox && !matches!(event, SkuEvent::Reserved { .. } | SkuEvent::Confirmed { .. }) {
+            let sku_id = sku_id_of(&event);
+            if !self.outbox_skus.contains(sku_id) {
+                self.outbox_skus.push(sku_id.clone());
+            }
+        }
         if let SkuEvent::Created { sku_id, .. } = &event {
             if let Some(mut actor) = SkuState::from_created(&event).map(|st| SkuActor::new(st, self.id, false)) {
                 // A SKU holds at most one holding per unit: room for the expected orders.

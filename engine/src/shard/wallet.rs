@@ -14,7 +14,7 @@ use crate::order::{self, Decision, OrderCommand};
 use crate::state_machine::OrderEventKind;
 use crate::wallet::decide::{check_legs, decide_movement, earlier, refuse, Movement, Verdict};
 use crate::wallet::view::{account_view, entry_page, wallet_view};
-use crate::wallet::{tcc, Outcome, TransferFailure, TransferParams, TransferReceipt, WalletEvent};
+use crate::wallet::{tcc, AssetCode, Outcome, TransferFailure, TransferParams, TransferReceipt, WalletEvent};
 
 impl ShardCore {
     pub(super) fn handle_wallet(&mut self, user_id: UserId, msg: WalletMsg) {
@@ -50,7 +50,42 @@ impl ShardCore {
         if moved && !self.dirty_wallets.contains(e.user_id()) {
             self.dirty_wallets.push(e.user_id().clone());
         }
+        if self.config.outbox && moved {
+            self.note_outbox_accounts(&e);
+        }
         self.events.push(Event::Wallet(e));
+    }
+
+    /// Remember the accounts a wallet change touched, for the outbox (issue 15), each once.
+    fn note_outbox_accounts(&mut self, e: &WalletEvent) {
+        let user_id = e.user_id();
+        let assets: Vec<AssetCode> = match e {
+            WalletEvent::Credited { asset, .. } | WalletEvent::Debited { asset, .. } => vec![asset.clone()],
+            WalletEvent::Frozen { legs, .. } => legs.iter().map(|l| l.asset.clone()).collect(),
+            _ => {
+                let record = self.wallets.get(user_id).and_then(|w| w.transfers.get(e.transfer_id()));
+                match record.map(|r| &r.params) {
+                    Some(TransferParams::Pay { legs, .. }) => legs.iter().map(|l| l.asset.clone()).collect(),
+                    _ => Vec::new(),
+                }
+            }
+        };
+        for asset in assets {
+            if !self.outbox_accounts.iter().any(|(u, a)| u == user_id && *a == asset) {
+                self.outbox_accounts.push((user_id.clone(), asset));
+            }
+        }
+    }
+
+    /// The outbox's copy of each account this batch changed, as the batch left it.
+    pub(super) fn outbox_wallets(&mut self) {
+        for (user_id, asset) in std::mem::take(&mut self.outbox_accounts) {
+            let Some(a) = self.wallets.get(&user_id).and_then(|w| w.accounts.get(&asset)) else { continue };
+            let account = account_view(&self.assets, &asset, a);
+            let at_ms = self.now_ms;
+            let wallet = crate::event::OutboxWallet { user_id, account, at_ms };
+            self.events.push(Event::Outbox(crate::event::OutboxEvent::Wallet(Box::new(wallet))));
+        }
     }
 
     /// The wallets this batch changed, as the batch left them (for pushes once durable).

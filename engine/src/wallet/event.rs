@@ -230,4 +230,17 @@ impl WalletEvent {
             | Self::Rejected { user_id, .. } => user_id,
         }
     }
+
+    /// The transfer it belongs to.
+    pub fn transfer_id(&self) -> &str {
+        match self {
+            Self::Credited { transfer_id, .. }
+            | Self::Debited { transfer_id, .. }
+            | Self::Frozen { transfer_id, .. }
+            | Self::Settled { transfer_id, .. }
+            | Self::Unfrozen { transfer_id, .. }
+            | Self::Refunded { transfer_id, .. }
+            | Self::Rejected { transfer_id, .. } => transfer_id,
+        }
+    }
 }

@@ -13,6 +13,7 @@ use surge_engine::{fatal, ChangeObserver, Clock, Engine, EngineConfig, StorageGa
 use self::background::spawn_snapshotter;
 pub(crate) use self::background::StoreArchive;
 use crate::codec::{encode_records, SnapshotFile};
+use crate::outbox::{OutboxLog, OutboxRetention};
 use crate::writer::Writer;
 use crate::{
     dirs, recovery, snapshot, Durability, LogStore, PersistenceConfig, PersistenceError, PersistenceResult,
@@ -26,6 +27,10 @@ struct Shared {
     stats: Arc<WalStats>,
     /// The newest verified snapshot (from recovery or the last write): the next trim's bound.
     kept: std::sync::Mutex<Option<snapshot::KeptSnapshot>>,
+    /// The outbox's retention, when it is on: trims keep its unpublished records.
+    outbox: Option<OutboxRetention>,
+    /// The outbox's reader, when it is on.
+    outbox_log: Option<OutboxLog>,
 }
 
 impl Shared {
@@ -50,7 +55,9 @@ impl Shared {
         let (orders, skus) = (state.orders.len(), state.skus.len());
         let lsn = self.stats.durable_lsn.load(Ordering::Acquire);
         let file = SnapshotFile { lsn, base: self.base, cuts, state };
-        let (path, size_bytes, records_removed) = snapshot::write_and_trim(&**store, &mut kept, &file)?;
+        let dropped = Some(&self.stats.outbox_records_dropped);
+        let (path, size_bytes, records_removed) =
+            snapshot::write_and_trim_retaining(&**store, &mut kept, &file, self.outbox, dropped)?;
         tracing::info!(path = %path.display(), size_bytes, records_removed, orders, "snapshot written");
         Ok(Some(SnapshotInfo { path, size_bytes, records_removed, orders, skus }))
     }
@@ -160,7 +167,7 @@ impl DurableEngine {
             let engine = builder(engine_cfg).start()?;
             let stats = Arc::new(WalStats::new(0));
             let kept = std::sync::Mutex::new(None);
-            let shared = Shared { engine, store: None, base: 0, stats, kept };
+            let shared = Shared { engine, store: None, base: 0, stats, kept, outbox: None, outbox_log: None };
             return Ok(Self {
                 shared: Some(Arc::new(shared)),
                 recovery: RecoveryStats::default(),
@@ -172,6 +179,8 @@ impl DurableEngine {
         let (store, mut writer_store) = open_storage()?;
         let mut engine_cfg = engine_cfg;
         engine_cfg.shard_count = directory_shard_count(&*store, &engine_cfg)?;
+        // The shards journal what the outbox publishes only while it is on.
+        engine_cfg.outbox = cfg.outbox.is_some();
         let storage_open = t_open.elapsed();
         let mut recovered = recovery::recover(&*store)?;
         let t_start = std::time::Instant::now();
@@ -201,7 +210,12 @@ impl DurableEngine {
             .journal(Box::new(move |shard| Box::new(WalJournal::new(shard, base, tx.clone()))))
             .start()?;
         let kept = std::sync::Mutex::new(recovered.kept);
-        let shared = Arc::new(Shared { engine, store: Some(store), base, stats, kept });
+        let outbox = cfg.outbox;
+        let outbox_log = match outbox {
+            Some(_) => Some(OutboxLog::open(store.clone(), stats.clone(), next_lsn - 1)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared { engine, store: Some(store), base, stats, kept, outbox, outbox_log });
         let snapshotter = Some(spawn_snapshotter(shared.clone(), &cfg)?);
         let mut recovery = recovered.stats;
         recovery.engine_start = t_start.elapsed();
@@ -214,6 +228,13 @@ impl DurableEngine {
             Some(s) => s,
             None => unreachable!("shared is taken only by close, which consumes self"),
         }
+    }
+
+    /// The outbox's reader on this directory's log: `Some` when
+    /// [`PersistenceConfig::outbox`] is set and the durability is not `none` (without a log
+    /// there is nothing to publish from).
+    pub fn outbox(&self) -> Option<OutboxLog> {
+        self.shared().outbox_log.clone()
     }
 
     /// The engine. Clone it freely; after [`DurableEngine::close`] the clones answer

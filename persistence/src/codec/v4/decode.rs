@@ -61,6 +61,7 @@ impl Decoder {
             tag::ORDER_ARCHIVED => Event::Order(OrderEvent::Archived(Arc::new(self.order(r)?))),
             tag::ORDER_RESTORED => Event::Order(OrderEvent::Restored(Arc::new(self.order(r)?))),
             tag::WALLET_CREDITED..=tag::WALLET_REJECTED => Event::Wallet(self.wallet_event(t, r)?),
+            tag::OUTBOX_ORDER..=tag::OUTBOX_WALLET => Event::Outbox(self.outbox_event(t, r)?),
             _ => return Err(r.bad("unknown event tag")),
         })
     }
@@ -241,7 +242,7 @@ fn read_status(r: &mut In<'_>) -> Result<OrderStatus, Bad> {
     status_of(c).ok_or_else(|| r.bad("unknown status"))
 }
 
-fn rules(r: &mut In<'_>) -> Result<SaleRules, Bad> {
+pub(super) fn rules(r: &mut In<'_>) -> Result<SaleRules, Bad> {
     let flags = r.u8()?;
     if flags & !0b1111 != 0 {
         return Err(r.bad("sale rules have unknown bits"));

@@ -65,6 +65,7 @@ impl<'e> Encoder<'e> {
             }
             Event::Order(t @ OrderEvent::Transitioned { .. }) => self.transitioned(out, t),
             Event::Wallet(w) => self.wallet_event(out, w),
+            Event::Outbox(o) => self.outbox_event(out, o),
         }
     }
 
@@ -218,7 +219,7 @@ impl<'e> Encoder<'e> {
 }
 
 /// Rules of sale: a flags byte (limit, start, end, paused), then the values present.
-fn put_rules(out: &mut Vec<u8>, r: &SaleRules) {
+pub(super) fn put_rules(out: &mut Vec<u8>, r: &SaleRules) {
     let flags = u8::from(r.per_user_limit.is_some())
         | u8::from(r.sale_starts_at_ms.is_some()) << 1
         | u8::from(r.sale_ends_at_ms.is_some()) << 2

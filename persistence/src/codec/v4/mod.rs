@@ -18,6 +18,7 @@ use super::wire::DecParts;
 
 mod decode;
 mod encode;
+mod outbox;
 mod wallet;
 pub(crate) use decode::Decoder;
 pub(crate) use encode::Encoder;
@@ -49,6 +50,9 @@ mod tag {
     pub const WALLET_UNFROZEN: u8 = 19;
     pub const WALLET_REFUNDED: u8 = 20;
     pub const WALLET_REJECTED: u8 = 21;
+    pub const OUTBOX_ORDER: u8 = 22;
+    pub const OUTBOX_STOCK: u8 = 23;
+    pub const OUTBOX_WALLET: u8 = 24;
 }
 
 /// Snowflake layout used to predict an order's creation time from its id (41 bits of
