@@ -19,6 +19,10 @@ pub mod process;
 
 /// The engine core ([`surge_engine`]).
 pub use surge_engine as engine;
+/// The event stream: the outbox published to NATS JetStream, `surge events tail`
+/// ([`surge_events`]). Feature `server` (on by default).
+#[cfg(feature = "server")]
+pub use surge_events as events;
 /// The server: TCP and WebSocket gateways, auth, limits, subscriptions ([`surge_gateway`]).
 /// Feature `server` (on by default).
 #[cfg(feature = "server")]

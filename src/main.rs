@@ -11,6 +11,8 @@
 //!   [--torn-write-probability P] [--json]`: one deterministic simulation (exit 1 on a
 //!   violation, printing the seed, the invariant and the last steps).
 //! * `surge wal dump [--data-dir DIR]`: every logged event as one JSON object per line (audits).
+//! * `surge events tail [--events-nats-url URL] [--subject FILTER] [--from-start] [--limit N]`:
+//!   the event stream on NATS JetStream as JSON lines (docs/events.md).
 //!
 //! Run them on a stopped server's data directory (sled holds a lock while it is open).
 
@@ -66,6 +68,41 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// The event stream on NATS JetStream (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print the stream's events as JSON lines (one CloudEvents envelope per line), new ones
+    /// by default; Ctrl-C to stop.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    /// Config file whose `[events]` names the server, stream and credentials (default:
+    /// config/surge.toml if it exists).
+    #[arg(long, env = "SURGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// NATS server URL (overrides `[events] nats_url`; env SURGE_EVENTS_NATS_URL).
+    #[arg(long)]
+    events_nats_url: Option<String>,
+    /// Stream name (overrides `[events] stream`).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Only subjects matching this filter, e.g. `surge.order.>` or `surge.order.paid`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Start from the first event the stream holds instead of new ones.
+    #[arg(long)]
+    from_start: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +134,10 @@ struct ServeArgs {
     /// Prometheus exporter address (default 127.0.0.1:9898; port 0 picks a free port).
     #[arg(long, env = "SURGE_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// Publish order, stock and wallet events to this NATS JetStream server (overrides
+    /// `[events] nats_url`; env SURGE_EVENTS_NATS_URL). Off by default; see docs/events.md.
+    #[arg(long)]
+    events_nats_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +184,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim_cmd::sim(&args).map_err(Into::into),
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
         Command::Wal { command: WalCommand::Dump { data_dir } } => wal_dump(&data_dir),
+        Command::Events { command: EventsCommand::Tail(args) } => events_tail(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +238,31 @@ fn wal_inspect(dir: &std::path::Path, json: bool) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+/// `surge events tail`: the stream as JSON lines on stdout, until Ctrl-C or `--limit`.
+fn events_tail(args: &TailArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = surge::gateway::FileConfig::load(args.config.as_deref())?.events;
+    if let Some(url) = &args.events_nats_url {
+        cfg.nats_url.clone_from(url);
+    }
+    if let Some(stream) = &args.stream {
+        cfg.stream.clone_from(stream);
+    }
+    if !cfg.enabled() {
+        return Err("no NATS server: give --events-nats-url, SURGE_EVENTS_NATS_URL or [events] nats_url".into());
+    }
+    cfg.validate()?;
+    let opts =
+        surge::events::TailOptions { subject: args.subject.clone(), from_start: args.from_start, limit: args.limit };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut out = std::io::stdout();
+        tokio::select! {
+            r = surge::events::tail(&cfg, &opts, &mut out) => r.map(drop).map_err(Into::into),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
 fn wal_dump(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     if !dir.join("wal").exists() {
         return Err(format!("{} holds no WAL (expected {}/wal)", dir.display(), dir.display()).into());
@@ -243,6 +310,9 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     surge::process::prefault_heap_for_orders(cfg.engine.live_orders_expected);
     if let Some(a) = args.metrics_addr {
         cfg.metrics.addr = a;
+    }
+    if let Some(url) = args.events_nats_url {
+        cfg.events.nats_url = url;
     }
     let data_dir = cfg.persistence.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("surge-io").build()?;

@@ -14,6 +14,7 @@ struct File {
     limits: LimitsConfig,
     auth: AuthConfig,
     metrics: MetricsConfig,
+    events: surge::events::EventsConfig,
 }
 
 #[test]
@@ -27,6 +28,7 @@ fn shipped_config_parses_and_states_the_defaults() {
     assert_eq!(file.limits, LimitsConfig::default(), "config/surge.toml [limits] drifted");
     assert_eq!(file.auth, AuthConfig::default(), "config/surge.toml [auth] drifted");
     assert_eq!(file.metrics, MetricsConfig::default(), "config/surge.toml [metrics] drifted");
+    assert_eq!(file.events, surge::events::EventsConfig::default(), "config/surge.toml [events] drifted");
     // Every key is written out: the file has exactly the keys of the defaults.
     let keys = |v: toml::Value| -> Vec<String> {
         v.as_table()

@@ -298,7 +298,7 @@ fn check(dir: &std::path::Path, seed: u64, cycle: u64, ledger: &mut Ledger) {
     assert!(report.is_healthy(), "seed {seed} cycle {cycle}: audit: {:?}", report.violations);
     // Close without a snapshot half the time, so both "crash right after recovery" and a clean
     // shutdown (snapshot + trimmed WAL) feed the next cycle.
-    if cycle % 2 == 0 {
+    if cycle.is_multiple_of(2) {
         db.close().unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: close: {e}"));
     } else {
         db.close_without_snapshot();

@@ -18,7 +18,7 @@ fn run_seed(seed: u64, ops: u64) -> Result<SimReport, SimFailure> {
 }
 
 fn run_planted(seed: u64, ops: u64, bug: Bug) -> Result<SimReport, SimFailure> {
-    let faulty = seed % 4 != 0;
+    let faulty = !seed.is_multiple_of(4);
     let config = SimConfig {
         seed,
         ops,

@@ -229,6 +229,9 @@ pub struct FileConfig {
     pub auth: AuthConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[events]`: the outbox published to NATS JetStream (issue 15; off while `nats_url` is
+    /// empty). See `docs/events.md`.
+    pub events: surge_events::EventsConfig,
 }
 
 /// A configuration problem (unreadable file, bad key, bad value).
@@ -366,7 +369,19 @@ impl FileConfig {
         }
         // Loads the keys: a bad secret, PEM file or algorithm name stops the start.
         crate::auth::JwtVerifier::from_config(a)?;
+        self.events.validate().map_err(|e| ConfigError(e.to_string()))?;
+        if self.events.enabled() && self.persistence.durability == surge_persistence::Durability::None {
+            return Err(ConfigError(
+                "events.nats_url needs the write-ahead log: persistence.durability must be sync or os, not none".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The persistence settings to open the data directory with: `[persistence]`, and the
+    /// outbox's retention when `[events]` is on (the shards then journal what it publishes).
+    pub fn persistence_with_outbox(&self) -> PersistenceConfig {
+        PersistenceConfig { outbox: self.events.enabled().then(|| self.events.retention()), ..self.persistence.clone() }
     }
 }
 
@@ -397,5 +412,24 @@ mod tests {
         let mut cfg = FileConfig::default();
         cfg.metrics.sample_interval_ms = u64::MAX;
         assert!(cfg.validate().expect_err("sample interval").to_string().contains("sample_interval_ms"));
+    }
+
+    /// `[events]` is checked at start, turns the outbox on, and refuses a log-less durability.
+    #[test]
+    fn events_need_a_log_and_turn_the_outbox_on() {
+        let mut cfg = FileConfig::default();
+        assert_eq!(cfg.persistence_with_outbox().outbox, None, "off by default");
+        cfg.events.nats_url = "nats://127.0.0.1:4222".into();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.persistence_with_outbox().outbox, Some(cfg.events.retention()));
+        cfg.persistence.durability = surge_persistence::Durability::None;
+        assert!(cfg.validate().expect_err("durability none").to_string().contains("durability"));
+        cfg.persistence.durability = surge_persistence::Durability::Sync;
+        cfg.events.stream = "a.b".into();
+        assert!(cfg.validate().expect_err("bad stream").to_string().contains("events.stream"));
+        let env = |k: &str| (k == "SURGE_EVENTS_NATS_URL").then(|| "nats://10.0.0.1:4222".to_string());
+        let mut cfg = FileConfig::default();
+        cfg.apply_env(env).unwrap();
+        assert_eq!(cfg.events.nats_url, "nats://10.0.0.1:4222", "SURGE_EVENTS_NATS_URL reaches [events]");
     }
 }

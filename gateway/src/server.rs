@@ -37,6 +37,9 @@ pub enum ServerError {
     /// The final snapshot failed (the WAL still has everything).
     #[error("close: {0}")]
     Close(String),
+    /// The event stream's publisher could not start (`[events]`).
+    #[error(transparent)]
+    Events(#[from] surge_events::SpawnError),
 }
 
 /// Credentials `surge serve` generated because none were configured (print them, marked
@@ -102,6 +105,8 @@ pub struct ServerHandle {
     pub metrics_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     db: Option<DurableEngine>,
+    /// The event stream's publisher (`[events]` on); stopped before the data directory closes.
+    publisher: Option<surge_events::PublisherHandle>,
     shutdown_tx: watch::Sender<bool>,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -175,7 +180,7 @@ impl Server {
 
         let parts = hub::hub_parts(cfg.limits.hub_queue);
         let observer: Arc<dyn surge_engine::ChangeObserver> = parts.observer.clone();
-        let (pcfg, ecfg) = (cfg.persistence.clone(), cfg.engine.clone());
+        let (pcfg, ecfg) = (cfg.persistence_with_outbox(), cfg.engine.clone());
         let opened = tokio::task::spawn_blocking(move || {
             DurableEngine::open_observed(pcfg, ecfg, Arc::new(SystemClock), Some(observer), |s| Box::new(s))
         })
@@ -186,6 +191,13 @@ impl Server {
             Err(e) => {
                 http_handle.stop(false).await;
                 return Err(e.into());
+            }
+        };
+        let publisher = match start_publisher(&cfg, &db) {
+            Ok(p) => p,
+            Err(e) => {
+                http_handle.stop(false).await;
+                return Err(e);
             }
         };
         let engine: Engine = db.engine().clone();
@@ -214,6 +226,7 @@ impl Server {
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(false),
             clock: governor::clock::DefaultClock::default(),
+            events: publisher.as_ref().map(surge_events::PublisherHandle::status_source),
         });
         if metrics_addr.is_some() {
             let sampler = crate::metrics::Sampler::new(
@@ -240,6 +253,7 @@ impl Server {
             metrics_addr,
             gateway,
             db: Some(db),
+            publisher,
             shutdown_tx,
             http: http_handle,
             http_task,
@@ -252,7 +266,26 @@ impl Server {
     }
 }
 
+/// Start the event stream's publisher when `[events]` is on (the outbox is then on too: see
+/// `FileConfig::persistence_with_outbox`).
+fn start_publisher(cfg: &FileConfig, db: &DurableEngine) -> Result<Option<surge_events::PublisherHandle>, ServerError> {
+    if !cfg.events.enabled() {
+        return Ok(None);
+    }
+    // `validate` refused durability none, the one mode without a log.
+    let Some(log) = db.outbox() else { return Ok(None) };
+    let runtime = tokio::runtime::Handle::current();
+    let publisher = surge_events::Publisher::spawn(&cfg.events, log, crate::wire::EventWire, &runtime)?;
+    tracing::info!(stream = %cfg.events.stream, cursor = publisher.status().cursor, "publishing events to NATS JetStream");
+    Ok(Some(publisher))
+}
+
 impl ServerHandle {
+    /// The event stream publisher's status, when `[events]` is on.
+    pub fn events_status(&self) -> Option<surge_events::PublisherStatus> {
+        self.gateway.events.as_ref().map(surge_events::StatusSource::status)
+    }
+
     /// The engine behind the gateway.
     pub fn engine(&self) -> &Engine {
         &self.gateway.engine
@@ -305,6 +338,11 @@ impl ServerHandle {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.http_task).await;
         self.control.take();
         self.hub_task.abort();
+        if let Some(p) = self.publisher.take() {
+            // What is not acknowledged now is published at the next start (deduplicated).
+            let status = p.shutdown(self.shutdown_timeout).await;
+            tracing::info!(cursor = status.cursor, lag_events = status.lag_events, "event publisher stopped");
+        }
         let db = self.db.take();
         let closed = tokio::task::spawn_blocking(move || db.map(|db| db.close()).transpose())
             .await

@@ -38,9 +38,17 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `{"status":"ready"}` (200) or `{"status":"not_ready"}` (503); with `[events]` on, also
+/// `"events"`: the publisher's status (connected, cursor, durable LSN, lag). A lagging event
+/// stream does not make the server unready: readiness is about serving orders (issue 15).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.ready() {
-        Some(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Some(gw) => match &gw.events {
+            Some(events) => {
+                HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "events": events.status() }))
+            }
+            None => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        },
         None => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not_ready" })),
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct Gateway {
     pub tracker: TaskTracker,
     pub ready: AtomicBool,
     pub clock: DefaultClock,
+    /// The event stream's publisher, when `[events]` is on (its status is part of `/ready`).
+    pub events: Option<surge_events::StatusSource>,
 }
 
 fn quota(rps: u32, burst: u32) -> Quota {

@@ -9,10 +9,12 @@
 //! (no numeric twin to pick by mistake); requests still accept a number for old clients
 //! ([`crate::protocol::WireOrderId`]).
 
+mod events;
 mod wallet;
 
 use std::sync::Arc;
 
+pub use events::EventWire;
 use serde::{Serialize, Serializer};
 use surge_engine::{HistoryEntry, LineItem, Order, OrderStatus, Payment};
 pub use wallet::{WireAccount, WireEntry, WireEntryPage, WireReceipt, WireWallet};
