@@ -20,9 +20,11 @@
 //! empty one would encode as `%` (which no other id encodes to).
 //!
 //! # Id
-//! `<lsn>-<index>`: the log record's LSN and the event's index in it. The same entry read again
-//! (after a restart or an outage) has the same id; the publisher sends it as `Nats-Msg-Id`, so
-//! JetStream stores it once.
+//! `<log id>-<lsn>-<index>`: the data directory's log id (16 hex digits, drawn once per
+//! directory: `OutboxLog::log_id`), the log record's LSN and the event's index in it. The same
+//! entry read again (after a restart or an outage) has the same id; the publisher sends it as
+//! `Nats-Msg-Id`, so JetStream stores it once. The log id keeps a new data directory's events
+//! (whose LSNs start again at 1) from being taken for an old one's duplicates.
 
 use std::borrow::Cow;
 
@@ -81,7 +83,7 @@ pub trait WireFormat: Send + Sync + 'static {
 pub struct Envelope {
     /// The NATS subject (`surge.order.paid`).
     pub subject: String,
-    /// The CloudEvents id and `Nats-Msg-Id`: `<lsn>-<index>`.
+    /// The CloudEvents id and `Nats-Msg-Id`: `<log id, 16 hex digits>-<lsn>-<index>`.
     pub id: String,
     /// When the change happened (engine clock, ms since the Unix epoch): the `time` attribute.
     pub time_ms: i64,
@@ -119,9 +121,9 @@ pub struct EncodeError {
 ///     available: 7, reserved: 0, sold: 3, stocked_total: 10, rules: SaleRules::default(),
 /// };
 /// let entry = OutboxEntry { lsn: 42, index: 1, item: OutboxItem::Stock(Box::new(sku), 0) };
-/// let env = Encoder::new("surge", "surge-1", EngineSerde).encode(&entry).unwrap();
+/// let env = Encoder::new("surge", "surge-1", EngineSerde).with_log_id(0xab).encode(&entry).unwrap();
 /// assert_eq!(env.subject, "surge.stock.tea%201%2E5kg");
-/// assert_eq!(env.id, "42-1");
+/// assert_eq!(env.id, "00000000000000ab-42-1");
 /// let json: serde_json::Value = serde_json::from_slice(&env.payload).unwrap();
 /// assert_eq!(json["type"], "surge.stock");
 /// assert_eq!(json["subject"], "tea 1.5kg");
@@ -131,6 +133,8 @@ pub struct EncodeError {
 pub struct Encoder<W> {
     prefix: String,
     source: String,
+    /// The log's id, the first part of every event id (`OutboxLog::log_id`; 0 until set).
+    log_id: u64,
     wire: W,
 }
 
@@ -138,7 +142,13 @@ impl<W: WireFormat> Encoder<W> {
     /// An encoder for subjects under `subject_prefix` (already valid: see
     /// [`crate::EventsConfig::validate`]) and the source `surge/<node>`.
     pub fn new(subject_prefix: &str, node: &str, wire: W) -> Self {
-        Self { prefix: subject_prefix.to_owned(), source: format!("surge/{node}"), wire }
+        Self { prefix: subject_prefix.to_owned(), source: format!("surge/{node}"), log_id: 0, wire }
+    }
+
+    /// The same, naming events of the log `log_id` (`OutboxLog::log_id`): ids stay unique when
+    /// a data directory is replaced or several nodes share a stream.
+    pub fn with_log_id(self, log_id: u64) -> Self {
+        Self { log_id, ..self }
     }
 
     /// The message for `entry`.
@@ -146,7 +156,7 @@ impl<W: WireFormat> Encoder<W> {
     /// # Errors
     /// [`EncodeError`] when the data does not serialize.
     pub fn encode(&self, entry: &OutboxEntry) -> Result<Envelope, EncodeError> {
-        let id = format!("{}-{}", entry.lsn, entry.index);
+        let id = format!("{:016x}-{}-{}", self.log_id, entry.lsn, entry.index);
         let p = &self.prefix;
         let (subject, kind, ce_subject) = match &entry.item {
             OutboxItem::OrderCreated(o) => {

@@ -47,6 +47,12 @@ use crate::writer::WalStats;
 /// The meta key of the outbox cursor: the LSN through which every entry is published.
 pub const META_OUTBOX_CURSOR: &str = "outbox_published_lsn";
 
+/// The meta key of the log's id: a random number drawn when the outbox is first on in a data
+/// directory. LSNs restart with a new directory; the id does not repeat, so event ids
+/// (`<log id>-<lsn>-<index>`) never collide with a wiped directory's, or another node's, in one
+/// stream's de-duplication window (CloudEvents: `source` + `id` unique).
+pub const META_OUTBOX_LOG_ID: &str = "outbox_log_id";
+
 /// How much unpublished log the snapshots keep for the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxRetention {
@@ -121,10 +127,18 @@ impl OutboxLog {
     /// # Errors
     /// The cursor could not be stored.
     pub(crate) fn open(store: Arc<dyn Storage>, stats: Arc<WalStats>, last_lsn: u64) -> PersistenceResult<Self> {
+        if store.meta_u64(META_OUTBOX_LOG_ID).is_none() {
+            store.set_meta_u64(META_OUTBOX_LOG_ID, random_log_id())?;
+        }
         if store.meta_u64(META_OUTBOX_CURSOR).is_none() {
             store.set_meta_u64(META_OUTBOX_CURSOR, last_lsn)?;
         }
         Ok(Self { store, stats })
+    }
+
+    /// This log's id ([`META_OUTBOX_LOG_ID`]), part of every event id.
+    pub fn log_id(&self) -> u64 {
+        self.store.meta_u64(META_OUTBOX_LOG_ID).unwrap_or(0)
     }
 
     /// The LSN through which every entry is published.
@@ -220,4 +234,15 @@ fn item_of(e: Event) -> Option<OutboxItem> {
         }
         _ => None,
     }
+}
+
+/// A log id: std's per-process random hasher keys, the clock and the process id, hashed; never 0
+/// (0 reads as "none").
+fn random_log_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }

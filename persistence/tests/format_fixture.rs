@@ -632,17 +632,23 @@ fn encoder_still_writes_the_v4_bytes() {
 /// their committed bytes.
 #[test]
 fn wal_v4_wallet_fixture_decodes_to_the_known_events() {
-    let path = wallet_wal_fixture();
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
+    appended_fixture_decodes(&wallet_wal_fixture(), &wallet_records());
+}
+
+/// A fixture of records appended to format 4 (`path`) decodes to exactly `expected`, and today's
+/// encoder still writes its committed bytes.
+fn appended_fixture_decodes(path: &Path, expected: &FixtureRecords) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
     let committed = decode_container(&bytes);
-    let expected = wallet_records();
     assert_eq!(committed.len(), expected.len(), "record count");
-    for (i, (bytes, (shard, seq, events))) in committed.iter().zip(&expected).enumerate() {
+    for (i, (bytes, (shard, seq, events))) in committed.iter().zip(expected).enumerate() {
         let (header, decoded) = decode_record(i as u64 + 1, bytes).unwrap_or_else(|e| panic!("record {}: {e}", i + 1));
         assert_eq!(header, RecordHeader { version: 4, shard: *shard, seq: *seq });
         assert_eq!(&decoded, events, "events of record {}", i + 1);
     }
-    assert_eq!(committed, encoded_wallet_records(), "the encoder writes other bytes than wal-v4-wallets.records");
+    let encoded: Vec<Vec<u8>> =
+        expected.iter().map(|(shard, seq, events)| encode_record(*shard, *seq, events).unwrap()).collect();
+    assert_eq!(committed, encoded, "the encoder writes other bytes than {}", path.display());
 }
 
 /// `wal-v4.records` followed by `wal-v4-wallets.records` replays to the story's state and the
@@ -743,17 +749,7 @@ fn encoded_outbox_records() -> Vec<Vec<u8>> {
 /// committed bytes.
 #[test]
 fn wal_v4_outbox_fixture_decodes_to_the_known_events() {
-    let path = outbox_wal_fixture();
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (see the module docs)", path.display()));
-    let committed = decode_container(&bytes);
-    let expected = outbox_records();
-    assert_eq!(committed.len(), expected.len(), "record count");
-    for (i, (bytes, (shard, seq, events))) in committed.iter().zip(&expected).enumerate() {
-        let (header, decoded) = decode_record(i as u64 + 1, bytes).unwrap_or_else(|e| panic!("record {}: {e}", i + 1));
-        assert_eq!(header, RecordHeader { version: 4, shard: *shard, seq: *seq });
-        assert_eq!(&decoded, events, "events of record {}", i + 1);
-    }
-    assert_eq!(committed, encoded_outbox_records(), "the encoder writes other bytes than wal-v4-outbox.records");
+    appended_fixture_decodes(&outbox_wal_fixture(), &outbox_records());
 }
 
 /// The format version that introduced `e`'s variant. No wildcard: a new variant does not compile

@@ -96,7 +96,7 @@ fn every_change_is_read_once_in_log_order_with_stable_ids_and_nothing_when_off()
 }
 
 #[test]
-fn the_cursor_survives_a_restart_and_never_moves_back() {
+fn the_cursor_and_the_log_id_survive_a_restart_and_the_cursor_never_moves_back() {
     let dir = tempfile::tempdir().unwrap();
     let c = cfg(dir.path(), Some(OutboxRetention::default()));
     let db = open_db(&c, &engine_cfg(), None).unwrap();
@@ -109,11 +109,18 @@ fn the_cursor_survives_a_restart_and_never_moves_back() {
     log.save_cursor(mid - 1).unwrap();
     assert_eq!(log.cursor(), mid, "never back");
     let rest: Vec<OutboxEntry> = entries.iter().filter(|e| e.lsn > mid).cloned().collect();
+    let log_id = log.log_id();
+    assert_ne!(log_id, 0, "a log id is drawn at the first open");
     drop(log);
     db.close().unwrap();
     let db = open_db(&c, &engine_cfg(), None).unwrap();
     let log = db.outbox().unwrap();
     assert_eq!(log.cursor(), mid);
+    assert_eq!(log.log_id(), log_id, "the log id is the directory's, across restarts");
+    let other = tempfile::tempdir().unwrap();
+    let db2 = open_db(&cfg(other.path(), Some(OutboxRetention::default())), &engine_cfg(), None).unwrap();
+    assert_ne!(db2.outbox().unwrap().log_id(), log_id, "another directory, another log id");
+    db2.close().unwrap();
     assert_eq!(all_after(&log, log.cursor()), rest, "after a restart: exactly what was not published");
     db.close().unwrap();
 }

@@ -138,12 +138,13 @@ impl Publisher {
             return Err(EventsConfigError::NoUrl.into());
         }
         crate::metrics::describe();
+        let log_id = log.log_id();
         let shared = Arc::new(Shared::new(log.clone()));
         let (io, io_thread) = LogIo::start(log)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = Task {
             cfg: cfg.clone(),
-            encoder: Encoder::new(&cfg.subject_prefix, &cfg.node, wire),
+            encoder: Encoder::new(&cfg.subject_prefix, &cfg.node, wire).with_log_id(log_id),
             io,
             shared: shared.clone(),
             stop: stop_rx.clone(),

@@ -120,10 +120,12 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
     out
 }
 
-/// `<lsn>-<index>` as numbers.
+/// `<log id>-<lsn>-<index>`: the LSN and index as numbers (one log per test).
 fn lsn_index(id: &str) -> (u64, u32) {
-    let (l, i) = id.split_once('-').expect("id is <lsn>-<index>");
-    (l.parse().expect("lsn"), i.parse().expect("index"))
+    let mut parts = id.split('-');
+    let (log, l, i) = (parts.next(), parts.next(), parts.next());
+    assert!(log.is_some_and(|x| x.len() == 16) && parts.next().is_none(), "id is <log id>-<lsn>-<index>: {id}");
+    (l.and_then(|l| l.parse().ok()).expect("lsn"), i.and_then(|i| i.parse().ok()).expect("index"))
 }
 
 /// Each id once, equal to its `Nats-Msg-Id`, and in log order along the stream.

@@ -59,7 +59,7 @@ fn order(status: OrderStatus) -> Order {
 
 fn encode(lsn: u64, index: u32, item: OutboxItem) -> (String, String) {
     let env = Encoder::new("surge", "surge-1", EventWire).encode(&OutboxEntry { lsn, index, item }).expect("encode");
-    assert_eq!(env.id, format!("{lsn}-{index}"));
+    assert_eq!(env.id, format!("0000000000000000-{lsn}-{index}"));
     (env.subject, String::from_utf8(env.payload).expect("UTF-8"))
 }
 
@@ -70,7 +70,7 @@ fn order_created_json_is_pinned() {
     assert_eq!(
         json,
         concat!(
-            r#"{"specversion":"1.0","id":"17-0","source":"surge/surge-1","type":"surge.order.created","#,
+            r#"{"specversion":"1.0","id":"0000000000000000-17-0","source":"surge/surge-1","type":"surge.order.created","#,
             r#""subject":"9007199254740993","time":"2025-11-11T00:00:00.123Z","datacontenttype":"application/json","#,
             r#""data":{"order_id":"9007199254740993","user_id":"alice","items":[{"sku_id":"tea","name":"Tea","qty":2,"#,
             r#""unit_price":"9.90","subtotal":"19.80"}],"total":"19.80","status":"pending_payment","version":1,"#,
@@ -88,7 +88,7 @@ fn order_changed_json_is_pinned() {
     assert_eq!(
         json,
         concat!(
-            r#"{"specversion":"1.0","id":"18-3","source":"surge/surge-1","type":"surge.order.paid","#,
+            r#"{"specversion":"1.0","id":"0000000000000000-18-3","source":"surge/surge-1","type":"surge.order.paid","#,
             r#""subject":"9007199254740993","time":"2025-11-11T00:00:01.623Z","datacontenttype":"application/json","#,
             r#""data":{"order_id":"9007199254740993","user_id":"alice","items":[{"sku_id":"tea","name":"Tea","qty":2,"#,
             r#""unit_price":"9.90","subtotal":"19.80"}],"total":"19.80","status":"paid","version":2,"#,
@@ -118,7 +118,7 @@ fn stock_json_is_pinned_and_its_subject_escaped() {
     assert_eq!(
         json,
         concat!(
-            r#"{"specversion":"1.0","id":"19-1","source":"surge/surge-1","type":"surge.stock","#,
+            r#"{"specversion":"1.0","id":"0000000000000000-19-1","source":"surge/surge-1","type":"surge.stock","#,
             r#""subject":"tea 1.5kg","time":"2025-11-11T00:00:00.123Z","datacontenttype":"application/json","#,
             r#""data":{"sku_id":"tea 1.5kg","name":"Tea","price":"9.90","available":7,"reserved":1,"sold":2,"#,
             r#""stocked_total":10,"rules":{"per_user_limit":null,"sale_starts_at_ms":null,"sale_ends_at_ms":null,"#,
@@ -140,7 +140,7 @@ fn wallet_json_is_pinned() {
     assert_eq!(
         json,
         concat!(
-            r#"{"specversion":"1.0","id":"20-0","source":"surge/surge-1","type":"surge.wallet","#,
+            r#"{"specversion":"1.0","id":"0000000000000000-20-0","source":"surge/surge-1","type":"surge.wallet","#,
             r#""subject":"alice","time":"2025-11-11T00:00:00.123Z","datacontenttype":"application/json","#,
             r#""data":{"user_id":"alice","account":{"asset":"CNY","balance":"40.10","frozen":"0.00","version":3}}}"#
         )
