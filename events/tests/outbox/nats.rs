@@ -1,6 +1,6 @@
 //! A real `nats-server` on a free loopback port with JetStream in a temp dir (killed and waited
-//! for on drop). Shared by `surge-events`' tests and the root crate's `tests/events_serve.rs`
-//! (included there by path): std and tempfile only.
+//! for on drop). Shared by `surge-events`' tests, `surge-cluster`'s and the root crate's
+//! `tests/events_serve.rs` (included there by path): std and tempfile only.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
