@@ -7,11 +7,15 @@
 //! * [`lease`]: partition ownership as leases in a replicated KV bucket, claimed and renewed by
 //!   revision compare-and-set, expired by the claimant's monotonic clock (no wall clock is
 //!   compared across machines), with an epoch as fencing token.
+//! * [`partition_log`]: each partition's journal as a subject of one replicated stream, one
+//!   message per group commit, appended with `Nats-Expected-Last-Subject-Sequence` (a deposed
+//!   owner's append is refused), and read back in order for recovery.
 //!
-//! Still to come (see `issues show 16`): each partition's journal on a JetStream subject with
-//! `Nats-Expected-Last-Subject-Sequence`, snapshots in an object store, failover (claim, load,
+//! Still to come (see `issues show 16`): the engine's `Journal` on top of it, snapshots in an
+//! object store, failover (claim, load,
 //! replay, reconcile), rebalancing, forwarding and cross-partition sagas over NATS.
 
 #![deny(missing_docs)]
 
 pub mod lease;
+pub mod partition_log;
