@@ -11,11 +11,14 @@
 //!   message per group commit, appended with `Nats-Expected-Last-Subject-Sequence` (a deposed
 //!   owner's append is refused), and read back in order for recovery.
 //!
-//! Still to come (see `issues show 16`): the engine's `Journal` on top of it, snapshots in an
-//! object store, failover (claim, load,
+//! * [`journal`]: the engine's `Journal` over the partition logs (each shard a partition, each
+//!   group commit a round of fenced appends, rounds in order) and [`journal::replay`].
+//!
+//! Still to come (see `issues show 16`): snapshots in an object store, failover (claim, load,
 //! replay, reconcile), rebalancing, forwarding and cross-partition sagas over NATS.
 
 #![deny(missing_docs)]
 
+pub mod journal;
 pub mod lease;
 pub mod partition_log;
