@@ -14,11 +14,16 @@
 //! * [`journal`]: the engine's `Journal` over the partition logs (each shard a partition, each
 //!   group commit a round of fenced appends, rounds in order) and [`journal::replay`].
 //!
-//! Still to come (see `issues show 16`): snapshots in an object store, failover (claim, load,
+//! * [`node`]: a node that serves the engine while it holds every partition's lease (one
+//!   active node, standbys that take over: claim, replay, reconcile, serve).
+//!
+//! Still to come (see `issues show 16`): partitions spread over several active nodes (saga
+//! messages between partitions over NATS), snapshots in an object store, failover (claim, load,
 //! replay, reconcile), rebalancing, forwarding and cross-partition sagas over NATS.
 
 #![deny(missing_docs)]
 
 pub mod journal;
 pub mod lease;
+pub mod node;
 pub mod partition_log;
