@@ -138,6 +138,13 @@ struct ServeArgs {
     /// `[events] nats_url`; env SURGE_EVENTS_NATS_URL). Off by default; see docs/events.md.
     #[arg(long)]
     events_nats_url: Option<String>,
+    /// Join a cluster on these NATS JetStream servers, comma-separated (overrides `[cluster]
+    /// nats_urls`; env SURGE_CLUSTER_NATS_URLS). Off by default: a single node with its WAL.
+    #[arg(long)]
+    cluster_nats_urls: Option<String>,
+    /// This node's id in the cluster (overrides `[cluster] node_id`; env SURGE_CLUSTER_NODE_ID).
+    #[arg(long)]
+    node_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -313,6 +320,12 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = args.events_nats_url {
         cfg.events.nats_url = url;
+    }
+    if let Some(urls) = args.cluster_nats_urls {
+        cfg.cluster.nats_urls = urls;
+    }
+    if let Some(id) = args.node_id {
+        cfg.cluster.node_id = id;
     }
     let data_dir = cfg.persistence.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("surge-io").build()?;

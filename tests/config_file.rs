@@ -15,6 +15,7 @@ struct File {
     auth: AuthConfig,
     metrics: MetricsConfig,
     events: surge::events::EventsConfig,
+    cluster: surge::gateway::ClusterConfig,
 }
 
 #[test]
@@ -29,6 +30,7 @@ fn shipped_config_parses_and_states_the_defaults() {
     assert_eq!(file.auth, AuthConfig::default(), "config/surge.toml [auth] drifted");
     assert_eq!(file.metrics, MetricsConfig::default(), "config/surge.toml [metrics] drifted");
     assert_eq!(file.events, surge::events::EventsConfig::default(), "config/surge.toml [events] drifted");
+    assert_eq!(file.cluster, surge::gateway::ClusterConfig::default(), "config/surge.toml [cluster] drifted");
     // Every key is written out: the file has exactly the keys of the defaults.
     let keys = |v: toml::Value| -> Vec<String> {
         v.as_table()

@@ -13,129 +13,16 @@ mod gateway_support;
 mod nats;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway_support::{http_get, order, sku, ADMIN, SERVICE};
+use gateway_support::binary::{Client, Serve};
+use gateway_support::{http_get, sku, ADMIN, SERVICE};
 use nats::NatsServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-/// A `surge serve` child with events on; killed (SIGKILL) on drop.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Serve {
-    fn start(data_dir: &std::path::Path, nats_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
-            .args(["serve", "--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--shards", "2"])
-            .args(["--metrics-addr", "127.0.0.1:0", "--events-nats-url", nats_url])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("SURGE_ADMIN_TOKEN", ADMIN)
-            .env("SURGE_SERVICE_TOKEN", SERVICE)
-            .env("SURGE_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/config/surge.toml"))
-            .env("SURGE_EVENTS_NODE", "e2e")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn surge serve");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (mut tcp, mut http) = (None, None);
-        for line in lines.by_ref() {
-            let line = line.expect("read stdout");
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.first() {
-                Some(&"tcp") => tcp = words.get(1).and_then(|a| a.parse().ok()),
-                Some(&"http") => {
-                    http = words.get(1).and_then(|u| u.strip_prefix("http://")?.strip_suffix("/health")?.parse().ok());
-                }
-                _ => {}
-            }
-            if line.contains("tokens") {
-                break;
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, tcp: tcp.expect("tcp address"), http: http.expect("http address") }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// `/ready`'s `events`, once the publisher is connected and caught up (lag 0, cursor at
-    /// the durable LSN).
-    async fn caught_up(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, body) = http_get(self.http, "/ready").await;
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let e = &v["events"];
-            if e["connected"] == true && e["lag_events"] == 0 && e["cursor"] == e["durable_lsn"] {
-                return e.clone();
-            }
-            assert!(Instant::now() < deadline, "the event stream did not catch up: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A TCP client that tolerates the server dying: `None` once the connection is gone.
-struct Client {
-    rd: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Client {
-    async fn login(addr: SocketAddr, token: &str) -> Self {
-        let (rd, wr) = tokio::net::TcpStream::connect(addr).await.expect("connect").into_split();
-        let mut c = Self { rd: tokio::io::BufReader::new(rd), wr };
-        let r = c.call(json!({"op": "auth", "token": token})).await.expect("auth reply");
-        assert_eq!(r["ok"], true, "{r}");
-        c
-    }
-
-    async fn call(&mut self, v: Value) -> Option<Value> {
-        let mut line = serde_json::to_string(&v).ok()?;
-        line.push('\n');
-        self.wr.write_all(line.as_bytes()).await.ok()?;
-        let mut reply = String::new();
-        match tokio::time::timeout(Duration::from_secs(20), self.rd.read_line(&mut reply)).await {
-            Ok(Ok(n)) if n > 0 => serde_json::from_str(&reply).ok(),
-            _ => None,
-        }
-    }
-
-    /// `create_order` then `pay`: the acknowledged (order id, statuses) in order.
-    async fn buy(&mut self, user: &str, key: &str, pay: bool) -> Option<(String, Vec<&'static str>)> {
-        let r = self.call(order(user, "tee", 1, key)).await?;
-        assert_eq!(r["ok"], true, "{r}");
-        let (id, total) = (r["result"]["order_id"].as_str()?.to_string(), r["result"]["total"].clone());
-        let mut acked = vec!["created"];
-        if pay {
-            let p = json!({"op": "pay", "order_id": id, "payment_id": format!("psp-{key}"), "amount": total});
-            match self.call(p).await {
-                Some(r) if r["ok"] == true => acked.push("paid"),
-                Some(r) => panic!("pay refused: {r}"),
-                None => return Some((id, acked)),
-            }
-        }
-        Some((id, acked))
-    }
+/// `surge serve` publishing events to `nats_url` (node `e2e`).
+fn serve_with_events(dir: &std::path::Path, nats_url: &str) -> Serve {
+    Serve::start(dir, &["--shards", "2", "--events-nats-url", nats_url], &[("SURGE_EVENTS_NODE", "e2e")])
 }
 
 /// Every message of the stream, as JSON (read with `surge_events::tail` until it goes quiet).
@@ -184,7 +71,7 @@ fn check_stream(stored: &[Value], acked: &[(String, Vec<&'static str>)]) {
 async fn kill_minus_nine_while_publishing_loses_and_duplicates_no_event() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path(), &nats.url());
+    let mut serve = serve_with_events(dir.path(), &nats.url());
     let mut admin = Client::login(serve.tcp, ADMIN).await;
     assert_eq!(admin.call(sku("tee", 1_000_000, None)).await.unwrap()["ok"], true);
     let mut acked = Vec::new();
@@ -209,7 +96,7 @@ async fn kill_minus_nine_while_publishing_loses_and_duplicates_no_event() {
     serve.kill9();
     acked.extend(buyer.await.unwrap());
     assert!(acked.len() > 60, "the second client got answers before the kill");
-    let serve = Serve::start(dir.path(), &nats.url());
+    let serve = serve_with_events(dir.path(), &nats.url());
     let status = serve.caught_up().await;
     let stored = stream(&nats.url()).await;
     check_stream(&stored, &acked);
@@ -220,7 +107,7 @@ async fn kill_minus_nine_while_publishing_loses_and_duplicates_no_event() {
 async fn nats_down_for_ten_seconds_slows_no_order_and_loses_no_event() {
     let mut nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(dir.path(), &nats.url());
+    let serve = serve_with_events(dir.path(), &nats.url());
     let mut admin = Client::login(serve.tcp, ADMIN).await;
     assert_eq!(admin.call(sku("tee", 1_000_000, None)).await.unwrap()["ok"], true);
     serve.caught_up().await;

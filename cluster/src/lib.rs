@@ -23,6 +23,9 @@
 
 #![deny(missing_docs)]
 
+pub use config::ClusterConfig;
+
+pub mod config;
 pub mod journal;
 pub mod lease;
 pub mod node;

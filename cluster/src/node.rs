@@ -89,6 +89,11 @@ impl Serving {
         *self.lost.borrow()
     }
 
+    /// Changes to `true` when the node loses a lease (for a supervisor to act on).
+    pub fn lost_watch(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
     /// Stop serving and release the leases, so a standby takes over without waiting.
     pub async fn stop(self) {
         self.renewer.abort();
@@ -113,6 +118,18 @@ impl Serving {
 /// # Errors
 /// [`NodeError`]: NATS failed, a partition log does not decode, the engine would not start.
 pub async fn serve(js: &async_nats::jetstream::Context, cfg: NodeConfig) -> Result<Serving, NodeError> {
+    serve_observed(js, cfg, None).await
+}
+
+/// [`serve`], telling `observer` about every durable change (the gateway's subscriptions).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_observed(
+    js: &async_nats::jetstream::Context,
+    cfg: NodeConfig,
+    observer: Option<Arc<dyn surge_engine::ChangeObserver>>,
+) -> Result<Serving, NodeError> {
     let leases = Arc::new(Leases::open(js, cfg.lease.clone()).await?);
     let held = claim_all(&leases, cfg.partitions).await?;
     let logs = PartitionLogs::open(js, cfg.log.clone()).await?;
@@ -126,7 +143,12 @@ pub async fn serve(js: &async_nats::jetstream::Context, cfg: NodeConfig) -> Resu
         rx.await.map_err(|_| EngineError::ShuttingDown)??;
     }
     let engine_cfg = EngineConfig { shard_count: shards, ..cfg.engine.clone() };
-    let engine = Engine::builder(engine_cfg).state(state).journal(factory).start()?;
+    let builder = Engine::builder(engine_cfg).state(state).journal(factory);
+    let engine = match observer {
+        Some(o) => builder.observer(o),
+        None => builder,
+    }
+    .start()?;
     let held = Arc::new(tokio::sync::Mutex::new(held));
     let (lost_tx, lost) = watch::channel(false);
     let renewer = tokio::spawn(renew(leases.clone(), held.clone(), engine.clone(), cfg.lease.lease_ms, lost_tx));

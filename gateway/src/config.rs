@@ -232,6 +232,9 @@ pub struct FileConfig {
     /// `[events]`: the outbox published to NATS JetStream (issue 15; off while `nats_url` is
     /// empty). See `docs/events.md`.
     pub events: surge_events::EventsConfig,
+    /// `[cluster]`: nodes on a NATS JetStream cluster (issue 16; off while `nats_urls` is
+    /// empty, and then `[persistence]` is the single node's sled WAL).
+    pub cluster: surge_cluster::ClusterConfig,
 }
 
 /// A configuration problem (unreadable file, bad key, bad value).
@@ -370,6 +373,12 @@ impl FileConfig {
         // Loads the keys: a bad secret, PEM file or algorithm name stops the start.
         crate::auth::JwtVerifier::from_config(a)?;
         self.events.validate().map_err(|e| ConfigError(e.to_string()))?;
+        self.cluster.validate().map_err(ConfigError)?;
+        if self.cluster.enabled() && self.events.enabled() {
+            return Err(ConfigError(
+                "events are not published in cluster mode yet: leave events.nats_url empty".into(),
+            ));
+        }
         if self.events.enabled() && self.persistence.durability == surge_persistence::Durability::None {
             return Err(ConfigError(
                 "events.nats_url needs the write-ahead log: persistence.durability must be sync or os, not none".into(),

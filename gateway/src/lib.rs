@@ -18,6 +18,7 @@
 //! ```
 
 pub mod auth;
+mod backend;
 pub mod config;
 pub mod hub;
 pub mod limits;
@@ -32,3 +33,4 @@ mod ws;
 pub use auth::{Authenticator, Identity, Role};
 pub use config::{AuthConfig, ConfigError, FileConfig, LimitsConfig, MetricsConfig, ServerConfig};
 pub use server::{DevTokens, Server, ServerError, ServerHandle};
+pub use surge_cluster::ClusterConfig;

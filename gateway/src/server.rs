@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_engine::{Engine, SystemClock};
+use surge_engine::Engine;
 use surge_persistence::{DurableEngine, RecoveryStats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{generate_token, jwt::dev_user_jwt, Authenticator};
+use crate::backend::Backend;
 use crate::config::FileConfig;
 use crate::hub::{self, HubStats};
 use crate::session::Gateway;
@@ -37,6 +38,10 @@ pub enum ServerError {
     /// The final snapshot failed (the WAL still has everything).
     #[error("close: {0}")]
     Close(String),
+    /// Joining the cluster failed (`[cluster]`): NATS unreachable, a partition log that does
+    /// not decode.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The event stream's publisher could not start (`[events]`).
     #[error(transparent)]
     Events(#[from] surge_events::SpawnError),
@@ -104,7 +109,7 @@ pub struct ServerHandle {
     /// logs).
     pub metrics_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
-    db: Option<DurableEngine>,
+    db: Option<Backend>,
     /// The event stream's publisher (`[events]` on); stopped before the data directory closes.
     publisher: Option<surge_events::PublisherHandle>,
     shutdown_tx: watch::Sender<bool>,
@@ -180,20 +185,14 @@ impl Server {
 
         let parts = hub::hub_parts(cfg.limits.hub_queue);
         let observer: Arc<dyn surge_engine::ChangeObserver> = parts.observer.clone();
-        let (pcfg, ecfg) = (cfg.persistence_with_outbox(), cfg.engine.clone());
-        let opened = tokio::task::spawn_blocking(move || {
-            DurableEngine::open_observed(pcfg, ecfg, Arc::new(SystemClock), Some(observer), |s| Box::new(s))
-        })
-        .await
-        .map_err(|e| ServerError::Close(format!("recovery task: {e}")))?;
-        let db = match opened {
+        let db = match Backend::open(&cfg, observer).await {
             Ok(db) => db,
             Err(e) => {
                 http_handle.stop(false).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let publisher = match start_publisher(&cfg, &db) {
+        let publisher = match db.local().map_or(Ok(None), |local| start_publisher(&cfg, local)) {
             Ok(p) => p,
             Err(e) => {
                 http_handle.stop(false).await;
@@ -201,7 +200,7 @@ impl Server {
             }
         };
         let engine: Engine = db.engine().clone();
-        let recovery = db.recovery().clone();
+        let recovery = db.recovery();
         crate::metrics::recovery(&recovery);
 
         let (control_tx, control_rx) = hub::link(1_024);
@@ -231,7 +230,7 @@ impl Server {
         if metrics_addr.is_some() {
             let sampler = crate::metrics::Sampler::new(
                 gateway.engine.clone(),
-                db.wal_stats().clone(),
+                db.wal_stats(),
                 parts.stats.clone(),
                 cfg.metrics.sku_label_max,
             );
@@ -343,11 +342,9 @@ impl ServerHandle {
             let status = p.shutdown(self.shutdown_timeout).await;
             tracing::info!(cursor = status.cursor, lag_events = status.lag_events, "event publisher stopped");
         }
-        let db = self.db.take();
-        let closed = tokio::task::spawn_blocking(move || db.map(|db| db.close()).transpose())
-            .await
-            .map_err(|e| ServerError::Close(e.to_string()))?;
-        closed.map_err(|e| ServerError::Close(e.to_string()))?;
+        if let Some(db) = self.db.take() {
+            db.close().await?;
+        }
         tracing::info!("stopped: snapshot written, data directory closed");
         Ok(())
     }

@@ -129,7 +129,9 @@ pub struct WalStats {
 }
 
 impl WalStats {
-    pub(crate) fn new(durable_lsn: u64) -> Self {
+    /// Fresh counters, `durable_lsn` already durable (a node without a local WAL reports these
+    /// zeros).
+    pub fn new(durable_lsn: u64) -> Self {
         Self {
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),

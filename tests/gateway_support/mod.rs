@@ -2,6 +2,8 @@
 //! TCP and WebSocket clients.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
