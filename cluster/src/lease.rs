@@ -252,9 +252,37 @@ impl Leases {
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
         let value = self.value(lease.epoch, true)?;
         let sent = Instant::now();
-        lease.revision = self.update(lease.partition, value, lease.revision).await?;
-        lease.valid_until = self.valid_from(sent);
-        Ok(())
+        // Bounded well inside the lease: a NATS server that dies with the write in flight must
+        // not hold the renewal past the lease's validity; the caller retries.
+        let wait = Duration::from_millis((self.cfg.lease_ms / 6).max(100));
+        match tokio::time::timeout(wait, self.update(lease.partition, value, lease.revision)).await {
+            Ok(Ok(revision)) => {
+                lease.revision = revision;
+                lease.valid_until = self.valid_from(sent);
+                Ok(())
+            }
+            Ok(Err(LeaseError::Lost { partition })) => self.adopt(lease, partition, sent).await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(LeaseError::Store("renewal not acknowledged in time".into())),
+        }
+    }
+
+    /// After a refused renewal: if the key holds this very holder's value (an earlier attempt
+    /// landed though its acknowledgement was lost), take its revision; else the lease is lost.
+    async fn adopt(&self, lease: &mut Lease, partition: u32, sent: Instant) -> Result<(), LeaseError> {
+        match self.holder(partition).await? {
+            Some((h, revision))
+                if h.held
+                    && h.epoch == lease.epoch
+                    && h.incarnation == self.incarnation
+                    && h.node_id == self.cfg.node_id =>
+            {
+                lease.revision = revision;
+                lease.valid_until = self.valid_from(sent);
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { partition }),
+        }
     }
 
     /// Give `lease` up (a clean shutdown, or a rebalance): anyone may claim at once.

@@ -190,15 +190,20 @@ async fn renew(
     lost: watch::Sender<bool>,
 ) {
     let every = Duration::from_millis((lease_ms / 3).max(1));
+    // After a failed renewal (a NATS server died, the client reconnects), retry soon.
+    let soon = Duration::from_millis((lease_ms / 12).max(1));
+    let mut next = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(next).await;
+        next = every;
         let mut held = held.lock().await;
         let mut ok = true;
         for lease in held.iter_mut() {
             match leases.renew(lease).await {
                 Ok(()) => {}
                 Err(LeaseError::Store(e)) if lease.is_valid() => {
-                    tracing::warn!(error = %e, "lease renewal failed; retrying")
+                    tracing::warn!(error = %e, partition = lease.partition, "lease renewal failed; retrying soon");
+                    next = soon;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, partition = lease.partition, "lease lost: this node stops serving");

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -40,8 +41,11 @@ use futures_util::StreamExt;
 pub const STREAM_DEFAULT: &str = "SURGE_PARTITIONS";
 /// The default subject prefix: partition 7 appends to `surge.partition.7`.
 pub const SUBJECT_PREFIX_DEFAULT: &str = "surge.partition";
-/// How long an append or a read waits for JetStream.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read, or one attempt of an append, waits for JetStream.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts of an append that is not acknowledged (a NATS server died with it in flight, the
+/// client reconnecting to another) before its fate is declared unknown.
+pub const APPEND_ATTEMPTS_MAX: u32 = 5;
 
 /// Where the partitions' journals live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +144,10 @@ impl PartitionLogs {
     /// [`LogError`] when the last sequence cannot be read.
     pub async fn writer(&self, partition: u32) -> Result<PartitionWriter, LogError> {
         let last_seq = self.last_seq(partition).await?;
-        Ok(PartitionWriter { js: self.js.clone(), partition, subject: self.subject(partition), last_seq })
+        // Unique per writer (hashed with per-process random keys): its appends' message ids.
+        let id = std::collections::hash_map::RandomState::new().hash_one((partition, last_seq, std::process::id()));
+        let subject = self.subject(partition);
+        Ok(PartitionWriter { js: self.js.clone(), partition, subject, last_seq, id, appended: 0 })
     }
 
     /// `partition`'s messages after stream sequence `after_seq`, in order, up to its last one as
@@ -182,6 +189,9 @@ pub struct PartitionWriter {
     partition: u32,
     subject: String,
     last_seq: u64,
+    /// This writer's id (random): with `appended`, each append's `Nats-Msg-Id`.
+    id: u64,
+    appended: u64,
 }
 
 impl PartitionWriter {
@@ -192,31 +202,41 @@ impl PartitionWriter {
 
     /// Append one group commit; returns its stream sequence once JetStream acknowledged it.
     ///
+    /// An attempt that is not acknowledged (a server died with it in flight) is sent again, up
+    /// to [`APPEND_ATTEMPTS_MAX`] times, with the same `Nats-Msg-Id`: if the first attempt was
+    /// stored, JetStream answers the retry as a duplicate with the original sequence (it checks
+    /// duplicates before the expected sequence), so an append lands at most once.
+    ///
     /// # Errors
-    /// [`AppendError::Fenced`]: deposed, stop serving; [`AppendError::Unknown`]: not
-    /// acknowledged, its fate unknown (take a new writer, which reads the last sequence, and
-    /// look whether it landed before appending again).
+    /// [`AppendError::Fenced`]: deposed, stop serving; [`AppendError::Unknown`]: still not
+    /// acknowledged after every attempt, its fate unknown (take a new writer, which reads the
+    /// last sequence, and look whether it landed before appending again).
     pub async fn append(&mut self, record: Bytes) -> Result<u64, AppendError> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, self.last_seq.to_string().as_str());
+        self.appended += 1;
+        let msg_id = format!("{:016x}-{}", self.id, self.appended);
         let (partition, expected) = (self.partition, self.last_seq);
-        let unknown = |reason: String| AppendError::Unknown { partition, reason };
-        let ack = self.js.publish_with_headers(self.subject.clone(), headers, record).await;
-        let ack = match ack {
-            Ok(future) => {
-                tokio::time::timeout(REQUEST_TIMEOUT, future).await.map_err(|_| unknown("timed out".into()))?
+        let mut reason = String::new();
+        for _ in 0..APPEND_ATTEMPTS_MAX {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+            let ack = match self.js.publish_with_headers(self.subject.clone(), headers, record.clone()).await {
+                Ok(future) => tokio::time::timeout(REQUEST_TIMEOUT, future).await,
+                Err(e) => Ok(Err(e)),
+            };
+            match ack {
+                Ok(Ok(a)) => {
+                    self.last_seq = a.sequence;
+                    return Ok(a.sequence);
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(AppendError::Fenced { partition, expected });
+                }
+                Ok(Err(e)) => reason = e.to_string(),
+                Err(_) => reason = "not acknowledged in time".into(),
             }
-            Err(e) => Err(e),
-        };
-        match ack {
-            Ok(a) => {
-                self.last_seq = a.sequence;
-                Ok(a.sequence)
-            }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(AppendError::Fenced { partition, expected })
-            }
-            Err(e) => Err(unknown(e.to_string())),
+            tracing::warn!(partition, %reason, "partition append not acknowledged; sending it again");
         }
+        Err(AppendError::Unknown { partition, reason })
     }
 }
