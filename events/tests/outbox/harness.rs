@@ -192,3 +192,44 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A `nats-server`, a runtime, a temp dir, an engine on it with the outbox on (`max_lag_bytes`),
+/// `[events]` for the server, and a publisher: what most tests start with. Destructure it (keep
+/// `dir` bound: dropping it removes the directory).
+pub struct Rig {
+    pub nats: crate::nats::NatsServer,
+    pub rt: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+    pub db: DurableEngine,
+    pub cfg: EventsConfig,
+    pub p: PublisherHandle,
+}
+
+impl Rig {
+    pub fn start(max_lag_bytes: u64) -> Self {
+        let nats = crate::nats::NatsServer::start();
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_db(dir.path(), max_lag_bytes);
+        let cfg = events_cfg(&nats.url());
+        let p = publisher(&cfg, &db, &rt);
+        Self { nats, rt, dir, db, cfg, p }
+    }
+}
+
+/// The stream holds every event once, in log order, and every change of the orders `ids`; then
+/// stop the publisher and close the engine. Returns what the stream holds.
+pub fn check_stream_and_close(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    cfg: &EventsConfig,
+    (db, p): (DurableEngine, PublisherHandle),
+    ids: &[OrderId],
+) -> Vec<Stored> {
+    let stored = rt.block_on(read_stream(url, &cfg.stream));
+    check_exactly_once_in_log_order(&stored);
+    check_orders(&stored, &db, ids);
+    rt.block_on(p.shutdown(Duration::from_secs(5)));
+    db.close().expect("close");
+    stored
+}

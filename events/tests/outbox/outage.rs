@@ -7,7 +7,6 @@ use surge_engine::{CreateOrder, OrderId};
 use surge_persistence::DurableEngine;
 
 use crate::harness::*;
-use crate::nats::NatsServer;
 
 /// Orders (half of them paid) for `how_long`; returns their ids and the slowest order's time.
 fn orders_for(db: &DurableEngine, tag: &str, how_long: Duration) -> (Vec<OrderId>, Duration) {
@@ -36,12 +35,7 @@ fn wait_status(p: &surge_events::PublisherHandle, what: &str, f: impl Fn(&surge_
 
 #[test]
 fn nats_down_for_6_s_never_slows_the_engine_and_loses_nothing() {
-    let mut nats = NatsServer::start();
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = open_db(dir.path(), 1 << 30);
-    let cfg = events_cfg(&nats.url());
-    let p = publisher(&cfg, &db, &rt);
+    let Rig { mut nats, rt, dir: _dir, db, cfg, p } = Rig::start(1 << 30);
     sku(&db, "tea", 1_000_000);
     let (mut ids, _) = orders_for(&db, "before", Duration::from_millis(300));
     wait_caught_up(&p, Duration::from_secs(30));
@@ -59,11 +53,7 @@ fn nats_down_for_6_s_never_slows_the_engine_and_loses_nothing() {
     let s = wait_caught_up(&p, Duration::from_secs(60));
     assert_eq!((s.lag_events, s.lag_seconds), (0, 0.0));
     wait_status(&p, "connected again", |s| s.connected);
-    let stored = rt.block_on(read_stream(&nats.url(), &cfg.stream));
-    check_exactly_once_in_log_order(&stored);
-    check_orders(&stored, &db, &ids);
-    rt.block_on(p.shutdown(Duration::from_secs(5)));
-    db.close().expect("close");
+    check_stream_and_close(&rt, &nats.url(), &cfg, (db, p), &ids);
 }
 
 /// 300 orders at once (one log record per shard): more events than a publisher has in flight.
@@ -76,12 +66,7 @@ fn burst(db: &DurableEngine, tag: &str) -> Vec<OrderId> {
 
 #[test]
 fn snapshots_while_nats_is_down_keep_the_unpublished_records() {
-    let mut nats = NatsServer::start();
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = open_db(dir.path(), 1 << 30);
-    let cfg = events_cfg(&nats.url());
-    let p = publisher(&cfg, &db, &rt);
+    let Rig { mut nats, rt, dir: _dir, db, cfg, p } = Rig::start(1 << 30);
     sku(&db, "tea", 1_000_000);
     let (mut ids, _) = orders_for(&db, "before", Duration::from_millis(200));
     wait_caught_up(&p, Duration::from_secs(30));
@@ -102,21 +87,12 @@ fn snapshots_while_nats_is_down_keep_the_unpublished_records() {
     let p = publisher(&cfg, &db, &rt);
     let s = wait_caught_up(&p, Duration::from_secs(60));
     assert_eq!(s.records_dropped, 0);
-    let stored = rt.block_on(read_stream(&nats.url(), &cfg.stream));
-    check_exactly_once_in_log_order(&stored);
-    check_orders(&stored, &db, &ids);
-    rt.block_on(p.shutdown(Duration::from_secs(5)));
-    db.close().expect("close");
+    check_stream_and_close(&rt, &nats.url(), &cfg, (db, p), &ids);
 }
 
 #[test]
 fn past_max_lag_bytes_snapshots_drop_and_count_and_publishing_goes_on() {
-    let nats = NatsServer::start();
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = open_db(dir.path(), 1);
-    let cfg = events_cfg(&nats.url());
-    let p = publisher(&cfg, &db, &rt);
+    let Rig { nats, rt, dir: _dir, db, cfg, p } = Rig::start(1);
     sku(&db, "tea", 1_000_000);
     wait_caught_up(&p, Duration::from_secs(30));
     // No publisher for a while (as if NATS were down for long), and a backlog > 1 byte.

@@ -6,16 +6,10 @@ use surge_engine::{Decimal, Initiator, TransitionOptions};
 use surge_events::{tail, TailOptions};
 
 use crate::harness::*;
-use crate::nats::NatsServer;
 
 #[test]
 fn every_change_is_published_once_in_order_with_cloudevents_fields() {
-    let nats = NatsServer::start();
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = open_db(dir.path(), 1 << 30);
-    let cfg = events_cfg(&nats.url());
-    let p = publisher(&cfg, &db, &rt);
+    let Rig { nats, rt, dir: _dir, db, cfg, p } = Rig::start(1 << 30);
 
     sku(&db, "tea", 100);
     sku(&db, "a.b *>", 10);
@@ -104,12 +98,7 @@ fn at_ms(s: &Stored) -> i64 {
 
 #[test]
 fn tail_prints_the_stream_as_json_lines() {
-    let nats = NatsServer::start();
-    let rt = runtime();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = open_db(dir.path(), 1 << 30);
-    let cfg = events_cfg(&nats.url());
-    let p = publisher(&cfg, &db, &rt);
+    let Rig { nats: _nats, rt, dir: _dir, db, cfg, p } = Rig::start(1 << 30);
     sku(&db, "tea", 10);
     for i in 0..3 {
         let o = order(&db, "bob", "tea", &format!("t{i}"));

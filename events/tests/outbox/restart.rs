@@ -83,9 +83,5 @@ fn a_publisher_killed_midway_resumes_from_its_cursor() {
     ids.extend(orders_and_payments(&db, "c", 10));
     let s = wait_caught_up(&p, Duration::from_secs(60));
     assert!(s.cursor >= killed.cursor);
-    let stored = rt.block_on(read_stream(&nats.url(), &cfg.stream));
-    check_exactly_once_in_log_order(&stored);
-    check_orders(&stored, &db, &ids);
-    rt.block_on(p.shutdown(Duration::from_secs(5)));
-    db.close().expect("close");
+    check_stream_and_close(&rt, &nats.url(), &cfg, (db, p), &ids);
 }
