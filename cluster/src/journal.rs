@@ -67,11 +67,17 @@ impl Journal for ShardJournal {
 }
 
 /// Start the appender for partitions `0..shards` (shard *i* journals to partition *i*) on
-/// `runtime`, each writer fenced from its partition's last message as of now (take them only
-/// while holding the partitions' leases). Returns the engine's journal factory.
+/// `runtime`. Returns the engine's journal factory. Take the partitions' leases first, and
+/// [`replay`] only after this returns.
+///
+/// Each writer first appends a *fence*: an empty message (a container of no records) after its
+/// partition's last one. Fencing by `Nats-Expected-Last-Subject-Sequence` refuses a deposed
+/// owner's append only once the new owner has appended to that partition; without the fence, a
+/// paused old owner could still append to a partition its successor had not yet written to, and
+/// the successor, having replayed before, would never see it.
 ///
 /// # Errors
-/// [`LogError`] when a partition's last sequence cannot be read.
+/// [`LogError`] when a partition's last sequence cannot be read or its fence not appended.
 pub async fn start(
     logs: &PartitionLogs,
     shards: usize,
@@ -79,7 +85,9 @@ pub async fn start(
 ) -> Result<JournalFactory, LogError> {
     let mut writers = Vec::with_capacity(shards);
     for p in 0..shards {
-        writers.push(logs.writer(u32::try_from(p).map_err(|_| LogError("too many shards".into()))?).await?);
+        let mut w = logs.writer(u32::try_from(p).map_err(|_| LogError("too many shards".into()))?).await?;
+        w.append(Bytes::new()).await.map_err(|e| LogError(format!("fence: {e}")))?;
+        writers.push(w);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     runtime.spawn(append_rounds(writers, rx));

@@ -134,8 +134,10 @@ pub async fn serve_observed(
     let held = claim_all(&leases, cfg.partitions).await?;
     let logs = PartitionLogs::open(js, cfg.log.clone()).await?;
     let shards = cfg.partitions as usize;
-    let (state, fixes) = journal::replay(&logs, shards).await?;
+    // Fence every partition first, then replay: nothing a deposed owner appends can land after
+    // the fence, so the replay sees everything that will ever be acknowledged before it.
     let mut factory = journal::start(&logs, shards, &tokio::runtime::Handle::current()).await?;
+    let (state, fixes) = journal::replay(&logs, shards).await?;
     if !fixes.is_empty() {
         // Recovery's repairs are durable before anything is served, as on a single node.
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -122,3 +122,28 @@ async fn a_deposed_node_acknowledges_nothing_more() {
     let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
     assert!(state.orders.values().all(|o| *o.user_id != *"late"), "its write left no trace");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_fences_every_partition_before_it_writes_anything() {
+    let nats = NatsServer::start();
+    let l = logs(&nats.url()).await;
+    let old = engine(&l, EngineState::default()).await;
+    let old2 = old.clone();
+    blocking(move || old2.create_sku(spec("tee")).wait().map(drop).expect("sku")).await;
+    // A new owner takes over and has written nothing of its own yet.
+    let new = engine(&l, EngineState::default()).await;
+    // The old owner, paused until now: refused on every partition, written to or not.
+    let refused = blocking(move || {
+        let req = CreateOrder::new("late", &[("tee", 1)], "late-1");
+        old.create_order(req).wait()
+    })
+    .await;
+    assert_eq!(
+        refused.map_err(|e| e.code()).err(),
+        Some("storage_unavailable"),
+        "a deposed owner must not acknowledge"
+    );
+    let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
+    assert!(state.orders.is_empty(), "its write left no trace");
+    drop(new);
+}
