@@ -57,9 +57,20 @@ pub struct EngineConfig {
     /// (issue 15). Set by the server when `[events]` is configured; not a config-file key.
     #[serde(skip)]
     pub outbox: bool,
+    /// Run as a cluster node's engine (issue 16): give up saga steps after `saga_timeout_ms`
+    /// and check unclaimed reservations of other partitions. Set by
+    /// [`crate::EngineBuilder::cluster`]; not a config-file key.
+    #[serde(skip)]
+    pub clustered: bool,
     /// A wallet payment's try still open after this long is canceled by the engine clock
     /// (issue 14; TigerBeetle's pending transfers with a timeout). Default 10 s.
     pub tcc_try_timeout_ms: u64,
+    /// In a cluster (issue 16): a saga step waiting this long for another partition's answer is
+    /// given up (its caller gets `unavailable`, outcome unknown: retry with the same key), and
+    /// a SKU partition checks a reservation no order has claimed after this long with the
+    /// order's partition (releasing it if the order does not exist). Unused on a single node.
+    /// Default 10 s.
+    pub saga_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -81,7 +92,9 @@ impl Default for EngineConfig {
             live_orders_expected: 0,
             assets: crate::wallet::AssetSpec::defaults(),
             tcc_try_timeout_ms: 10_000,
+            saga_timeout_ms: 10_000,
             outbox: false,
+            clustered: false,
         }
     }
 }
@@ -121,6 +134,7 @@ impl EngineConfig {
             ("auto_complete_ms", self.auto_complete_ms),
             ("archive_after_ms", self.archive_after_ms),
             ("tcc_try_timeout_ms", self.tcc_try_timeout_ms),
+            ("saga_timeout_ms", self.saga_timeout_ms),
         ];
         for (name, ms) in durations {
             if ms > DURATION_MS_MAX {

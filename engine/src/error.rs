@@ -14,7 +14,7 @@ use crate::state_machine::OrderEventKind;
 ///
 /// Match on the variant in Rust; put [`EngineError::code`] on the wire. Source of the codes:
 /// `../shared/DESIGN.md` (domain and idempotency sections) and the engine-core issue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     /// The request is malformed (empty or too many items, a quantity out of range, a duplicate
     /// SKU, a negative price, an empty id, …). Nothing was executed.
@@ -200,6 +200,16 @@ pub enum EngineError {
     /// The engine is shutting down; the request was not executed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// The partition this request belongs to is not served here right now (a cluster node that
+    /// does not host it, or a partition moving between nodes, issue 16). The outcome of a
+    /// request that was under way is unknown: retry after `retry_after_ms` with the same
+    /// idempotency key (or transfer or payment id), which gives the original outcome if there
+    /// was one.
+    #[error("partition unavailable here; retry in {retry_after_ms} ms")]
+    Unavailable {
+        /// When to retry (ms).
+        retry_after_ms: u64,
+    },
     /// Storage refused a write (disk full, I/O error). Nothing unacknowledged is claimed done;
     /// reads keep working. `message` says what the operator must do.
     #[error("storage unavailable: {message}")]
@@ -251,6 +261,7 @@ impl EngineError {
             Self::OrderNotPayable { .. } => "order_not_payable",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::Unavailable { .. } => "unavailable",
             Self::StorageUnavailable { .. } => "storage_unavailable",
             Self::InvalidConfig { .. } => "invalid_config",
         }

@@ -43,6 +43,7 @@
 pub mod audit;
 mod chunked;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 mod engine;

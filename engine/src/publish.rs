@@ -67,6 +67,21 @@ impl ReadModels {
         }
     }
 
+    /// Forget everything shard `shard` of `shard_count` published (a cluster node gave its
+    /// partition up): its orders, its users' order lists, its SKUs. The user filter keeps its
+    /// bits (a false positive only costs the sold-out fast path).
+    pub fn forget_shard(&self, shard: usize, shard_count: usize) {
+        let mine = |id: &OrderId| crate::snowflake::shard_of(id.0, shard_count) == shard;
+        self.orders.retain(|id, _| !mine(id));
+        self.archiving.retain(|id, _| !mine(id));
+        self.user_orders.retain(|_, ids| !ids.first().is_some_and(&mine));
+        self.skus.0.rcu(|map| {
+            let mut map = crate::routing::FastMap::clone(map);
+            map.retain(|sku_id, _| crate::routing::shard_for_key(sku_id, shard_count) != shard);
+            map
+        });
+    }
+
     /// The `user_orders` key of `user_id`.
     pub fn user_key(&self, user_id: &str) -> u64 {
         self.user_hasher.hash_one(user_id)

@@ -193,6 +193,28 @@ impl EngineState {
     /// assert!(s.reconcile_with(&|_| None).is_empty());
     /// ```
     pub fn reconcile_with(&mut self, archived: &dyn Fn(OrderId) -> Option<Arc<Order>>) -> Vec<Event> {
+        self.reconcile_filtered(archived, &|_| true)
+    }
+
+    /// [`EngineState::reconcile`] for one partition of a cluster (issue 16): `self` holds only
+    /// partition `partition` of `partitions` (as replayed from its own log). Holdings of orders
+    /// on other partitions are left alone: this state cannot tell whether such an order exists;
+    /// the running SKU asks the order's partition instead (see [`crate::cluster`]).
+    ///
+    /// ```
+    /// use surge_engine::EngineState;
+    /// let mut s = EngineState::default();
+    /// assert!(s.reconcile_partition(3, 8).is_empty());
+    /// ```
+    pub fn reconcile_partition(&mut self, partition: usize, partitions: usize) -> Vec<Event> {
+        self.reconcile_filtered(&|_| None, &|o: OrderId| crate::snowflake::shard_of(o.0, partitions) == partition)
+    }
+
+    fn reconcile_filtered(
+        &mut self,
+        archived: &dyn Fn(OrderId) -> Option<Arc<Order>>,
+        owned: &dyn Fn(OrderId) -> bool,
+    ) -> Vec<Event> {
         let sku_ids: Vec<&SkuId> = self.skus.keys().collect();
         // Every holding as (order, SKU index << 1 | sold), sorted: the live orders are then
         // walked once in key order beside them instead of looked up at random (recovery of
@@ -201,6 +223,7 @@ impl EngineState {
         for (k, st) in self.skus.values().enumerate() {
             holdings.extend(st.holdings().map(|(order_id, _, _, sold)| (order_id, k << 1 | usize::from(sold))));
         }
+        holdings.retain(|(order_id, _)| owned(*order_id));
         holdings.sort_unstable();
         let mut held = holdings.into_iter().peekable();
         let mut fixes = Vec::new();

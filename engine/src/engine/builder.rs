@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::ClusterHooks;
 use crate::config::EngineConfig;
 use crate::error::{EngineError, EngineResult};
 use crate::event::{ChangeObserver, JournalFactory, NullJournal, OrderArchive, StorageGate};
@@ -27,9 +28,20 @@ pub struct EngineBuilder {
     state: EngineState,
     archive: Option<Arc<dyn OrderArchive>>,
     observer: Option<Arc<dyn ChangeObserver>>,
+    cluster: Option<ClusterHooks>,
 }
 
 impl EngineBuilder {
+    /// Run as one node of a cluster (issue 16): host only the shards `hooks.placement` marks
+    /// local (more with [`Engine::install_partition`]), send messages for the others over
+    /// `hooks.link`, and hold every message to another shard until its batch is durable (see
+    /// [`crate::cluster`]). The recovered state given to [`EngineBuilder::state`] must hold
+    /// only local shards' actors.
+    pub fn cluster(mut self, hooks: ClusterHooks) -> Self {
+        self.cluster = Some(hooks);
+        self
+    }
+
     /// Use this clock (tests pass a [`crate::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -74,7 +86,8 @@ impl EngineBuilder {
     pub fn start(mut self) -> EngineResult<Engine> {
         self.config.validate()?;
         let n = self.config.effective_shard_count();
-        let config = Arc::new(EngineConfig { shard_count: n, ..self.config });
+        let clustered = self.cluster.is_some();
+        let config = Arc::new(EngineConfig { shard_count: n, clustered, ..self.config });
         let assets = Arc::new(crate::wallet::Assets::new(&config.assets)?);
         // Recovered orders go in at once: size the read models for them (no rehash while
         // installing millions of orders), or for the expected count if larger.
@@ -117,6 +130,7 @@ impl EngineBuilder {
                 peers: internal.clone(),
                 journal: (self.journal)(id),
                 observer: self.observer.clone(),
+                cluster: self.cluster.clone(),
             });
         }
         let t_install = std::time::Instant::now();
@@ -141,6 +155,7 @@ impl EngineBuilder {
             counters,
             exited: exited.clone(),
             assets,
+            cluster: self.cluster,
         };
         for (id, shard) in shards.into_iter().enumerate() {
             inner.threads.push(spawn_shard(id, shard, exited.clone())?);
@@ -168,6 +183,7 @@ impl Engine {
             state: EngineState::default(),
             archive: None,
             observer: None,
+            cluster: None,
         }
     }
 }

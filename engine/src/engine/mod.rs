@@ -9,6 +9,7 @@
 //! validation, and engine-wide operations (settle, audit, snapshot, shutdown, stats).
 
 mod builder;
+mod cluster;
 mod orders;
 mod queries;
 mod skus;
@@ -103,6 +104,8 @@ struct Inner {
     exited: Arc<std::sync::atomic::AtomicUsize>,
     /// The assets wallets may hold (checked from `config.assets`).
     assets: Arc<crate::wallet::Assets>,
+    /// A cluster node's placement and link (issue 16); `None` on a single node.
+    cluster: Option<crate::cluster::ClusterHooks>,
 }
 
 impl Drop for Inner {

@@ -88,6 +88,8 @@ impl Engine {
         now_ms: i64,
     ) -> Result<Option<EngineError>, EngineError> {
         let fast_reject = match sku {
+            // A SKU hosted by another cluster node is not published here: its actor decides.
+            None if !self.hosts(self.sku_shard(&req.items[0].0)) => None,
             None => Some(EngineError::UnknownSku { sku_id: req.items[0].0.to_string() }),
             Some(s) => s.fast_reject(now_ms),
         };

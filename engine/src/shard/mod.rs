@@ -46,6 +46,7 @@
 //!   `orders`: order commands and their stock effects, archived orders; `timers`: deadlines,
 //!   auto-complete, archiving. This file: the core's state, its inputs and the end of a batch.
 
+mod claims;
 mod effects;
 mod idempotency;
 mod msg;
@@ -74,9 +75,9 @@ use crate::stats::ShardCounters;
 pub(crate) use effects::{BatchEffects, Deferred, DurableEffects, JournalBatch};
 use idempotency::IdempotencyIndex;
 pub(crate) use msg::{
-    EntriesQuery, OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg, WalletMsg, WalletPay,
+    Claim, EntriesQuery, OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg, WalletMsg, WalletPay,
 };
-pub(crate) use runtime::{Shard, ShardParts};
+pub(crate) use runtime::{refuse, Shard, ShardParts};
 use saga::InFlight;
 use timer_queue::TimerQueue;
 
@@ -129,6 +130,13 @@ pub(crate) struct ShardCore {
     outbox_skus: Vec<SkuId>,
     /// Wallet accounts changed in this batch, for the outbox, each once.
     outbox_accounts: Vec<(UserId, crate::wallet::AssetCode)>,
+    /// Cluster only: reservations of other partitions' orders to check with them, by due time
+    /// (`claims.rs`).
+    verify: std::collections::BTreeSet<(i64, OrderId, SkuId)>,
+    /// Cluster only: recovered reservations are armed for checking (on the first tick).
+    verify_armed: bool,
+    /// Cluster only: when to look for saga steps waiting past `saga_timeout_ms` next.
+    next_sweep_ms: i64,
 }
 
 /// What a [`ShardCore`] is built from.
@@ -182,6 +190,9 @@ impl ShardCore {
             dirty_wallets: Vec::new(),
             outbox_skus: Vec::new(),
             outbox_accounts: Vec::new(),
+            verify: std::collections::BTreeSet::new(),
+            verify_armed: false,
+            next_sweep_ms: 0,
         }
         .presized()
         .install(p.initial))
@@ -272,6 +283,24 @@ impl ShardCore {
         self.handle_now(msg)
     }
 
+    /// Answer everything waiting on a step with `err` and forget those steps (a partition
+    /// given up by this node: its new owner finishes nothing a lost step started, and the
+    /// reservations such a step left are checked and released by their SKUs' partitions).
+    pub fn abandon_in_flight(&mut self, err: crate::error::EngineError) {
+        for (_, f) in std::mem::take(&mut self.in_flight) {
+            for w in f.waiters {
+                self.replies.push(Deferred::Order(w, Err(err.clone())));
+            }
+            for m in f.queued {
+                if let OrderMsg::Command(_, Some(r)) = m {
+                    self.replies.push(Deferred::Order(r, Err(err.clone())));
+                } else if let OrderMsg::WalletPay(_, r) = m {
+                    self.replies.push(Deferred::Order(r, Err(err.clone())));
+                }
+            }
+        }
+    }
+
     /// Handle the messages this shard sent itself (at the time of the last input).
     pub fn drain_local(&mut self) {
         while let Some(m) = self.local.pop_front() {
@@ -303,8 +332,9 @@ impl ShardCore {
                 self.handled_since_barrier = 0;
                 self.replies.push(Deferred::Barrier(tx, busy));
             }
-            // Dropping the sender tells the caller no cut is coming (see `handle`).
-            ShardMsg::Snapshot(_) => {}
+            // Dropping the sender tells the caller no cut is coming (see `handle`); a move of
+            // a partition is the runtime's (`Shard::install`, `Shard::evict`).
+            ShardMsg::Snapshot(_) | ShardMsg::Install(..) | ShardMsg::Evict(_) => {}
             ShardMsg::Audit(tx) => {
                 let _ = tx.send(self.audit());
             }

@@ -29,16 +29,26 @@ pub(crate) enum SkuMsg {
         item: u8,
         reply_shard: usize,
     },
+    // `item`: the order's line item this is for, and `step` the order's step (0: its creation
+    // and its compensation; else the order's version after the transition), both echoed in
+    // `StockDone`: a duplicate or late answer, possible once messages cross nodes and are
+    // retried, is recognised and ignored.
     Confirm {
         order_id: OrderId,
+        item: u8,
+        step: u32,
         reply_shard: usize,
     },
     Release {
         order_id: OrderId,
+        item: u8,
+        step: u32,
         reply_shard: usize,
     },
     Restock {
         order_id: OrderId,
+        item: u8,
+        step: u32,
         reply_shard: usize,
     },
     /// The order was archived: drop its sold holding (no answer).
@@ -51,6 +61,24 @@ pub(crate) enum SkuMsg {
         user_id: UserId,
         qty: u32,
     },
+    /// The order's partition's answer to `OrderMsg::Verify` (cluster only).
+    Verdict {
+        order_id: OrderId,
+        claim: Claim,
+    },
+}
+
+/// What an order's partition says about a SKU's holding for it (cluster only, issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Claim {
+    /// A saga or stock step of the order is under way: ask again later.
+    Waiting,
+    /// The order holds units: reserved (`sold: false`; ask again at `recheck_at_ms`, after its
+    /// payment deadline) or sold.
+    Holds { sold: bool, recheck_at_ms: i64 },
+    /// No such order (its saga was given up or never durable), or one that holds nothing.
+    Nothing,
 }
 
 /// The order actor's messages.
@@ -59,10 +87,13 @@ pub(crate) enum OrderMsg {
     Command(Box<OrderCommand>, Option<Reply<Arc<Order>>>),
     /// A SKU actor's answer to `Reserve` for line item `item`.
     Reserved { item: u8, result: Result<Grant, EngineError> },
-    /// A SKU actor finished a confirm, release or restock.
-    StockDone,
+    /// A SKU actor finished a confirm, release or restock for line item `item` of step `step`.
+    StockDone { item: u8, step: u32 },
     /// `pay_with_wallet`: a payment's TCC from the order user's wallet.
     WalletPay(Box<WalletPay>, Reply<Arc<Order>>),
+    /// A SKU of another partition asks whether this order still claims its holding (cluster
+    /// only); answered with `SkuMsg::Verdict`.
+    Verify { sku_id: SkuId, reply_shard: usize },
 }
 
 /// A user's wallet's messages (issue 14), sent to the user's shard.
@@ -110,6 +141,11 @@ pub(crate) enum ShardMsg {
     Snapshot(oneshot::Sender<(ShardCut, u64)>),
     /// Report every actor's state for [`crate::Engine::audit`].
     Audit(oneshot::Sender<ShardAudit>),
+    /// Host this partition's recovered state from now on (a cluster node took it over).
+    Install(Box<crate::state::EngineState>, oneshot::Sender<crate::error::EngineResult<()>>),
+    /// Stop hosting this partition (a cluster node gave it up): answer what waits with
+    /// `unavailable`, drop the state, forget it in the read models.
+    Evict(oneshot::Sender<()>),
     Shutdown,
 }
 

@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::saga::{FlightState, InFlight};
 use super::{OrderMsg, Reply, ShardCore, ShardMsg, SkuMsg};
 use crate::domain::{Initiator, Order, OrderId, OrderStatus};
@@ -17,7 +19,8 @@ impl ShardCore {
     pub(super) fn handle_order(&mut self, order_id: OrderId, msg: OrderMsg) {
         match msg {
             OrderMsg::Reserved { item, result } => {
-                let Some(f) = self.in_flight.get_mut(&order_id) else {
+                // A duplicate answer (or one for a saga that ended) changes nothing.
+                let Some(f) = self.in_flight.get_mut(&order_id).filter(|f| f.step == 0 && f.awaits(item)) else {
                     return;
                 };
                 if let FlightState::Creating(saga) = &mut f.state {
@@ -25,17 +28,15 @@ impl ShardCore {
                         *slot = Some(result);
                     }
                 }
-                f.acks_left = f.acks_left.saturating_sub(1);
-                if f.acks_left == 0 {
+                if f.answered(item) {
                     self.land(order_id);
                 }
             }
-            OrderMsg::StockDone => {
-                let Some(f) = self.in_flight.get_mut(&order_id) else {
+            OrderMsg::StockDone { item, step } => {
+                let Some(f) = self.in_flight.get_mut(&order_id).filter(|f| f.step == step && f.awaits(item)) else {
                     return;
                 };
-                f.acks_left = f.acks_left.saturating_sub(1);
-                if f.acks_left == 0 {
+                if f.answered(item) {
                     self.land(order_id);
                 }
             }
@@ -48,6 +49,10 @@ impl ShardCore {
                     return;
                 }
                 self.run_command(order_id, *cmd, reply);
+            }
+            OrderMsg::Verify { sku_id, reply_shard } => {
+                let claim = self.claim_of(order_id, &sku_id);
+                self.send(reply_shard, ShardMsg::Sku(sku_id, SkuMsg::Verdict { order_id, claim }));
             }
             OrderMsg::WalletPay(pay, reply) => {
                 self.expire_if_due(order_id);
@@ -104,29 +109,42 @@ impl ShardCore {
         self.events.push(Event::Order(event));
         self.outbox_order(&next);
         self.refund_wallet_payment(&next, kind);
-        let stock_msg: Option<fn(OrderId, usize) -> SkuMsg> = match rule.stock {
-            StockEffect::None => None,
-            StockEffect::Confirm => Some(|order_id, reply_shard| SkuMsg::Confirm { order_id, reply_shard }),
-            StockEffect::Release => Some(|order_id, reply_shard| SkuMsg::Release { order_id, reply_shard }),
-            StockEffect::RestockIfNotShipped if !next.shipped => {
-                Some(|order_id, reply_shard| SkuMsg::Restock { order_id, reply_shard })
-            }
-            StockEffect::RestockIfNotShipped => None,
+        let has_effect = match rule.stock {
+            StockEffect::None => false,
+            StockEffect::Confirm | StockEffect::Release => true,
+            StockEffect::RestockIfNotShipped => !next.shipped,
         };
-        let Some(make) = stock_msg else {
+        if !has_effect {
             return self.reply_order(reply, Ok(next));
-        };
-        for item in &next.items {
-            let shard = shard_for_key(&item.sku_id, self.shard_count);
-            self.send(shard, ShardMsg::Sku(item.sku_id.clone(), make(order_id, self.id)));
         }
+        let step = next.version;
+        let all: SmallVec<[u8; 2]> = (0..next.items.len()).map(|i| i as u8).collect();
+        self.send_stock_step(&next, &all);
         let flight = InFlight {
             waiters: reply.into_iter().collect(),
-            acks_left: next.items.len(),
+            awaiting: all,
+            step,
+            since_ms: self.now_ms,
             state: FlightState::Effect(next),
             queued: VecDeque::new(),
         };
         self.in_flight.insert(order_id, flight);
+    }
+
+    /// The stock step of `order`'s latest transition (confirm after a payment, release after a
+    /// cancel, restock after a refund), to the line items in `items`; step = its version.
+    pub(super) fn send_stock_step(&mut self, order: &Order, items: &[u8]) {
+        let step = order.version;
+        let make = |order_id, item, reply_shard| match order.status {
+            OrderStatus::Canceled => SkuMsg::Release { order_id, item, step, reply_shard },
+            OrderStatus::Refunded => SkuMsg::Restock { order_id, item, step, reply_shard },
+            _ => SkuMsg::Confirm { order_id, item, step, reply_shard },
+        };
+        for &i in items {
+            let Some(item) = order.items.get(usize::from(i)) else { continue };
+            let msg = make(order.order_id, i, self.id);
+            self.send(shard_for_key(&item.sku_id, self.shard_count), ShardMsg::Sku(item.sku_id.clone(), msg));
+        }
     }
 
     /// The order a command is for, and whether it is archived: live in memory; or archived in

@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{CoreParts, ShardCore, ShardMsg};
 use crate::clock::Clock;
+use crate::cluster::ClusterHooks;
 use crate::error::EngineResult;
 use crate::event::{ChangeObserver, Journal};
 use crate::publish::ReadModels;
@@ -24,6 +25,8 @@ pub(crate) struct ShardParts {
     pub journal: Box<dyn Journal>,
     /// Told about durable changes (subscriptions); `None` costs nothing.
     pub observer: Option<Arc<dyn ChangeObserver>>,
+    /// A cluster node's placement and link (issue 16); `None` on a single node.
+    pub cluster: Option<ClusterHooks>,
 }
 
 /// A shard's thread: the core plus its mailboxes, clock and journal. Runs in [`Shard::run`].
@@ -32,25 +35,67 @@ pub(crate) struct Shard {
     clock: Arc<dyn Clock>,
     external: Receiver<ShardMsg>,
     internal: Receiver<ShardMsg>,
-    peers: Vec<Sender<ShardMsg>>,
+    peers: Arc<Vec<Sender<ShardMsg>>>,
     journal: Box<dyn Journal>,
     observer: Option<Arc<dyn ChangeObserver>>,
     read: Arc<ReadModels>,
+    cluster: Option<ClusterHooks>,
+    /// What a new core is built from when this shard takes a partition over (cluster only).
+    template: CoreTemplate,
+}
+
+/// [`CoreParts`] without the state: a core for a partition installed later.
+struct CoreTemplate {
+    config: Arc<crate::config::EngineConfig>,
+    archive_enabled: bool,
+    archive: Option<Arc<dyn crate::event::OrderArchive>>,
+    counters: Arc<crate::stats::ShardCounters>,
+    assets: Arc<crate::wallet::Assets>,
 }
 
 impl Shard {
     pub fn new(p: ShardParts) -> EngineResult<Self> {
         let read = p.core.read.clone();
+        let template = CoreTemplate {
+            config: p.core.config.clone(),
+            archive_enabled: p.core.archive_enabled,
+            archive: p.core.archive.clone(),
+            counters: p.core.counters.clone(),
+            assets: p.core.assets.clone(),
+        };
         Ok(Self {
             core: ShardCore::new(p.core, p.peers.len())?,
             clock: p.clock,
             external: p.external,
             internal: p.internal,
-            peers: p.peers,
+            peers: Arc::new(p.peers),
             journal: p.journal,
             observer: p.observer,
             read,
+            cluster: p.cluster,
+            template,
         })
+    }
+
+    /// Whether this node hosts this shard's partition (always, on a single node).
+    fn hosted(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.placement.is_local(self.core.id))
+    }
+
+    /// A fresh core for this shard holding `state`.
+    fn core_with(&self, state: crate::state::EngineState) -> EngineResult<ShardCore> {
+        let t = &self.template;
+        let parts = CoreParts {
+            id: self.core.id,
+            config: t.config.clone(),
+            read: self.read.clone(),
+            initial: state,
+            archive_enabled: t.archive_enabled,
+            archive: t.archive.clone(),
+            counters: t.counters.clone(),
+            assets: t.assets.clone(),
+        };
+        ShardCore::new(parts, self.peers.len())
     }
 
     /// Never mint an id at or below `id` (an archived order's, after recovery).
@@ -102,6 +147,19 @@ impl Shard {
     /// needs the journal's position). True means stop.
     fn handle(&mut self, msg: ShardMsg) -> bool {
         match msg {
+            ShardMsg::Install(state, ack) => {
+                let _ = ack.send(self.install(*state));
+                false
+            }
+            ShardMsg::Evict(ack) => {
+                self.evict();
+                let _ = ack.send(());
+                false
+            }
+            m if !self.hosted() && !is_control(&m) => {
+                self.refuse_or_forward(m);
+                false
+            }
             ShardMsg::Snapshot(tx) => {
                 self.core.handled_since_barrier += 1;
                 // Submit what this batch did so far, so the cut and the state agree.
@@ -123,22 +181,97 @@ impl Shard {
         }
     }
 
-    /// Release the batch: journal first, then messages; replies when durable.
+    /// Release the batch: journal first, then messages; replies when durable. In a cluster,
+    /// the messages too wait until the batch (and every one before it) is durable (see
+    /// [`crate::cluster`]); a batch of messages alone is submitted empty to keep that order.
     fn flush(&mut self) {
         let mut effects = self.core.end_batch();
-        if let Some(batch) = effects.batch {
-            let read = self.read.clone();
-            let observer = self.observer.clone();
-            let on_durable = batch.on_durable;
-            // Submit before sending the batch's messages: the log stays causally ordered.
-            self.journal.submit(
-                self.core.id,
-                batch.events,
-                Box::new(move |result| on_durable.complete(&read, observer.as_ref(), result)),
-            );
+        let deferred = match &self.cluster {
+            Some(hooks) if !effects.outbox.is_empty() => {
+                Some((hooks.clone(), self.peers.clone(), std::mem::take(&mut effects.outbox)))
+            }
+            _ => None,
+        };
+        let send_when_durable = move |result: &Result<(), crate::error::EngineError>| {
+            if let (Some((hooks, peers, msgs)), Ok(())) = (deferred, result) {
+                for (shard, msg) in msgs {
+                    crate::cluster::route(&peers, &hooks, shard, msg);
+                }
+            }
+        };
+        match effects.batch {
+            Some(batch) => {
+                let read = self.read.clone();
+                let observer = self.observer.clone();
+                let on_durable = batch.on_durable;
+                // Submit before sending the batch's messages: the log stays causally ordered.
+                self.journal.submit(
+                    self.core.id,
+                    batch.events,
+                    Box::new(move |result| {
+                        send_when_durable(&result);
+                        on_durable.complete(&read, observer.as_ref(), result)
+                    }),
+                );
+            }
+            None if self.cluster.is_some() => {
+                self.journal.submit(self.core.id, Vec::new(), Box::new(move |result| send_when_durable(&result)));
+            }
+            None => {}
         }
         self.send_outbox(&mut effects.outbox);
         self.core.recycle_outbox(effects.outbox);
+    }
+
+    /// Take a partition over: a core built from its recovered state, then hosted.
+    fn install(&mut self, state: crate::state::EngineState) -> EngineResult<()> {
+        let Some(hooks) = self.cluster.clone() else {
+            return Err(crate::error::EngineError::invalid("install_partition needs a clustered engine"));
+        };
+        if hooks.placement.is_local(self.core.id) {
+            return Err(crate::error::EngineError::invalid(format!("partition {} is hosted already", self.core.id)));
+        }
+        self.core = self.core_with(state)?;
+        hooks.placement.set(self.core.id, true);
+        tracing::info!(partition = self.core.id, "partition installed");
+        Ok(())
+    }
+
+    /// Give a partition up: what waits is answered `unavailable`, the batch so far flushed, the
+    /// state dropped and forgotten by the read models.
+    fn evict(&mut self) {
+        let Some(hooks) = self.cluster.clone() else { return };
+        if !hooks.placement.is_local(self.core.id) {
+            return;
+        }
+        hooks.placement.set(self.core.id, false);
+        self.core.abandon_in_flight(unavailable());
+        self.flush();
+        match self.core_with(crate::state::EngineState::default()) {
+            Ok(core) => self.core = core,
+            Err(e) => tracing::error!(error = %e, "an empty core could not be built"),
+        }
+        self.read.forget_shard(self.core.id, self.peers.len());
+        tracing::info!(partition = self.core.id, "partition evicted");
+    }
+
+    /// A message for a partition this node does not host: a request is answered `unavailable`
+    /// (the gateway forwards by partition, so only a race with a move gets here); a message
+    /// from another shard goes on to the partition's owner.
+    fn refuse_or_forward(&mut self, msg: ShardMsg) {
+        let Some(hooks) = self.cluster.clone() else { return };
+        match msg {
+            ShardMsg::Batch(msgs) => {
+                for m in msgs {
+                    self.refuse_or_forward(m);
+                }
+            }
+            m => {
+                if let Err(m) = refuse(m) {
+                    crate::cluster::route(&self.peers, &hooks, self.core.id, m);
+                }
+            }
+        }
     }
 
     /// Send a batch's messages to other shards: one channel message per destination, a
@@ -174,6 +307,46 @@ impl Shard {
             }
         }
     }
+}
+
+/// The answer of a partition not hosted here.
+fn unavailable() -> crate::error::EngineError {
+    // About one lease renewal: time for a move to finish or the gateway to learn the owner.
+    crate::error::EngineError::Unavailable { retry_after_ms: 100 }
+}
+
+/// Messages every shard handles, hosted or not.
+fn is_control(msg: &ShardMsg) -> bool {
+    matches!(msg, ShardMsg::Barrier(_) | ShardMsg::Snapshot(_) | ShardMsg::Audit(_) | ShardMsg::Shutdown)
+}
+
+/// Answer a request `unavailable`; `Err` gives back a message between shards (no caller).
+pub(crate) fn refuse(msg: ShardMsg) -> Result<(), ShardMsg> {
+    use super::{OrderMsg, SkuMsg, WalletMsg};
+    let e = unavailable;
+    match msg {
+        ShardMsg::Batch(msgs) => {
+            // A batch of requests (`Engine::create_orders`): each answered.
+            for m in msgs {
+                let _ = refuse(m);
+            }
+        }
+        ShardMsg::CreateOrder(_, reply, _) => reply.send(Err(e())),
+        ShardMsg::Sku(_, SkuMsg::Create(_, reply) | SkuMsg::Update(_, reply) | SkuMsg::Adjust { reply, .. }) => {
+            reply.send(Err(e()))
+        }
+        ShardMsg::Order(_, OrderMsg::Command(_, reply)) => {
+            if let Some(r) = reply {
+                r.send(Err(e()));
+            }
+        }
+        ShardMsg::Order(_, OrderMsg::WalletPay(_, reply)) => reply.send(Err(e())),
+        ShardMsg::Wallet(_, WalletMsg::Move(_, reply)) => reply.send(Err(e())),
+        ShardMsg::Wallet(_, WalletMsg::Get(reply)) => reply.send(Err(e())),
+        ShardMsg::Wallet(_, WalletMsg::Entries(_, reply)) => reply.send(Err(e())),
+        other => return Err(other),
+    }
+    Ok(())
 }
 
 /// Commands a mailbox message carries: a `Batch`'s, else one.

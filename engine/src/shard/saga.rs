@@ -45,9 +45,30 @@ pub(super) enum FlightState {
 pub(super) struct InFlight {
     /// Usually one (a concurrent duplicate adds one): inline.
     pub(super) waiters: SmallVec<[Reply<Arc<Order>>; 1]>,
-    pub(super) acks_left: usize,
+    /// The line items whose answer (`Reserved`, `StockDone`) is still awaited: an answer for
+    /// an item not in it is a duplicate and changes nothing.
+    pub(super) awaiting: SmallVec<[u8; 2]>,
+    /// Which step answers belong to: 0 for the creation saga (reserves, compensation), else
+    /// the order's version after the transition whose stock step this is.
+    pub(super) step: u32,
+    /// When the step started (`now_ms`): a cluster node gives up a step that waited longer than
+    /// `saga_timeout_ms` (its answers may have been lost with a node).
+    pub(super) since_ms: i64,
     pub(super) state: FlightState,
     pub(super) queued: VecDeque<OrderMsg>,
+}
+
+impl InFlight {
+    /// Whether an answer for line item `item` is still awaited.
+    pub(super) fn awaits(&self, item: u8) -> bool {
+        self.awaiting.contains(&item)
+    }
+
+    /// Mark `item` answered; true when no answer is awaited any more.
+    pub(super) fn answered(&mut self, item: u8) -> bool {
+        self.awaiting.retain(|i| *i != item);
+        self.awaiting.is_empty()
+    }
 }
 
 impl ShardCore {
@@ -111,7 +132,9 @@ impl ShardCore {
         };
         let flight = InFlight {
             waiters: smallvec![reply],
-            acks_left: n,
+            awaiting: (0..n).map(|i| i as u8).collect(),
+            step: 0,
+            since_ms: self.now_ms,
             state: FlightState::Creating(saga),
             queued: VecDeque::new(),
         };
@@ -197,10 +220,12 @@ impl ShardCore {
                     // A total that would overflow is a rejection like any other: compensate.
                     match first_rejection(&saga).map_or_else(|| order_total(&saga), Err) {
                         Err(err) => {
-                            let acks_left = self.reject_saga(order_id, &mut saga, err.clone());
-                            if acks_left > 0 {
+                            let awaiting = self.reject_saga(order_id, &mut saga, err.clone());
+                            if !awaiting.is_empty() {
                                 let state = FlightState::Creating(saga);
-                                self.in_flight.insert(order_id, InFlight { waiters, acks_left, state, queued });
+                                let since_ms = self.now_ms;
+                                let flight = InFlight { waiters, awaiting, step: 0, since_ms, state, queued };
+                                self.in_flight.insert(order_id, flight);
                                 return;
                             }
                             for w in waiters {
@@ -236,27 +261,28 @@ impl ShardCore {
         order::build_order(order_id, user_id, idempotency_key, lines, total, now, deadline)
     }
 
-    /// A saga failed with `err`. If nothing was granted, forget its key and return 0 (answer at
-    /// once). Otherwise start compensation (release every grant, newest first; the answer waits
-    /// for the releases) and return how many releases were sent.
-    pub(super) fn reject_saga(&mut self, order_id: OrderId, saga: &mut Saga, err: EngineError) -> usize {
-        let granted: Vec<SkuId> = saga
+    /// A saga failed with `err`. If nothing was granted, forget its key and return no items
+    /// (answer at once). Otherwise start compensation (release every grant, newest first; the
+    /// answer waits for the releases) and return the items whose release is awaited.
+    pub(super) fn reject_saga(&mut self, order_id: OrderId, saga: &mut Saga, err: EngineError) -> SmallVec<[u8; 2]> {
+        let granted: SmallVec<[(u8, SkuId); 2]> = saga
             .items
             .iter()
             .zip(&saga.grants)
-            .filter(|(_, g)| matches!(g, Some(Ok(_))))
-            .map(|((s, _), _)| s.clone())
+            .enumerate()
+            .filter(|(_, (_, g))| matches!(g, Some(Ok(_))))
+            .map(|(i, ((s, _), _))| (i as u8, s.clone()))
             .collect();
         if granted.is_empty() {
             self.idempotency.remove(&saga.user_id, &saga.idempotency_key, order_id);
-            return 0;
+            return SmallVec::new();
         }
-        for sku_id in granted.iter().rev() {
-            let msg = SkuMsg::Release { order_id, reply_shard: self.id };
+        for (item, sku_id) in granted.iter().rev() {
+            let msg = SkuMsg::Release { order_id, item: *item, step: 0, reply_shard: self.id };
             self.send(shard_for_key(sku_id, self.shard_count), ShardMsg::Sku(sku_id.clone(), msg));
         }
         saga.compensating = Some(Box::new(err));
-        granted.len()
+        granted.into_iter().map(|(i, _)| i).collect()
     }
 
     /// Install a created order: actor, read models, deadline timer, journal (the saga already

@@ -44,15 +44,18 @@ impl ShardCore {
             }
             SkuMsg::Reserve { order_id, user_id, qty, item, reply_shard } => {
                 let result = self.reserve_here(&sku_id, order_id, &user_id, qty);
+                if result.is_ok() {
+                    self.watch_reservation(order_id, &sku_id);
+                }
                 self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::Reserved { item, result }));
             }
-            SkuMsg::Confirm { order_id, reply_shard } => {
+            SkuMsg::Confirm { order_id, item, step, reply_shard } => {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_confirm(order_id));
-                self.stock_done(event, order_id, reply_shard);
+                self.stock_done(event, order_id, (item, step), reply_shard);
             }
-            SkuMsg::Release { order_id, reply_shard } => {
+            SkuMsg::Release { order_id, item, step, reply_shard } => {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_release(order_id));
-                self.stock_done(event, order_id, reply_shard);
+                self.stock_done(event, order_id, (item, step), reply_shard);
             }
             SkuMsg::Forget { order_id } => {
                 if let Some(e) = self.skus.get(&sku_id).and_then(|a| a.decide_forget(order_id)) {
@@ -64,9 +67,10 @@ impl ShardCore {
                     self.apply_sku(e);
                 }
             }
-            SkuMsg::Restock { order_id, reply_shard } => {
+            SkuMsg::Verdict { order_id, claim } => self.settle_claim(&sku_id, order_id, claim),
+            SkuMsg::Restock { order_id, item, step, reply_shard } => {
                 let event = self.skus.get(&sku_id).and_then(|a| a.decide_restock(order_id));
-                self.stock_done(event, order_id, reply_shard);
+                self.stock_done(event, order_id, (item, step), reply_shard);
             }
         }
     }
@@ -120,16 +124,16 @@ impl ShardCore {
 
     /// Apply a confirm/release/restock (none if it was already done: idempotent) and tell the
     /// order actor.
-    fn stock_done(&mut self, event: Option<SkuEvent>, order_id: OrderId, reply_shard: usize) {
+    fn stock_done(&mut self, event: Option<SkuEvent>, order_id: OrderId, (item, step): (u8, u32), reply_shard: usize) {
         if let Some(e) = event {
             self.apply_sku(e);
         }
-        self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::StockDone));
+        self.send(reply_shard, ShardMsg::Order(order_id, OrderMsg::StockDone { item, step }));
     }
 
     /// Apply a SKU event to its actor (creating it for `Created`), mark it for publication at
     /// the end of the batch, and journal it.
-    fn apply_sku(&mut self, event: SkuEvent) {
+    pub(super) fn apply_sku(&mut self, event: SkuEvent) {
         if self.config.outbox && !matches!(event, SkuEvent::Reserved { .. } | SkuEvent::Confirmed { .. }) {
             let sku_id = sku_id_of(&event);
             if !self.outbox_skus.contains(sku_id) {

@@ -94,6 +94,7 @@ impl ShardCore {
         if self.open_tries > 0 {
             self.close_stale_tries();
         }
+        self.cluster_tick();
         for _ in 0..self.config.timers_per_tick_max {
             let Some((at, order_id, kind)) = self.timers.pop_due(now) else {
                 break;

@@ -170,9 +170,10 @@ pub(super) fn trace_msg(trace: &mut Fnv64, to: usize, msg: &ShardMsg) {
         }
         ShardMsg::Order(order_id, m) => match m {
             OrderMsg::Reserved { item, result } => write!(trace, "{to}>{order_id}:r{item}:{}", result.is_ok()),
-            OrderMsg::StockDone => write!(trace, "{to}>{order_id}:d"),
+            OrderMsg::StockDone { .. } => write!(trace, "{to}>{order_id}:d"),
             OrderMsg::Command(c, _) => write!(trace, "{to}>{order_id}:{:?}", c.kind),
             OrderMsg::WalletPay(p, _) => write!(trace, "{to}>{order_id}:w{}", p.transfer_id),
+            OrderMsg::Verify { sku_id, .. } => write!(trace, "{to}>{order_id}:v{sku_id}"),
         },
         _ => write!(trace, "{to}>other"),
     };

@@ -78,11 +78,20 @@ pub struct SimConfig {
     /// Probability that a write or sync of [`run`]'s [`MemDisk`] fails (callers of [`run_on`]
     /// configure their disk's faults themselves).
     pub storage_fault_rate: f64,
+    /// Cluster mode (issue 16): each shard is a partition of a cluster hosted by some node.
+    /// Cores run clustered (saga steps give up after `saga_timeout_ms`, SKUs check unclaimed
+    /// reservations with the order's partition); a message between partitions leaves only once
+    /// its batch is durable, and may be lost or delivered twice; a crash takes one partition
+    /// (its node died, or it moved): its volatile state, its unwritten batches and the messages
+    /// on their way to it are lost, and it is rebuilt from its own log alone
+    /// ([`crate::EngineState::reconcile_partition`]), as the node taking it over does. No
+    /// archive (cluster nodes keep orders in memory) and no snapshots.
+    pub cluster: bool,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { seed: 0, ops: 1_000, shard_count: 3, crash_rate: 0.0, storage_fault_rate: 0.0 }
+        Self { seed: 0, ops: 1_000, shard_count: 3, crash_rate: 0.0, storage_fault_rate: 0.0, cluster: false }
     }
 }
 
@@ -163,6 +172,10 @@ pub enum Bug {
     /// log would): a crash between the two leaves a paid order whose money never left the
     /// wallet, and the log holds no open try for recovery to repair.
     TccAcrossBatches,
+    /// Cluster mode: send a batch's messages to other partitions when it is submitted, not
+    /// once it is durable (a node answering `Reserved` before its reservation is in the log):
+    /// a partition crash then loses a reservation whose order exists.
+    ClusterSendBeforeDurable,
 }
 
 /// Run one simulation on a [`MemDisk`] whose faults follow `config.storage_fault_rate`.

@@ -18,6 +18,8 @@ pub(super) enum Did {
     Snapshot { ok: bool },
     /// Power loss.
     Crash,
+    /// Cluster mode: partition `shard` lost with its node (or moved), rebuilt from its log.
+    PartitionCrash { shard: usize },
     /// A storage fault: the waiting batches failed, then fail-stop.
     Fault,
     /// Recovery finished and its checks passed.
@@ -67,6 +69,7 @@ fn describe(did: &Did) -> String {
         Did::Clock { now_ms } => format!("clock moves to {now_ms} ms"),
         Did::Snapshot { ok } => format!("snapshot {}", if ok { "taken" } else { "failed" }),
         Did::Crash => "crash (power loss)".to_string(),
+        Did::PartitionCrash { shard } => format!("partition {shard} lost with its node; rebuilt from its log"),
         Did::Fault => "storage fault: waiting batches fail, fail-stop".to_string(),
         Did::Recover => "recovered, checks passed".to_string(),
     }

@@ -26,6 +26,7 @@ use crate::snowflake::shard_of;
 use crate::state::EngineState;
 use snapshot::WaitingSnapshot;
 
+mod cluster;
 mod snapshot;
 
 /// A message on its way between two shards.
@@ -41,6 +42,8 @@ struct Submitted {
     events: Vec<Event>,
     /// `None` once released early (the planted bug [`Bug::ReplyBeforeDurable`]).
     on_durable: Option<DurableEffects>,
+    /// Cluster mode: the batch's messages to other partitions, sent once it is durable.
+    deferred: Vec<(usize, ShardMsg)>,
 }
 
 /// Longest delay of a message between shards, in steps.
@@ -97,13 +100,18 @@ pub(super) struct Sim {
     crash_ppm: u64,
     /// Per shard, journal events a planted bug holds back for the shard's next batch.
     held: Vec<Vec<Event>>,
+    /// Cluster mode ([`SimConfig::cluster`]).
+    cluster: bool,
+    /// Cluster mode: each partition's durable events, in order (its log, replayed alone when
+    /// the partition is taken over).
+    plog: Vec<Vec<Event>>,
 }
 
 impl Sim {
     pub fn new(config: &SimConfig, disk: Box<dyn Disk>, bug: Bug) -> Result<Self, String> {
         let n = config.shard_count;
         let mut rng = SplitMix64::new(config.seed);
-        let engine_config = sim_engine_config(n);
+        let engine_config = EngineConfig { clustered: config.cluster, ..sim_engine_config(n) };
         let assets = crate::wallet::Assets::new(&engine_config.assets).map_err(|e| e.to_string())?;
         let workload = Workload::new(&mut rng, n, assets);
         let mut sim = Self {
@@ -130,6 +138,8 @@ impl Sim {
             bug,
             crash_ppm: (config.crash_rate.clamp(0.0, 1.0) * 1e6) as u64,
             held: (0..n).map(|_| Vec::new()).collect(),
+            cluster: config.cluster,
+            plog: (0..n).map(|_| Vec::new()).collect(),
         };
         sim.recover()?;
         Ok(sim)
@@ -192,11 +202,11 @@ impl Sim {
     fn step_system(&mut self, free: bool) -> Result<(), String> {
         self.step += 1;
         if free && self.crash_ppm > 0 && self.rng.below(1_000_000) < self.crash_ppm {
-            return self.crash(None);
+            return if self.cluster { self.partition_crash() } else { self.crash(None) };
         }
         let n = self.cores.len() as u64;
         match self.rng.below(1_000) {
-            0 if free => self.snapshot(),
+            0 if free && !self.cluster => self.snapshot(),
             0..=549 => {
                 let s = self.rng.below(n) as usize;
                 self.run_batch(s)?;
@@ -218,6 +228,15 @@ impl Sim {
 
     /// Step until nothing is queued, in flight or waiting for durability.
     fn settle(&mut self) -> Result<(), String> {
+        if self.cluster {
+            return self.settle_cluster();
+        }
+        self.settle_quiet()
+    }
+
+    /// [`Sim::settle`] of a single node: a saga left waiting with nothing to answer it is a
+    /// lost message, a violation.
+    fn settle_quiet(&mut self) -> Result<(), String> {
         while !self.is_quiet() {
             if self.only_sagas_left() {
                 let stuck: Vec<String> =
@@ -287,10 +306,19 @@ impl Sim {
         })
     }
 
-    /// Submit the batch to the journal queue, then put its messages on their links.
+    /// Submit the batch to the journal queue, then put its messages on their links (in
+    /// cluster mode, with the batch: they leave when it is durable).
     fn release(&mut self, s: usize, mut effects: BatchEffects) {
-        let n = self.cores.len();
         self.trace.u64(s as u64);
+        let defer = self.cluster && self.bug != Bug::ClusterSendBeforeDurable;
+        let mut deferred = if defer { std::mem::take(&mut effects.outbox) } else { Vec::new() };
+        if effects.batch.is_none() && !deferred.is_empty() {
+            // Messages alone still wait for the batches before them.
+            let seq = self.positions[s];
+            self.submitted_total += 1;
+            let deferred = std::mem::take(&mut deferred);
+            self.submitted.push_back(Submitted { shard: s, seq, events: Vec::new(), on_durable: None, deferred });
+        }
         if let Some(mut batch) = effects.batch {
             if self.bug == Bug::TccAcrossBatches {
                 planted::tcc_across_batches(&mut self.held[s], &mut batch.events);
@@ -307,21 +335,31 @@ impl Sim {
             }
             let seq = self.positions[s];
             self.submitted_total += 1;
-            self.submitted.push_back(Submitted { shard: s, seq, events: batch.events, on_durable });
+            self.submitted.push_back(Submitted { shard: s, seq, events: batch.events, on_durable, deferred });
         }
         for (to, msg) in effects.outbox.drain(..) {
             if self.bug == Bug::DropFirstRelease && matches!(msg, ShardMsg::Sku(_, SkuMsg::Release { .. })) {
                 self.bug = Bug::None;
                 continue;
             }
+            self.send_link(s, to, msg);
+        }
+        self.cores[s].recycle_outbox(effects.outbox);
+    }
+
+    /// Put `msg` on the link from `from` to `to` (FIFO per pair, a random delay); in cluster
+    /// mode it may be lost or arrive twice (see `cluster.rs`).
+    fn send_link(&mut self, from: usize, to: usize, msg: ShardMsg) {
+        let n = self.cores.len();
+        let copies = if self.cluster { self.link_copies(msg) } else { vec![msg] };
+        for msg in copies {
             check::trace_msg(&mut self.trace, to, &msg);
-            let link = &mut self.links[s * n + to];
+            let link = &mut self.links[from * n + to];
             // FIFO per pair: never before the message ahead of it.
             let after = link.back().map_or(0, |f| f.ready_step);
             let ready_step = (self.step + self.rng.below(LINK_DELAY_STEPS_MAX)).max(after);
             link.push_back(Flight { ready_step, msg });
         }
-        self.cores[s].recycle_outbox(effects.outbox);
     }
 
     /// The writer takes a group (a random prefix of its queue, in order) and writes it.
@@ -355,11 +393,18 @@ impl Sim {
             return self.crash(Some(fault.0));
         }
         self.trace.u64(0xD0_0000 + self.written.len() as u64);
-        for b in self.written.drain(..) {
+        let written: Vec<Submitted> = self.written.drain(..).collect();
+        for b in written {
             self.synced_total += 1;
             self.counts.events += b.events.len() as u64;
+            if self.cluster {
+                self.plog[b.shard].extend(b.events.iter().cloned());
+            }
             if let Some(d) = b.on_durable {
                 d.complete(&self.read, None, Ok(()));
+            }
+            for (to, msg) in b.deferred {
+                self.send_link(b.shard, to, msg);
             }
         }
         self.collect()
@@ -430,8 +475,9 @@ impl Sim {
                 config: self.config.clone(),
                 read: self.read.clone(),
                 initial,
-                archive_enabled: true,
-                archive: Some(archive.clone()),
+                // A cluster node keeps its orders in memory (no archive).
+                archive_enabled: !self.cluster,
+                archive: (!self.cluster).then(|| archive.clone()),
                 counters: Arc::default(),
                 assets: Arc::new(crate::wallet::Assets::new(&self.config.assets).map_err(|e| e.to_string())?),
             };

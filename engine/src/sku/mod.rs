@@ -206,6 +206,11 @@ impl SkuState {
         Ok((grant, Some(event)))
     }
 
+    /// `order_id`'s holding here: `Some(false)` reserved, `Some(true)` sold, `None` none.
+    pub fn holding_sold(&self, order_id: OrderId) -> Option<bool> {
+        self.holdings.get(&order_id).map(|h| h.state == HoldState::Sold)
+    }
+
     /// Decide confirm (reserved → sold); `None` if already sold or never held (idempotent).
     pub fn decide_confirm(&self, order_id: OrderId) -> Option<SkuEvent> {
         match self.holdings.get(&order_id) {

@@ -29,7 +29,7 @@ impl WalletModel {
         self.release(&user, &touches);
         let debit = matches!(params, TransferParams::Debit { .. });
         let kept = match (result, code_of(result)) {
-            (_, "storage_unavailable") => {
+            (_, "storage_unavailable" | "unavailable") => {
                 self.lost(&user, &tid, &touches);
                 return Ok(());
             }
@@ -112,12 +112,12 @@ impl WalletModel {
         let code = code_of(result);
         if !p.owner_ok {
             return match code {
-                "unknown_order" | "storage_unavailable" => Ok(()),
+                "unknown_order" | "storage_unavailable" | "unavailable" => Ok(()),
                 _ => Err(format!("payment {tid} of order {} by another owner answered {code}", p.order_id)),
             };
         }
         let kept = match (result, code) {
-            (_, "storage_unavailable") => {
+            (_, "storage_unavailable" | "unavailable") => {
                 self.lost(user, tid, &touches);
                 return Ok(());
             }
@@ -176,7 +176,7 @@ impl WalletModel {
             return Err("the simulator mixed up two wallet answers".into());
         };
         self.release(&user, &touches);
-        if code_of(result) == "storage_unavailable" {
+        if matches!(code_of(result), "storage_unavailable" | "unavailable") {
             self.mark_all_unknown(&user);
             self.refunds_tainted.insert(order_id);
         }
@@ -191,7 +191,7 @@ impl WalletModel {
         };
         let view = match result {
             Ok(v) => v,
-            Err(e) if e.code() == "storage_unavailable" => return Ok(()),
+            Err(e) if matches!(e.code(), "storage_unavailable" | "unavailable") => return Ok(()),
             Err(e) => return Err(format!("get_wallet of {user} answered {e}")),
         };
         let solo = self.solo(&user, &touches, 0);
