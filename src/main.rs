@@ -13,9 +13,12 @@
 //! * `surge wal dump [--data-dir DIR]`: every logged event as one JSON object per line (audits).
 //! * `surge events tail [--events-nats-url URL] [--subject FILTER] [--from-start] [--limit N]`:
 //!   the event stream on NATS JetStream as JSON lines (docs/events.md).
+//! * `surge cluster status [--cluster-nats-urls URLS] [--json]`: each partition's owner, epoch,
+//!   lease, last stream sequence and lag, and the nodes seen (reads only).
 //!
 //! Run them on a stopped server's data directory (sled holds a lock while it is open).
 
+mod cluster_cmd;
 mod sim_cmd;
 
 use std::io::Write;
@@ -72,6 +75,11 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+    /// A cluster on NATS JetStream (issue 16).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cmd::ClusterCommand,
     },
 }
 
@@ -192,6 +200,7 @@ fn main() -> ExitCode {
         Command::Wal { command: WalCommand::Inspect { data_dir, json } } => wal_inspect(&data_dir, json),
         Command::Wal { command: WalCommand::Dump { data_dir } } => wal_dump(&data_dir),
         Command::Events { command: EventsCommand::Tail(args) } => events_tail(&args),
+        Command::Cluster { command } => cluster_cmd::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,8 +35,14 @@ pub struct SimArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Cluster mode (issue 16): each shard a partition; a crash takes one partition, rebuilt
+    /// from its own log; messages between partitions leave once durable and may be lost or
+    /// duplicated. Storage faults and torn writes do not apply (the log is JetStream's).
+    #[arg(long)]
+    cluster: bool,
     /// Plant a known bug (to see the simulator catch it): drop-release, reply-before-durable,
-    /// forget-idempotency, snapshot-before-durable, tcc-across-batches.
+    /// forget-idempotency, snapshot-before-durable, tcc-across-batches,
+    /// cluster-send-before-durable (with --cluster).
     #[arg(long, hide = true, value_parser = planted, default_value = "none")]
     plant: Bug,
 }
@@ -49,13 +55,14 @@ fn probability(s: &str) -> Result<f64, String> {
 }
 
 /// The bugs `--plant` knows, by name (one table for parsing and for the reproduce line).
-const PLANTS: [(&str, Bug); 6] = [
+const PLANTS: [(&str, Bug); 7] = [
     ("none", Bug::None),
     ("drop-release", Bug::DropFirstRelease),
     ("reply-before-durable", Bug::ReplyBeforeDurable),
     ("forget-idempotency", Bug::ForgetIdempotencyOnRecovery),
     ("snapshot-before-durable", Bug::SnapshotBeforeDurable),
     ("tcc-across-batches", Bug::TccAcrossBatches),
+    ("cluster-send-before-durable", Bug::ClusterSendBeforeDurable),
 ];
 
 fn planted(s: &str) -> Result<Bug, String> {
@@ -80,9 +87,11 @@ pub fn sim(args: &SimArgs) -> Result<(), String> {
         ops: args.ops,
         shard_count: args.shards,
         crash_rate: args.crash_rate,
-        storage_fault_rate: args.storage_fault_rate,
+        storage_fault_rate: if args.cluster { 0.0 } else { args.storage_fault_rate },
+        cluster: args.cluster,
     };
-    let disk = SimDisk::new(args.seed, args.storage_fault_rate, args.torn_write_probability);
+    let (faults, torn) = if args.cluster { (0.0, 0.0) } else { (args.storage_fault_rate, args.torn_write_probability) };
+    let disk = SimDisk::new(args.seed, faults, torn);
     let started = Instant::now();
     let report = run_on(&config, Box::new(disk), args.plant).map_err(|f| failure(&f, args))?;
     let secs = started.elapsed().as_secs_f64();
@@ -93,13 +102,14 @@ pub fn sim(args: &SimArgs) -> Result<(), String> {
 fn failure(f: &SimFailure, args: &SimArgs) -> String {
     format!(
         "{f}\nreproduce: surge sim --seed {} --ops {} --shards {} --crash-rate {} --storage-fault-rate {} \
-         --torn-write-probability {}{}\nlast steps:\n  {}",
+         --torn-write-probability {}{}{}\nlast steps:\n  {}",
         f.seed,
         args.ops,
         args.shards,
         args.crash_rate,
         args.storage_fault_rate,
         args.torn_write_probability,
+        if args.cluster { " --cluster" } else { "" },
         plant_arg(args.plant),
         f.trace.join("\n  ")
     )

@@ -9,6 +9,7 @@
 
 mod gateway_support;
 
+#[allow(dead_code)] // not every test uses every helper
 #[path = "../events/tests/outbox/nats.rs"]
 mod nats;
 

@@ -25,6 +25,7 @@ fn run_planted(seed: u64, ops: u64, bug: Bug) -> Result<SimReport, SimFailure> {
         shard_count: 1 + (seed % 4) as usize,
         crash_rate: if faulty { 1e-4 } else { 0.0 },
         storage_fault_rate: 0.0,
+        cluster: false,
     };
     let fault_rate = if faulty { 1e-4 } else { 0.0 };
     run_on(&config, Box::new(SimDisk::new(seed, fault_rate, 0.5)), bug)

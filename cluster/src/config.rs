@@ -85,6 +85,7 @@ impl ClusterConfig {
             ..LeaseConfig::new(&self.node_id)
         };
         let log = PartitionLogConfig { replicas: self.replicas, ..PartitionLogConfig::default() };
-        NodeConfig { lease, log, ..NodeConfig::new(&self.node_id, self.partitions) }
+        let control_ms = (self.lease_ms / 6).clamp(10, 500);
+        NodeConfig { lease, log, control_ms, ..NodeConfig::new(&self.node_id, self.partitions) }
     }
 }

@@ -1,53 +1,157 @@
-//! The engine's [`Journal`] over the partition logs (issue 16): each shard is a partition, each
-//! group commit one fenced append per partition, and recovery replays the stream.
+//! The engine's [`Journal`] over the partition logs (issue 16): shard *p* journals to partition
+//! *p*, each group commit one fenced append (or a few, see *Payload*), and recovery replays a
+//! partition's subject.
 //!
 //! # Order
-//! The engine needs its batches durable in submission order across all shards (a shard submits
-//! a batch before it sends the messages that batch caused, so a saga's reservation is never
-//! lost while the order it made possible survives). One appender task keeps it: it takes every
-//! submission waiting (a *round*), appends each partition's share concurrently (different
-//! subjects), and releases the round's replies only when every append of the round is
-//! acknowledged; the next round starts after. All partitions are subjects of one stream, so the
-//! stream's sequence is a total order that respects the rounds, and [`replay`] applies events in
-//! it.
+//! Each partition has its own appender task: a partition's batches become durable in the order
+//! its shard submitted them, and partitions append concurrently. Order *across* partitions is
+//! not needed: a clustered engine sends a message to another partition only once the batch that
+//! sent it is durable ([`surge_engine::cluster`]), so a durable `order_created` always follows
+//! its durable reservations, whichever nodes host the two partitions.
+//!
+//! # Partitions come and go
+//! A node [`Journals::open`]s a partition when it takes it over (a new writer, which first
+//! appends a *fence*) and [`Journals::close`]s it when it gives it up. A shard submitting to a
+//! partition that is not open gets `storage_unavailable` (only a race with a move gets there).
 //!
 //! # Failure
-//! An append refused as fenced (another owner took a partition) or not acknowledged ends the
-//! journal: the round's and every later submission's replies fail with `storage_unavailable`,
-//! and the node must give up its partitions and recover (the single node's fail-stop rule).
+//! An append refused as fenced (another owner took the partition) or not acknowledged ends that
+//! partition's journal: its pending and later submissions fail with `storage_unavailable`, and
+//! [`Journals::failures`] reports it; the node must give the partition up (it fail-stops).
 //!
 //! # Payload
 //! A message is a container of WAL records (the persistence codec, format 4): `[u32 LE
 //! length][record]`…, at most [`MESSAGE_BYTES_MAX`] bytes (NATS's default payload limit is
-//! 1 MiB); a larger share is split over consecutive appends.
+//! 1 MiB); a larger group commit is split over consecutive appends. A fence is an empty
+//! message.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use surge_engine::{EngineError, EngineState, Event, Journal, JournalFactory, OnDurable};
 use surge_persistence::codec::{decode_record, encode_records};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::partition_log::{AppendError, LogError, PartitionLogs, PartitionWriter};
+use crate::partition_log::{LogError, PartitionLogs, PartitionWriter};
 
 /// Largest message the journal publishes (bytes).
 pub const MESSAGE_BYTES_MAX: usize = 512 * 1024;
 
 struct Submission {
-    shard: usize,
     records: Vec<Vec<u8>>,
     on_durable: OnDurable,
 }
 
-/// A shard's handle: encodes on the shard's thread, hands the records to the appender.
+struct Appender {
+    tx: mpsc::UnboundedSender<Submission>,
+    task: JoinHandle<()>,
+}
+
+/// The open partitions' appenders, shared by the engine's shard journals and the node.
+#[derive(Clone)]
+pub struct Journals {
+    logs: PartitionLogs,
+    open: Arc<Mutex<HashMap<u32, Appender>>>,
+    failed: Arc<watch::Sender<Option<(u32, String)>>>,
+}
+
+impl Journals {
+    /// No partition open yet.
+    pub fn new(logs: PartitionLogs) -> Self {
+        Self { logs, open: Arc::default(), failed: Arc::new(watch::channel(None).0) }
+    }
+
+    /// The engine's journal factory: shard *p*'s journal appends to partition *p* while it is
+    /// open.
+    pub fn factory(&self) -> JournalFactory {
+        let journals = self.clone();
+        Box::new(move |shard| Box::new(ShardJournal { shard, position: 0, journals: journals.clone() }))
+    }
+
+    /// Start journaling partition `p`: a writer fenced after the partition's last message (its
+    /// fence appended). Take the partition's lease first, and replay it only after this
+    /// returns: nothing a deposed owner appends can then land after the fence.
+    ///
+    /// Fencing by `Nats-Expected-Last-Subject-Sequence` refuses a deposed owner's append only
+    /// once the new owner has appended to the partition; without the fence, a paused old owner
+    /// could still append to a partition its successor had not written to yet, and the
+    /// successor, having replayed before, would never see it.
+    ///
+    /// # Errors
+    /// [`LogError`] when the partition's last sequence cannot be read or the fence not appended.
+    pub async fn open(&self, p: u32) -> Result<(), LogError> {
+        let mut writer = self.logs.writer(p).await?;
+        writer.append(Bytes::new()).await.map_err(|e| LogError(format!("fence: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(append_loop(p, writer, rx, self.failed.clone()));
+        if let Some(old) = self.lock().insert(p, Appender { tx, task }) {
+            old.task.abort();
+        }
+        Ok(())
+    }
+
+    /// Stop journaling partition `p` once what was submitted is appended (or failed).
+    pub async fn close(&self, p: u32) {
+        let appender = self.lock().remove(&p);
+        if let Some(a) = appender {
+            drop(a.tx);
+            let _ = a.task.await;
+        }
+    }
+
+    /// Journal `events` to partition `p` now (recovery's repairs, before the partition is
+    /// served) and wait until they are durable.
+    ///
+    /// # Errors
+    /// `storage_unavailable` when the partition is not open or the append failed.
+    pub async fn append_events(&self, p: u32, events: Vec<Event>) -> Result<(), EngineError> {
+        let tag = u16::try_from(p).unwrap_or(u16::MAX);
+        let records =
+            encode_records(tag, 0, &events).map_err(|e| EngineError::StorageUnavailable { message: e.to_string() })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(p, records, Box::new(move |r| drop(tx.send(r))));
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Whether partition `p` is open.
+    pub fn is_open(&self, p: u32) -> bool {
+        self.lock().contains_key(&p)
+    }
+
+    /// The first partition whose journal failed, and why (`None` while none has).
+    pub fn failures(&self) -> watch::Receiver<Option<(u32, String)>> {
+        self.failed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Appender>> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn submit(&self, p: u32, records: Vec<Vec<u8>>, on_durable: OnDurable) {
+        let tx = self.lock().get(&p).map(|a| a.tx.clone());
+        let refused = match tx {
+            Some(tx) => match tx.send(Submission { records, on_durable }) {
+                Ok(()) => return,
+                Err(e) => e.0.on_durable,
+            },
+            None => on_durable,
+        };
+        refused(Err(EngineError::StorageUnavailable { message: format!("partition {p} is not held by this node") }));
+    }
+}
+
+/// A shard's handle: encodes on the shard's thread, hands the records to its partition's
+/// appender.
 struct ShardJournal {
     shard: usize,
     position: u64,
-    tx: mpsc::UnboundedSender<Submission>,
+    journals: Journals,
 }
 
 impl Journal for ShardJournal {
-    fn submit(&mut self, shard: usize, events: Vec<Event>, on_durable: OnDurable) {
+    fn submit(&mut self, _shard: usize, events: Vec<Event>, on_durable: OnDurable) {
         if !events.is_empty() {
             self.position += 1;
         }
@@ -56,9 +160,8 @@ impl Journal for ShardJournal {
             Ok(r) => r,
             Err(e) => return on_durable(Err(EngineError::StorageUnavailable { message: e.to_string() })),
         };
-        if let Err(e) = self.tx.send(Submission { shard, records, on_durable }) {
-            (e.0.on_durable)(Err(EngineError::ShuttingDown));
-        }
+        let p = u32::try_from(self.shard).unwrap_or(u32::MAX);
+        self.journals.submit(p, records, on_durable);
     }
 
     fn position(&self) -> u64 {
@@ -66,83 +169,45 @@ impl Journal for ShardJournal {
     }
 }
 
-/// Start the appender for partitions `0..shards` (shard *i* journals to partition *i*) on
-/// `runtime`. Returns the engine's journal factory. Take the partitions' leases first, and
-/// [`replay`] only after this returns.
-///
-/// Each writer first appends a *fence*: an empty message (a container of no records) after its
-/// partition's last one. Fencing by `Nats-Expected-Last-Subject-Sequence` refuses a deposed
-/// owner's append only once the new owner has appended to that partition; without the fence, a
-/// paused old owner could still append to a partition its successor had not yet written to, and
-/// the successor, having replayed before, would never see it.
-///
-/// # Errors
-/// [`LogError`] when a partition's last sequence cannot be read or its fence not appended.
-pub async fn start(
-    logs: &PartitionLogs,
-    shards: usize,
-    runtime: &tokio::runtime::Handle,
-) -> Result<JournalFactory, LogError> {
-    let mut writers = Vec::with_capacity(shards);
-    for p in 0..shards {
-        let mut w = logs.writer(u32::try_from(p).map_err(|_| LogError("too many shards".into()))?).await?;
-        w.append(Bytes::new()).await.map_err(|e| LogError(format!("fence: {e}")))?;
-        writers.push(w);
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    runtime.spawn(append_rounds(writers, rx));
-    Ok(Box::new(move |shard| Box::new(ShardJournal { shard, position: 0, tx: tx.clone() })))
-}
-
-/// The appender: rounds until every shard journal is dropped, or an append fails.
-async fn append_rounds(mut writers: Vec<PartitionWriter>, mut rx: mpsc::UnboundedReceiver<Submission>) {
-    let mut failed: Option<String> = None;
+/// One partition's appender: everything waiting becomes one group commit (one append, or a few
+/// for a large one); its replies are released when JetStream acknowledged it.
+async fn append_loop(
+    p: u32,
+    mut writer: PartitionWriter,
+    mut rx: mpsc::UnboundedReceiver<Submission>,
+    failed: Arc<watch::Sender<Option<(u32, String)>>>,
+) {
+    let mut failure: Option<String> = None;
     while let Some(first) = rx.recv().await {
-        let mut round = vec![first];
+        let mut group = vec![first];
         while let Ok(s) = rx.try_recv() {
-            round.push(s);
+            group.push(s);
         }
-        // Each partition's records, in submission order; the replies wait for all of them.
-        let mut shares: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut replies = Vec::with_capacity(round.len());
-        for s in round {
-            shares.entry(s.shard).or_default().extend(s.records);
-            replies.push(s.on_durable);
-        }
-        if failed.is_none() {
-            if let Err(e) = append_round(&mut writers, shares).await {
-                tracing::error!(error = %e, "cluster journal failed: this node must give up its partitions");
-                failed = Some(e.to_string());
+        let records: Vec<Vec<u8>> = group.iter_mut().flat_map(|s| std::mem::take(&mut s.records)).collect();
+        if failure.is_none() {
+            for message in containers(&records) {
+                if let Err(e) = writer.append(message).await {
+                    tracing::error!(partition = p, error = %e, "partition journal failed: this node must give the partition up");
+                    failed.send_if_modified(|f| {
+                        let first = f.is_none();
+                        if first {
+                            *f = Some((p, e.to_string()));
+                        }
+                        first
+                    });
+                    failure = Some(e.to_string());
+                    break;
+                }
             }
         }
-        for on_durable in replies {
-            let result = match &failed {
+        for s in group {
+            let result = match &failure {
                 None => Ok(()),
                 Some(m) => Err(EngineError::StorageUnavailable { message: m.clone() }),
             };
-            on_durable(result);
+            (s.on_durable)(result);
         }
     }
-}
-
-/// Append a round: each partition's records, partitions concurrently, all acknowledged.
-async fn append_round(
-    writers: &mut [PartitionWriter],
-    mut shares: BTreeMap<usize, Vec<Vec<u8>>>,
-) -> Result<(), AppendError> {
-    let appends = writers.iter_mut().enumerate().filter_map(|(shard, w)| {
-        let records = shares.remove(&shard)?;
-        Some(async move {
-            for message in containers(&records) {
-                w.append(message).await?;
-            }
-            Ok::<(), AppendError>(())
-        })
-    });
-    for r in futures_util::future::join_all(appends).await {
-        r?;
-    }
-    Ok(())
 }
 
 /// `records` as containers of at most [`MESSAGE_BYTES_MAX`] bytes (a record alone may exceed
@@ -181,9 +246,39 @@ pub fn records_of(message: &[u8]) -> Result<Vec<&[u8]>, LogError> {
     Ok(out)
 }
 
-/// Rebuild the engine's state from partitions `0..shards`, in the stream's order, then
-/// reconcile (the returned events must be journaled before serving, as after a single node's
-/// recovery).
+/// Apply `messages` (stream sequence, container) to `state`, in order.
+fn apply_messages(state: &mut EngineState, messages: &[(u64, Bytes)]) -> Result<(), LogError> {
+    for (seq, message) in messages {
+        for record in records_of(message)? {
+            let (_, events) = decode_record(*seq, record).map_err(|e| LogError(format!("sequence {seq}: {e}")))?;
+            for e in &events {
+                state.apply(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuild partition `p` of `partitions` from its log and reconcile it on its own
+/// ([`EngineState::reconcile_partition`]): the returned events must be journaled to the
+/// partition before it is served.
+///
+/// # Errors
+/// [`LogError`] when the partition cannot be read or a record does not decode.
+pub async fn replay_partition(
+    logs: &PartitionLogs,
+    p: u32,
+    partitions: usize,
+) -> Result<(EngineState, Vec<Event>), LogError> {
+    let messages = logs.read_after(p, 0).await?;
+    let mut state = EngineState::default();
+    apply_messages(&mut state, &messages)?;
+    let fixes = state.reconcile_partition(p as usize, partitions);
+    Ok((state, fixes))
+}
+
+/// Rebuild the whole engine from partitions `0..shards`, in the stream's order, then reconcile
+/// it as one (the state an observer of every partition sees: tests and tools).
 ///
 /// # Errors
 /// [`LogError`] when a partition cannot be read or a record does not decode.
@@ -194,14 +289,7 @@ pub async fn replay(logs: &PartitionLogs, shards: usize) -> Result<(EngineState,
     }
     messages.sort_by_key(|(seq, _)| *seq);
     let mut state = EngineState::default();
-    for (seq, message) in &messages {
-        for record in records_of(message)? {
-            let (_, events) = decode_record(*seq, record).map_err(|e| LogError(format!("sequence {seq}: {e}")))?;
-            for e in &events {
-                state.apply(e);
-            }
-        }
-    }
+    apply_messages(&mut state, &messages)?;
     let fixes = state.reconcile();
     Ok((state, fixes))
 }

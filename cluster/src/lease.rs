@@ -206,6 +206,48 @@ impl Leases {
         self.incarnation
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// Announce this node alive: rewrite its key `node.<id>` (each renewal round). Other nodes
+    /// count it live while that key's revision keeps changing within `lease_ms`, as for leases.
+    ///
+    /// # Errors
+    /// [`LeaseError::Store`].
+    pub async fn heartbeat(&self) -> Result<(), LeaseError> {
+        self.kv.put(format!("node.{}", self.cfg.node_id), bytes::Bytes::new()).await.map(drop).map_err(store_err)
+    }
+
+    /// Remove this node's key (a clean stop: the others rebalance at once).
+    ///
+    /// # Errors
+    /// [`LeaseError::Store`].
+    pub async fn leave(&self) -> Result<(), LeaseError> {
+        self.kv.delete(format!("node.{}", self.cfg.node_id)).await.map_err(store_err)
+    }
+
+    /// Every node that announced itself and did not leave: (node id, its key's revision).
+    ///
+    /// # Errors
+    /// [`LeaseError::Store`].
+    pub async fn members(&self) -> Result<Vec<(String, u64)>, LeaseError> {
+        use futures_util::StreamExt;
+        let mut keys = self.kv.keys().await.map_err(store_err)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(store_err)?;
+            let Some(node) = key.strip_prefix("node.") else { continue };
+            if let Some(e) = self.kv.entry(&key).await.map_err(store_err)? {
+                if e.operation == Operation::Put {
+                    out.push((node.to_owned(), e.revision));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The holder of `partition`, with the key's revision, if any.
     ///
     /// # Errors
@@ -294,6 +336,43 @@ impl Leases {
     pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
         let value = self.value(lease.epoch, false)?;
         self.update(lease.partition, value, lease.revision).await.map(drop)
+    }
+
+    /// Note that `partition`'s key has `revision` now: its expiry clock starts at the first
+    /// sighting of a revision. A node that reads every holder each round (the control loop)
+    /// starts the clock of a dead holder's lease at its last renewal, not at its own first
+    /// claim attempt, so failover takes `lease_ms`, not twice that.
+    pub fn observe(&self, partition: u32, revision: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get(&partition) {
+            Some((r, _)) if *r == revision => {}
+            _ => {
+                seen.insert(partition, (revision, Instant::now()));
+            }
+        }
+    }
+
+    /// Record `partitions` as the cluster's partition count on first use, or check it against
+    /// the recorded one: a node with another count would route keys to other partitions.
+    ///
+    /// # Errors
+    /// [`LeaseError::Config`] on a mismatch; [`LeaseError::Store`].
+    pub async fn pin_partitions(&self, partitions: u32) -> Result<(), LeaseError> {
+        let value = bytes::Bytes::from(partitions.to_string());
+        match self.kv.create("config.partitions", value).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        let stored = self.kv.get("config.partitions").await.map_err(store_err)?;
+        let stored = stored.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u32>().ok()));
+        match stored {
+            Some(p) if p == partitions => Ok(()),
+            Some(p) => Err(LeaseError::Config(format!(
+                "this cluster was created with {p} partitions; this node is configured with {partitions}"
+            ))),
+            None => Err(LeaseError::Store("config.partitions is unreadable".into())),
+        }
     }
 
     /// Refuse a claim while `h`'s revision has not been seen unchanged for `lease_ms`.

@@ -11,15 +11,21 @@
 //!   message per group commit, appended with `Nats-Expected-Last-Subject-Sequence` (a deposed
 //!   owner's append is refused), and read back in order for recovery.
 //!
-//! * [`journal`]: the engine's `Journal` over the partition logs (each shard a partition, each
-//!   group commit a round of fenced appends, rounds in order) and [`journal::replay`].
+//! * [`journal`]: the engine's `Journal` over the partition logs (each shard a partition, one
+//!   appender per open partition, each group commit one fenced append, a fence first),
+//!   [`journal::replay_partition`] (one partition alone, reconciled on its own).
+//! * [`node`]: a node hosting a fair share of the partitions: control loop (heartbeat,
+//!   renewals, owners, rebalancing), takeover (claim, fence, replay, reconcile, install) and
+//!   hand-over (evict, close, release).
+//! * [`peer`]: messages between partitions on different nodes over NATS request/reply,
+//!   retried up to `saga_timeout_ms`; [`rpc`]: requests forwarded to the node hosting their
+//!   partition.
+//! * [`status`]: `surge cluster status`, read without claiming anything: each partition's
+//!   owner, epoch, lease age, last stream sequence, message count and last append's age, and
+//!   the nodes seen.
 //!
-//! * [`node`]: a node that serves the engine while it holds every partition's lease (one
-//!   active node, standbys that take over: claim, replay, reconcile, serve).
-//!
-//! Still to come (see `issues show 16`): partitions spread over several active nodes (saga
-//! messages between partitions over NATS), snapshots in an object store, failover (claim, load,
-//! replay, reconcile), rebalancing, forwarding and cross-partition sagas over NATS.
+//! Not yet (see `issues show 16`): snapshots in a JetStream object store and trimming the
+//! stream behind them (a partition's subject is replayed whole at every takeover).
 
 #![deny(missing_docs)]
 
@@ -30,3 +36,6 @@ pub mod journal;
 pub mod lease;
 pub mod node;
 pub mod partition_log;
+pub mod peer;
+pub mod rpc;
+pub mod status;

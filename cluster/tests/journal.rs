@@ -5,11 +5,13 @@
 #[path = "../../events/tests/outbox/nats.rs"]
 mod nats;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nats::NatsServer;
-use surge_cluster::journal;
+use surge_cluster::journal::{self, Journals};
 use surge_cluster::partition_log::{PartitionLogConfig, PartitionLogs};
+use surge_engine::cluster::{ClusterHooks, PeerLink, PeerMsg, Placement};
 use surge_engine::{
     CreateOrder, Decimal, Engine, EngineConfig, EngineState, Initiator, SaleRules, SkuSpec, TransitionOptions,
 };
@@ -21,10 +23,25 @@ async fn logs(url: &str) -> PartitionLogs {
     PartitionLogs::open(&js, PartitionLogConfig::default()).await.expect("open the stream")
 }
 
+/// Every shard is local here: a message to another node would be a bug.
+struct NoPeers;
+
+impl PeerLink for NoPeers {
+    fn send(&self, shard: usize, _msg: PeerMsg) {
+        panic!("shard {shard} is local: nothing goes over the link");
+    }
+}
+
+/// A clustered engine hosting every partition, its journals open (each fenced).
 async fn engine(logs: &PartitionLogs, state: EngineState) -> Engine {
-    let factory = journal::start(logs, SHARDS, &tokio::runtime::Handle::current()).await.expect("journal");
-    let cfg = EngineConfig { shard_count: SHARDS, ..EngineConfig::default() };
-    Engine::builder(cfg).state(state).journal(factory).start().expect("engine")
+    let journals = Journals::new(logs.clone());
+    for p in 0..SHARDS as u32 {
+        journals.open(p).await.expect("open the partition's journal");
+    }
+    let hooks = ClusterHooks { placement: Arc::new(Placement::new(SHARDS, true)), link: Arc::new(NoPeers) };
+    // A saga step waiting on a fenced partition gives up after 1 s (10 s by default).
+    let cfg = EngineConfig { shard_count: SHARDS, saga_timeout_ms: 1_000, ..EngineConfig::default() };
+    Engine::builder(cfg).state(state).journal(journals.factory()).cluster(hooks).start().expect("engine")
 }
 
 /// Blocking engine calls off the runtime's workers.
@@ -48,6 +65,13 @@ fn sale(e: &Engine, tag: &str) {
             _ => {}
         }
     }
+}
+
+/// A deposed owner acknowledges nothing: its own append is refused (`storage_unavailable`), or
+/// the step waiting on another partition's refused append gives up (`unavailable`).
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, surge_engine::EngineError>) {
+    let code = r.map_err(|e| e.code()).err();
+    assert!(matches!(code, Some("storage_unavailable" | "unavailable")), "a deposed owner acknowledged: {code:?}");
 }
 
 fn spec(id: &str) -> SkuSpec {
@@ -78,6 +102,12 @@ async fn a_node_replays_exactly_what_was_acknowledged_and_goes_on() {
     let (state, fixes) = journal::replay(&l, SHARDS).await.expect("replay");
     assert!(fixes.is_empty(), "a clean log needs no repair: {fixes:?}");
     assert_eq!(state.digest(), before.digest(), "the replayed state is the acknowledged state");
+    // Each partition on its own replays to its part of that state, with nothing to repair.
+    for p in 0..SHARDS as u32 {
+        let (part, fixes) = journal::replay_partition(&l, p, SHARDS).await.expect("replay a partition");
+        assert!(fixes.is_empty(), "partition {p}: {fixes:?}");
+        assert!(part.orders.keys().all(|id| state.orders.contains_key(id)));
+    }
     // A new owner (the same node restarted, or another) goes on from there.
     let e = engine(&l, state).await;
     blocking(move || {
@@ -105,7 +135,9 @@ async fn a_deposed_node_acknowledges_nothing_more() {
     })
     .await;
     // A new owner takes the partitions over (its lease won) and writes.
+    let new = engine(&l, EngineState::default()).await;
     let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
+    drop(new);
     let new = engine(&l, state).await;
     blocking(move || sale(&new, "new")).await;
     // The old owner, paused until now, tries to sell: fenced, so nothing is acknowledged.
@@ -114,11 +146,7 @@ async fn a_deposed_node_acknowledges_nothing_more() {
         old.create_order(req).wait()
     })
     .await;
-    assert_eq!(
-        refused.map_err(|e| e.code()).err(),
-        Some("storage_unavailable"),
-        "a deposed owner must not acknowledge"
-    );
+    assert_refused(refused);
     let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
     assert!(state.orders.values().all(|o| *o.user_id != *"late"), "its write left no trace");
 }
@@ -138,11 +166,7 @@ async fn a_new_owner_fences_every_partition_before_it_writes_anything() {
         old.create_order(req).wait()
     })
     .await;
-    assert_eq!(
-        refused.map_err(|e| e.code()).err(),
-        Some("storage_unavailable"),
-        "a deposed owner must not acknowledge"
-    );
+    assert_refused(refused);
     let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
     assert!(state.orders.is_empty(), "its write left no trace");
     drop(new);

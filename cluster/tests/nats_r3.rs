@@ -45,7 +45,7 @@ async fn the_node_keeps_serving_when_one_of_three_nats_servers_is_killed() {
     let mut servers = NatsServer::cluster(3);
     let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
     let client = async_nats::connect(urls.clone()).await.expect("connect");
-    let node = serve(&async_nats::jetstream::new(client), cfg("node-a")).await.expect("the node serves on R3");
+    let node = serve(client, cfg("node-a")).await.expect("the node serves on R3");
     let e = node.engine().clone();
     let spec = SkuSpec {
         sku_id: "phone".into(),

@@ -1,6 +1,6 @@
 //! Where the gateway's engine comes from: a single node's data directory (`DurableEngine` on its
-//! sled WAL), or, with `[cluster]`, a cluster node that serves while it holds every partition's
-//! lease (issue 16; `surge_cluster::node`).
+//! sled WAL), or, with `[cluster]`, a cluster node hosting its share of the partitions and
+//! forwarding requests for the others (issue 16; `surge_cluster::node`).
 
 use std::sync::Arc;
 
@@ -14,15 +14,16 @@ use crate::server::ServerError;
 pub(crate) enum Backend {
     /// One node, its data directory.
     Local(DurableEngine),
-    /// A cluster node (no local WAL: its journal is the partition stream).
-    Cluster(surge_cluster::node::Serving),
+    /// A cluster node (no local WAL: its journal is the partition stream), and what answers
+    /// requests other nodes forward to it.
+    Cluster(surge_cluster::node::Serving, Arc<crate::session::ForwardedHandler>),
 }
 
 impl Backend {
-    /// Open the data directory (recovering it), or join the cluster: wait until this node holds
-    /// every partition's lease (a standby waits here, not ready), then replay and serve. A
-    /// cluster node that later loses a lease exits with the fail-stop code, so its supervisor
-    /// restarts it as a standby.
+    /// Open the data directory (recovering it), or join the cluster: take a first share of the
+    /// partitions (replayed from their logs) and serve, forwarding requests for the others. A
+    /// cluster node that later loses a lease or is fenced exits with the fail-stop code, so its
+    /// supervisor restarts it (it rejoins and takes a share again).
     pub(crate) async fn open(cfg: &FileConfig, observer: Arc<dyn ChangeObserver>) -> Result<Self, ServerError> {
         if cfg.cluster.enabled() {
             return open_cluster(cfg, observer).await;
@@ -39,14 +40,14 @@ impl Backend {
     pub(crate) fn engine(&self) -> &Engine {
         match self {
             Self::Local(db) => db.engine(),
-            Self::Cluster(node) => node.engine(),
+            Self::Cluster(node, _) => node.engine(),
         }
     }
 
     pub(crate) fn recovery(&self) -> RecoveryStats {
         match self {
             Self::Local(db) => db.recovery().clone(),
-            Self::Cluster(_) => RecoveryStats::default(),
+            Self::Cluster(..) => RecoveryStats::default(),
         }
     }
 
@@ -54,14 +55,32 @@ impl Backend {
     pub(crate) fn wal_stats(&self) -> Arc<WalStats> {
         match self {
             Self::Local(db) => db.wal_stats().clone(),
-            Self::Cluster(_) => Arc::new(WalStats::new(0)),
+            Self::Cluster(..) => Arc::new(WalStats::new(0)),
+        }
+    }
+
+    /// Cluster mode: where this node forwards requests for partitions hosted elsewhere.
+    pub(crate) fn cluster_route(&self) -> Option<crate::session::ClusterRoute> {
+        match self {
+            Self::Local(_) => None,
+            Self::Cluster(node, _) => Some(crate::session::ClusterRoute {
+                client: node.client().clone(),
+                prefix: node.rpc_prefix().to_owned(),
+            }),
+        }
+    }
+
+    /// Let the cluster node answer forwarded requests through `gateway`.
+    pub(crate) fn attach(&self, gateway: &Arc<crate::session::Gateway>) {
+        if let Self::Cluster(_, handler) = self {
+            handler.attach(gateway.clone());
         }
     }
 
     pub(crate) fn local(&self) -> Option<&DurableEngine> {
         match self {
             Self::Local(db) => Some(db),
-            Self::Cluster(_) => None,
+            Self::Cluster(..) => None,
         }
     }
 
@@ -72,7 +91,7 @@ impl Backend {
                 .await
                 .map_err(|e| ServerError::Close(e.to_string()))?
                 .map_err(|e| ServerError::Close(e.to_string())),
-            Self::Cluster(node) => {
+            Self::Cluster(node, _) => {
                 node.stop().await;
                 Ok(())
             }
@@ -83,18 +102,22 @@ impl Backend {
 async fn open_cluster(cfg: &FileConfig, observer: Arc<dyn ChangeObserver>) -> Result<Backend, ServerError> {
     let cluster = |e: &dyn std::fmt::Display| ServerError::Cluster(e.to_string());
     let client = async_nats::connect(cfg.cluster.urls()).await.map_err(|e| cluster(&e))?;
-    let js = async_nats::jetstream::new(client);
-    let node_cfg = surge_cluster::node::NodeConfig { engine: cfg.engine.clone(), ..cfg.cluster.node() };
-    tracing::info!(node_id = %cfg.cluster.node_id, partitions = cfg.cluster.partitions, "cluster: claiming the partitions (standing by while another node holds them)");
-    let node = surge_cluster::node::serve_observed(&js, node_cfg, Some(observer)).await.map_err(|e| cluster(&e))?;
-    tracing::info!(node_id = %cfg.cluster.node_id, "cluster: this node holds every partition and serves");
+    let handler = Arc::new(crate::session::ForwardedHandler::default());
+    let rpc: Arc<dyn surge_cluster::rpc::RpcHandler> = handler.clone();
+    let node_cfg = surge_cluster::node::NodeConfig { engine: cfg.engine.clone(), rpc: Some(rpc), ..cfg.cluster.node() };
+    tracing::info!(node_id = %cfg.cluster.node_id, partitions = cfg.cluster.partitions, "cluster: joining");
+    let node = surge_cluster::node::serve_observed(client, node_cfg, Some(observer)).await.map_err(|e| cluster(&e))?;
+    tracing::info!(node_id = %cfg.cluster.node_id, hosted = ?node.hosted().await, "cluster: this node serves");
     let mut lost = node.lost_watch();
     tokio::spawn(async move {
         while lost.changed().await.is_ok() {
             if *lost.borrow() {
-                surge_engine::fatal::fail_stop("cluster", &"this node lost a partition lease; restart it as a standby");
+                surge_engine::fatal::fail_stop(
+                    "cluster",
+                    &"this node lost a partition lease or was fenced; restart it to rejoin",
+                );
             }
         }
     });
-    Ok(Backend::Cluster(node))
+    Ok(Backend::Cluster(node, handler))
 }

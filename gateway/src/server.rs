@@ -226,7 +226,9 @@ impl Server {
             ready: AtomicBool::new(false),
             clock: governor::clock::DefaultClock::default(),
             events: publisher.as_ref().map(surge_events::PublisherHandle::status_source),
+            cluster: db.cluster_route(),
         });
+        db.attach(&gateway);
         if metrics_addr.is_some() {
             let sampler = crate::metrics::Sampler::new(
                 gateway.engine.clone(),

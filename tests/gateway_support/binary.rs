@@ -118,6 +118,25 @@ impl Client {
         }
     }
 
+    /// `v`, sent again with the same idempotency key or payment id while the answer is
+    /// `unavailable` (a cluster's partition moving) or no answer comes (a node died with the
+    /// request), as a client of a cluster must: up to `limit`. `None` if never answered.
+    pub async fn call_retrying(&mut self, v: Value, limit: Duration) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.call(v.clone()).await;
+            let retry_ms = match &r {
+                Some(r) if r["error"]["code"] == "unavailable" => r["error"]["retry_after_ms"].as_u64().unwrap_or(100),
+                Some(r) => return Some(r.clone()),
+                None => 100,
+            };
+            if Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+        }
+    }
+
     /// `create_order` then `pay`: the acknowledged (order id, statuses) in order.
     pub async fn buy(&mut self, user: &str, key: &str, pay: bool) -> Option<(String, Vec<&'static str>)> {
         let r = self.call(order(user, "tee", 1, key)).await?;

@@ -20,14 +20,42 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Start one on a free loopback port, its store in a new temp dir. Panics, naming the fix,
-    /// when `nats-server` is not on PATH: these tests never skip silently.
+    /// Start one on a loopback port of its own choosing (no race with another test for a
+    /// port), its store in a new temp dir. Panics, naming the fix, when `nats-server` is not on
+    /// PATH: these tests never skip silently.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(2);
-        let mut s = Self { child: None, port: ports[0], http_port: ports[1], cluster: None, dir };
-        s.launch();
+        // Port 0 asks the server to choose; its ports file says which (kept for restarts).
+        let mut s = Self { child: None, port: 0, http_port: 0, cluster: None, dir };
+        s.spawn();
+        s.read_ports_file();
+        s.wait_accepting();
         s
+    }
+
+    /// The ports the server chose, from the file `ports_file_dir` makes it write.
+    fn read_ports_file(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let pid = self.pid().unwrap_or(0);
+            let file = self.dir.path().join(format!("nats-server_{pid}.ports"));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let port_of = |key: &str| -> Option<u16> {
+                let at = text.find(&format!("\"{key}\""))?;
+                let rest = &text[at..];
+                let url_at = rest.find("127.0.0.1:")? + "127.0.0.1:".len();
+                rest[url_at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+            };
+            if let (Some(p), Some(h)) = (port_of("nats"), port_of("monitoring")) {
+                (self.port, self.http_port) = (p, h);
+                return;
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!("nats-server wrote no ports file ({exited:?}); its log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Start `n` servers in one JetStream cluster (routes between all of them) and wait until
@@ -91,10 +119,13 @@ impl NatsServer {
 
     fn config(&self) -> String {
         let store = self.dir.path().join("js");
+        // Port 0 (first start of a lone server): the server picks, and says so in its ports file.
+        let port = |p: u16| if p == 0 { "-1".to_owned() } else { p.to_string() };
         let mut text = format!(
-            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?}, sync_interval: always }}\n",
-            self.port,
-            self.http_port,
+            "listen: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\nports_file_dir: {:?}\njetstream {{ store_dir: {:?}, sync_interval: always }}\n",
+            port(self.port),
+            port(self.http_port),
+            self.dir.path().display().to_string(),
             store.display().to_string(),
         );
         if let Some((name, port, routes)) = &self.cluster {

@@ -88,6 +88,9 @@ struct ErrBody<'a> {
     /// `idempotency_conflict` of a wallet transfer.
     #[serde(skip_serializing_if = "Option::is_none")]
     transfer_id: Option<&'a str>,
+    /// `unavailable` (a cluster's partition moving): when to retry (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 impl<'a> ErrBody<'a> {
@@ -108,6 +111,7 @@ impl<'a> ErrBody<'a> {
             available: None,
             asset: None,
             transfer_id: None,
+            retry_after_ms: None,
         };
         let wire_id = |o: &surge_engine::OrderId| Some(crate::wire::WireId(o.0));
         match e {
@@ -130,6 +134,7 @@ impl<'a> ErrBody<'a> {
             EngineError::InsufficientStock { available, .. } => b.available = Some(*available),
             EngineError::InsufficientFunds { asset, .. } | EngineError::UnknownAsset { asset } => b.asset = Some(asset),
             EngineError::TransferConflict { transfer_id } => b.transfer_id = Some(transfer_id),
+            EngineError::Unavailable { retry_after_ms } => b.retry_after_ms = Some(*retry_after_ms),
             _ => {}
         }
         b

@@ -221,6 +221,26 @@ impl Call {
     }
 }
 
+/// Run `op` as a connection with `role` acting for `user` would, and return its reply line (a
+/// request forwarded from another cluster node, `forward.rs`).
+pub(super) async fn run_for(
+    gw: &super::Gateway,
+    id: &Value,
+    op: Op,
+    role: Role,
+    user: Option<Arc<str>>,
+    shape: ReplyShape,
+) -> String {
+    let call = Call {
+        engine: gw.engine.clone(),
+        deadline: Duration::from_millis(gw.limits.request_timeout_ms),
+        by: if role == Role::Admin { Initiator::Admin } else { Initiator::User },
+        user,
+        shape,
+    };
+    call.run(id, op).await.text
+}
+
 fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOptions {
     TransitionOptions { expected_version, reason }
 }

@@ -8,7 +8,10 @@
 //! (replies, numbered pushes, the final error of a killed connection).
 
 mod execute;
+mod forward;
 mod outbound;
+
+pub(crate) use forward::{ClusterRoute, ForwardedHandler};
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -54,6 +57,8 @@ pub(crate) struct Gateway {
     pub clock: DefaultClock,
     /// The event stream's publisher, when `[events]` is on (its status is part of `/ready`).
     pub events: Option<surge_events::StatusSource>,
+    /// Cluster mode: where requests for partitions hosted elsewhere are forwarded.
+    pub cluster: Option<ClusterRoute>,
 }
 
 fn quota(rps: u32, burst: u32) -> Quota {
@@ -229,7 +234,7 @@ impl Conn {
                     Err(flow) => return flow,
                 };
                 match self.limited(|| protocol::checked(Op::CreateOrder(create))) {
-                    Ok(op) => self.dispatch(req, op, role, permit).await,
+                    Ok(op) => self.dispatch(req, op, role, permit, text).await,
                     Err(e) => self.fail(&req.id, req.op_name, t0, e).await,
                 }
                 return Flow::Continue;
@@ -249,7 +254,7 @@ impl Conn {
             Err(flow) => return flow,
         };
         match self.typed_op(&env.op, env.fields) {
-            Ok(op) => self.dispatch(req, op, role, permit).await,
+            Ok(op) => self.dispatch(req, op, role, permit, text).await,
             Err(e) => self.fail(&req.id, req.op_name, t0, e).await,
         }
         Flow::Continue
@@ -319,8 +324,13 @@ impl Conn {
 
     /// Answer `ping` and (un)subscriptions here; queue `create_order` for the connection's
     /// next batch ([`Conn::queue_create`]); hand other engine requests to a task
-    /// ([`Conn::spawn_request`]). Each keeps `permit` until its reply is queued.
-    async fn dispatch(&mut self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit) {
+    /// ([`Conn::spawn_request`]); in a cluster, forward a request for a partition another node
+    /// hosts (`text` as sent, `forward.rs`). Each keeps `permit` until its reply is queued.
+    async fn dispatch(&mut self, req: Req, op: Op, role: Role, permit: OwnedSemaphorePermit, text: &str) {
+        if let Some(p) = self.remote_partition(&op) {
+            self.flush_creates();
+            return self.spawn_forward(req, text, role, p, permit);
+        }
         let op = match op {
             Op::CreateOrder(r) => return self.queue_create(req, r, permit),
             op => op,
