@@ -25,6 +25,7 @@ async fn node(url: &str, id: &str) -> Serving {
         replicas: 1,
         lease_ms: 600,
         safety_ms: 200,
+        ..ClusterConfig::default()
     };
     let js = surge_cluster::status::connect(&cluster).await.expect("connect");
     let node = serve(js.client(), cluster.node()).await.expect("the node serves");

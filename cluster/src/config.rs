@@ -36,6 +36,9 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// A holder stops serving this long (ms) before its lease could be taken. Default 2,000.
     pub safety_ms: u64,
+    /// Snapshot a partition into the object store after this many appends, and trim its
+    /// subject behind the previous snapshot. Default 10,000.
+    pub snapshot_every_messages: u64,
 }
 
 impl Default for ClusterConfig {
@@ -47,6 +50,7 @@ impl Default for ClusterConfig {
             replicas: 3,
             lease_ms: 15_000,
             safety_ms: 2_000,
+            snapshot_every_messages: 10_000,
         }
     }
 }
@@ -86,6 +90,12 @@ impl ClusterConfig {
         };
         let log = PartitionLogConfig { replicas: self.replicas, ..PartitionLogConfig::default() };
         let control_ms = (self.lease_ms / 6).clamp(10, 500);
-        NodeConfig { lease, log, control_ms, ..NodeConfig::new(&self.node_id, self.partitions) }
+        NodeConfig {
+            lease,
+            log,
+            control_ms,
+            snapshot_every_messages: self.snapshot_every_messages,
+            ..NodeConfig::new(&self.node_id, self.partitions)
+        }
     }
 }

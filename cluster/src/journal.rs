@@ -47,6 +47,8 @@ struct Submission {
 struct Appender {
     tx: mpsc::UnboundedSender<Submission>,
     task: JoinHandle<()>,
+    /// Messages appended since the partition was opened (fence included).
+    appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The open partitions' appenders, shared by the engine's shard journals and the node.
@@ -85,8 +87,9 @@ impl Journals {
         let mut writer = self.logs.writer(p).await?;
         writer.append(Bytes::new()).await.map_err(|e| LogError(format!("fence: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(append_loop(p, writer, rx, self.failed.clone()));
-        if let Some(old) = self.lock().insert(p, Appender { tx, task }) {
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let task = tokio::spawn(append_loop(p, writer, rx, self.failed.clone(), appended.clone()));
+        if let Some(old) = self.lock().insert(p, Appender { tx, task, appended }) {
             old.task.abort();
         }
         Ok(())
@@ -113,6 +116,11 @@ impl Journals {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(p, records, Box::new(move |r| drop(tx.send(r))));
         rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Messages appended to partition `p` since it was opened (0 when it is not open).
+    pub fn appended(&self, p: u32) -> u64 {
+        self.lock().get(&p).map_or(0, |a| a.appended.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether partition `p` is open.
@@ -176,6 +184,7 @@ async fn append_loop(
     mut writer: PartitionWriter,
     mut rx: mpsc::UnboundedReceiver<Submission>,
     failed: Arc<watch::Sender<Option<(u32, String)>>>,
+    appended: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut failure: Option<String> = None;
     while let Some(first) = rx.recv().await {
@@ -186,7 +195,9 @@ async fn append_loop(
         let records: Vec<Vec<u8>> = group.iter_mut().flat_map(|s| std::mem::take(&mut s.records)).collect();
         if failure.is_none() {
             for message in containers(&records) {
-                if let Err(e) = writer.append(message).await {
+                let result = writer.append(message).await;
+                appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = result {
                     tracing::error!(partition = p, error = %e, "partition journal failed: this node must give the partition up");
                     failed.send_if_modified(|f| {
                         let first = f.is_none();
@@ -247,7 +258,10 @@ pub fn records_of(message: &[u8]) -> Result<Vec<&[u8]>, LogError> {
 }
 
 /// Apply `messages` (stream sequence, container) to `state`, in order.
-fn apply_messages(state: &mut EngineState, messages: &[(u64, Bytes)]) -> Result<(), LogError> {
+///
+/// # Errors
+/// A container or record that does not decode.
+pub fn apply_messages(state: &mut EngineState, messages: &[(u64, Bytes)]) -> Result<(), LogError> {
     for (seq, message) in messages {
         for record in records_of(message)? {
             let (_, events) = decode_record(*seq, record).map_err(|e| LogError(format!("sequence {seq}: {e}")))?;
@@ -259,22 +273,24 @@ fn apply_messages(state: &mut EngineState, messages: &[(u64, Bytes)]) -> Result<
     Ok(())
 }
 
-/// Rebuild partition `p` of `partitions` from its log and reconcile it on its own
-/// ([`EngineState::reconcile_partition`]): the returned events must be journaled to the
-/// partition before it is served.
+/// Rebuild partition `p` of `partitions` from its newest snapshot and the messages after it,
+/// and reconcile it on its own ([`EngineState::reconcile_partition`]): the returned events must
+/// be journaled to the partition before it is served. Also returns the snapshot's sequence (0:
+/// none).
 ///
 /// # Errors
-/// [`LogError`] when the partition cannot be read or a record does not decode.
+/// [`LogError`] when the partition or the snapshot cannot be read or a record does not decode.
 pub async fn replay_partition(
     logs: &PartitionLogs,
+    snaps: &crate::snapshot::Snapshots,
     p: u32,
     partitions: usize,
-) -> Result<(EngineState, Vec<Event>), LogError> {
-    let messages = logs.read_after(p, 0).await?;
-    let mut state = EngineState::default();
+) -> Result<(EngineState, Vec<Event>, u64), LogError> {
+    let (base, mut state) = snaps.latest(p).await?.unwrap_or_default();
+    let messages = logs.read_after(p, base).await?;
     apply_messages(&mut state, &messages)?;
     let fixes = state.reconcile_partition(p as usize, partitions);
-    Ok((state, fixes))
+    Ok((state, fixes, base))
 }
 
 /// Rebuild the whole engine from partitions `0..shards`, in the stream's order, then reconcile

@@ -24,8 +24,8 @@
 //!   owner, epoch, lease age, last stream sequence, message count and last append's age, and
 //!   the nodes seen.
 //!
-//! Not yet (see `issues show 16`): snapshots in a JetStream object store and trimming the
-//! stream behind them (a partition's subject is replayed whole at every takeover).
+//! * [`snapshot`]: partition snapshots in a JetStream object store (the log prefix replayed,
+//!   two generations kept), and the subject trimmed behind them.
 
 #![deny(missing_docs)]
 
@@ -38,4 +38,5 @@ pub mod node;
 pub mod partition_log;
 pub mod peer;
 pub mod rpc;
+pub mod snapshot;
 pub mod status;

@@ -144,6 +144,15 @@ impl PartitionLogs {
         }
     }
 
+    /// Purge `partition`'s messages below stream sequence `seq` (a snapshot covers them); the
+    /// message at `seq`, and the subject's last message, stay.
+    ///
+    /// # Errors
+    /// [`LogError`] when JetStream refuses.
+    pub async fn purge_below(&self, partition: u32, seq: u64) -> Result<(), LogError> {
+        self.stream.purge().filter(self.subject(partition)).sequence(seq).await.map(drop).map_err(log_err)
+    }
+
     /// A writer for `partition`, fenced from its last message as of now. Take it only while
     /// holding the partition's lease ([`crate::lease`]).
     ///

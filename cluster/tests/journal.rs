@@ -103,8 +103,10 @@ async fn a_node_replays_exactly_what_was_acknowledged_and_goes_on() {
     assert!(fixes.is_empty(), "a clean log needs no repair: {fixes:?}");
     assert_eq!(state.digest(), before.digest(), "the replayed state is the acknowledged state");
     // Each partition on its own replays to its part of that state, with nothing to repair.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let snaps = surge_cluster::snapshot::Snapshots::open(&js, 1).await.expect("snapshots");
     for p in 0..SHARDS as u32 {
-        let (part, fixes) = journal::replay_partition(&l, p, SHARDS).await.expect("replay a partition");
+        let (part, fixes, _) = journal::replay_partition(&l, &snaps, p, SHARDS).await.expect("replay a partition");
         assert!(fixes.is_empty(), "partition {p}: {fixes:?}");
         assert!(part.orders.keys().all(|id| state.orders.contains_key(id)));
     }

@@ -39,6 +39,42 @@ pub(super) async fn round(shared: &Arc<Shared>, rounds: &mut Rounds) {
     read_owners(shared).await;
     let live = live_members(shared, rounds).await;
     rebalance(shared, rounds, &live).await;
+    start_compactions(shared).await;
+}
+
+/// Snapshot every hosted partition that has had `snapshot_every_messages` appends since its
+/// last snapshot, each in a task of its own (one at a time per partition).
+async fn start_compactions(shared: &Arc<Shared>) {
+    let every = shared.cfg.snapshot_every_messages.max(1);
+    let mut held = shared.held.lock().await;
+    for (p, h) in held.iter_mut() {
+        let appended = shared.journals.appended(*p);
+        let busy = h.compacting.as_ref().is_some_and(|t| !t.is_finished());
+        if busy || appended.saturating_sub(h.snapshot_at) < every {
+            continue;
+        }
+        h.snapshot_at = appended;
+        let (shared2, p, lease) = (shared.clone(), *p, h.lease.clone());
+        h.compacting = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            // Purge only while this node's lease is still valid (its successor may replay).
+            let valid = move || lease.is_valid();
+            match crate::snapshot::compact(&shared2.logs, &shared2.snaps, p, 1, valid).await {
+                Ok(Some(c)) => tracing::info!(
+                    partition = p,
+                    snapshot_seq = c.snapshot_seq,
+                    replayed = c.replayed,
+                    purged_below = c.purged_below,
+                    ms = started.elapsed().as_millis() as u64,
+                    "partition snapshot"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "partition snapshot failed; the log keeps everything")
+                }
+            }
+        }));
+    }
 }
 
 /// Renew every held lease if `lease_ms / 3` passed since the last renewal (or one is close to
@@ -191,7 +227,8 @@ async fn acquire(shared: &Arc<Shared>, p: u32) -> bool {
     match load(shared, p).await {
         Ok(receivers) => {
             tracing::info!(partition = p, load_ms = started.elapsed().as_millis() as u64, "partition acquired");
-            shared.held.lock().await.insert(p, Held { lease, receivers });
+            let snapshot_at = shared.journals.appended(p);
+            shared.held.lock().await.insert(p, Held { lease, receivers, snapshot_at, compacting: None });
             true
         }
         Err(e) => {
@@ -206,8 +243,9 @@ async fn acquire(shared: &Arc<Shared>, p: u32) -> bool {
 /// Fence, replay, repair, install, receive: the part of a takeover after the lease.
 async fn load(shared: &Arc<Shared>, p: u32) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     shared.journals.open(p).await.map_err(|e| e.to_string())?;
-    let (state, fixes) =
-        replay_partition(&shared.logs, p, shared.cfg.partitions as usize).await.map_err(|e| e.to_string())?;
+    let (state, fixes, _) = replay_partition(&shared.logs, &shared.snaps, p, shared.cfg.partitions as usize)
+        .await
+        .map_err(|e| e.to_string())?;
     if !fixes.is_empty() {
         shared.journals.append_events(p, fixes).await.map_err(|e| e.to_string())?;
     }
@@ -232,6 +270,9 @@ pub(super) async fn release(shared: &Arc<Shared>, p: u32) {
     let Some(h) = shared.held.lock().await.remove(&p) else { return };
     for r in &h.receivers {
         r.abort();
+    }
+    if let Some(c) = &h.compacting {
+        c.abort();
     }
     let engine = shared.engine.clone();
     let _ = tokio::task::spawn_blocking(move || engine.evict_partition(p as usize)).await;

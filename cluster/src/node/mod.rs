@@ -70,6 +70,10 @@ pub struct NodeConfig {
     pub rpc: Option<Arc<dyn RpcHandler>>,
     /// How often the control loop runs (ms). Default `min(lease_ms / 6, 500)`.
     pub control_ms: u64,
+    /// Snapshot a hosted partition once this many messages were appended to it since its last
+    /// snapshot (or since this node took it over), and trim its subject behind the previous
+    /// one ([`crate::snapshot`]). Default 10,000.
+    pub snapshot_every_messages: u64,
 }
 
 impl NodeConfig {
@@ -86,6 +90,7 @@ impl NodeConfig {
             rpc_prefix: control::RPC_PREFIX_DEFAULT.into(),
             rpc: None,
             control_ms,
+            snapshot_every_messages: 10_000,
         }
     }
 }
@@ -109,6 +114,10 @@ struct Held {
     lease: Lease,
     /// Receives its peer messages and forwarded requests.
     receivers: Vec<JoinHandle<()>>,
+    /// The journal's append count at the last snapshot (or the takeover).
+    snapshot_at: u64,
+    /// A snapshot of it is being made.
+    compacting: Option<JoinHandle<()>>,
 }
 
 /// Everything the control loop and the handle share.
@@ -116,6 +125,7 @@ struct Shared {
     engine: Engine,
     leases: Leases,
     logs: PartitionLogs,
+    snaps: crate::snapshot::Snapshots,
     journals: Journals,
     client: async_nats::Client,
     cfg: NodeConfig,
@@ -204,14 +214,15 @@ pub const OPEN_RETRY_MS: u64 = 30_000;
 async fn open_stores(
     js: &async_nats::jetstream::Context,
     cfg: &NodeConfig,
-) -> Result<(Leases, PartitionLogs), NodeError> {
+) -> Result<(Leases, PartitionLogs, crate::snapshot::Snapshots), NodeError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(OPEN_RETRY_MS);
     loop {
         let opened = async {
             let leases = Leases::open(js, cfg.lease.clone()).await?;
             leases.pin_partitions(cfg.partitions).await?;
             let logs = PartitionLogs::open(js, cfg.log.clone()).await?;
-            Ok::<_, NodeError>((leases, logs))
+            let snaps = crate::snapshot::Snapshots::open(js, cfg.log.replicas).await?;
+            Ok::<_, NodeError>((leases, logs, snaps))
         }
         .await;
         match opened {
@@ -251,7 +262,7 @@ pub async fn serve_observed(
     observer: Option<Arc<dyn surge_engine::ChangeObserver>>,
 ) -> Result<Serving, NodeError> {
     let js = async_nats::jetstream::new(client.clone());
-    let (leases, logs) = open_stores(&js, &cfg).await?;
+    let (leases, logs, snaps) = open_stores(&js, &cfg).await?;
     let journals = Journals::new(logs.clone());
     let n = cfg.partitions as usize;
     let hooks = ClusterHooks {
@@ -274,6 +285,7 @@ pub async fn serve_observed(
         engine,
         leases,
         logs,
+        snaps,
         journals,
         client,
         owners: std::sync::RwLock::new(vec![None; n]),

@@ -77,7 +77,9 @@ use idempotency::IdempotencyIndex;
 pub(crate) use msg::{
     Claim, EntriesQuery, OrderMsg, Reply, ShardAudit, ShardCut, ShardMsg, SkuAudit, SkuMsg, WalletMsg, WalletPay,
 };
-pub(crate) use runtime::{refuse, Shard, ShardParts};
+#[cfg(any(test, feature = "sim"))]
+pub(crate) use runtime::refuse;
+pub(crate) use runtime::{Shard, ShardParts};
 use saga::InFlight;
 use timer_queue::TimerQueue;
 
