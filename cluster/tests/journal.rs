@@ -143,14 +143,19 @@ async fn a_deposed_node_acknowledges_nothing_more() {
     let new = engine(&l, state).await;
     blocking(move || sale(&new, "new")).await;
     // The old owner, paused until now, tries to sell: fenced, so nothing is acknowledged.
+    let state = late_sale_is_refused(&l, old).await;
+    assert!(state.orders.values().all(|o| *o.user_id != *"late"), "its write left no trace");
+}
+
+/// The deposed `old` sells once: refused; the log's state after it.
+async fn late_sale_is_refused(l: &PartitionLogs, old: Engine) -> EngineState {
     let refused = blocking(move || {
         let req = CreateOrder::new("late", &[("tee", 1)], "late-1");
         old.create_order(req).wait()
     })
     .await;
     assert_refused(refused);
-    let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
-    assert!(state.orders.values().all(|o| *o.user_id != *"late"), "its write left no trace");
+    journal::replay(l, SHARDS).await.expect("replay").0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,13 +168,7 @@ async fn a_new_owner_fences_every_partition_before_it_writes_anything() {
     // A new owner takes over and has written nothing of its own yet.
     let new = engine(&l, EngineState::default()).await;
     // The old owner, paused until now: refused on every partition, written to or not.
-    let refused = blocking(move || {
-        let req = CreateOrder::new("late", &[("tee", 1)], "late-1");
-        old.create_order(req).wait()
-    })
-    .await;
-    assert_refused(refused);
-    let (state, _) = journal::replay(&l, SHARDS).await.expect("replay");
+    let state = late_sale_is_refused(&l, old).await;
     assert!(state.orders.is_empty(), "its write left no trace");
     drop(new);
 }
