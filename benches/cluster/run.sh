@@ -63,9 +63,12 @@ proc_ticks() {
   echo $((f[11] + f[12]))
 }
 
-servers_ticks() {
+servers_ticks() { # [nats|surge]: only those
   local t=0 p
-  for p in "${SERVER_SET[@]}"; do t=$((t + $(proc_ticks "$p"))); done
+  for p in "${SERVER_SET[@]}"; do
+    if [[ -n ${1:-} ]] && ! grep -q "$1" "/proc/$p/comm" 2>/dev/null; then continue; fi
+    t=$((t + $(proc_ticks "$p")))
+  done
   echo "$t"
 }
 
@@ -117,21 +120,28 @@ start_surge() { # name extra-args...
 }
 
 bench() { # row target run
-  local row="$1" target="$2" run="$3" t0 t1 json
+  local row="$1" target="$2" run="$3" t0 t1 n0 n1 json
   t0="$(servers_ticks)"
+  n0="$(servers_ticks nats)"
   json="$(taskset -c "$BENCH_CPUS" "$SURGE_BIN" bench --scenario "$SCENARIO" --target "$target" \
     --connections "$CONNECTIONS" --pipeline "$PIPELINE" --duration "$DURATION" --token "$ADMIN_TOKEN" \
     --label "$row" --json --quiet)"
   t1="$(servers_ticks)"
-  python3 - "$row" "$run" "$((t1 - t0))" "$(getconf CLK_TCK)" "$json" >>"$OUT" <<'PY'
+  n1="$(servers_ticks nats)"
+  python3 - "$row" "$run" "$((t1 - t0))" "$(getconf CLK_TCK)" "$json" "$((n1 - n0))" >>"$OUT" <<'PY'
 import json, sys
-row, run, ticks, hz, raw = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+row, run, ticks, hz, raw, nats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 r = json.loads(raw)
+n = max(r.get("requests", 0), 1)
 r.update({"row": row, "run": run, "server_cpu_s": ticks / hz,
-          "server_cpu_us_per_op": (ticks / hz) * 1e6 / max(r.get("requests", 0), 1)})
+          "server_cpu_us_per_op": (ticks / hz) * 1e6 / n,
+          "nats_cpu_us_per_op": (nats / hz) * 1e6 / n})
 print(json.dumps(r))
 PY
-  log "$row run $run: $(tail -1 "$OUT" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"ok_rps\"]:.0f} ok/s, p99 {r[\"latency_us\"][\"p99\"]} us, errors {r[\"errors\"]}, {r[\"server_cpu_us_per_op\"]:.1f} us CPU/op")')"
+  log "$row run $run: $(tail -1 "$OUT" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("%.0f answers/s, %.0f ok/s, p99 %s us, errors %s, %.1f us CPU/op" % (r["throughput_rps"], r["ok_rps"], r["latency_us"]["p99"], r["errors"], r["server_cpu_us_per_op"]))')"
 }
 
 mkdir -p "$(dirname "$OUT")"
@@ -164,10 +174,12 @@ for line in open(sys.argv[1]):
     rows.setdefault(r["row"], []).append(r)
 def med(rs, f):
     return statistics.median([f(r) for r in rs])
-print("| row | runs | ok/s (median) | p50 µs | p99 µs | max µs | server CPU µs/op | errors (last run) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| row | runs | answers/s (median) | ok/s | p50 µs | p99 µs | max µs | server CPU µs/op (of it NATS) | errors (last run) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name, rs in rows.items():
-    print(f"| {name} | {len(rs)} | {med(rs, lambda r: r['ok_rps']):,.0f} | {med(rs, lambda r: r['latency_us']['p50']):,.0f}"
+    print(f"| {name} | {len(rs)} | {med(rs, lambda r: r['throughput_rps']):,.0f} | {med(rs, lambda r: r['ok_rps']):,.0f}"
+          f" | {med(rs, lambda r: r['latency_us']['p50']):,.0f}"
           f" | {med(rs, lambda r: r['latency_us']['p99']):,.0f} | {med(rs, lambda r: r['latency_us']['max']):,.0f}"
-          f" | {med(rs, lambda r: r['server_cpu_us_per_op']):.1f} | {rs[-1]['errors'] or '-'} |")
+          f" | {med(rs, lambda r: r['server_cpu_us_per_op']):.1f} ({med(rs, lambda r: r['nats_cpu_us_per_op']):.1f})"
+          f" | {rs[-1]['errors'] or '-'} |")
 PY
