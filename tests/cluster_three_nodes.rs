@@ -44,6 +44,30 @@ fn node(id: &str, urls: &str, dir: &std::path::Path) -> std::process::Child {
     )
 }
 
+/// The partitions `node` hosts, by `surge cluster status --json` (the real binary).
+fn hosted_by(urls: &str, node: &str) -> Vec<usize> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args(["cluster", "status", "--json", "--cluster-nats-urls", urls])
+        .env("SURGE_CLUSTER_PARTITIONS", "6")
+        .output()
+        .expect("run surge cluster status");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+    parts
+        .iter()
+        .filter(|p| p["owner"] == node && p["held"] == true)
+        .filter_map(|p| p["partition"].as_u64())
+        .map(|p| p as usize)
+        .collect()
+}
+
+/// A user whose orders live on one of `partitions` (of 6).
+fn user_on(partitions: &[usize]) -> String {
+    let routing = surge_engine::Engine::in_memory(surge_engine::EngineConfig { shard_count: 6, ..Default::default() })
+        .expect("an engine for its routing");
+    (0..10_000).map(|i| format!("probe{i}")).find(|u| partitions.contains(&routing.user_shard(u))).expect("a user")
+}
+
 /// A client of the cluster: on a dead connection it moves to the next node; on `unavailable`
 /// (or no answer) it sends the same request again, as the protocol asks.
 struct Buyer {
@@ -135,8 +159,20 @@ async fn a_node_killed_mid_sale_loses_nothing_and_oversells_nothing() {
     while done.load(Ordering::Relaxed) < BUYERS / 3 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let dead_partitions = hosted_by(&urls, "node-0");
+    assert!(!dead_partitions.is_empty(), "node-0 hosts partitions before the kill");
+    let probe = user_on(&dead_partitions);
     let killed_at = Instant::now();
     nodes[0].kill9();
+    // One of node-0's partitions answers again (through node 1) within lease_ms plus replay.
+    let mut p = Buyer::new(addrs.clone(), 1).await;
+    let r = p.call(json!({"op": "list_orders", "user_id": probe})).await;
+    let failover = killed_at.elapsed();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        failover < Duration::from_millis(LEASE_MS + 3_000),
+        "partition {dead_partitions:?} served again after {failover:?}"
+    );
     let mut answers = Vec::new();
     for l in lanes {
         answers.extend(l.await.unwrap());
@@ -175,5 +211,10 @@ async fn a_node_killed_mid_sale_loses_nothing_and_oversells_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(phone, (n_acked - paid, paid, STOCK - n_acked), "(reserved, sold, available): the acknowledged orders");
-    eprintln!("sale done {sale_end:?} after the kill; {} acknowledged, {} sold out", acked.len(), refused.len());
+    eprintln!(
+        "node-0's partitions served again {failover:?} after the kill (lease {LEASE_MS} ms); sale done {sale_end:?} \
+         after it; {} acknowledged, {} sold out",
+        acked.len(),
+        refused.len()
+    );
 }
