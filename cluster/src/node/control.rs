@@ -87,6 +87,12 @@ async fn renew_if_due(shared: &Arc<Shared>, rounds: &mut Rounds) -> bool {
     }
     let every = Duration::from_millis(shared.cfg.lease.lease_ms / 3);
     if rounds.last_renewal.is_some_and(|t| t.elapsed() < every) {
+        // Between renewals too: a node resumed after a pause stops within one round.
+        let expired = shared.held.lock().await.values().any(|h| !h.lease.is_valid());
+        if expired {
+            fail(shared, "a lease ran out before it could be renewed").await;
+            return false;
+        }
         return true;
     }
     let mut held = shared.held.lock().await;
