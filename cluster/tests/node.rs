@@ -50,6 +50,24 @@ async fn host<'a>(nodes: &[&'a Serving], shard: usize) -> &'a Engine {
     panic!("no node hosts partition {shard}");
 }
 
+/// Node a alone (it hosts every partition), then b: each ends with half the partitions.
+async fn two_nodes(url: &str) -> (Serving, Serving) {
+    let a = start(url, "node-a").await;
+    assert_eq!(a.hosted().await, vec![0, 1, 2, 3], "a node alone hosts every partition");
+    let b = start(url, "node-b").await;
+    eventually("a gives half of the partitions to b", Duration::from_secs(10), async || {
+        a.hosted().await.len() == 2 && b.hosted().await.len() == 2
+    })
+    .await;
+    (a, b)
+}
+
+/// The phone SKU, created on the node hosting its partition.
+async fn create_phone(nodes: &[&Serving]) {
+    let e = host(nodes, nodes[0].engine().sku_shard_of("phone")).await.clone();
+    tokio::task::spawn_blocking(move || e.create_sku(phone()).wait().expect("sku")).await.unwrap();
+}
+
 fn phone() -> SkuSpec {
     SkuSpec {
         sku_id: "phone".into(),
@@ -83,16 +101,9 @@ async fn sell(nodes: &[&Serving], users: std::ops::Range<usize>, tag: &str) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_spread_over_the_nodes_and_sagas_cross_them() {
     let nats = NatsServer::start();
-    let a = start(&nats.url(), "node-a").await;
-    assert_eq!(a.hosted().await, vec![0, 1, 2, 3], "a node alone hosts every partition");
-    let b = start(&nats.url(), "node-b").await;
-    eventually("a gives half of the partitions to b", Duration::from_secs(10), async || {
-        a.hosted().await.len() == 2 && b.hosted().await.len() == 2
-    })
-    .await;
+    let (a, b) = two_nodes(&nats.url()).await;
     let nodes = [&a, &b];
-    let sku_host = host(&nodes, a.engine().sku_shard_of("phone")).await.clone();
-    tokio::task::spawn_blocking(move || sku_host.create_sku(phone()).wait().expect("sku")).await.unwrap();
+    create_phone(&nodes).await;
     let acked = sell(&nodes, 0..40, "u").await;
     assert_eq!(acked.len(), 40, "every order is acknowledged, whichever node hosts its user");
     let remote = acked.iter().filter(|(id, _)| !b.engine().hosts(b.engine().order_shard(*id))).count();
@@ -107,15 +118,9 @@ async fn partitions_spread_over_the_nodes_and_sagas_cross_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_nodes_partitions_are_taken_over_with_every_acknowledged_order() {
     let nats = NatsServer::start();
-    let a = start(&nats.url(), "node-a").await;
-    let b = start(&nats.url(), "node-b").await;
-    eventually("both nodes host partitions", Duration::from_secs(10), async || {
-        a.hosted().await.len() == 2 && b.hosted().await.len() == 2
-    })
-    .await;
+    let (a, b) = two_nodes(&nats.url()).await;
     let nodes = [&a, &b];
-    let sku_host = host(&nodes, a.engine().sku_shard_of("phone")).await.clone();
-    tokio::task::spawn_blocking(move || sku_host.create_sku(phone()).wait().expect("sku")).await.unwrap();
+    create_phone(&nodes).await;
     let acked = sell(&nodes, 0..30, "u").await;
     assert_eq!(acked.len(), 30);
     // a crashes (no release): b takes its partitions once their leases expire.
@@ -147,12 +152,7 @@ async fn a_crashed_nodes_partitions_are_taken_over_with_every_acknowledged_order
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_hands_its_partitions_over_at_once() {
     let nats = NatsServer::start();
-    let a = start(&nats.url(), "node-a").await;
-    let b = start(&nats.url(), "node-b").await;
-    eventually("both nodes host partitions", Duration::from_secs(10), async || {
-        a.hosted().await.len() == 2 && b.hosted().await.len() == 2
-    })
-    .await;
+    let (a, b) = two_nodes(&nats.url()).await;
     let t = Instant::now();
     a.stop().await;
     eventually("b hosts every partition", Duration::from_secs(10), async || b.hosted().await.len() == 4).await;
