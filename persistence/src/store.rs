@@ -99,6 +99,10 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         };
+        // Every durability point below is `flush` and then `fdatasync` of the data file
+        // (`flush_durable`, `LogStore::flush`), so sled's own `sync_file_range` per buffer would
+        // only add a device round trip (vendor/sled/SURGE-PATCHES.md).
+        sled::set_skip_log_range_sync(true);
         let wal = db.open_tree("wal")?;
         let archive = db.open_tree("archive")?;
         let archive_by_user = db.open_tree("archive_by_user")?;
@@ -155,7 +159,7 @@ impl SledStore {
             }
             self.wal.apply_batch(batch)?;
         }
-        self.db.flush()?;
+        self.flush_durable()?;
         Ok(doomed.len() as u64)
     }
 
@@ -228,14 +232,13 @@ impl SledStore {
         Some(u64::from_be_bytes(b))
     }
 
-    /// Store a number in the meta tree (durable with the next flush).
+    /// Store a number in the meta tree, durably (flushed and fsynced before it returns).
     ///
     /// # Errors
     /// sled failed.
     pub fn set_meta_u64(&self, key: &str, value: u64) -> PersistenceResult<()> {
         self.meta.insert(key, &value.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.flush_durable()
     }
 
     /// Archived orders stored.
@@ -256,6 +259,13 @@ impl SledStore {
     /// True when the log is empty.
     pub fn is_empty(&self) -> bool {
         self.wal.is_empty()
+    }
+
+    /// sled's buffers written, then `fdatasync`: what was written before is on the disk.
+    fn flush_durable(&self) -> PersistenceResult<()> {
+        self.db.flush()?;
+        self.fsync_data_file()?;
+        Ok(())
     }
 
     fn fsync_data_file(&self) -> std::io::Result<()> {
