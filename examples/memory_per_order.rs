@@ -194,7 +194,7 @@ fn main() -> ExitCode {
     let live_orders_expected = if presize { count } else { 0 };
     if prefault {
         // The orders' memory faulted in before the clock starts (`surge::process::prefault_heap`).
-        surge::process::prefault_heap_for_orders(count);
+        surge::process::prefault_heap_for_orders(count, surge::process::PREFAULT_BYTES_PER_ORDER);
     }
     let engine =
         Engine::in_memory(EngineConfig { live_orders_expected, ..EngineConfig::default() }).expect("engine starts");

@@ -216,7 +216,7 @@ fn main() -> ExitCode {
 fn bench(args: &surge_loadgen::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The in-process engine's expected orders: their memory faulted in before the clock starts.
     if args.target == "in-process" {
-        surge::process::prefault_heap_for_orders(args.live_orders_expected);
+        surge::process::prefault_heap_for_orders(args.live_orders_expected, surge::process::PREFAULT_BYTES_PER_ORDER);
     }
     let report = surge_loadgen::run(args)?;
     if args.json {
@@ -323,7 +323,10 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         cfg.limits.max_in_flight = n;
     }
     // Memory for the orders the operator expects, faulted in before anything is served.
-    surge::process::prefault_heap_for_orders(cfg.engine.live_orders_expected);
+    surge::process::prefault_heap_for_orders(
+        cfg.engine.live_orders_expected,
+        surge::process::SERVE_PREFAULT_BYTES_PER_ORDER,
+    );
     if let Some(a) = args.metrics_addr {
         cfg.metrics.addr = a;
     }

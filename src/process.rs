@@ -100,9 +100,19 @@ pub fn apply_huge_page_policy_from_env() -> HugePagePolicy {
     }
 }
 
-/// Heap bytes [`prefault_heap_for_orders`] faults in per expected live order: issue 12's
-/// bound on memory per live pending order (a live order measures ~610 bytes).
+/// Heap bytes to fault in per expected live order for the engine alone (an embedder, the
+/// in-process bench, `examples/memory_per_order`): issue 12's bound on memory per live pending
+/// order (a live order measures ~610 bytes there).
 pub const PREFAULT_BYTES_PER_ORDER: u64 = 640;
+
+/// Heap bytes to fault in per expected live order for `surge serve`. The server holds more
+/// per order than the engine alone (sled's page cache of the log, up to 128 MiB, and the
+/// gateway's buffers): measured at 840 bytes per order without any prefault (hot-sku `sync`,
+/// 1.23 M orders, VmRSS 79 MB → 1,091 MB). With 640 bytes the heap outgrew the faulted memory
+/// during a 10 s sale, and zeroing the fresh huge pages took 9% of the server's CPU (issue 13,
+/// session 9: `clear_page_erms` under the gateway thread's allocations). Freed prefault pages
+/// are not all reused at their size either, hence the headroom.
+pub const SERVE_PREFAULT_BYTES_PER_ORDER: u64 = 1024;
 
 /// Blocks [`prefault_heap`] touches: small enough that the allocator carves them from its arenas
 /// (and later serves other sizes from the same memory), not from a mapping of their own that a
@@ -156,16 +166,17 @@ pub fn prefault_heap(size_bytes: u64) -> u64 {
     faulted as u64
 }
 
-/// [`prefault_heap`] for `live_orders_expected` orders ([`PREFAULT_BYTES_PER_ORDER`] each);
-/// nothing for 0. `surge serve`, `surge bench --target in-process` and
+/// [`prefault_heap`] for `live_orders_expected` orders of `bytes_per_order` each
+/// ([`PREFAULT_BYTES_PER_ORDER`] for the engine alone, [`SERVE_PREFAULT_BYTES_PER_ORDER`] for
+/// `surge serve`); nothing for 0. `surge serve`, `surge bench --target in-process` and
 /// `examples/memory_per_order --presize` call it before the engine starts, so the engine's
-/// presized tables come from the faulted memory too.
-pub fn prefault_heap_for_orders(live_orders_expected: u64) -> u64 {
+/// presized tables come from the faulted memory too. Returns the bytes faulted in.
+pub fn prefault_heap_for_orders(live_orders_expected: u64, bytes_per_order: u64) -> u64 {
     if live_orders_expected == 0 {
         return 0;
     }
     let started = std::time::Instant::now();
-    let bytes = prefault_heap(live_orders_expected.saturating_mul(PREFAULT_BYTES_PER_ORDER));
+    let bytes = prefault_heap(live_orders_expected.saturating_mul(bytes_per_order));
     tracing::info!(live_orders_expected, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "heap faulted in");
     bytes
 }
@@ -204,7 +215,7 @@ mod tests {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
             kib.unwrap_or(0) * 1024
         }
-        assert_eq!(super::prefault_heap_for_orders(0), 0);
+        assert_eq!(super::prefault_heap_for_orders(0, super::PREFAULT_BYTES_PER_ORDER), 0);
         let before = rss_bytes();
         let faulted = super::prefault_heap(64 << 20);
         assert!(faulted >= 64 << 20);
