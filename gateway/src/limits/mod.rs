@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::hub::{ConnShared, Outbound};
 
 mod user;
-pub use user::{UserLimiter, USER_LIMIT_CELLS};
+pub use user::{HashedCells, HashedLimiter, UserLimiter, USER_LIMIT_CELLS};
 
 /// Counters of the connection limits, for tests and metrics (`ServerHandle::limit_stats`).
 #[derive(Debug, Default)]

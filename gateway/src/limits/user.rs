@@ -8,21 +8,75 @@
 //! server's CPU, page faults of its growth included).
 //!
 //! Instead, a user's requests are checked against one of [`USER_LIMIT_CELLS`] GCRA cells
-//! (governor's direct limiter, the same algorithm and quota as before), chosen by a hash of the
-//! user id. Users whose ids share a cell share its budget: a collision can make the limit
+//! (governor's keyed limiter, the same algorithm and quota as before, over a fixed array of
+//! state words: [`HashedCells`]), chosen by a hash of the user id. Users whose ids share a cell share its budget: a collision can make the limit
 //! stricter for them, never looser, and with 65,536 cells it takes tens of thousands of users
 //! *per second* before a cell holds two active ones (the per-user limit is an abuse guard,
 //! `per_user_rps` = 20 by default). The hash is seeded per process (SipHash with a random key),
 //! so a client cannot choose user ids that collide with a victim's.
 
 use std::hash::BuildHasher;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{DefaultClock, QuantaInstant};
-use governor::{DefaultDirectRateLimiter, NotUntil, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::{NotUntil, Quota, RateLimiter};
 
 /// GCRA cells of a [`UserLimiter`] (2^16).
 pub const USER_LIMIT_CELLS: usize = 1 << 16;
+
+/// governor's state store for [`UserLimiter`]: one GCRA state word per cell, keyed by the cell's
+/// index (taken modulo the cell count), updated with the same compare-and-swap loop as
+/// governor's own `InMemoryState`. 8 bytes a cell, 512 KiB for [`USER_LIMIT_CELLS`]: a direct
+/// limiter per cell (its own quota, clock handle and start instant) took about ten times that,
+/// and in a flash sale, where nearly every request comes from a new user, each check was a cache
+/// miss into it (issue 13, session 9: 6% of the server's CPU per `sold_out` answer).
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use governor::{clock::DefaultClock, Quota, RateLimiter};
+/// use surge_gateway::limits::{HashedCells, HashedLimiter};
+/// let limiter: HashedLimiter = RateLimiter::new(Quota::per_second(NonZeroU32::MIN), HashedCells::new(4), DefaultClock::default());
+/// assert!(limiter.check_key(&1).is_ok());
+/// assert!(limiter.check_key(&5).is_err(), "5 % 4 = 1: the same cell, its budget spent");
+/// ```
+pub struct HashedCells(Box<[AtomicU64]>);
+
+impl HashedCells {
+    /// `cells` state words, all empty (a cell's first request sees no history).
+    pub fn new(cells: usize) -> Self {
+        Self((0..cells.max(1)).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl StateStore for HashedCells {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let cell = &self.0[(*key % self.0.len() as u64) as usize];
+        // 0 means "never measured", as in governor's `InMemoryState`.
+        let mut prev = cell.load(Ordering::Acquire);
+        let mut decision = f(NonZeroU64::new(prev).map(|n| n.get().into()));
+        while let Ok((result, new_data)) = decision {
+            match cell.compare_exchange_weak(prev, new_data.into(), Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return Ok(result),
+                Err(next_prev) => prev = next_prev,
+            }
+            decision = f(NonZeroU64::new(prev).map(|n| n.get().into()));
+        }
+        decision.map(|(result, _)| result)
+    }
+}
+
+/// governor's keyed limiter over [`HashedCells`], keyed by a cell number (any `u64`: taken
+/// modulo the cell count), on governor's default clock.
+pub type HashedLimiter = RateLimiter<u64, HashedCells, DefaultClock, NoOpMiddleware<QuantaInstant>>;
 
 /// Per-user rate limits in [`USER_LIMIT_CELLS`] hashed cells (module docs).
 ///
@@ -36,14 +90,13 @@ pub const USER_LIMIT_CELLS: usize = 1 << 16;
 /// ```
 pub struct UserLimiter {
     hasher: std::hash::RandomState,
-    cells: Box<[DefaultDirectRateLimiter]>,
+    cells: HashedLimiter,
 }
 
 impl UserLimiter {
     /// Every cell with `quota`, sharing one clock.
     pub fn new(quota: Quota) -> Self {
-        let clock = DefaultClock::default();
-        let cells = (0..USER_LIMIT_CELLS).map(|_| RateLimiter::direct_with_clock(quota, clock.clone())).collect();
+        let cells = RateLimiter::new(quota, HashedCells::new(USER_LIMIT_CELLS), DefaultClock::default());
         Self { hasher: std::hash::RandomState::new(), cells }
     }
 
@@ -59,8 +112,7 @@ impl UserLimiter {
     /// # Errors
     /// The budget is spent: [`NotUntil`] says when the next request would pass.
     pub fn check(&self, user_id: &str) -> Result<(), NotUntil<QuantaInstant>> {
-        let cell = (self.hasher.hash_one(user_id) as usize) % USER_LIMIT_CELLS;
-        self.cells[cell].check()
+        self.cells.check_key(&self.hasher.hash_one(user_id))
     }
 }
 
@@ -83,8 +135,19 @@ mod tests {
 
     #[test]
     fn memory_is_fixed_and_small() {
-        // A cell is governor's direct limiter: its state word, quota and a shared clock handle.
-        let bytes = std::mem::size_of::<DefaultDirectRateLimiter>() * USER_LIMIT_CELLS;
-        assert!(bytes <= 8 << 20, "{bytes} bytes");
+        // A cell is one state word; the quota and clock are the limiter's, once.
+        let cells = HashedCells::new(USER_LIMIT_CELLS);
+        let bytes = std::mem::size_of_val(&*cells.0);
+        assert_eq!(bytes, 8 * USER_LIMIT_CELLS, "{bytes} bytes");
+    }
+
+    #[test]
+    fn keys_wrap_around_the_cells_and_each_cell_has_its_own_budget() {
+        let cells = HashedCells::new(USER_LIMIT_CELLS);
+        let limiter: HashedLimiter =
+            RateLimiter::new(Quota::per_second(NonZeroU32::MIN), cells, DefaultClock::default());
+        assert!(limiter.check_key(&7).is_ok());
+        assert!(limiter.check_key(&(7 + USER_LIMIT_CELLS as u64)).is_err(), "same cell: its budget is spent");
+        assert!(limiter.check_key(&8).is_ok(), "the next cell has its own budget");
     }
 }
