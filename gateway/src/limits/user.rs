@@ -9,11 +9,12 @@
 //!
 //! Instead, a user's requests are checked against one of [`USER_LIMIT_CELLS`] GCRA cells
 //! (governor's keyed limiter, the same algorithm and quota as before, over a fixed array of
-//! state words: [`HashedCells`]), chosen by a hash of the user id. Users whose ids share a cell share its budget: a collision can make the limit
-//! stricter for them, never looser, and with 65,536 cells it takes tens of thousands of users
-//! *per second* before a cell holds two active ones (the per-user limit is an abuse guard,
-//! `per_user_rps` = 20 by default). The hash is seeded per process (SipHash with a random key),
-//! so a client cannot choose user ids that collide with a victim's.
+//! state words: [`HashedCells`]), chosen by a hash of the user id. Users whose ids share a cell
+//! share its budget: a collision can make the limit stricter for them, never looser, and with
+//! 65,536 cells it takes tens of thousands of users *per second* before a cell holds two active
+//! ones (the per-user limit is an abuse guard, `per_user_rps` = 20 by default). The hash is
+//! seeded per process (SipHash with a random key), so a client cannot choose user ids that
+//! collide with a victim's.
 
 use std::hash::BuildHasher;
 use std::num::{NonZeroU32, NonZeroU64};
