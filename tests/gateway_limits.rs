@@ -34,6 +34,13 @@ async fn an_idle_connection_is_closed_with_a_final_error() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(busy.ok(json!({"op": "ping"})).await["pong"], true);
     }
+    // Then silent: the connection's one idle timer, re-armed while it was busy, still fires,
+    // and not before idle_timeout_ms of silence.
+    let silent_since = std::time::Instant::now();
+    let last = busy.next().await.expect("a final error before the close");
+    assert_eq!(last["error"]["code"], "idle_timeout", "{last}");
+    assert!(silent_since.elapsed() >= Duration::from_millis(290), "closed after {:?}", silent_since.elapsed());
+    assert!(busy.closed().await, "the connection closes after idle_timeout");
     server.shutdown().await.expect("shutdown");
 }
 

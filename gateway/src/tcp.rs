@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -103,72 +103,179 @@ async fn serve(gw: Arc<Gateway>, mut stream: TcpStream) {
     read_loop(conn, rd, auth_deadline, writer).await;
 }
 
-/// Write replies and pushes in order, coalescing those that are ready into one flush. A socket
+/// Most bytes the writer gathers before it writes them (it writes sooner when nothing else is
+/// queued).
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Write replies and pushes in order, coalescing those that are ready into one write. A socket
 /// that accepts nothing for `write_timeout` kills the connection (`slow_consumer`).
 async fn write_loop(
-    wr: OwnedWriteHalf,
+    mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outbound>,
     shared: Arc<ConnShared>,
     stats: Arc<LimitStats>,
     write_timeout: Duration,
 ) {
-    let mut w = BufWriter::new(wr);
+    let mut killed = crate::session::killed(&shared);
+    let mut buf = Vec::new();
+    // Bytes of the replies in `buf`: pending (limits.rs) until handed to the socket.
+    let mut reply_bytes = 0;
     let mut seq = 0u64;
     loop {
-        let (text, reply, last) = match next_outbound(&mut rx, &shared, &mut seq).await {
-            Next::Text(t) => (t, false, false),
-            Next::Reply(t) => (t, true, false),
-            Next::Final(t) => (t, false, true),
+        let (text, reply) = match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
+            Next::Text(t) => (t, false),
+            Next::Reply(t) => (t, true),
+            Next::Final(t) => {
+                buf.extend_from_slice(t.as_bytes());
+                buf.push(b'\n');
+                let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
+                buf.clear();
+                break;
+            }
             Next::End => break,
         };
-        let ok = async {
-            w.write_all(text.as_bytes()).await?;
-            w.write_all(b"\n").await?;
-            if rx.is_empty() && !last {
-                // Replies of one engine batch complete together but reach this queue from
-                // separate tasks: let them run once before paying a syscall (and a TCP
-                // segment) for this one alone.
-                tokio::task::yield_now().await;
-            }
-            if rx.is_empty() || last {
-                w.flush().await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        // A client that stops reading cannot hold the writer: a write that makes no progress
-        // for write_timeout kills the connection; after a kill, the line being written gets a
-        // short grace (so the final error can follow a whole line), and the final error itself
-        // a bounded time.
-        let done = if last {
-            tokio::time::timeout(Duration::from_secs(1), ok).await.map_or(true, |r| r.is_err())
-        } else {
-            let grace = async {
-                shared.cancel.cancelled().await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            tokio::select! {
-                r = tokio::time::timeout(write_timeout, ok) => match r {
-                    Ok(r) => r.is_err(),
-                    Err(_) => {
-                        crate::limits::write_timed_out(&shared, &stats);
-                        false // go round once more for the final error
-                    }
-                },
-                _ = grace => shared.kill_code.get().is_some(),
-            }
-        };
+        buf.extend_from_slice(text.as_bytes());
+        buf.push(b'\n');
         if reply {
-            crate::limits::reply_written(&shared, text.len());
+            reply_bytes += crate::limits::reply_bytes(text.len());
         }
-        if done || last {
-            break;
+        if rx.is_empty() && buf.len() < WRITE_BUFFER_BYTES {
+            // Replies of one engine batch complete together but may reach this queue from
+            // separate tasks: let them run once before paying a syscall (and a TCP segment)
+            // for this one alone.
+            tokio::task::yield_now().await;
+        }
+        if !rx.is_empty() && buf.len() < WRITE_BUFFER_BYTES {
+            continue;
+        }
+        let wrote = write_buffer(&mut wr, &mut buf, write_timeout, killed.as_mut()).await;
+        crate::limits::reply_bytes_written(&shared, std::mem::take(&mut reply_bytes));
+        match wrote {
+            Wrote::All => {}
+            Wrote::Failed => break,
+            // Killed: go round once more for the final error, after what is still unwritten.
+            Wrote::TimedOut => crate::limits::write_timed_out(&shared, &stats),
+            // Killed meanwhile, and the socket took nothing more within the grace.
+            Wrote::Killed => break,
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = w.flush().await;
-        let _ = w.shutdown().await;
+        if !buf.is_empty() {
+            let _ = wr.write_all(&buf).await;
+        }
+        let _ = wr.shutdown().await;
     })
     .await;
+}
+
+/// How writing the writer's buffer ended.
+enum Wrote {
+    /// Every byte went to the socket.
+    All,
+    /// The socket failed (the peer is gone).
+    Failed,
+    /// The socket took nothing for `write_timeout`.
+    TimedOut,
+    /// The connection was killed while the socket took nothing.
+    Killed,
+}
+
+/// Write `buf` (clearing what was written). Most writes fit the socket at once: they cost one
+/// `try_write`, with no future and no timer (issue 13). Otherwise wait for the socket, at most
+/// `write_timeout`; once the connection is killed, the write gets a short grace so that the
+/// final error can follow a whole line.
+async fn write_buffer(
+    wr: &mut OwnedWriteHalf,
+    buf: &mut Vec<u8>,
+    write_timeout: Duration,
+    killed: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+) -> Wrote {
+    let mut done = 0;
+    while done < buf.len() {
+        match wr.try_write(&buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return Wrote::Failed,
+        }
+    }
+    buf.drain(..done);
+    if buf.is_empty() {
+        return Wrote::All;
+    }
+    let grace = async {
+        killed.await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let wrote = tokio::select! {
+        r = tokio::time::timeout(write_timeout, wr.write_all(buf)) => match r {
+            Ok(Ok(())) => Wrote::All,
+            Ok(Err(_)) => Wrote::Failed,
+            Err(_) => Wrote::TimedOut,
+        },
+        () = grace => Wrote::Killed,
+    };
+    if matches!(wrote, Wrote::All) {
+        buf.clear();
+    }
+    wrote
+}
+
+/// What the reader waited for.
+enum Read {
+    /// The connection was killed or the server is stopping.
+    Stop,
+    /// No `auth` within `auth_timeout_ms` of accept.
+    AuthTimeout,
+    /// No line within `idle_timeout_ms`.
+    Idle,
+    /// The next line, or the end of the stream.
+    Line(Option<Result<Line, std::io::Error>>),
+}
+
+/// Resolves when the connection is killed or the server stops: one future for the
+/// connection's life, polled by reference, where making the two waits per request registered
+/// and removed a waiter each time (issue 13).
+async fn stopped(cancel: tokio_util::sync::CancellationToken, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        () = cancel.cancelled_owned() => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+}
+
+/// Wait for the next line, the stop, the auth deadline (before `auth`) or the idle timeout.
+/// `idle_timer` is the connection's one idle timer: armed for an earlier wait, it can only fire
+/// early, and is then re-armed for this wait (no timer per request; issue 13).
+async fn next_read<R: tokio::io::AsyncRead + Unpin>(
+    lines: &mut FramedRead<R, LineCodec>,
+    authenticated: bool,
+    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    mut idle_timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    idle: Duration,
+    auth_deadline: Instant,
+) -> Read {
+    let since = Instant::now();
+    let auth = async {
+        if authenticated {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(auth_deadline).await;
+    };
+    tokio::pin!(auth);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.as_mut() => return Read::Stop,
+            () = auth.as_mut() => return Read::AuthTimeout,
+            r = lines.next() => return Read::Line(r),
+            () = idle_timer.as_mut() => {
+                if since.elapsed() >= idle {
+                    return Read::Idle;
+                }
+                idle_timer.as_mut().reset(since + idle);
+            }
+        }
+    }
 }
 
 /// Read lines until the client leaves, a limit closes the connection, or the server stops.
@@ -177,8 +284,9 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
     let max = gw.limits.max_frame_bytes;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
     let mut lines = FramedRead::new(rd, LineCodec(LinesCodec::new_with_max_length(max)));
-    let mut shutdown = gw.shutdown.clone();
-    let cancel = conn.cancel.clone();
+    let stop = stopped(conn.cancel.clone(), gw.shutdown.clone());
+    tokio::pin!(stop);
+    let mut idle_timer = Box::pin(tokio::time::sleep(idle));
     loop {
         // Submit the `create_order` requests read so far once no complete line is left in the
         // buffer (the next one needs a read from the socket), or no in-flight slot is free
@@ -187,11 +295,11 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
             conn.flush_creates();
         }
         // A line already in the buffer, with an in-flight slot free, needs no waiting: it is
-        // taken without the select below (its futures, the clock read and the idle timer cost
-        // as much as parsing a pipelined request; issue 13). Before `auth` the slow path runs,
-        // for its deadline.
+        // taken without the select below (its futures and the clock read cost as much as
+        // parsing a pipelined request; issue 13). Before `auth` the slow path runs, for its
+        // deadline.
         let buffered = conn.role.is_some()
-            && !cancel.is_cancelled()
+            && !conn.shared.is_killed()
             && !gw.is_shutting_down()
             && lines.read_buffer().contains(&b'\n');
         let ready = if buffered {
@@ -200,30 +308,41 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
             None
         };
         let (permit, item) = match ready {
-            Some((permit, next)) => (permit, Some(Ok(next))),
+            Some((permit, next)) => (permit, Read::Line(next)),
             None => {
-                let Some(permit) = conn.next_permit(&mut shutdown).await else { break };
-                let item = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break,
-                    _ = shutdown.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep_until(auth_deadline), if conn.role.is_none() => None,
-                    r = tokio::time::timeout(idle, lines.next()) => Some(r),
+                let permit = match conn.inflight.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => tokio::select! {
+                        biased;
+                        () = stop.as_mut() => break,
+                        p = conn.permit() => match p {
+                            Some(p) => p,
+                            None => break,
+                        },
+                    },
                 };
-                (permit, item)
+                let authenticated = conn.role.is_some();
+                (
+                    permit,
+                    next_read(&mut lines, authenticated, stop.as_mut(), idle_timer.as_mut(), idle, auth_deadline).await,
+                )
             }
         };
-        let Some(item) = item else {
-            auth_timed_out(&conn).await;
-            break;
-        };
-        match item {
-            Err(_) => {
+        let next = match item {
+            Read::Stop => break,
+            Read::AuthTimeout => {
+                auth_timed_out(&conn).await;
+                break;
+            }
+            Read::Idle => {
                 conn.reply_err(&Value::Null, WireError::new("idle_timeout", "no message within idle_timeout_ms")).await;
                 break;
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Line::Io))) => break,
-            Ok(Some(Ok(Line::Text(t)))) => {
+            Read::Line(next) => next,
+        };
+        match next {
+            None | Some(Err(_)) | Some(Ok(Line::Io)) => break,
+            Some(Ok(Line::Text(t))) => {
                 if t.trim().is_empty() {
                     continue;
                 }
@@ -231,14 +350,14 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
                     break;
                 }
             }
-            Ok(Some(Ok(Line::BadUtf8))) => {
+            Some(Ok(Line::BadUtf8)) => {
                 if conn.role.is_none() {
                     conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
                     break;
                 }
                 conn.reply_err(&Value::Null, WireError::new("bad_utf8", "a line must be valid UTF-8")).await;
             }
-            Ok(Some(Ok(Line::TooLong))) => {
+            Some(Ok(Line::TooLong)) => {
                 let msg = format!("a line must be at most {max} bytes; closing");
                 conn.reply_err(&Value::Null, WireError::new("frame_too_large", msg)).await;
                 break;

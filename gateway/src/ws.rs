@@ -114,8 +114,9 @@ async fn write_loop(
 ) {
     let mut seq = 0u64;
     let mut reason = None;
+    let mut killed = crate::session::killed(&shared);
     loop {
-        let (t, reply) = match next_outbound(&mut rx, &shared, &mut seq).await {
+        let (t, reply) = match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
             Next::Text(t) => (t, false),
             Next::Reply(t) => (t, true),
             Next::Final(t) => {
@@ -137,7 +138,7 @@ async fn write_loop(
                     false
                 }
             },
-            _ = shared.cancel.cancelled() => false,
+            () = killed.as_mut() => false,
         };
         if reply {
             crate::limits::reply_written(&shared, len);
@@ -194,7 +195,7 @@ async fn read_loop(
         // Frames already received join the same batch (as TCP's buffered lines): their
         // `create_order` requests reach the engine together once none is left to take without
         // waiting (or no in-flight slot is free).
-        while flow == Flow::Continue && conn.role.is_some() && !cancel.is_cancelled() {
+        while flow == Flow::Continue && conn.role.is_some() && !conn.shared.is_killed() {
             let Ok(permit) = conn.inflight.clone().try_acquire_owned() else { break };
             let Some(msg) = stream.recv().now_or_never() else { break };
             flow = on_message(&mut conn, &mut session, msg, permit, write_timeout).await;

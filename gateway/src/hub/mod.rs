@@ -60,6 +60,13 @@ impl ConnShared {
         let _ = self.kill_code.set(code);
         self.cancel.cancel();
     }
+
+    /// Was the connection killed? One atomic load (`kill_code` is set before `cancel` fires),
+    /// where `CancellationToken::is_cancelled` locks a mutex: this is asked per request and
+    /// per reply (issue 13).
+    pub fn is_killed(&self) -> bool {
+        self.kill_code.get().is_some()
+    }
 }
 
 /// A connection as the hub sees it.

@@ -52,7 +52,7 @@ impl Replier {
     /// Queue `text` (waiting for room: back-pressure), or kill the connection when its pending
     /// reply bytes would pass the bound. A killed connection's replies are dropped.
     pub async fn send(&self, text: String) {
-        if self.shared.cancel.is_cancelled() {
+        if self.shared.is_killed() {
             return;
         }
         let n = reply_bytes(text.len());
@@ -76,6 +76,11 @@ impl Replier {
 /// The writer handed a reply of `text_len` bytes to the socket: it no longer counts as pending.
 pub(crate) fn reply_written(shared: &ConnShared, text_len: usize) {
     shared.pending_reply_bytes.fetch_sub(reply_bytes(text_len), Ordering::AcqRel);
+}
+
+/// Reply bytes (as counted by [`reply_bytes`]) that a writer handed to its socket at once.
+pub(crate) fn reply_bytes_written(shared: &ConnShared, bytes: usize) {
+    shared.pending_reply_bytes.fetch_sub(bytes, Ordering::AcqRel);
 }
 
 /// The socket accepted nothing for `write_timeout_ms`: count it and kill the connection.

@@ -13,7 +13,9 @@ use surge_engine::{
 };
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Conn, Req, ReqId};
+use tokio::sync::mpsc;
+
+use super::{answer, Conn, Req, ReqId};
 use crate::auth::{scope, Role};
 use crate::protocol::{
     self, encode_order_cursor, CreateOrderReq, CreateSkuReq, Op, ReplyShape, UpdateSkuReq, WireError,
@@ -37,8 +39,8 @@ pub(crate) struct QueuedCreate {
 impl Conn {
     /// Queue a `create_order` for [`Conn::flush_creates`]; the transport flushes when it has
     /// no complete message left to read, so every request that arrived together reaches the
-    /// engine as one batch: one mailbox message per shard, one task and one timer per batch
-    /// instead of per request (issue 13).
+    /// engine as one batch: one mailbox message per shard per batch, and no task or timer of
+    /// its own (issue 13).
     pub(super) fn queue_create(&mut self, req: Req, r: CreateOrderReq, permit: OwnedSemaphorePermit) {
         let sku_id = r.items.first().map(|i| i.sku_id.clone());
         let create = CreateOrder {
@@ -52,9 +54,9 @@ impl Conn {
         }
     }
 
-    /// Submit the queued `create_order` requests as one engine batch, and answer them, in the
-    /// order they were read, from one task under one deadline (`request_timeout_ms` from now):
-    /// an answer not in by then is `overloaded`, outcome unknown, as for any request.
+    /// Submit the queued `create_order` requests as one engine batch, and hand their answers to
+    /// the connection's answering task (`answer.rs`), under one deadline (`request_timeout_ms`
+    /// from now): an answer not in by then is `overloaded`, outcome unknown, as for any request.
     pub fn flush_creates(&mut self) {
         if self.creates.is_empty() {
             return;
@@ -68,51 +70,28 @@ impl Conn {
         }
         crate::metrics::create_batch(creates.len());
         let answers = self.gw.engine.create_orders(creates);
-        let deadline = tokio::time::sleep(Duration::from_millis(self.gw.limits.request_timeout_ms));
-        let (out, conn, shape, join) = (self.replier(), self.id, self.reply_shape, self.join_replies);
-        self.gw.tracker.spawn(async move {
-            tokio::pin!(deadline);
-            let mut expired = false;
-            // With `join`, the replies go as one text when the last is in (they come from one
-            // shard batch at a time anyway), then the permits and metrics follow.
-            let mut joined = String::new();
-            let mut answered = Vec::with_capacity(if join { waiting.len() } else { 0 });
-            for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
-                let result = if expired {
-                    None
-                } else {
-                    tokio::select! {
-                        biased;
-                        r = pending => Some(r.map(|o| Outcome::order(o, shape))),
-                        _ = &mut deadline => None,
-                    }
-                };
-                expired |= result.is_none();
-                let mut answer = match result {
-                    Some(r) => answer_of(&req.id, r),
-                    None => deadline_passed(&req.id),
-                };
-                if join {
-                    if !joined.is_empty() {
-                        joined.push('\n');
-                    }
-                    joined.push_str(&answer.text);
-                    answer.text = String::new();
-                    answered.push((req, sku_id, permit, answer));
-                    continue;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.gw.limits.request_timeout_ms);
+        let mut batch = answer::Batch { waiting, answers, deadline };
+        // One answering task per connection, started with its first batch (`answer.rs`). It
+        // ends only when this connection drops its sender, unless it panicked: then a new one
+        // takes the batch, so a reply is never silently lost.
+        for _ in 0..2 {
+            let tx = match &self.answerer {
+                Some(tx) => tx,
+                None => {
+                    let (out, shape) = (self.replier(), self.reply_shape);
+                    self.answerer.insert(answer::spawn(&self.gw.tracker, out, self.id, shape, self.join_replies))
                 }
-                out.send(std::mem::take(&mut answer.text)).await;
-                drop(permit);
-                finished(conn, &req, &answer, None, sku_id.as_deref());
+            };
+            match tx.send(batch) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(b)) => {
+                    tracing::error!(conn = self.id, "the connection's answering task ended; starting another");
+                    self.answerer = None;
+                    batch = b;
+                }
             }
-            if !joined.is_empty() {
-                out.send(joined).await;
-            }
-            for (req, sku_id, permit, answer) in answered {
-                drop(permit);
-                finished(conn, &req, &answer, None, sku_id.as_deref());
-            }
-        });
+        }
     }
 
     /// Run `op` on the engine in a task; the task queues the reply, releases `permit`, records
@@ -139,7 +118,7 @@ impl Conn {
 
 /// A request's metrics and its log line (ids and code, never the payload), once its reply is
 /// queued.
-fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id: Option<&str>) {
+pub(super) fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id: Option<&str>) {
     let elapsed = req.t0.elapsed();
     crate::metrics::request(req.op_name, answer.code, elapsed);
     tracing::debug!(
@@ -155,7 +134,7 @@ fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id
 }
 
 /// The reply to an engine request's outcome.
-fn answer_of(id: &Value, result: Result<Outcome, EngineError>) -> Answer {
+pub(super) fn answer_of(id: &Value, result: Result<Outcome, EngineError>) -> Answer {
     match result {
         Ok(v) => Answer { text: protocol::ok_reply(id, &v), code: "ok", order_id: v.order_id(), err_sku: None },
         Err(e) => {
@@ -169,7 +148,7 @@ fn answer_of(id: &Value, result: Result<Outcome, EngineError>) -> Answer {
 }
 
 /// The reply to a request whose answer did not come within `request_timeout_ms`.
-fn deadline_passed(id: &Value) -> Answer {
+pub(super) fn deadline_passed(id: &Value) -> Answer {
     crate::metrics::overloaded("deadline");
     let e = WireError::new(
         "overloaded",
@@ -192,8 +171,8 @@ struct Call {
 }
 
 /// A request's reply line and what its log line and metrics need.
-struct Answer {
-    text: String,
+pub(super) struct Answer {
+    pub(super) text: String,
     code: &'static str,
     /// The order the request created or changed (on success).
     order_id: Option<u64>,
@@ -250,7 +229,7 @@ fn opts(expected_version: Option<u32>, reason: Option<String>) -> TransitionOpti
 /// gateway's CPU per request).
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum Outcome {
+pub(super) enum Outcome {
     Order(#[serde(serialize_with = "crate::wire::order")] Arc<surge_engine::Order>),
     /// An order on a `"reply":"minimal"` connection.
     OrderMinimal(#[serde(serialize_with = "crate::wire::order_minimal")] Arc<surge_engine::Order>),
@@ -284,7 +263,7 @@ fn entries<S: serde::Serializer>(p: &surge_engine::wallet::EntryPage, s: S) -> R
 
 impl Outcome {
     /// An order, in the connection's reply shape.
-    fn order(o: Arc<surge_engine::Order>, shape: ReplyShape) -> Self {
+    pub(super) fn order(o: Arc<surge_engine::Order>, shape: ReplyShape) -> Self {
         match shape {
             ReplyShape::Full => Outcome::Order(o),
             ReplyShape::Minimal => Outcome::OrderMinimal(o),

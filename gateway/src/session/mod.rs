@@ -4,9 +4,11 @@
 //!
 //! One concern per file: this file holds the connection ([`Conn`]) and routes each message
 //! through its checks (`on_text`); `execute.rs` makes the engine calls (deadline, a user's order
-//! scope, the reply and its log line); `outbound.rs` is what a transport's writer sends next
+//! scope, the reply and its log line); `answer.rs` answers a connection's `create_order`
+//! batches from one task; `outbound.rs` is what a transport's writer sends next
 //! (replies, numbered pushes, the final error of a killed connection).
 
+mod answer;
 mod execute;
 mod forward;
 mod outbound;
@@ -33,7 +35,7 @@ use crate::hub::{ConnShared, Control, HubLink, Outbound, Sink, Topic};
 use crate::limits::{LimitStats, Replier};
 use crate::protocol::{self, Op, WireError};
 
-pub(crate) use outbound::{next_outbound, Next};
+pub(crate) use outbound::{killed, next_outbound, Next};
 
 /// The answer to a message before authentication that is not an `auth`.
 const AUTHENTICATE_FIRST: &str = "authenticate first: {\"op\":\"auth\",\"token\":…}";
@@ -124,6 +126,8 @@ pub(crate) struct Conn {
     topics: HashSet<Topic>,
     /// `create_order` requests read and not yet submitted ([`Conn::flush_creates`]).
     creates: Vec<execute::QueuedCreate>,
+    /// The task that answers this connection's `create_order` batches, once there was one.
+    answerer: Option<answer::BatchSender>,
     /// How this connection's replies show an order (asked for in `auth`).
     reply_shape: protocol::ReplyShape,
     /// The transport frames replies by line (TCP): a batch's replies may be queued as one
@@ -154,6 +158,7 @@ impl Conn {
             limiter,
             topics,
             creates: Vec::new(),
+            answerer: None,
             reply_shape: protocol::ReplyShape::Full,
             join_replies: false,
             _slot: slot,
