@@ -77,6 +77,9 @@ impl Answerer {
         // shard batch at a time anyway), then the permits and metrics follow.
         let mut joined = String::new();
         let mut answered = Vec::with_capacity(if self.join { waiting.len() } else { 0 });
+        // The joined batch's permits, merged: released with one lock of the semaphore, not one
+        // per request.
+        let mut permits: Option<OwnedSemaphorePermit> = None;
         for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
             let result = if expired { None } else { self.within(deadline, pending).await };
             expired |= result.is_none();
@@ -90,7 +93,11 @@ impl Answerer {
                 }
                 joined.push_str(&answer.text);
                 answer.text = String::new();
-                answered.push((req, sku_id, permit, answer));
+                answered.push((req, sku_id, answer));
+                match &mut permits {
+                    Some(p) => p.merge(permit),
+                    None => permits = Some(permit),
+                }
                 continue;
             }
             self.out.send(std::mem::take(&mut answer.text)).await;
@@ -100,8 +107,8 @@ impl Answerer {
         if !joined.is_empty() {
             self.out.send(joined).await;
         }
-        for (req, sku_id, permit, answer) in answered {
-            drop(permit);
+        drop(permits);
+        for (req, sku_id, answer) in answered {
             finished(self.conn, &req, &answer, None, sku_id.as_deref());
         }
     }

@@ -87,8 +87,14 @@ impl Gateway {
         Some(ConnSlot(self.clone()))
     }
 
+    /// Has the server begun to shut down? Asked per pipelined request, so the common answer
+    /// is one atomic load: this receiver is never marked seen and the only value ever sent is
+    /// `true`, so "unchanged" means "not stopping"; `borrow` (a lock) only after a change.
     pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        match self.shutdown.has_changed() {
+            Ok(false) => false,
+            _ => *self.shutdown.borrow(),
+        }
     }
 }
 
