@@ -284,7 +284,7 @@ async fn drive(
                     r.orders += 1;
                     r.units_ok += 1;
                 }
-                Some(code) => *r.errors.entry(code_of(code)).or_default() += 1,
+                Some(code) => r.count_error(code_of(code), 1),
             }
             let latency_us = sent.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
             r.record(shared.start, sent, latency_us);
@@ -300,7 +300,7 @@ async fn drive(
         };
         if let Err(e) = outcome {
             let lost = sent_at.len() as u64;
-            *r.errors.entry(Cow::Borrowed("connection_lost")).or_default() += lost;
+            r.count_error(Cow::Borrowed("connection_lost"), lost);
             r.failure = Some(e.to_string());
             return Ok(r);
         }
