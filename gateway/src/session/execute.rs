@@ -11,9 +11,7 @@ use surge_engine::{
     CreateOrder, Engine, EngineError, Initiator, ListOrders, OrderEventKind, SaleRules, SkuSpec, SkuUpdate,
     TransitionOptions,
 };
-use tokio::sync::OwnedSemaphorePermit;
-
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::{answer, Conn, Req, ReqId};
 use crate::auth::{scope, Role};
