@@ -277,8 +277,9 @@ static RECORDER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 thread_local! {
     /// [`request`]'s handles per (op, code), resolved once per thread instead of a registry
     /// lookup (a hash of the name and labels, and a lock) per request (issue 13). Keyed by the
-    /// labels' addresses: both are `&'static str` from closed sets, so the map stays small.
-    static REQUEST_HANDLES: std::cell::RefCell<std::collections::HashMap<(usize, usize), RequestHandles>> =
+    /// labels' addresses: both are `&'static str` from closed sets, so the map stays small
+    /// (and aHash, not std's SipHash: the keys are ours, not a client's).
+    static REQUEST_HANDLES: std::cell::RefCell<ahash::AHashMap<(usize, usize), RequestHandles>> =
         std::cell::RefCell::default();
 }
 

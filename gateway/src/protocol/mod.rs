@@ -33,7 +33,8 @@ use crate::auth::Role;
 pub use envelope::{parse_envelope, Envelope, ID_STRING_BYTES_MAX, NESTING_DEPTH_MAX};
 pub use fast::parse_create_order;
 pub use lengths::check_lengths;
-pub use reply::{engine_err_reply, err_reply, ok_reply};
+pub(crate) use reply::text_of;
+pub use reply::{engine_err_reply, err_reply, ok_reply, write_engine_err_reply, write_ok_reply};
 pub use requests::{
     decode_order_cursor, encode_entry_cursor, encode_order_cursor, AdjustStockReq, AuthReq, CreateOrderReq,
     CreateSkuReq, Credential, Empty, ItemReq, LegReq, ListOrdersReq, ListWalletEntriesReq, OrderRef, PayReq,

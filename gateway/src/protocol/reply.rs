@@ -8,18 +8,40 @@ use super::WireError;
 
 /// `{"id":…,"ok":true,"result":…}` as one line of JSON (no newline).
 pub fn ok_reply<T: serde::Serialize + ?Sized>(id: &Value, result: &T) -> String {
+    let mut out = Vec::new();
+    write_ok_reply(&mut out, id, result);
+    text_of(out)
+}
+
+/// [`ok_reply`], appended to `out` (a batch's replies are written into one buffer).
+///
+/// ```
+/// let mut out = b"{\"id\":1,\"ok\":true,\"result\":null}\n".to_vec();
+/// surge_gateway::protocol::write_ok_reply(&mut out, &serde_json::json!("b"), &7);
+/// assert_eq!(out, b"{\"id\":1,\"ok\":true,\"result\":null}\n{\"id\":\"b\",\"ok\":true,\"result\":7}");
+/// ```
+pub fn write_ok_reply<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, id: &Value, result: &T) {
     #[derive(serde::Serialize)]
     struct OkReply<'a, T: ?Sized> {
         id: &'a Value,
         ok: bool,
         result: &'a T,
     }
-    match serde_json::to_string(&OkReply { id, ok: true, result }) {
-        Ok(s) => s,
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, &OkReply { id, ok: true, result }) {
         // Our own types always serialize; if one ever does not, the client still gets a reply.
-        Err(e) => err_reply(id, &WireError::new("internal", format!("reply not serializable: {e}"))),
+        out.truncate(start);
+        let e = WireError::new("internal", format!("reply not serializable: {e}"));
+        out.extend_from_slice(err_reply(id, &e).as_bytes());
     }
 }
+
+/// Replies written by `serde_json` as text. They are UTF-8 by construction; were they ever
+/// not, the reply would still go out, with the bad bytes replaced.
+pub(crate) fn text_of(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// `{"id":…,"ok":false,"error":{"code":…,"message":…}}`.
 pub fn err_reply(id: &Value, e: &WireError) -> String {
     let mut err = Map::with_capacity(3);
@@ -40,25 +62,104 @@ pub fn err_reply(id: &Value, e: &WireError) -> String {
 /// often than anything else, and building a map of it first was a sixth of the gateway's CPU
 /// per rejection (issue 13).
 pub fn engine_err_reply(id: &Value, e: &EngineError) -> String {
+    let mut out = Vec::new();
+    write_engine_err_reply(&mut out, id, e);
+    text_of(out)
+}
+
+/// [`engine_err_reply`], appended to `out` (a batch's replies are written into one buffer).
+///
+/// ```
+/// use surge_engine::EngineError;
+/// let mut out = Vec::new();
+/// surge_gateway::protocol::write_engine_err_reply(&mut out, &serde_json::json!(3), &EngineError::SoldOut { sku_id: "tea".into() });
+/// let text = String::from_utf8(out).unwrap();
+/// assert_eq!(text, r#"{"id":3,"ok":false,"error":{"code":"sold_out","message":"sku tea is sold out","sku_id":"tea"}}"#);
+/// ```
+pub fn write_engine_err_reply(out: &mut Vec<u8>, id: &Value, e: &EngineError) {
+    let start = out.len();
+    if write_plain_err_reply(out, id, e).is_none() {
+        out.truncate(start);
+        write_engine_err_reply_serde(out, id, e);
+    }
+}
+
+/// The reply with serde: every shape, every string escaped as JSON needs.
+fn write_engine_err_reply_serde(out: &mut Vec<u8>, id: &Value, e: &EngineError) {
     #[derive(serde::Serialize)]
     struct ErrReply<'a> {
         id: &'a Value,
         ok: bool,
         error: ErrBody<'a>,
     }
-    let reply = ErrReply { id, ok: false, error: ErrBody::of(e) };
-    match serde_json::to_string(&reply) {
-        Ok(s) => s,
+    let start = out.len();
+    if let Err(err) = serde_json::to_writer(&mut *out, &ErrReply { id, ok: false, error: ErrBody::of(e) }) {
         // Plain strings and numbers always serialize; if this ever did not, answer anyway.
-        Err(err) => err_reply(id, &WireError::new(e.code(), format!("{e} ({err})"))),
+        out.truncate(start);
+        out.extend_from_slice(err_reply(id, &WireError::new(e.code(), format!("{e} ({err})"))).as_bytes());
     }
+}
+
+/// The common reply, `{"code","message"}` and perhaps `"sku_id"` (every stock rejection: a
+/// flash sale's `sold_out`), written byte by byte when none of its strings needs an escape;
+/// `None` (with `out` partly written) otherwise. serde escapes each key and string a byte at a
+/// time, and that, with the message formatted into a `String` first, was a tenth of the
+/// server's CPU per `sold_out` (issue 13). A test holds it to the serde path's bytes.
+fn write_plain_err_reply(out: &mut Vec<u8>, id: &Value, e: &EngineError) -> Option<()> {
+    use std::io::Write as _;
+    let body = ErrBody::of(e);
+    if !body.only_code_message_sku() {
+        return None;
+    }
+    out.extend_from_slice(b"{\"id\":");
+    match id {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Number(n) => serde_json::to_writer(&mut *out, n).ok()?,
+        Value::String(s) => push_plain_str(out, s)?,
+        _ => return None,
+    }
+    out.extend_from_slice(b",\"ok\":false,\"error\":{\"code\":");
+    push_plain_str(out, body.code)?;
+    out.extend_from_slice(b",\"message\":\"");
+    let message = out.len();
+    write!(out, "{e}").ok()?;
+    if !plain(&out[message..]) {
+        return None;
+    }
+    out.push(b'"');
+    if let Some(sku_id) = body.sku_id {
+        out.extend_from_slice(b",\"sku_id\":");
+        push_plain_str(out, sku_id)?;
+    }
+    out.extend_from_slice(b"}}");
+    Some(())
+}
+
+/// `s` as a JSON string, if it needs no escape.
+fn push_plain_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
+    if !plain(s.as_bytes()) {
+        return None;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Some(())
+}
+
+/// Bytes a JSON string carries as they are (serde_json escapes control bytes, `"` and `\\`
+/// only; UTF-8 passes through).
+fn plain(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// The `error` object of an engine error: `code` and `message`, then what the error names.
 #[derive(serde::Serialize)]
 struct ErrBody<'a> {
     code: &'static str,
-    message: String,
+    /// The error's `Display`, written straight into the reply (`collect_str`): formatting it
+    /// into a `String` first was an allocation and a copy per `sold_out` answer (issue 13).
+    #[serde(serialize_with = "display")]
+    message: &'a EngineError,
     #[serde(skip_serializing_if = "Option::is_none")]
     sku_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,11 +194,51 @@ struct ErrBody<'a> {
     retry_after_ms: Option<u64>,
 }
 
+fn display<S: serde::Serializer>(e: &&EngineError, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(*e)
+}
+
 impl<'a> ErrBody<'a> {
+    /// Nothing but `code`, `message` and perhaps `sku_id` (what [`write_plain_err_reply`]
+    /// writes). Every field is named, so a new one cannot be missed here.
+    fn only_code_message_sku(&self) -> bool {
+        let ErrBody {
+            code: _,
+            message: _,
+            sku_id: _,
+            from,
+            event,
+            to,
+            expected,
+            actual,
+            order_id,
+            status,
+            transitions_max,
+            adjustment_id,
+            available,
+            asset,
+            transfer_id,
+            retry_after_ms,
+        } = self;
+        from.is_none()
+            && event.is_none()
+            && to.is_none()
+            && expected.is_none()
+            && actual.is_none()
+            && order_id.is_none()
+            && status.is_none()
+            && transitions_max.is_none()
+            && adjustment_id.is_none()
+            && available.is_none()
+            && asset.is_none()
+            && transfer_id.is_none()
+            && retry_after_ms.is_none()
+    }
+
     fn of(e: &'a EngineError) -> Self {
         let mut b = ErrBody {
             code: e.code(),
-            message: e.to_string(),
+            message: e,
             sku_id: e.sku_id(),
             from: None,
             event: None,
@@ -165,6 +306,36 @@ mod tests {
             (v["error"]["code"].as_str(), v["error"]["available"].as_u64()),
             (Some("insufficient_stock"), Some(1))
         );
+    }
+
+    /// The byte-by-byte writer gives exactly serde's bytes, or leaves the reply to serde.
+    #[test]
+    fn the_plain_writer_writes_what_serde_writes() {
+        let errors = [
+            EngineError::SoldOut { sku_id: "tea".into() },
+            EngineError::SoldOut { sku_id: "t\"e\\a\n".into() },
+            EngineError::SoldOut { sku_id: "thé-☕".into() },
+            EngineError::SaleEnded { sku_id: "A".into() },
+            EngineError::PurchaseLimitExceeded { sku_id: "A".into(), limit: 2 },
+            EngineError::InsufficientStock { sku_id: "A".into(), available: 1 },
+            EngineError::UnknownOrder { order_id: OrderId(7) },
+            EngineError::InvalidRequest { message: "bad \"quote\"\u{1}".into() },
+            EngineError::Overloaded,
+            EngineError::Unavailable { retry_after_ms: 5 },
+        ];
+        let ids =
+            [Value::Null, Value::from(7), Value::from(-1.5), Value::from("r-1"), Value::from("a\"b"), Value::from("é")];
+        let mut plain_taken = 0;
+        for e in &errors {
+            for id in &ids {
+                let (mut fast, mut serde) = (b"x".to_vec(), b"x".to_vec());
+                write_engine_err_reply(&mut fast, id, e);
+                write_engine_err_reply_serde(&mut serde, id, e);
+                assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&serde), "{e:?} {id}");
+                plain_taken += usize::from(write_plain_err_reply(&mut Vec::new(), id, e).is_some());
+            }
+        }
+        assert!(plain_taken >= 20, "the plain writer took only {plain_taken} of the replies");
     }
 
     #[test]

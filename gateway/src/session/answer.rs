@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-use super::execute::{answer_of, deadline_passed, finished, Outcome};
+use super::execute::{answer_into, answer_of, deadline_passed, finished, finished_at, Outcome};
 use super::Req;
 use crate::limits::Replier;
 use crate::protocol::ReplyShape;
@@ -75,7 +75,7 @@ impl Answerer {
         let mut expired = false;
         // With `join`, the replies go as one text when the last is in (they come from one
         // shard batch at a time anyway), then the permits and metrics follow.
-        let mut joined = String::new();
+        let mut joined: Vec<u8> = Vec::new();
         let mut answered = Vec::with_capacity(if self.join { waiting.len() } else { 0 });
         // The joined batch's permits, merged: released with one lock of the semaphore, not one
         // per request.
@@ -83,16 +83,19 @@ impl Answerer {
         for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
             let result = if expired { None } else { self.within(deadline, pending).await };
             expired |= result.is_none();
-            let mut answer = match result {
-                Some(r) => answer_of(&req.id, r.map(|o| Outcome::order(o, self.shape))),
-                None => deadline_passed(&req.id),
-            };
+            let result = result.map(|r| r.map(|o| Outcome::order(o, self.shape)));
             if self.join {
                 if !joined.is_empty() {
-                    joined.push('\n');
+                    joined.push(b'\n');
                 }
-                joined.push_str(&answer.text);
-                answer.text = String::new();
+                let answer = match result {
+                    Some(r) => answer_into(&mut joined, &req.id, r),
+                    None => {
+                        let mut answer = deadline_passed(&req.id);
+                        joined.extend_from_slice(std::mem::take(&mut answer.text).as_bytes());
+                        answer
+                    }
+                };
                 answered.push((req, sku_id, answer));
                 match &mut permits {
                     Some(p) => p.merge(permit),
@@ -100,16 +103,21 @@ impl Answerer {
                 }
                 continue;
             }
+            let mut answer = match result {
+                Some(r) => answer_of(&req.id, r),
+                None => deadline_passed(&req.id),
+            };
             self.out.send(std::mem::take(&mut answer.text)).await;
             drop(permit);
             finished(self.conn, &req, &answer, None, sku_id.as_deref());
         }
         if !joined.is_empty() {
-            self.out.send(joined).await;
+            self.out.send(crate::protocol::text_of(joined)).await;
         }
         drop(permits);
+        let now = std::time::Instant::now();
         for (req, sku_id, answer) in answered {
-            finished(self.conn, &req, &answer, None, sku_id.as_deref());
+            finished_at(self.conn, &req, &answer, None, sku_id.as_deref(), now);
         }
     }
 

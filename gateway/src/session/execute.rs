@@ -40,7 +40,7 @@ impl Conn {
     /// engine as one batch: one mailbox message per shard per batch, and no task or timer of
     /// its own (issue 13).
     pub(super) fn queue_create(&mut self, req: Req, r: CreateOrderReq, permit: OwnedSemaphorePermit) {
-        let sku_id = r.items.first().map(|i| i.sku_id.clone());
+        let sku_id = r.items.first().filter(|_| debug_logged()).map(|i| i.sku_id.clone());
         let create = CreateOrder {
             user_id: r.user_id.into(),
             items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
@@ -117,7 +117,19 @@ impl Conn {
 /// A request's metrics and its log line (ids and code, never the payload), once its reply is
 /// queued.
 pub(super) fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id: Option<&str>) {
-    let elapsed = req.t0.elapsed();
+    finished_at(conn, req, answer, order_id, sku_id, std::time::Instant::now());
+}
+
+/// [`finished`], timed at `now` (one clock read for a whole batch of replies queued together).
+pub(super) fn finished_at(
+    conn: u64,
+    req: &Req,
+    answer: &Answer,
+    order_id: Option<u64>,
+    sku_id: Option<&str>,
+    now: std::time::Instant,
+) {
+    let elapsed = now.saturating_duration_since(req.t0);
     crate::metrics::request(req.op_name, answer.code, elapsed);
     tracing::debug!(
         conn,
@@ -133,16 +145,35 @@ pub(super) fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u
 
 /// The reply to an engine request's outcome.
 pub(super) fn answer_of(id: &Value, result: Result<Outcome, EngineError>) -> Answer {
+    let mut out = Vec::new();
+    let mut answer = answer_into(&mut out, id, result);
+    answer.text = protocol::text_of(out);
+    answer
+}
+
+/// [`answer_of`] with the reply appended to `out` (a joined batch's one text) and the answer's
+/// own `text` left empty.
+pub(super) fn answer_into(out: &mut Vec<u8>, id: &Value, result: Result<Outcome, EngineError>) -> Answer {
     match result {
-        Ok(v) => Answer { text: protocol::ok_reply(id, &v), code: "ok", order_id: v.order_id(), err_sku: None },
+        Ok(v) => {
+            protocol::write_ok_reply(out, id, &v);
+            Answer { text: String::new(), code: "ok", order_id: v.order_id(), err_sku: None }
+        }
         Err(e) => {
             if matches!(e, EngineError::Overloaded) {
                 crate::metrics::overloaded("mailbox");
             }
-            let err_sku = e.sku_id().map(str::to_owned);
-            Answer { text: protocol::engine_err_reply(id, &e), code: e.code(), order_id: None, err_sku }
+            // Only the debug log line shows it: not copied per `sold_out` otherwise.
+            let err_sku = e.sku_id().filter(|_| debug_logged()).map(str::to_owned);
+            protocol::write_engine_err_reply(out, id, &e);
+            Answer { text: String::new(), code: e.code(), order_id: None, err_sku }
         }
     }
+}
+
+/// Is the per-request log line (`debug`) written? Its ids are copied only then.
+pub(super) fn debug_logged() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
 }
 
 /// The reply to a request whose answer did not come within `request_timeout_ms`.

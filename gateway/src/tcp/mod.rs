@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -14,49 +13,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::FramedRead;
 
 use crate::hub::{ConnShared, Outbound};
 use crate::limits::LimitStats;
 use crate::protocol::WireError;
 use crate::session::{next_outbound, Conn, Flow, Gateway, Next};
 
-/// One decoded line, or why there is none: errors are items, so the stream survives them.
-enum Line {
-    Text(String),
-    BadUtf8,
-    TooLong,
-    Io,
-}
-
-/// `LinesCodec` with a maximum length, whose errors become items (a framed stream ends at its
-/// first error; invalid UTF-8 must not end the connection).
-struct LineCodec(LinesCodec);
-
-impl Decoder for LineCodec {
-    type Item = Line;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
-        match self.0.decode(buf) {
-            Ok(Some(s)) => Ok(Some(Line::Text(s))),
-            Ok(None) => Ok(None),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Line::TooLong)),
-            Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Some(Line::BadUtf8)),
-            Err(LinesCodecError::Io(_)) => Ok(Some(Line::Io)),
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
-        match self.0.decode_eof(buf) {
-            Ok(Some(s)) => Ok(Some(Line::Text(s))),
-            Ok(None) => Ok(None),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Line::TooLong)),
-            Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Some(Line::BadUtf8)),
-            Err(LinesCodecError::Io(_)) => Ok(Some(Line::Io)),
-        }
-    }
-}
+mod lines;
+use lines::{Line, LineCodec};
 
 /// Accept until shutdown; each connection runs on its own task.
 pub(crate) async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener) {
@@ -283,7 +248,7 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
     let gw = conn.gw.clone();
     let max = gw.limits.max_frame_bytes;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
-    let mut lines = FramedRead::new(rd, LineCodec(LinesCodec::new_with_max_length(max)));
+    let mut lines = FramedRead::new(rd, LineCodec::new(max));
     let stop = stopped(conn.cancel.clone(), gw.shutdown.clone());
     tokio::pin!(stop);
     let mut idle_timer = Box::pin(tokio::time::sleep(idle));
@@ -341,22 +306,24 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
             Read::Line(next) => next,
         };
         match next {
-            None | Some(Err(_)) | Some(Ok(Line::Io)) => break,
-            Some(Ok(Line::Text(t))) => {
-                if t.trim().is_empty() {
-                    continue;
+            None | Some(Err(_)) => break,
+            Some(Ok(Line::Bytes(b))) => match std::str::from_utf8(&b) {
+                Ok(t) => {
+                    if t.trim().is_empty() {
+                        continue;
+                    }
+                    if conn.on_text(t, permit).await == Flow::Close {
+                        break;
+                    }
                 }
-                if conn.on_text(&t, permit).await == Flow::Close {
-                    break;
+                Err(_) => {
+                    if conn.role.is_none() {
+                        conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
+                        break;
+                    }
+                    conn.reply_err(&Value::Null, WireError::new("bad_utf8", "a line must be valid UTF-8")).await;
                 }
-            }
-            Some(Ok(Line::BadUtf8)) => {
-                if conn.role.is_none() {
-                    conn.reply_err(&Value::Null, WireError::new("unauthorized", "authenticate first")).await;
-                    break;
-                }
-                conn.reply_err(&Value::Null, WireError::new("bad_utf8", "a line must be valid UTF-8")).await;
-            }
+            },
             Some(Ok(Line::TooLong)) => {
                 let msg = format!("a line must be at most {max} bytes; closing");
                 conn.reply_err(&Value::Null, WireError::new("frame_too_large", msg)).await;
