@@ -285,13 +285,19 @@ thread_local! {
 
 /// One answered request.
 pub(crate) fn request(op: &'static str, code: &'static str, elapsed: Duration) {
+    requests(op, code, elapsed, 1);
+}
+
+/// `n` requests answered alike (same op and code) after the same `elapsed`: a batch of
+/// pipelined requests read together and answered together (one handle lookup for them all).
+pub(crate) fn requests(op: &'static str, code: &'static str, elapsed: Duration, n: u64) {
     if !RECORDER_READY.load(Ordering::Acquire) {
-        return request_handles(op, code).record(elapsed);
+        return request_handles(op, code).record(elapsed, n);
     }
     REQUEST_HANDLES.with(|cache| {
         let mut cache = cache.borrow_mut();
         let key = (op.as_ptr() as usize, code.as_ptr() as usize);
-        cache.entry(key).or_insert_with(|| request_handles(op, code)).record(elapsed);
+        cache.entry(key).or_insert_with(|| request_handles(op, code)).record(elapsed, n);
     });
 }
 
@@ -304,11 +310,11 @@ fn request_handles(op: &'static str, code: &'static str) -> RequestHandles {
 }
 
 impl RequestHandles {
-    fn record(&self, elapsed: Duration) {
-        self.requests.increment(1);
-        self.duration.record(elapsed.as_secs_f64());
+    fn record(&self, elapsed: Duration, n: u64) {
+        self.requests.increment(n);
+        self.duration.record_many(elapsed.as_secs_f64(), usize::try_from(n).unwrap_or(usize::MAX));
         if let Some(r) = &self.rejected {
-            r.increment(1);
+            r.increment(n);
         }
     }
 }

@@ -88,19 +88,20 @@ pub struct SkuRef {
     pub sku_id: String,
 }
 
-/// One line item of `create_order`.
+/// One line item of `create_order`. The SKU id is already the engine's shared string
+/// (`SkuId`), so handing the item to the engine copies nothing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ItemReq {
-    pub sku_id: String,
+    pub sku_id: std::sync::Arc<str>,
     pub qty: u32,
 }
 
-/// `create_order`.
+/// `create_order`. `user_id` is already the engine's shared string (`UserId`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderReq {
-    pub user_id: String,
+    pub user_id: std::sync::Arc<str>,
     pub items: Vec<ItemReq>,
     pub idempotency_key: String,
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-use super::execute::{answer_into, answer_of, deadline_passed, finished, finished_at, Outcome};
+use super::execute::{all_finished_at, answer_into, answer_of, deadline_passed, finished, Outcome};
 use super::Req;
 use crate::limits::Replier;
 use crate::protocol::ReplyShape;
@@ -116,9 +116,7 @@ impl Answerer {
         }
         drop(permits);
         let now = std::time::Instant::now();
-        for (req, sku_id, answer) in answered {
-            finished_at(self.conn, &req, &answer, None, sku_id.as_deref(), now);
-        }
+        all_finished_at(self.conn, answered.iter().map(|(req, sku_id, a)| (req, a, sku_id.as_deref())), now);
     }
 
     /// `pending`'s answer, or `None` once `deadline` has passed.

@@ -40,10 +40,11 @@ impl Conn {
     /// engine as one batch: one mailbox message per shard per batch, and no task or timer of
     /// its own (issue 13).
     pub(super) fn queue_create(&mut self, req: Req, r: CreateOrderReq, permit: OwnedSemaphorePermit) {
-        let sku_id = r.items.first().filter(|_| debug_logged()).map(|i| i.sku_id.clone());
+        let sku_id = r.items.first().filter(|_| debug_logged()).map(|i| i.sku_id.to_string());
         let create = CreateOrder {
-            user_id: r.user_id.into(),
-            items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
+            user_id: r.user_id,
+            // In place: an item and an engine item have the same layout.
+            items: r.items.into_iter().map(|i| (i.sku_id, i.qty)).collect(),
             idempotency_key: r.idempotency_key,
         };
         self.creates.push(QueuedCreate { req, create, sku_id, permit });
@@ -129,8 +130,44 @@ pub(super) fn finished_at(
     sku_id: Option<&str>,
     now: std::time::Instant,
 ) {
+    crate::metrics::request(req.op_name, answer.code, now.saturating_duration_since(req.t0));
+    logged_at(conn, req, answer, order_id, sku_id, now);
+}
+
+/// Requests answered together, timed at `now`: their log lines, and their metrics with one
+/// handle lookup per run of requests read together (same `t0`) and answered alike (same code).
+pub(super) fn all_finished_at<'a>(
+    conn: u64,
+    answered: impl IntoIterator<Item = (&'a Req, &'a Answer, Option<&'a str>)>,
+    now: std::time::Instant,
+) {
+    let mut run: Option<(&Req, &Answer, u64)> = None;
+    for (req, answer, sku_id) in answered {
+        logged_at(conn, req, answer, None, sku_id, now);
+        match &mut run {
+            Some((r, a, n)) if r.t0 == req.t0 && r.op_name == req.op_name && a.code == answer.code => *n += 1,
+            _ => {
+                if let Some((r, a, n)) = run.replace((req, answer, 1)) {
+                    crate::metrics::requests(r.op_name, a.code, now.saturating_duration_since(r.t0), n);
+                }
+            }
+        }
+    }
+    if let Some((r, a, n)) = run {
+        crate::metrics::requests(r.op_name, a.code, now.saturating_duration_since(r.t0), n);
+    }
+}
+
+/// A request's log line (ids and code, never the payload), timed at `now`.
+fn logged_at(
+    conn: u64,
+    req: &Req,
+    answer: &Answer,
+    order_id: Option<u64>,
+    sku_id: Option<&str>,
+    now: std::time::Instant,
+) {
     let elapsed = now.saturating_duration_since(req.t0);
-    crate::metrics::request(req.op_name, answer.code, elapsed);
     tracing::debug!(
         conn,
         request_id = %ReqId(&req.id),
@@ -314,7 +351,7 @@ fn log_ids(op: &Op) -> (Option<u64>, Option<String>) {
         Op::UpdateSku(r) => (None, Some(r.sku_id.clone())),
         Op::AdjustStock(r) => (None, Some(r.sku_id.clone())),
         Op::GetSku(r) => (None, Some(r.sku_id.clone())),
-        Op::CreateOrder(r) => (None, r.items.first().map(|i| i.sku_id.clone())),
+        Op::CreateOrder(r) => (None, r.items.first().map(|i| i.sku_id.to_string())),
         Op::GetOrder(r) => (Some(r.order_id.0 .0), None),
         Op::Pay(r) => (Some(r.order_id.0 .0), None),
         Op::Transition(_, r) => (Some(r.order_id.0 .0), None),
@@ -338,8 +375,8 @@ async fn execute(engine: &Engine, op: Op, by: Initiator) -> Result<Outcome, Engi
         Op::GetSku(r) => Outcome::Sku(engine.get_sku(&r.sku_id)?),
         Op::CreateOrder(r) => {
             let req = CreateOrder {
-                user_id: r.user_id.into(),
-                items: r.items.into_iter().map(|i| (i.sku_id.into(), i.qty)).collect(),
+                user_id: r.user_id,
+                items: r.items.into_iter().map(|i| (i.sku_id, i.qty)).collect(),
                 idempotency_key: r.idempotency_key,
             };
             Outcome::Order(engine.create_order(req).await?)

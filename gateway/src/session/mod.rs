@@ -234,7 +234,12 @@ impl Conn {
     /// (a user's scope, rate limits, typed parse with lengths), then [`Conn::dispatch`]. A
     /// refusal answers with a typed error; only authentication failures close the connection.
     pub async fn on_text(&mut self, text: &str, permit: OwnedSemaphorePermit) -> Flow {
-        let t0 = Instant::now();
+        self.on_text_read_at(text, permit, Instant::now()).await
+    }
+
+    /// [`Conn::on_text`] for a message read at `t0` (its latency is measured from there): the
+    /// lines of one socket read share one clock read.
+    pub async fn on_text_read_at(&mut self, text: &str, permit: OwnedSemaphorePermit, t0: Instant) -> Flow {
         // The hot request, read in one typed pass (`protocol::parse_create_order`), when the
         // connection acts for any user (a `user` connection's scope rewrites the fields).
         if self.role.is_some() && self.acting_user().is_none() {
@@ -322,8 +327,8 @@ impl Conn {
         }
         let op = parse()?;
         let user = match &op {
-            Op::CreateOrder(r) => Some(&r.user_id),
-            Op::ListOrders(r) => Some(&r.user_id),
+            Op::CreateOrder(r) => Some(&*r.user_id),
+            Op::ListOrders(r) => Some(r.user_id.as_str()),
             _ => None,
         };
         if let Some(Err(nu)) = user.map(|u| self.gw.user_limiter.check(u)) {

@@ -252,6 +252,8 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
     let stop = stopped(conn.cancel.clone(), gw.shutdown.clone());
     tokio::pin!(stop);
     let mut idle_timer = Box::pin(tokio::time::sleep(idle));
+    // When the bytes of the lines in the buffer were read (requests' latency starts there).
+    let mut read_at: Option<std::time::Instant> = None;
     loop {
         // Submit the `create_order` requests read so far once no complete line is left in the
         // buffer (the next one needs a read from the socket), or no in-flight slot is free
@@ -272,9 +274,12 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
         } else {
             None
         };
+        // A line that was already in the buffer came with the last read: it keeps that read's
+        // time (one clock read per socket read, not per pipelined line).
         let (permit, item) = match ready {
             Some((permit, next)) => (permit, Read::Line(next)),
             None => {
+                read_at = None;
                 let permit = match conn.inflight.clone().try_acquire_owned() {
                     Ok(p) => p,
                     Err(_) => tokio::select! {
@@ -312,7 +317,8 @@ async fn read_loop(mut conn: Conn, rd: OwnedReadHalf, auth_deadline: Instant, wr
                     if t.trim().is_empty() {
                         continue;
                     }
-                    if conn.on_text(t, permit).await == Flow::Close {
+                    let t0 = *read_at.get_or_insert_with(std::time::Instant::now);
+                    if conn.on_text_read_at(t, permit, t0).await == Flow::Close {
                         break;
                     }
                 }
