@@ -118,20 +118,9 @@ impl Conn {
 /// A request's metrics and its log line (ids and code, never the payload), once its reply is
 /// queued.
 pub(super) fn finished(conn: u64, req: &Req, answer: &Answer, order_id: Option<u64>, sku_id: Option<&str>) {
-    finished_at(conn, req, answer, order_id, sku_id, std::time::Instant::now());
-}
-
-/// [`finished`], timed at `now` (one clock read for a whole batch of replies queued together).
-pub(super) fn finished_at(
-    conn: u64,
-    req: &Req,
-    answer: &Answer,
-    order_id: Option<u64>,
-    sku_id: Option<&str>,
-    now: std::time::Instant,
-) {
+    let now = std::time::Instant::now();
     crate::metrics::request(req.op_name, answer.code, now.saturating_duration_since(req.t0));
-    logged_at(conn, req, answer, order_id, sku_id, now);
+    logged_at(conn, req, answer, (order_id, sku_id), now);
 }
 
 /// Requests answered together, timed at `now`: their log lines, and their metrics with one
@@ -143,7 +132,7 @@ pub(super) fn all_finished_at<'a>(
 ) {
     let mut run: Option<(&Req, &Answer, u64)> = None;
     for (req, answer, sku_id) in answered {
-        logged_at(conn, req, answer, None, sku_id, now);
+        logged_at(conn, req, answer, (None, sku_id), now);
         match &mut run {
             Some((r, a, n)) if r.t0 == req.t0 && r.op_name == req.op_name && a.code == answer.code => *n += 1,
             _ => {
@@ -158,15 +147,10 @@ pub(super) fn all_finished_at<'a>(
     }
 }
 
-/// A request's log line (ids and code, never the payload), timed at `now`.
-fn logged_at(
-    conn: u64,
-    req: &Req,
-    answer: &Answer,
-    order_id: Option<u64>,
-    sku_id: Option<&str>,
-    now: std::time::Instant,
-) {
+/// A request's log line (ids and code, never the payload), timed at `now`; `ids` are the
+/// order and SKU the request named, when the answer does not say.
+fn logged_at(conn: u64, req: &Req, answer: &Answer, ids: (Option<u64>, Option<&str>), now: std::time::Instant) {
+    let (order_id, sku_id) = ids;
     let elapsed = now.saturating_duration_since(req.t0);
     tracing::debug!(
         conn,
