@@ -115,12 +115,25 @@ async fn write_loop(
     let mut seq = 0u64;
     let mut reason = None;
     let mut killed = crate::session::killed(&shared);
+    let mut frames = Frames { session: &mut session, shared: &shared, stats: &stats, write_timeout };
     loop {
-        let (t, reply) = match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
-            Next::Text(t) => (t, false),
-            Next::Reply(t) => (t, true),
+        let go_on = match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
+            Next::Text(t) => frames.send(t, false, killed.as_mut()).await,
+            Next::Reply(t) => frames.send(t, true, killed.as_mut()).await,
+            Next::Replies(ts) => {
+                let mut go_on = true;
+                for t in ts {
+                    // After a failed send the rest are still counted as written (dropped).
+                    if !go_on {
+                        crate::limits::reply_written(&shared, t.len());
+                        continue;
+                    }
+                    go_on = frames.send(t, true, killed.as_mut()).await;
+                }
+                go_on
+            }
             Next::Final(t) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), session.text(t)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), frames.session.text(t)).await;
                 reason = Some(CloseReason {
                     code: CloseCode::Policy,
                     description: shared.kill_code.get().map(|c| c.to_string()),
@@ -129,26 +142,47 @@ async fn write_loop(
             }
             Next::End => break,
         };
-        let len = t.len();
-        let sent = tokio::select! {
-            r = tokio::time::timeout(write_timeout, session.text(t)) => match r {
-                Ok(r) => r.is_ok(),
-                Err(_) => {
-                    crate::limits::write_timed_out(&shared, &stats);
-                    false
-                }
-            },
-            () = killed.as_mut() => false,
-        };
-        if reply {
-            crate::limits::reply_written(&shared, len);
-        }
-        // Killed (slow consumer): go round once more for the final error frame.
-        if !sent && shared.kill_code.get().is_none() {
+        if !go_on {
             break;
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(reason)).await;
+}
+
+/// Where a writer sends its text frames, and what bounds them.
+struct Frames<'a> {
+    session: &'a mut actix_ws::Session,
+    shared: &'a ConnShared,
+    stats: &'a LimitStats,
+    write_timeout: Duration,
+}
+
+impl Frames<'_> {
+    /// Send `t` as one text frame within `write_timeout` (a `reply` is then no longer pending);
+    /// `false` when the writer should stop. A killed connection (slow consumer) goes on, for
+    /// the final error frame.
+    async fn send(
+        &mut self,
+        t: String,
+        reply: bool,
+        killed: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+    ) -> bool {
+        let len = t.len();
+        let sent = tokio::select! {
+            r = tokio::time::timeout(self.write_timeout, self.session.text(t)) => match r {
+                Ok(r) => r.is_ok(),
+                Err(_) => {
+                    crate::limits::write_timed_out(self.shared, self.stats);
+                    false
+                }
+            },
+            () = killed => false,
+        };
+        if reply {
+            crate::limits::reply_written(self.shared, len);
+        }
+        sent || self.shared.kill_code.get().is_some()
+    }
 }
 
 /// Read frames until the client leaves, a limit closes the connection, or the server stops.

@@ -36,6 +36,9 @@ pub(crate) use link::{link, Control, HubInbox, HubLink};
 pub enum Outbound {
     /// A reply, already encoded.
     Reply(String),
+    /// Replies answered together (a batch of `create_order` on a transport that frames each
+    /// reply on its own, WebSocket), in order: one queue message for them all.
+    Replies(Vec<String>),
     /// A push; the connection's writer adds `seq`.
     Push(Arc<Map<String, Value>>),
     /// Everything before this is written: close the connection.

@@ -52,10 +52,21 @@ impl Replier {
     /// Queue `text` (waiting for room: back-pressure), or kill the connection when its pending
     /// reply bytes would pass the bound. A killed connection's replies are dropped.
     pub async fn send(&self, text: String) {
+        let n = reply_bytes(text.len());
+        self.queue(Outbound::Reply(text), n).await;
+    }
+
+    /// Queue `texts` as one message, in order (each counted as [`Replier::send`] counts it).
+    pub async fn send_all(&self, texts: Vec<String>) {
+        let n = texts.iter().map(|t| reply_bytes(t.len())).sum();
+        self.queue(Outbound::Replies(texts), n).await;
+    }
+
+    /// Queue `message`, `n` reply bytes, within the bound.
+    async fn queue(&self, message: Outbound, n: usize) {
         if self.shared.is_killed() {
             return;
         }
-        let n = reply_bytes(text.len());
         let before = self.shared.pending_reply_bytes.fetch_add(n, Ordering::AcqRel);
         let pending = before.saturating_add(n);
         if before > 0 && pending > self.max_bytes {
@@ -67,7 +78,7 @@ impl Replier {
             return;
         }
         self.stats.pending_reply_bytes_peak.fetch_max(pending, Ordering::Relaxed);
-        if self.out.send(Outbound::Reply(text)).await.is_err() {
+        if self.out.send(message).await.is_err() {
             self.shared.pending_reply_bytes.fetch_sub(n, Ordering::AcqRel);
         }
     }
@@ -114,5 +125,21 @@ mod tests {
         assert_eq!(shared.pending_reply_bytes.load(Ordering::Relaxed), 90);
         assert_eq!(stats.pending_reply_bytes_peak.load(Ordering::Relaxed), 501);
         assert_eq!(stats.closed_pending_replies.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn replies_sent_together_count_each_reply_and_share_the_bound() {
+        let (out, mut rx) = mpsc::channel(1_000);
+        let shared = Arc::new(ConnShared::default());
+        let stats = Arc::new(LimitStats::default());
+        let r = Replier { out, shared: shared.clone(), stats: stats.clone(), max_bytes: 100 };
+        r.send_all(vec!["a".repeat(19), "b".repeat(29)]).await; // 20 + 30 bytes pending
+        assert_eq!(shared.pending_reply_bytes.load(Ordering::Relaxed), 50);
+        let Some(Outbound::Replies(ts)) = rx.recv().await else { panic!("the replies, as one message") };
+        assert_eq!(ts.iter().map(String::len).collect::<Vec<_>>(), [19, 29], "in order");
+        r.send_all(vec!["c".repeat(49), "d".repeat(9)]).await; // 50 + 60 > 100
+        assert_eq!(shared.kill_code.get(), Some(&"slow_consumer"));
+        assert_eq!(shared.pending_reply_bytes.load(Ordering::Relaxed), 50, "nothing of the refused list counted");
+        assert!(rx.try_recv().is_err(), "the refused list is not queued");
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-use super::execute::{all_finished_at, answer_into, answer_of, deadline_passed, finished, Outcome};
+use super::execute::{all_finished_at, answer_into, answer_of, deadline_passed, Outcome};
 use super::Req;
 use crate::limits::Replier;
 use crate::protocol::ReplyShape;
@@ -70,49 +70,53 @@ impl Answerer {
     }
 
     /// Queue one batch's replies, in the order read, then release its permits and record it.
+    /// The replies go as one queue message when the last is in (they come from one shard batch
+    /// at a time anyway): on TCP one text of lines, on WebSocket one list of frames.
     async fn answer(&mut self, batch: Batch) {
         let Batch { waiting, answers, deadline } = batch;
         let mut expired = false;
-        // With `join`, the replies go as one text when the last is in (they come from one
-        // shard batch at a time anyway), then the permits and metrics follow.
         let mut joined: Vec<u8> = Vec::new();
-        let mut answered = Vec::with_capacity(if self.join { waiting.len() } else { 0 });
-        // The joined batch's permits, merged: released with one lock of the semaphore, not one
-        // per request.
+        let mut texts = Vec::with_capacity(if self.join { 0 } else { waiting.len() });
+        let mut answered = Vec::with_capacity(waiting.len());
+        // The batch's permits, merged: released with one lock of the semaphore, not one per
+        // request.
         let mut permits: Option<OwnedSemaphorePermit> = None;
         for ((req, sku_id, permit), pending) in waiting.into_iter().zip(answers) {
             let result = if expired { None } else { self.within(deadline, pending).await };
             expired |= result.is_none();
             let result = result.map(|r| r.map(|o| Outcome::order(o, self.shape)));
-            if self.join {
-                if !joined.is_empty() {
-                    joined.push(b'\n');
-                }
-                let answer = match result {
-                    Some(r) => answer_into(&mut joined, &req.id, r),
-                    None => {
-                        let mut answer = deadline_passed(&req.id);
-                        joined.extend_from_slice(std::mem::take(&mut answer.text).as_bytes());
-                        answer
-                    }
-                };
-                answered.push((req, sku_id, answer));
-                match &mut permits {
-                    Some(p) => p.merge(permit),
-                    None => permits = Some(permit),
-                }
-                continue;
-            }
             let mut answer = match result {
+                Some(r) if self.join => {
+                    if !joined.is_empty() {
+                        joined.push(b'\n');
+                    }
+                    answer_into(&mut joined, &req.id, r)
+                }
                 Some(r) => answer_of(&req.id, r),
                 None => deadline_passed(&req.id),
             };
-            self.out.send(std::mem::take(&mut answer.text)).await;
-            drop(permit);
-            finished(self.conn, &req, &answer, None, sku_id.as_deref());
+            if !answer.text.is_empty() {
+                let text = std::mem::take(&mut answer.text);
+                if self.join {
+                    if !joined.is_empty() {
+                        joined.push(b'\n');
+                    }
+                    joined.extend_from_slice(text.as_bytes());
+                } else {
+                    texts.push(text);
+                }
+            }
+            answered.push((req, sku_id, answer));
+            match &mut permits {
+                Some(p) => p.merge(permit),
+                None => permits = Some(permit),
+            }
         }
         if !joined.is_empty() {
             self.out.send(crate::protocol::text_of(joined)).await;
+        }
+        if !texts.is_empty() {
+            self.out.send_all(texts).await;
         }
         drop(permits);
         let now = std::time::Instant::now();
@@ -181,8 +185,11 @@ mod tests {
 
     async fn reply(rx: &mut mpsc::Receiver<Outbound>) -> serde_json::Value {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(Outbound::Reply(text))) => serde_json::from_str(&text).expect("a JSON reply"),
-            _ => panic!("no reply"),
+            // Each batch here is one request: one reply, in a list (`join` is off).
+            Ok(Some(Outbound::Replies(texts))) if texts.len() == 1 => {
+                serde_json::from_str(&texts[0]).expect("a JSON reply")
+            }
+            other => panic!("no single reply: {other:?}"),
         }
     }
 

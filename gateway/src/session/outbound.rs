@@ -23,6 +23,8 @@ pub(crate) enum Next {
     Text(String),
     /// Write this reply, then tell `limits::reply_written`.
     Reply(String),
+    /// Write these replies in order, each as [`Next::Reply`].
+    Replies(Vec<String>),
     /// Write this final error, then close.
     Final(String),
     /// Close.
@@ -80,6 +82,7 @@ fn final_of(shared: &ConnShared, seq: &mut u64) -> Next {
 fn next_of(m: Option<Outbound>, seq: &mut u64) -> Next {
     match m {
         Some(Outbound::Reply(s)) => Next::Reply(s),
+        Some(Outbound::Replies(v)) => Next::Replies(v),
         Some(Outbound::Push(p)) => {
             *seq += 1;
             Next::Text(encode_push(*seq, &p))

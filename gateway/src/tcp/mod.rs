@@ -87,22 +87,24 @@ async fn write_loop(
     let mut reply_bytes = 0;
     let mut seq = 0u64;
     loop {
-        let (text, reply) = match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
-            Next::Text(t) => (t, false),
-            Next::Reply(t) => (t, true),
+        let line = |buf: &mut Vec<u8>, text: &str| {
+            buf.extend_from_slice(text.as_bytes());
+            buf.push(b'\n');
+            crate::limits::reply_bytes(text.len())
+        };
+        match next_outbound(&mut rx, &shared, &mut seq, killed.as_mut()).await {
+            Next::Text(t) => {
+                line(&mut buf, &t);
+            }
+            Next::Reply(t) => reply_bytes += line(&mut buf, &t),
+            Next::Replies(ts) => reply_bytes += ts.iter().map(|t| line(&mut buf, t)).sum::<usize>(),
             Next::Final(t) => {
-                buf.extend_from_slice(t.as_bytes());
-                buf.push(b'\n');
+                line(&mut buf, &t);
                 let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
                 buf.clear();
                 break;
             }
             Next::End => break,
-        };
-        buf.extend_from_slice(text.as_bytes());
-        buf.push(b'\n');
-        if reply {
-            reply_bytes += crate::limits::reply_bytes(text.len());
         }
         if rx.is_empty() && buf.len() < WRITE_BUFFER_BYTES {
             // Replies of one engine batch complete together but may reach this queue from
