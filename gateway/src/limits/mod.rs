@@ -106,12 +106,18 @@ pub(crate) fn write_timed_out(shared: &ConnShared, stats: &LimitStats) {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pending_reply_bytes_stay_bounded_and_one_reply_always_fits() {
-        let (out, mut rx) = mpsc::channel(1_000);
+    /// A replier bounded at `max_bytes`, its queue, and what it shares.
+    fn replier(max_bytes: usize) -> (Replier, mpsc::Receiver<Outbound>, Arc<ConnShared>, Arc<LimitStats>) {
+        let (out, rx) = mpsc::channel(1_000);
         let shared = Arc::new(ConnShared::default());
         let stats = Arc::new(LimitStats::default());
-        let r = Replier { out, shared: shared.clone(), stats: stats.clone(), max_bytes: 100 };
+        let r = Replier { out, shared: shared.clone(), stats: stats.clone(), max_bytes };
+        (r, rx, shared, stats)
+    }
+
+    #[tokio::test]
+    async fn pending_reply_bytes_stay_bounded_and_one_reply_always_fits() {
+        let (r, mut rx, shared, stats) = replier(100);
         r.send("x".repeat(500)).await; // larger than the bound, but alone: allowed
         assert!(!shared.cancel.is_cancelled());
         let Some(Outbound::Reply(t)) = rx.recv().await else { panic!("a reply") };
@@ -129,10 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_sent_together_count_each_reply_and_share_the_bound() {
-        let (out, mut rx) = mpsc::channel(1_000);
-        let shared = Arc::new(ConnShared::default());
-        let stats = Arc::new(LimitStats::default());
-        let r = Replier { out, shared: shared.clone(), stats: stats.clone(), max_bytes: 100 };
+        let (r, mut rx, shared, stats) = replier(100);
         r.send_all(vec!["a".repeat(19), "b".repeat(29)]).await; // 20 + 30 bytes pending
         assert_eq!(shared.pending_reply_bytes.load(Ordering::Relaxed), 50);
         let Some(Outbound::Replies(ts)) = rx.recv().await else { panic!("the replies, as one message") };
@@ -141,5 +144,6 @@ mod tests {
         assert_eq!(shared.kill_code.get(), Some(&"slow_consumer"));
         assert_eq!(shared.pending_reply_bytes.load(Ordering::Relaxed), 50, "nothing of the refused list counted");
         assert!(rx.try_recv().is_err(), "the refused list is not queued");
+        assert_eq!(stats.closed_pending_replies.load(Ordering::Relaxed), 1);
     }
 }

@@ -85,26 +85,20 @@ impl Answerer {
             let result = if expired { None } else { self.within(deadline, pending).await };
             expired |= result.is_none();
             let result = result.map(|r| r.map(|o| Outcome::order(o, self.shape)));
+            if self.join && !joined.is_empty() {
+                joined.push(b'\n');
+            }
             let mut answer = match result {
-                Some(r) if self.join => {
-                    if !joined.is_empty() {
-                        joined.push(b'\n');
-                    }
-                    answer_into(&mut joined, &req.id, r)
-                }
+                // Joined: serialized straight into the batch's text.
+                Some(r) if self.join => answer_into(&mut joined, &req.id, r),
                 Some(r) => answer_of(&req.id, r),
                 None => deadline_passed(&req.id),
             };
-            if !answer.text.is_empty() {
-                let text = std::mem::take(&mut answer.text);
-                if self.join {
-                    if !joined.is_empty() {
-                        joined.push(b'\n');
-                    }
-                    joined.extend_from_slice(text.as_bytes());
-                } else {
-                    texts.push(text);
-                }
+            let text = std::mem::take(&mut answer.text);
+            if self.join {
+                joined.extend_from_slice(text.as_bytes());
+            } else {
+                texts.push(text);
             }
             answered.push((req, sku_id, answer));
             match &mut permits {
