@@ -79,13 +79,20 @@ struct Slots<T> {
     left: usize,
     /// Tasks polling a slot before the batch was done.
     wakers: Vec<Waker>,
+    /// Threads blocked in [`BatchReply::wait`]. std's `Condvar::notify_all` makes a futex call
+    /// even with nobody waiting; async callers (the gateway's every batch) never wait there, so
+    /// the writer thread skips that call for them (issue 13: one wasted syscall per batch).
+    blocked: usize,
 }
 
 impl<T> BatchReply<T> {
     /// A batch of `len` empty slots.
     pub fn new(len: usize) -> Arc<Self> {
         let results = (0..len).map(|_| None).collect();
-        Arc::new(Self { state: Mutex::new(Slots { results, left: len, wakers: Vec::new() }), done: Condvar::new() })
+        Arc::new(Self {
+            state: Mutex::new(Slots { results, left: len, wakers: Vec::new(), blocked: 0 }),
+            done: Condvar::new(),
+        })
     }
 
     /// The reply for slot `index` (`index < len`).
@@ -112,17 +119,22 @@ impl<T> BatchReply<T> {
             for w in slots.wakers.drain(..) {
                 w.wake();
             }
+            let blocked = slots.blocked > 0;
             drop(slots);
-            self.done.notify_all();
+            if blocked {
+                self.done.notify_all();
+            }
         }
     }
 
     /// Block until the batch is done, then take slot `index`'s answer.
     pub fn wait(&self, index: u32) -> EngineResult<T> {
         let mut slots = self.lock();
+        slots.blocked += 1;
         while slots.left > 0 {
             slots = self.done.wait(slots).unwrap_or_else(PoisonError::into_inner);
         }
+        slots.blocked -= 1;
         take(&mut slots, index)
     }
 
@@ -205,6 +217,25 @@ mod tests {
         drop(filler);
         let got = waiter.join().expect("waiter");
         assert_eq!(got.into_iter().map(|r| r.ok()).collect::<Vec<_>>(), vec![Some(0), Some(10), Some(20)]);
+    }
+
+    #[test]
+    fn a_thread_blocked_before_the_last_fill_is_woken() {
+        let batch = BatchReply::<u32>::new(1);
+        let slot = batch.slot(0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let batch = batch.clone();
+            std::thread::spawn(move || tx.send(batch.wait(0).ok()))
+        };
+        // Fill only once the waiter is inside `wait`: the notify must not be skipped for it.
+        while batch.lock().blocked == 0 {
+            std::thread::yield_now();
+        }
+        Reply::Slot(slot).send(Ok(5));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(got, Ok(Some(5)), "a blocked waiter was not woken");
+        waiter.join().expect("waiter").expect("send");
     }
 
     #[test]
