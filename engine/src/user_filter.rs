@@ -44,6 +44,23 @@ impl UserFilter {
 
     /// Mark `user_id` as possibly holding a record. Call it before the request that could
     /// create the record is sent (so any later request of the user sees the mark).
+    /// Ask the CPU to bring `user_id`'s word into cache. The filter is 2 MiB, read at a random
+    /// word per request: without this, [`UserFilter::insert`] waited for that miss on every
+    /// order (issue 12: 84% of the caller's fast-path samples sat on the load). A batch
+    /// prefetches all its users first, so their misses overlap instead of queueing.
+    pub fn prefetch(&self, user_id: &str) {
+        let (word, _) = self.bit(user_id);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: SSE is part of the x86_64 baseline, so the instruction exists; a prefetch
+            // is a hint that never faults and writes nothing, and the address is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.words[word].as_ptr().cast::<i8>()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = word;
+    }
+
     pub fn insert(&self, user_id: &str) {
         let (word, mask) = self.bit(user_id);
         if self.words[word].load(Ordering::Acquire) & mask == 0 {

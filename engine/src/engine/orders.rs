@@ -144,6 +144,9 @@ impl Engine {
         // The first item's published SKU, kept while consecutive requests name the same one: a
         // flash sale's batch is one SKU, and each lookup is a lock and a string hash.
         let mut last_sku: Option<Arc<SkuShared>> = None;
+        for req in &reqs {
+            self.inner.read.users.prefetch(&req.user_id);
+        }
         for req in reqs {
             let checked = self.check_create(&req).and_then(|()| {
                 let first = &*req.items[0].0;
