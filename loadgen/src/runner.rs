@@ -30,6 +30,7 @@ use crate::report::{LatencyUs, Report, Verify};
 use crate::timeline::Timeline;
 
 mod lanes;
+mod pace;
 mod pipelined;
 mod progress;
 
@@ -95,6 +96,9 @@ struct Shared {
     seed: u64,
     /// Orders per `create_orders` call (in-process batched lanes), 1 otherwise.
     batch: u64,
+    /// Open loop: pace sends finer than tokio's millisecond timer ([`pace`]); false in-process,
+    /// where the generator shares its cores with the engine and must not spin.
+    precise_pacing: bool,
 }
 
 /// What a lane measured.
@@ -263,6 +267,7 @@ async fn run_async(
         stop: AtomicBool::new(false),
         seed: args.seed,
         batch: args.batch as u64,
+        precise_pacing: !matches!(target, Target::InProcess),
     });
 
     let progress = progress_bar(args, budget, shared.clone());

@@ -53,7 +53,7 @@ pub(super) async fn lane_loop(
                 if due >= shared.deadline {
                     break;
                 }
-                tokio::time::sleep_until(due.into()).await;
+                super::pace::pace_until(due, shared.precise_pacing).await;
                 due
             }
             None => now,

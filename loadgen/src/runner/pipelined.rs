@@ -268,7 +268,7 @@ async fn drive(
         if sent_at.is_empty() {
             match next_due {
                 Some(due) => {
-                    tokio::time::sleep_until(due.into()).await;
+                    super::pace::pace_until(due, shared.precise_pacing).await;
                     continue;
                 }
                 None => return Ok(r),
@@ -294,7 +294,7 @@ async fn drive(
         let outcome = match next_due {
             Some(due) => tokio::select! {
                 r = read => r,
-                () = tokio::time::sleep_until(due.into()) => Ok(()),
+                () = super::pace::pace_until(due, shared.precise_pacing) => Ok(()),
             },
             None => read.await,
         };
