@@ -20,6 +20,8 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{decode_header, decode_snapshot, encode_snapshot, verify_snapshot_envelope, SnapshotFile};
@@ -40,13 +42,22 @@ fn dir_of(data_dir: &Path) -> PathBuf {
 pub struct FsSnapshots {
     /// `DIR/snapshots`.
     dir: PathBuf,
+    /// Set by [`SnapshotStore::stop_pacing`] (shared by clones): writes go at the disk's speed.
+    unpaced: Arc<AtomicBool>,
+    /// Chunks whose write was slowed to the pace (a sleep), over this value's life.
+    paced_sleeps: Arc<AtomicU64>,
 }
 
 impl FsSnapshots {
     /// The snapshot files of the data directory `data_dir` (the folder is created on the first
     /// write).
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: dir_of(data_dir) }
+        Self { dir: dir_of(data_dir), unpaced: Arc::default(), paced_sleeps: Arc::default() }
+    }
+
+    /// How many chunks so far were held back to [`SNAPSHOT_WRITE_BYTES_PER_SEC`] (a sleep).
+    pub fn paced_sleeps(&self) -> u64 {
+        self.paced_sleeps.load(Ordering::Relaxed)
     }
 
     fn path(&self, number: u64, ext: &str) -> PathBuf {
@@ -90,13 +101,21 @@ impl SnapshotStore for FsSnapshots {
                 let started = Instant::now();
                 f.write_all(chunk)?;
                 f.sync_data()?;
-                std::thread::sleep(chunk_time.saturating_sub(started.elapsed()));
+                let rest = chunk_time.saturating_sub(started.elapsed());
+                if !rest.is_zero() && !self.unpaced.load(Ordering::Acquire) {
+                    self.paced_sleeps.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(rest);
+                }
             }
             f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
         File::open(&self.dir)?.sync_all()?;
         Ok(path)
+    }
+
+    fn stop_pacing(&self) {
+        self.unpaced.store(true, Ordering::Release);
     }
 
     fn read(&self, number: u64) -> std::io::Result<Vec<u8>> {
@@ -351,5 +370,25 @@ pub fn load_for_recovery(store: &dyn SnapshotStore, trimmed_by: Option<u64>) -> 
                 trimmed_by.unwrap_or(0)
             ),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_told_to_stop_pacing_writes_without_sleeping_and_clones_share_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = FsSnapshots::new(dir.path());
+        let clone = files.clone();
+        files.stop_pacing();
+        // Four chunks: a paced write sleeps after each chunk the disk took less than 1/64 s
+        // for. Told to stop pacing, none may sleep, whatever the disk's speed.
+        let bytes = vec![7u8; 4 * SNAPSHOT_SYNC_BYTES];
+        let path = clone.write_durable(1, &bytes).expect("write");
+        assert_eq!(clone.paced_sleeps(), 0, "an unpaced write slept");
+        assert_eq!(fs::read(&path).expect("read back"), bytes);
+        assert_eq!(clone.list().expect("list"), vec![(1, path)]);
     }
 }

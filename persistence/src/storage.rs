@@ -129,6 +129,13 @@ pub trait SnapshotStore: Send + Sync {
     /// The write, fsync or rename failed (disk full, I/O error).
     fn write_durable(&self, number: u64, bytes: &[u8]) -> PersistenceResult<PathBuf>;
 
+    /// From now on write at the storage's full speed, including a write already under way.
+    /// Snapshots are paced so that the WAL's fsyncs keep room on the disk; at shutdown
+    /// ([`crate::DurableEngine::close`]) no commit is left to protect, and a paced final
+    /// snapshot of a few hundred megabytes held `surge serve`'s exit for seconds. Default: no
+    /// pacing to stop.
+    fn stop_pacing(&self) {}
+
     /// The bytes of snapshot `number`.
     ///
     /// # Errors

@@ -286,6 +286,7 @@ impl DurableEngine {
     /// [`PersistenceError::StorageFailed`] when a WAL write failed earlier (policy
     /// [`StorageFailurePolicy::Halt`]): no snapshot is taken; reopen to recover.
     pub fn close(mut self) -> PersistenceResult<()> {
+        self.stop_pacing();
         self.stop_snapshotter();
         let result = self.shared().snapshot().map(|_| ());
         self.release();
@@ -295,8 +296,16 @@ impl DurableEngine {
     /// Stop without a snapshot (the next open replays the log): as fast as a crash, but the
     /// data directory is released before this returns.
     pub fn close_without_snapshot(mut self) {
+        self.stop_pacing();
         self.stop_snapshotter();
         self.release();
+    }
+
+    /// Let a background snapshot under way, and the final one, write at the disk's speed.
+    fn stop_pacing(&self) {
+        if let Some(store) = &self.shared().store {
+            store.snapshots().stop_pacing();
+        }
     }
 
     fn stop_snapshotter(&mut self) {
