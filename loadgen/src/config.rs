@@ -189,7 +189,7 @@ pub struct BenchArgs {
     /// server uses its own `payment_timeout_ms`).
     #[arg(long, default_value_t = 2_000)]
     pub payment_timeout_ms: u64,
-    /// Load-generator threads (tokio workers).
+    /// Load-generator threads (tokio workers), capped at the cores the process may run on.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Seed of the mixed scenario's choices (printed in the report).
