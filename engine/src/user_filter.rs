@@ -42,8 +42,6 @@ impl UserFilter {
         (h / 64, 1u64 << (h % 64))
     }
 
-    /// Mark `user_id` as possibly holding a record. Call it before the request that could
-    /// create the record is sent (so any later request of the user sees the mark).
     /// Ask the CPU to bring `user_id`'s word into cache. The filter is 2 MiB, read at a random
     /// word per request: without this, [`UserFilter::insert`] waited for that miss on every
     /// order (issue 12: 84% of the caller's fast-path samples sat on the load). A batch
@@ -61,6 +59,8 @@ impl UserFilter {
         let _ = word;
     }
 
+    /// Mark `user_id` as possibly holding a record. Call it before the request that could
+    /// create the record is sent (so any later request of the user sees the mark).
     pub fn insert(&self, user_id: &str) {
         let (word, mask) = self.bit(user_id);
         if self.words[word].load(Ordering::Acquire) & mask == 0 {
