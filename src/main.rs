@@ -216,7 +216,10 @@ fn main() -> ExitCode {
 fn bench(args: &surge_loadgen::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The in-process engine's expected orders: their memory faulted in before the clock starts.
     if args.target == "in-process" {
-        surge::process::prefault_heap_for_orders(args.live_orders_expected, surge::process::PREFAULT_BYTES_PER_ORDER);
+        surge::process::prefault_heap_for_orders(
+            args.live_orders_expected,
+            surge::process::BENCH_PREFAULT_BYTES_PER_ORDER,
+        );
     }
     let report = surge_loadgen::run(args)?;
     if args.json {

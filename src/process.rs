@@ -114,6 +114,16 @@ pub const PREFAULT_BYTES_PER_ORDER: u64 = 640;
 /// are not all reused at their size either, hence the headroom.
 pub const SERVE_PREFAULT_BYTES_PER_ORDER: u64 = 1024;
 
+/// Heap bytes to fault in per expected live order for `surge bench --target in-process`: the
+/// engine's orders plus what the load generator's lanes hold and churn (requests built on one
+/// thread and freed on a shard's). Measured at ~800 bytes per order without any prefault
+/// (hot-sku `none`, 32 lanes × batch 256, 1.73 M orders, peak RSS 1.38 GB). With the engine's
+/// 640 the run outgrew the faulted memory: the kernel's zeroing of fresh huge pages was 14% of
+/// the hot SKU's shard and half of the generator's thread (issue 12, session 13), and three
+/// alternated pairs gave 2.56, 2.45, 2.30 µs of CPU per order with 1024 against 3.04, 2.69,
+/// 2.28 with 640.
+pub const BENCH_PREFAULT_BYTES_PER_ORDER: u64 = 1024;
+
 /// Blocks [`prefault_heap`] touches: small enough that the allocator carves them from its arenas
 /// (and later serves other sizes from the same memory), not from a mapping of their own that a
 /// free would unmap.
@@ -168,9 +178,10 @@ pub fn prefault_heap(size_bytes: u64) -> u64 {
 
 /// [`prefault_heap`] for `live_orders_expected` orders of `bytes_per_order` each
 /// ([`PREFAULT_BYTES_PER_ORDER`] for the engine alone, [`SERVE_PREFAULT_BYTES_PER_ORDER`] for
-/// `surge serve`); nothing for 0. `surge serve`, `surge bench --target in-process` and
-/// `examples/memory_per_order --presize` call it before the engine starts, so the engine's
-/// presized tables come from the faulted memory too. Returns the bytes faulted in.
+/// `surge serve`, [`BENCH_PREFAULT_BYTES_PER_ORDER`] for the in-process bench); nothing for 0.
+/// `surge serve`, `surge bench --target in-process` and `examples/memory_per_order --presize`
+/// call it before the engine starts, so the engine's presized tables come from the faulted
+/// memory too. Returns the bytes faulted in.
 pub fn prefault_heap_for_orders(live_orders_expected: u64, bytes_per_order: u64) -> u64 {
     if live_orders_expected == 0 {
         return 0;

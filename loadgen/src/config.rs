@@ -181,7 +181,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
     /// In-process only: the engine's `live_orders_expected` (size the order maps for this
-    /// many live orders at start, so a long run never stalls on a map resize; 0 = grow).
+    /// many live orders at start, so a long run never stalls on a map resize; 0 = grow). The
+    /// `surge` binary also faults in 1 KiB of heap per expected order before the clock starts
+    /// (`surge::process::BENCH_PREFAULT_BYTES_PER_ORDER`): give at least the orders the run
+    /// will create, or the rest of the run pays the kernel's page zeroing.
     #[arg(long, default_value_t = 0)]
     pub live_orders_expected: u64,
     /// In-process mixed scenario only: payment deadline of new orders in ms, short so that
