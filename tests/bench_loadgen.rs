@@ -564,6 +564,8 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
         "rate_rps",
         "seed",
         "elapsed_s",
+        "process_cpu_s",
+        "cpu_us_per_request",
         "requests",
         "ok",
         "errors",
@@ -592,6 +594,11 @@ fn cli_prints_one_json_report_with_the_documented_fields() {
     assert_eq!(v["ok"], 10);
     assert_eq!(v["errors"]["sold_out"], 290);
     assert!(v["elapsed_s"].as_f64().unwrap() > 0.0);
+    // The run's CPU: positive, and per request the quotient of the two.
+    let cpu_s = v["process_cpu_s"].as_f64().expect("process_cpu_s on Linux");
+    assert!(cpu_s > 0.0, "{v}");
+    let per = v["cpu_us_per_request"].as_f64().expect("cpu_us_per_request");
+    assert!((per - cpu_s * 1e6 / 300.0).abs() < 1e-6 * per.max(1.0), "{v}");
     assert!(v["rejections_rps"].as_f64().unwrap() > 0.0);
     assert_eq!(v["verify"]["passed"], true, "{v}");
     assert_eq!(v["verify"]["oversold"], 0);

@@ -40,6 +40,7 @@
 
 pub mod client;
 mod config;
+pub mod cpu;
 mod error;
 mod in_process;
 mod report;

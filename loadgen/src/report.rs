@@ -118,6 +118,13 @@ pub struct Report {
     pub seed: u64,
     /// Wall time of the load phase, seconds.
     pub elapsed_s: f64,
+    /// CPU time (user + system, all threads) this process used during the load phase, seconds
+    /// ([`crate::cpu::process_cpu_s`]): in-process, the engine and the load generator together;
+    /// against a server, the load generator alone. `null` where the platform does not say.
+    pub process_cpu_s: Option<f64>,
+    /// `process_cpu_s` per answered request, µs (in-process: what an embedder pays per order,
+    /// caller included; issue 12's 1 M orders/s on 2 cores needs at most 2).
+    pub cpu_us_per_request: Option<f64>,
     /// Requests answered (acknowledged or rejected).
     pub requests: u64,
     /// Requests acknowledged.
@@ -176,6 +183,10 @@ impl Report {
             self.connections, self.pipeline, self.batch
         );
         let _ = writeln!(t, "elapsed       {:.2} s", self.elapsed_s);
+        if let (Some(cpu), Some(per)) = (self.process_cpu_s, self.cpu_us_per_request) {
+            let whose = if self.target_kind == "in-process" { "engine and generator" } else { "generator" };
+            let _ = writeln!(t, "cpu           {cpu:.2} s ({whose}), {per:.2} µs per request");
+        }
         if let (Some(b), Some(per)) = (self.wal_bytes, self.wal_bytes_per_order) {
             let _ = writeln!(t, "wal           {b} bytes of records, {per:.0} per order");
         }

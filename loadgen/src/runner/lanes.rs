@@ -99,6 +99,7 @@ pub(super) async fn batch_lane_loop(
     mut r: LaneResult,
 ) -> LoadgenResult<LaneResult> {
     let sku0 = shared.skus.first().cloned().unwrap_or_default();
+    let mut user = String::new();
     loop {
         let first = shared.issued.fetch_add(shared.batch, Ordering::Relaxed);
         let end = shared.budget.map_or(first + shared.batch, |b| (first + shared.batch).min(b));
@@ -107,8 +108,14 @@ pub(super) async fn batch_lane_loop(
         }
         let reqs = (first..end)
             .map(|i| {
-                let user = shared.names.user(i % shared.users);
-                surge_engine::CreateOrder::new(&user, &[(sku0.as_str(), 1)], &shared.names.key(i))
+                // Built in place: three allocations per request (what the request holds), not
+                // five (a name and a key made, then copied).
+                shared.names.user_into(i % shared.users, &mut user);
+                surge_engine::CreateOrder {
+                    user_id: Arc::from(user.as_str()),
+                    items: vec![(Arc::from(sku0.as_str()), 1)],
+                    idempotency_key: shared.names.key(i),
+                }
             })
             .collect();
         let sent = Instant::now();
