@@ -108,8 +108,8 @@ pub(super) async fn batch_lane_loop(
         }
         let reqs = (first..end)
             .map(|i| {
-                // Built in place: three allocations per request (what the request holds), not
-                // five (a name and a key made, then copied).
+                // Built in place: four allocations per request (what the request holds: user,
+                // item list, SKU id, key), not six (a name and a key made, then copied).
                 shared.names.user_into(i % shared.users, &mut user);
                 surge_engine::CreateOrder {
                     user_id: Arc::from(user.as_str()),
