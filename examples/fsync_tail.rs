@@ -8,9 +8,11 @@
 //! `fdatasync` after every append, as fast as it can for `duration_s` seconds, with nothing else
 //! running: one WAL commit of one small record, without sled and without the engine. Prints the
 //! count, p50/p99/p99.9/max in ms, how many syncs took over 20 ms (issue 12's bound on the
-//! WAL commit max at half of saturation) and the process's CPU per sync in µs (`getrusage`:
-//! on this project's VM each `fdatasync` costs ~70 µs of CPU, a cost every group commit pays). If this program's own max over 60 s is above a bound,
-//! no WAL on this disk can meet that bound: what the WAL adds is the difference.
+//! WAL commit max at half of saturation) and the process's CPU per sync in µs
+//! (`surge::loadgen::cpu::process_cpu_s`, feature `bench`: on this project's VM each
+//! `fdatasync` costs ~70 µs of CPU, a cost every group commit pays). If this program's own max
+//! over 60 s is above a bound, no WAL on this disk can meet that bound: what the WAL adds is the
+//! difference.
 //!
 //! The file is removed at the end.
 
@@ -43,19 +45,6 @@ fn parse() -> Result<Args, String> {
         return Err("--size-bytes and --duration-s must be above 0".into());
     }
     Ok(a)
-}
-
-/// CPU seconds (user + system) this process has used so far, from `getrusage(RUSAGE_SELF)`;
-/// 0 if the call fails.
-fn process_cpu_s() -> f64 {
-    // SAFETY: `usage` is a plain C struct that getrusage fills; zeroed is a valid value for it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage the call may write.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    s(usage.ru_utime) + s(usage.ru_stime)
 }
 
 /// The latency at quantile `q` (0..=1) of sorted `ms`; 0 for none.
@@ -96,7 +85,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let cpu_before_s = process_cpu_s();
+    let cpu_before_s = surge::loadgen::cpu::process_cpu_s();
     let mut ms = match run(&args) {
         Ok(ms) => ms,
         Err(e) => {
@@ -104,7 +93,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let cpu_us_per_sync = (process_cpu_s() - cpu_before_s) * 1e6 / ms.len().max(1) as f64;
+    let cpu_us_per_sync = match (cpu_before_s, surge::loadgen::cpu::process_cpu_s()) {
+        (Some(before), Some(after)) => (after - before) * 1e6 / ms.len().max(1) as f64,
+        _ => f64::NAN,
+    };
     ms.sort_by(f64::total_cmp);
     let slow = ms.iter().filter(|&&x| x > SLOW_SYNC_MS).count();
     println!(
